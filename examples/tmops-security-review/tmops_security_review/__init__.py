@@ -1,0 +1,1 @@
+"""An example third-party tmops plugin: see ``plugin`` for what it registers."""

@@ -1,0 +1,125 @@
+"""The ``security-review`` plugin: a phase, a checkpoint validator and a telemetry sink.
+
+It imports ``tmops_hookspecs`` only, as every third-party plugin should.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tmops_hookspecs import (
+    Checkpoint,
+    ConfigError,
+    Event,
+    FeatureContext,
+    Gate,
+    PhaseSpec,
+    Problem,
+    SinkSpec,
+    ValidatorSpec,
+    hookimpl,
+)
+
+INSTRUCTIONS = """\
+You are the SECURITY REVIEWER of a TeamOps feature. You are read-only: you change no code and
+no tests. Review the feature branch for injection (shell, SQL, path traversal), secrets in code
+or history, unsafe deserialisation, missing input validation and unsafe file permissions.
+Write your findings, each with file, line, severity and a fix, to the completion checkpoint,
+ending with `Security verdict: PASS` or `Security verdict: FAIL`.
+"""
+
+PROMPT = """\
+Review the security of feature {feature} (run {run}) in {worktree}.
+The spec is {task_spec}. Write your report to {checkpoint_dir}/{completion_checkpoint}.
+"""
+
+# Private keys and the common token shapes; a checkpoint is committed, so none may carry one.
+SECRET_PATTERNS = {
+    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    "AWS access key": re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
+    "Anthropic API key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
+    "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
+}
+
+
+def find_secrets(checkpoint: Checkpoint, context: FeatureContext) -> Iterable[Problem]:
+    """Yield one problem per kind of secret found in the checkpoint's text."""
+    text = checkpoint.body + "\n" + "\n".join(checkpoint.fields.values())
+    for kind, pattern in SECRET_PATTERNS.items():
+        match = pattern.search(text)
+        if match:
+            line = text.count("\n", 0, match.start()) + 1
+            yield Problem(
+                message=f"contains what looks like a {kind} (line {line}); remove it and rotate it",
+                path=checkpoint.path,
+            )
+
+
+class AuditSink:
+    """Appends every event as one JSON line to a file created with mode 0600."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd = os.open(path, flags, 0o600)
+
+    def emit(self, event: Event) -> None:
+        os.write(self._fd, (json.dumps(event.to_dict(), sort_keys=True) + "\n").encode())
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def make_audit_sink(options: Mapping[str, Any]) -> AuditSink:
+    unknown = sorted(set(options) - {"path"})
+    if unknown:
+        raise ConfigError(f"unknown option(s) for 'security-audit': {', '.join(unknown)}")
+    path = options.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError("the 'security-audit' sink needs a 'path' (a file to append to)")
+    return AuditSink(Path(path).expanduser().absolute())
+
+
+@hookimpl
+def tmops_register_phases() -> Iterable[PhaseSpec]:
+    return [
+        PhaseSpec(
+            name="security-review",
+            role="security-reviewer",
+            instructions=INSTRUCTIONS,
+            prompt=PROMPT,
+            trigger_checkpoint="008-security-trigger.md",
+            completion_checkpoint="009-security-complete.md",
+            gates=(Gate.TESTS_PASS,),
+            description="read-only security review after the verifier",
+        )
+    ]
+
+
+@hookimpl
+def tmops_register_validators() -> Iterable[ValidatorSpec]:
+    return [
+        ValidatorSpec(
+            name="no-secrets",
+            validate=find_secrets,
+            description="rejects checkpoints that contain keys or tokens",
+        )
+    ]
+
+
+@hookimpl
+def tmops_register_sinks() -> Iterable[SinkSpec]:
+    return [
+        SinkSpec(
+            name="security-audit",
+            factory=make_audit_sink,
+            description="every event appended to a 0600 JSON-lines audit file",
+        )
+    ]

@@ -1,0 +1,87 @@
+"""tmops_hookspecs: the plugin contract of tmops.
+
+A plugin is a module (or object) with functions marked ``@hookimpl``, published as an entry
+point in the group ``tmops``::
+
+    [project.entry-points.tmops]
+    my-plugin = "my_package.plugin"
+
+This package depends on pluggy and attrs only and never imports tmops_core or tmops_plugins.
+"""
+
+from __future__ import annotations
+
+from . import specs
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    FeatureError,
+    PluginError,
+    ProviderError,
+    TmopsError,
+    WorkspaceError,
+)
+from .records import (
+    CHECKPOINT_NAME_PATTERN,
+    NAME_PATTERN,
+    AgentEvent,
+    AgentRequest,
+    AgentResult,
+    Artifact,
+    Checkpoint,
+    CheckpointFormat,
+    Event,
+    EventMetadata,
+    FeatureContext,
+    Gate,
+    Invocation,
+    Outcome,
+    PhaseSpec,
+    Problem,
+    Provider,
+    ProviderSpec,
+    RollbackPolicy,
+    Severity,
+    Sink,
+    SinkSpec,
+    Validate,
+    ValidatorSpec,
+)
+from .specs import PROJECT_NAME, hookimpl
+
+__all__ = [
+    "CHECKPOINT_NAME_PATTERN",
+    "NAME_PATTERN",
+    "PROJECT_NAME",
+    "AgentEvent",
+    "AgentRequest",
+    "AgentResult",
+    "Artifact",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointFormat",
+    "ConfigError",
+    "Event",
+    "EventMetadata",
+    "FeatureContext",
+    "FeatureError",
+    "Gate",
+    "Invocation",
+    "Outcome",
+    "PhaseSpec",
+    "PluginError",
+    "Problem",
+    "Provider",
+    "ProviderError",
+    "ProviderSpec",
+    "RollbackPolicy",
+    "Severity",
+    "Sink",
+    "SinkSpec",
+    "TmopsError",
+    "Validate",
+    "ValidatorSpec",
+    "WorkspaceError",
+    "hookimpl",
+    "specs",
+]

@@ -1,0 +1,134 @@
+"""The tmops hook specifications.
+
+Two kinds of hooks:
+
+* **Registration hooks** (``tmops_register_*``) return iterables of frozen records. The core calls
+  each plugin's implementation on its own, checks what comes back, refuses a name registered by
+  two plugins (naming both) and skips a plugin that fails (naming it and the reason).
+* **Lifecycle hooks** are broadcasts: every implementation is called, a failing one is logged once
+  with its plugin's name and the workflow goes on. Their return values are ignored.
+
+Implementations are called with keyword arguments only and may accept any subset of them.
+Every hook here must be documented in ``docs/plugins.md``; a test enforces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+from .records import FeatureContext, PhaseSpec, ProviderSpec, SinkSpec, ValidatorSpec
+
+if TYPE_CHECKING:
+    import click
+
+__all__ = ["PROJECT_NAME", "hookimpl"]
+
+PROJECT_NAME = "tmops"
+
+_hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+#: Marks a plugin's hook implementations: ``@hookimpl def tmops_register_sinks(): ...``.
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --------------------------------------------------------------------------------------------
+# Registration hooks: what a plugin adds
+# --------------------------------------------------------------------------------------------
+
+
+@_hookspec
+def tmops_register_providers() -> Iterable[ProviderSpec]:  # type: ignore[empty-body]
+    """Register agent providers (Claude Code, other agent CLIs, scripts).
+
+    :return: :class:`~tmops_hookspecs.ProviderSpec` records. A provider is pure: it builds an
+        :class:`~tmops_hookspecs.Invocation` and parses output; the core runs the process.
+    """
+
+
+@_hookspec
+def tmops_register_phases() -> Iterable[PhaseSpec]:  # type: ignore[empty-body]
+    """Register workflow phases.
+
+    A phase runs when its name is listed in the workflow (config ``features.default_phases``).
+
+    :return: :class:`~tmops_hookspecs.PhaseSpec` records.
+    """
+
+
+@_hookspec
+def tmops_register_validators() -> Iterable[ValidatorSpec]:  # type: ignore[empty-body]
+    """Register checkpoint validators.
+
+    Every checkpoint goes through every validator before a handoff; an error-severity
+    :class:`~tmops_hookspecs.Problem` blocks the handoff.
+
+    :return: :class:`~tmops_hookspecs.ValidatorSpec` records.
+    """
+
+
+@_hookspec
+def tmops_register_sinks() -> Iterable[SinkSpec]:  # type: ignore[empty-body]
+    """Register telemetry sinks.
+
+    A sink is used when its name is listed under ``telemetry.outputs`` in the config.
+
+    :return: :class:`~tmops_hookspecs.SinkSpec` records.
+    """
+
+
+@_hookspec
+def tmops_register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``tmops`` command line.
+
+    :param cli: the root ``tmops`` click group; call ``cli.add_command(...)`` or decorate
+        functions with ``@cli.command()``.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Lifecycle hooks: broadcasts, failures contained
+# --------------------------------------------------------------------------------------------
+
+
+@_hookspec
+def tmops_feature_initialized(context: FeatureContext) -> None:
+    """Called after a feature's branch, folders and TASK_SPEC.md exist.
+
+    :param context: where the feature and its run live.
+    """
+
+
+@_hookspec
+def tmops_phase_started(context: FeatureContext, phase: str, attempt: int) -> None:
+    """Called when an attempt of a phase starts, before its agent process is spawned.
+
+    :param context: the feature run, with ``context.phase`` set.
+    :param phase: the phase name.
+    :param attempt: 1 for the first attempt, 2 for the first retry, and so on.
+    """
+
+
+@_hookspec
+def tmops_phase_finished(
+    context: FeatureContext, phase: str, attempt: int, outcome: str, duration_s: float
+) -> None:
+    """Called when an attempt of a phase has ended.
+
+    :param context: the feature run, with ``context.phase`` set.
+    :param phase: the phase name.
+    :param attempt: the attempt number.
+    :param outcome: ``completed`` (handed off), or an :class:`~tmops_hookspecs.Outcome` value.
+    :param duration_s: wall-clock seconds the attempt took.
+    """
+
+
+@_hookspec
+def tmops_workflow_finished(context: FeatureContext, outcome: str, duration_s: float) -> None:
+    """Called once when a run ends.
+
+    :param context: the feature run.
+    :param outcome: ``completed``, ``failed`` or ``cancelled``.
+    :param duration_s: wall-clock seconds from start to end.
+    """

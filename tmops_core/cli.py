@@ -1,0 +1,212 @@
+"""The ``tmops`` command line: a thin click adapter over :mod:`tmops_core.service`.
+
+User errors (:class:`~tmops_hookspecs.TmopsError`) print one clear message and no traceback
+(``--debug`` shows it) and exit with the error's code: 2 for config errors, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+import yaml
+
+from tmops_hookspecs import TmopsError
+
+from . import __version__
+from .service import Service
+
+__all__ = ["cli", "main"]
+
+
+@attrs.define
+class AppState:
+    """What every command shares: the global options and the service, loaded on first use."""
+
+    config_path: Path | None
+    debug: bool
+    _service: Service | None = None
+
+    @property
+    def service(self) -> Service:
+        if self._service is None:
+            self._service = Service.load(self.config_path, debug=self.debug)
+        return self._service
+
+    def close(self) -> None:
+        if self._service is not None:
+            self._service.close()
+
+
+class TmopsGroup(click.Group):
+    """Shows user errors without a traceback and adds plugin commands when they are asked for."""
+
+    _plugin_commands_loaded = False
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TmopsError as exc:
+            state = ctx.obj if isinstance(ctx.obj, AppState) else None
+            if state is not None and state.debug:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and self._load_plugin_commands(ctx, strict=True):
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands(ctx, strict=False)
+        return super().list_commands(ctx)
+
+    def _load_plugin_commands(self, ctx: click.Context, *, strict: bool) -> bool:
+        # Built-in commands never pay for plugin discovery; plugin ones load on first need.
+        if self._plugin_commands_loaded:
+            return False
+        state = ctx.find_object(AppState) or AppState(config_path=None, debug=False)
+        try:
+            service = state.service
+        except TmopsError:
+            if strict:
+                raise
+            return False
+        self._plugin_commands_loaded = True
+        service.plugins.register_commands(self)
+        return True
+
+
+def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    parts = []
+    for dist in ("tmops-hookspecs", "tmops-plugins"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:  # pragma: no cover - both ship with tmops
+            parts.append(f"{dist} missing")
+    click.echo(f"tmops {__version__} ({', '.join(parts)})")
+    ctx.exit(0)
+
+
+@click.group(cls=TmopsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file (default: $TMOPS_CONFIG, ./tmops.yaml, ./.tmops/config.yaml).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the versions of tmops and its contract and exit.",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
+    """tmops runs AI coding agents through the TeamOps test-first workflow."""
+    state = AppState(config_path=config_path, debug=debug)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+# -- tmops plugins -----------------------------------------------------------------------------
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def plugins_command(state: AppState, as_json: bool) -> None:
+    """List the loaded plugins and what each registers."""
+    loaded, failures = state.service.plugin_report()
+    if as_json:
+        payload = {
+            "plugins": [
+                {
+                    "name": info.name,
+                    "distribution": info.distribution,
+                    "version": info.version,
+                    "module": info.module,
+                    "registers": {kind: list(names) for kind, names in info.registers.items()},
+                }
+                for info in loaded
+            ],
+            "skipped": [{"name": f.name, "reason": f.reason} for f in failures],
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    rows = [("NAME", "DISTRIBUTION", "VERSION", "REGISTERS")]
+    for info in loaded:
+        registers = "; ".join(
+            f"{kind}: {', '.join(names)}" for kind, names in info.registers.items()
+        )
+        rows.append((info.name, info.distribution or "-", info.version or "-", registers or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
+        )
+    if not loaded:
+        click.echo("(no plugins loaded)")
+    if failures:
+        click.echo("\nskipped:")
+        for failure in failures:
+            click.echo(f"  {failure.name}: {failure.reason}")
+
+
+# -- tmops config ------------------------------------------------------------------------------
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Check or show the configuration."""
+
+
+@config_group.command("check")
+@click.pass_obj
+def config_check(state: AppState) -> None:
+    """Validate the config; exit 2 listing every error with its path."""
+    service = state.service
+    warnings = service.check_config()
+    source = service.loaded.source
+    if source is None:
+        click.echo("config OK: no config file found, using the built-in defaults")
+    else:
+        click.echo(f"config OK: {source}")
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+@click.pass_obj
+def config_show(state: AppState, as_json: bool) -> None:
+    """Print the effective config, secrets redacted."""
+    service = state.service
+    data = service.effective_config()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    source = service.loaded.source or "built-in defaults"
+    click.echo(f"# tmops config from {source}")
+    click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="tmops")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

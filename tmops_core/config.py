@@ -1,0 +1,469 @@
+"""The tmops configuration: where it is found, how it is read, and its frozen model.
+
+Owns discovery (``--config``, ``$TMOPS_CONFIG``, ``./tmops.yaml``, ``./.tmops/config.yaml``, else
+built-in defaults), the hostile-file checks (permissions, size, YAML aliases), ``${VAR}``
+expansion, and one strict cattrs converter that reports EVERY error at once as
+``message @ $.path``. It never loads plugins: checks that need them live with their users.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+import yaml
+from cattrs.cols import (
+    homogenous_tuple_structure_factory,
+    is_mapping,
+    is_sequence,
+    mapping_structure_factory,
+)
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn, override
+from cattrs.v import transform_error
+
+from tmops_hookspecs import ConfigError
+
+__all__ = [
+    "CONFIG_ENV",
+    "MAX_CONFIG_BYTES",
+    "Config",
+    "FeaturesConfig",
+    "LoadedConfig",
+    "PathsConfig",
+    "PluginsConfig",
+    "ProviderConfig",
+    "ServerConfig",
+    "TelemetryConfig",
+    "find_config",
+    "load_config",
+    "parse_config",
+    "redacted",
+    "to_data",
+]
+
+CONFIG_ENV = "TMOPS_CONFIG"
+MAX_CONFIG_BYTES = 1024 * 1024
+LOG_LEVELS = ("trace", "debug", "info", "success", "warning", "error", "critical")
+_SEARCH_PATHS = (Path("tmops.yaml"), Path(".tmops") / "config.yaml")
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_KEY = re.compile(r"(?i)(secret|token|password|passwd|api[_-]?key|credential|auth)")
+_SIMPLE_KEY = re.compile(r"\['([A-Za-z0-9_-]+)'\]")
+REDACTED = "***redacted***"
+
+
+def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    frozen: Mapping[str, Any] = _deep_freeze(value)
+    return frozen
+
+
+def _deep_freeze(node: Any) -> Any:
+    # Free-form sections (sink options, plugin settings) must be as immutable as the rest.
+    if isinstance(node, Mapping):
+        return types.MappingProxyType({key: _deep_freeze(value) for key, value in node.items()})
+    if isinstance(node, list | tuple):
+        return tuple(_deep_freeze(item) for item in node)
+    return node
+
+
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+
+
+def _not_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+
+
+def _log_level(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value.lower() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# The model: the seed's sections (server, providers, features, telemetry, paths) plus plugins
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    name: str = "tmops"
+    version: str = ""
+    workspace_id: str = "default"
+
+
+@attrs.frozen(kw_only=True)
+class ProviderConfig:
+    enabled: bool = True
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    instructions_dir: str | None = None
+    env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+@attrs.frozen(kw_only=True)
+class FeaturesConfig:
+    concurrent_limit: int = attrs.field(default=1, validator=_positive)
+    default_phases: tuple[str, ...] = ("orchestrator", "tester", "implementer", "verifier")
+    checkpoint_timeout: int = attrs.field(default=300, validator=_positive)
+    max_retries: int = attrs.field(default=2, validator=_not_negative)
+
+
+@attrs.frozen(kw_only=True)
+class TelemetryConfig:
+    enabled: bool = True
+    level: str = attrs.field(default="info", validator=_log_level)
+    environment: str = "development"
+    #: sink name -> ``true``/``false`` or a mapping of the sink's options; ``file: PATH`` (the
+    #: seed's spelling) is the ``jsonl`` sink writing to PATH.
+    outputs: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+@attrs.frozen(kw_only=True)
+class PathsConfig:
+    tmops_tools: str | None = None
+    checkpoints: str = ".tmops/{feature}/runs/{run}/checkpoints"
+    instructions: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PluginsConfig:
+    #: plugin names (entry-point names) not to load
+    disabled: tuple[str, ...] = ()
+    #: one section per plugin, keyed by plugin name, handed to that plugin
+    settings: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
+    features: FeaturesConfig = attrs.field(factory=FeaturesConfig)
+    telemetry: TelemetryConfig = attrs.field(factory=TelemetryConfig)
+    paths: PathsConfig = attrs.field(factory=PathsConfig)
+    plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+
+
+@attrs.frozen
+class LoadedConfig:
+    """A config and where it came from (``None``: the built-in defaults)."""
+
+    config: Config
+    source: Path | None
+
+
+# --------------------------------------------------------------------------------------------
+# One strict converter: no "5" -> 5, no "abc" -> ['a', 'b', 'c'], no unknown keys
+# --------------------------------------------------------------------------------------------
+
+
+def _strict_scalar(kind: type[Any], *accepted: type[Any]) -> Callable[[Any, type[Any]], Any]:
+    accepted = accepted or (kind,)
+
+    def structure(value: Any, _: type[Any]) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise TypeError(f"expected {kind.__name__}, got a boolean ({value!r})")
+        if not isinstance(value, accepted):
+            raise TypeError(f"expected {kind.__name__}, got {_describe(value)}")
+        return kind(value)
+
+    return structure
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} ({value!r})"
+
+
+def _strict_sequence(type_: Any, converter: cattrs.BaseConverter) -> Callable[[Any, Any], Any]:
+    inner = homogenous_tuple_structure_factory(type_, converter)
+
+    def structure(value: Any, cl: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected a list, got {_describe(value)}")
+        return inner(value, cl)
+
+    return structure
+
+
+def _strict_mapping(type_: Any, converter: cattrs.BaseConverter) -> Callable[[Any, Any], Any]:
+    inner = mapping_structure_factory(type_, converter)
+
+    def structure(value: Any, cl: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a mapping, got {_describe(value)}")
+        return inner(value, cl)
+
+    return structure
+
+
+def _validating_attrs_class(cl: Any, converter: cattrs.BaseConverter) -> Callable[[Any, Any], Any]:
+    # attrs validators run only once every field has structured; running each field's validator
+    # as part of structuring that field lets one pass report every error of the document.
+    overrides: dict[str, Any] = {}
+    for attribute in attrs.fields(attrs.resolve_types(cl)):
+        if attribute.validator is not None:
+            overrides[attribute.name] = override(struct_hook=_validated_field(attribute, converter))
+    inner = make_dict_structure_fn(cl, converter, **overrides)
+
+    def structure(value: Any, type_: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a mapping, got {_describe(value)}")
+        return inner(value, type_)
+
+    return structure
+
+
+def _validated_field(
+    attribute: attrs.Attribute[Any], converter: cattrs.BaseConverter
+) -> Callable[[Any, Any], Any]:
+    def structure(value: Any, type_: Any) -> Any:
+        result = converter.structure(value, attribute.type)  # type: ignore[arg-type]
+        attribute.validator(None, attribute, result)  # type: ignore[misc]
+        return result
+
+    return structure
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(str, _strict_scalar(str))
+    converter.register_structure_hook(int, _strict_scalar(int))
+    converter.register_structure_hook(float, _strict_scalar(float, int, float))
+    converter.register_structure_hook(bool, _strict_scalar(bool))
+    converter.register_structure_hook_factory(
+        lambda t: is_sequence(t) and getattr(t, "__origin__", None) is tuple, _strict_sequence
+    )
+    converter.register_structure_hook_factory(is_mapping, _strict_mapping)
+    converter.register_structure_hook_factory(attrs.has, _validating_attrs_class)
+    return converter
+
+
+_CONVERTER = _make_converter()
+
+
+def _format_error(exc: BaseException, type_: type[Any] | None) -> str:
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        known = ", ".join(field.name for field in attrs.fields(exc.cl))
+        extra = ", ".join(sorted(repr(name) for name in exc.extra_fields))
+        return f"unknown key {extra} (known keys: {known})"
+    if isinstance(exc, TypeError | ValueError) and exc.args:
+        return str(exc)
+    return f"invalid value ({exc!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a file safely
+# --------------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader without aliases (billion-laughs bombs) or duplicate keys."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise ConfigError(
+                f"YAML aliases are not allowed in a tmops config (line {mark.line + 1})",
+                hint="write the repeated value out where it is needed",
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                raise ConfigError(
+                    f"a mapping key must be plain text (line {key_node.start_mark.line + 1})"
+                )
+            if key in seen:
+                raise ConfigError(
+                    f"key {key!r} appears twice in one mapping "
+                    f"(line {key_node.start_mark.line + 1})",
+                    hint="keep one of them",
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_config_file(path: Path) -> str:
+    try:
+        # O_NONBLOCK: a FIFO planted as the config must not hang tmops in open()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}",
+            hint="check the path given by --config or $TMOPS_CONFIG",
+        ) from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ConfigError(f"config {path} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        if info.st_mode & stat.S_IWOTH:
+            raise ConfigError(
+                f"config {path} is writable by every user, so anyone could change what tmops runs",
+                hint=f"chmod o-w {path}",
+            )
+        if info.st_uid not in (os.getuid(), 0):
+            raise ConfigError(
+                f"config {path} belongs to another user (uid {info.st_uid})",
+                hint="use a config file you own",
+            )
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {path} is larger than 1 MiB; a tmops config is a few KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start})") from exc
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {source} is not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"config {source} is nested too deeply to be a tmops config") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# ${VAR} expansion
+# --------------------------------------------------------------------------------------------
+
+
+def _expand(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+    if isinstance(node, str):
+        return _expand_string(node, env, path, problems)
+    if isinstance(node, dict):
+        return {key: _expand(value, env, f"{path}.{key}", problems) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand(item, env, f"{path}[{i}]", problems) for i, item in enumerate(node)]
+    return node
+
+
+def _expand_string(text: str, env: Mapping[str, str], path: str, problems: list[str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(
+            f"environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+            f" @ {path}"
+        )
+        return ""
+
+    # One pass: a value that itself contains ${...} is taken literally, never expanded again.
+    return _VAR.sub(substitute, text)
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+
+
+def parse_config(
+    data: Any, *, env: Mapping[str, str] | None = None, source: str = "<data>"
+) -> Config:
+    """Expand variables in already-parsed YAML data and structure it into a :class:`Config`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {source} must be a mapping of sections, got {_describe(data)}")
+    problems: list[str] = []
+    expanded = _expand(data, os.environ if env is None else env, "$", problems)
+    try:
+        config = _CONVERTER.structure(expanded, Config)
+    except Exception as exc:  # cattrs groups every error of the document in one exception
+        problems.extend(
+            _SIMPLE_KEY.sub(r".\1", line)
+            for line in transform_error(exc, format_exception=_format_error)
+        )
+        config = None
+    if problems or config is None:
+        raise ConfigError(
+            f"config {source} has {len(problems)} error(s):",
+            problems,
+        )
+    return config
+
+
+def find_config(
+    explicit: str | os.PathLike[str] | None = None, *, cwd: Path | None = None
+) -> Path | None:
+    """The config path to use: explicit, then ``$TMOPS_CONFIG``, then the search paths."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env)
+    base = cwd or Path.cwd()
+    for candidate in _SEARCH_PATHS:
+        if (base / candidate).is_file():
+            return base / candidate
+    return None
+
+
+def load_config(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """Find, read, check and parse the config; raise :class:`ConfigError` with every problem."""
+    path = find_config(explicit, cwd=cwd)
+    if path is None:
+        return LoadedConfig(Config(), None)
+    data = _parse_yaml(_read_config_file(path), str(path))
+    return LoadedConfig(parse_config(data, env=env, source=str(path)), path)
+
+
+def to_data(config: Config) -> dict[str, Any]:
+    """The config as plain data (what ``tmops config show`` prints before redaction)."""
+    data: dict[str, Any] = _plain(_CONVERTER.unstructure(config))
+    return data
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [_plain(item) for item in node]
+    return node
+
+
+def redacted(node: Any) -> Any:
+    """A copy with every value under a secret-looking key (token, password, api_key...) hidden."""
+    if isinstance(node, Mapping):
+        return {
+            key: REDACTED
+            if isinstance(key, str) and _SECRET_KEY.search(key) and value not in (None, "")
+            else redacted(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [redacted(item) for item in node]
+    return node
