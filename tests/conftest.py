@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -57,3 +58,29 @@ def make_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeD
     yield make
     for module in created:
         sys.modules.pop(module, None)
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` (the tests' own calls, as a user would type them)."""
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def make_repo(path: Path) -> Path:
+    """A real git repository (branch ``main``, one commit) at ``path``."""
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.name", "tmops tests")
+    git(path, "config", "user.email", "tests@tmops.invalid")
+    git(path, "config", "commit.gpgsign", "false")
+    (path / "README.md").write_text("hello\n")
+    git(path, "add", "README.md")
+    git(path, "commit", "-q", "-m", "initial commit")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A real git repository in ``tmp_path / "repo"``, outside the test's working directory."""
+    return make_repo(tmp_path / "repo")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import yaml
 from tmops_hookspecs import TmopsError
 
 from . import __version__
+from .features import InitRequest
 from .service import Service
 
 __all__ = ["cli", "main"]
@@ -152,11 +154,7 @@ def plugins_command(state: AppState, as_json: bool) -> None:
             f"{kind}: {', '.join(names)}" for kind, names in info.registers.items()
         )
         rows.append((info.name, info.distribution or "-", info.version or "-", registers or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        click.echo(
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
-        )
+    _echo_table(rows)
     if not loaded:
         click.echo("(no plugins loaded)")
     if failures:
@@ -201,6 +199,120 @@ def config_show(state: AppState, as_json: bool) -> None:
     source = service.loaded.source or "built-in defaults"
     click.echo(f"# tmops config from {source}")
     click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+# -- features ----------------------------------------------------------------------------------
+
+
+@cli.command("init")
+@click.argument("feature")
+@click.option("--run", "run", help="Run name (default: 'initial'; with --retry the next 'retry').")
+@click.option("--retry", is_flag=True, help="Start a new run of an existing feature.")
+@click.option("--branch", help="Use this branch instead of feature/<feature>.")
+@click.option(
+    "--use-current-branch", is_flag=True, help="Work on the branch checked out now, in place."
+)
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The project (default: the current directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def init_command(
+    state: AppState,
+    feature: str,
+    run: str | None,
+    retry: bool,
+    branch: str | None,
+    use_current_branch: bool,
+    workspace: Path | None,
+    as_json: bool,
+) -> None:
+    """Create FEATURE: its branch, worktree, .tmops folders and TASK_SPEC.md."""
+    result = state.service.init(
+        InitRequest(
+            feature=feature,
+            run_type="retry" if retry else "initial",
+            run=run,
+            branch=branch,
+            use_current_branch=use_current_branch,
+            workspace=workspace,
+        )
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(result.message)
+    for change in result.changes:
+        click.echo(f"  + {change}")
+    click.echo("next:")
+    for step in result.next_steps:
+        click.echo(f"  - {step}")
+
+
+@cli.command("list")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def list_command(state: AppState, workspace: Path | None, as_json: bool) -> None:
+    """List the features with their branch, run, status and last update."""
+    rows = state.service.list_features(workspace=workspace)
+    if as_json:
+        click.echo(json.dumps({"features": rows}, indent=2))
+        return
+    if not rows:
+        click.echo("no features yet; create one with `tmops init <feature>`")
+        return
+    table = [("FEATURE", "BRANCH", "RUN", "STATUS", "UPDATED")]
+    table += [
+        (r["feature"], r["branch"], r["run"] or "-", r["status"], r["updated"] or "-") for r in rows
+    ]
+    _echo_table(table)
+
+
+@cli.command("status")
+@click.argument("feature")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def status_command(state: AppState, feature: str, workspace: Path | None, as_json: bool) -> None:
+    """Show the phase, checkpoints and next action of FEATURE."""
+    status = state.service.status(feature, workspace=workspace)
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    progress = status["phase_progress"]
+    click.echo(f"{status['feature']}: {status['status']} (run {status['run']}, {status['branch']})")
+    click.echo(f"phases: {progress['completed']}/{progress['total']} completed")
+    for phase in progress["phases"]:
+        click.echo(f"  {phase['phase']:<14} {phase['status']}")
+    if status["checkpoints"]:
+        click.echo("checkpoints:")
+        for checkpoint in status["checkpoints"]:
+            click.echo(f"  {checkpoint['name']:<28} {checkpoint['timestamp']}")
+    click.echo(f"next: {status['next_action']}")
+
+
+@cli.command("mcp")
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The project tools act on by default (default: the current directory).",
+)
+@click.pass_obj
+def mcp_command(state: AppState, workspace: Path | None) -> None:
+    """Serve the tmops tools to an MCP client over stdio (stdout carries only protocol)."""
+    from .mcp_server import serve_stdio  # the SDK is imported only when serving
+
+    serve_stdio(state.service, workspace=workspace)
+
+
+def _echo_table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        click.echo("  ".join([*cells, row[-1]]))
 
 
 def main(argv: list[str] | None = None) -> None:

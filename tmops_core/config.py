@@ -51,6 +51,7 @@ __all__ = [
 
 CONFIG_ENV = "TMOPS_CONFIG"
 MAX_CONFIG_BYTES = 1024 * 1024
+ISOLATIONS = ("worktree", "checkout")
 LOG_LEVELS = ("trace", "debug", "info", "success", "warning", "error", "critical")
 _SEARCH_PATHS = (Path("tmops.yaml"), Path(".tmops") / "config.yaml")
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -109,9 +110,19 @@ class ProviderConfig:
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
 
 
+def _isolation(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ISOLATIONS:
+        raise ValueError(f"must be one of {', '.join(ISOLATIONS)}, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class FeaturesConfig:
     concurrent_limit: int = attrs.field(default=1, validator=_positive)
+    #: ``worktree``: a git worktree per feature (features run side by side); ``checkout``: the
+    #: upstream behaviour, the feature branch checked out in the project root.
+    isolation: str = attrs.field(default="worktree", validator=_isolation)
+    #: where feature worktrees are created, relative to the project root
+    worktree_root: str = ".tmops/worktrees"
     default_phases: tuple[str, ...] = ("orchestrator", "tester", "implementer", "verifier")
     checkpoint_timeout: int = attrs.field(default=300, validator=_positive)
     max_retries: int = attrs.field(default=2, validator=_not_negative)
@@ -130,6 +141,9 @@ class TelemetryConfig:
 @attrs.frozen(kw_only=True)
 class PathsConfig:
     tmops_tools: str | None = None
+    #: a legacy ``init_feature_multi.sh`` run instead of the native init, relative to the root
+    init_script: str | None = None
+    init_timeout: int = attrs.field(default=120, validator=_positive)
     checkpoints: str = ".tmops/{feature}/runs/{run}/checkpoints"
     instructions: str | None = None
 

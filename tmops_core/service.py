@@ -11,11 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tmops_hookspecs import ConfigError
+from tmops_hookspecs import ConfigError, FeatureContext
 
 from .config import LoadedConfig, load_config, redacted, to_data
 from .events import EventBus, build_event_bus, configure_logging, select_sinks
+from .features import InitRequest, InitResult, init_feature
 from .plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
+from .status import feature_status, find_project_root, list_features
+from .store import STORE_NAME, Store
+from .workspace import Layout
 
 __all__ = ["Service"]
 
@@ -28,6 +32,7 @@ class Service:
         self.config = loaded.config
         self.plugins = plugins
         self._bus: EventBus | None = None
+        self._stores: dict[Path, Store] = {}
 
     @classmethod
     def load(
@@ -56,6 +61,87 @@ class Service:
         if self._bus is not None:
             self._bus.close()
             self._bus = None
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+
+    # -- features ----------------------------------------------------------------------------
+
+    def _store(self, layout: Layout, *, create: bool) -> Store | None:
+        path = layout.tmops_dir / STORE_NAME
+        store = self._stores.get(path)
+        if store is None:
+            store = Store(path) if create else Store.open_existing(path)
+            if store is not None:
+                self._stores[path] = store
+        return store
+
+    def _create_store(self, layout: Layout) -> Store:
+        store = self._store(layout, create=True)
+        assert store is not None  # noqa: S101 - create=True always returns a store
+        return store
+
+    def init(self, request: InitRequest) -> InitResult:
+        """Create a feature (or confirm it exists); emit ``orchestration.feature.initialized``."""
+        result = init_feature(request, self.config, store_for=self._create_store)
+        self.events.emit(
+            "orchestration.feature.initialized",
+            {
+                "run": result.run,
+                "branch": result.branch,
+                "created": result.created,
+                "execution_time_ms": result.execution_time_ms,
+            },
+            feature=result.feature,
+        )
+        if result.created:
+            self.plugins.feature_initialized(self._context(result))
+        return result
+
+    def _context(self, result: InitResult) -> FeatureContext:
+        return FeatureContext(
+            feature=result.feature,
+            run=result.run,
+            workspace=self.config.server.workspace_id,
+            project_root=result.workspace,
+            worktree=result.worktree,
+            branch=result.branch,
+            run_dir=result.run_dir,
+            checkpoint_dir=result.checkpoint_dir,
+        )
+
+    def _layout(self, workspace: Path | None) -> Layout:
+        return Layout(find_project_root(workspace or Path.cwd()))
+
+    def status(
+        self,
+        feature: str,
+        *,
+        workspace: Path | None = None,
+        include_sessions: bool = True,
+        include_checkpoints: bool = True,
+    ) -> dict[str, Any]:
+        """The state of one feature, from the store and the files: no git, no subprocess."""
+        layout = self._layout(workspace)
+        return feature_status(
+            layout,
+            self._store(layout, create=False),
+            feature,
+            workflow=self.config.features.default_phases,
+            phases={name: r.spec for name, r in self.plugins.phases().items()},
+            include_sessions=include_sessions,
+            include_checkpoints=include_checkpoints,
+        )
+
+    def list_features(self, *, workspace: Path | None = None) -> list[dict[str, Any]]:
+        """Every feature of the project with its branch, run, status and last update."""
+        layout = self._layout(workspace)
+        return list_features(
+            layout,
+            self._store(layout, create=False),
+            workflow=self.config.features.default_phases,
+            phases={name: r.spec for name, r in self.plugins.phases().items()},
+        )
 
     # -- plugins -----------------------------------------------------------------------------
 

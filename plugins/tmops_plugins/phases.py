@@ -1,0 +1,155 @@
+"""The ``phases`` plugin: the four TeamOps roles, in workflow order.
+
+orchestrator -> tester -> implementer -> verifier, handing off through the upstream checkpoint
+files (``001-discovery-trigger.md`` ... ``007-verify-complete.md``) so that a person can take over
+by hand at any point. Each role's instructions are package data in ``instructions/<role>.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib.resources import files
+
+from tmops_hookspecs import Artifact, Gate, PhaseSpec, RollbackPolicy, hookimpl
+
+__all__ = ["WORKFLOW", "load_instructions", "tmops_register_phases"]
+
+#: The phase names in the order they run (and the default ``features.default_phases``).
+WORKFLOW = ("orchestrator", "tester", "implementer", "verifier")
+
+# Claude Code tool names and permission rules.
+_READ_WRITE = ("Read", "Write", "Edit", "Glob", "Grep")
+_RUN_TESTS = ("Bash(python -m pytest:*)", "Bash(pytest:*)")
+_COMMIT = ("Bash(git add:*)", "Bash(git commit:*)")
+_GIT_READ = ("Bash(git log:*)", "Bash(git diff:*)", "Bash(git show:*)")
+
+_WHERE = """\
+Feature: {feature} (run {run})
+Spec: {task_spec}
+Worktree: {worktree} (branch feature/{feature}); work there and run every command from there.
+Checkpoint folder: {checkpoint_dir}
+"""
+
+_WRITE_CHECKPOINT = """\
+Last, write your checkpoint {checkpoint_dir}/{completion_checkpoint} in the header-block \
+format of your instructions, atomically as they describe. Use these paths exactly as given; \
+never go through a `current` symlink.
+"""
+
+_ORCHESTRATOR_PROMPT = (
+    "You are the ORCHESTRATOR.\n"
+    + _WHERE
+    + """\
+Read the spec, look at the project in the worktree, and plan the feature: the behaviours to \
+test, mapped to the acceptance criteria, edge cases included, and the public interface the \
+tests should use. Write no tests and no code. Your plan goes to the tester in the checkpoint \
+(From: Orchestrator, To: Tester).
+"""
+    + _WRITE_CHECKPOINT
+)
+
+_TESTER_PROMPT = (
+    "You are the TESTER.\n"
+    + _WHERE
+    + """\
+Read the orchestrator's plan in {checkpoint_dir}/{trigger_checkpoint} first. Write the tests, \
+run them to confirm that every new test FAILS, and commit them on feature/{feature}. Do not read \
+implementation code. The checkpoint goes From: Tester, To: Orchestrator, with `Passing: 0/N`.
+"""
+    + _WRITE_CHECKPOINT
+)
+
+_IMPLEMENTER_PROMPT = (
+    "You are the IMPLEMENTER.\n"
+    + _WHERE
+    + """\
+Read {checkpoint_dir}/{trigger_checkpoint} first. Write the least code that makes the committed \
+tests pass, run the whole test suite until it is green, and commit the code on \
+feature/{feature}. Do not change, add or delete tests. The checkpoint goes From: Implementer, \
+To: Orchestrator.
+"""
+    + _WRITE_CHECKPOINT
+)
+
+_VERIFIER_PROMPT = (
+    "You are the VERIFIER.\n"
+    + _WHERE
+    + """\
+Read {checkpoint_dir}/{trigger_checkpoint} first. You are read-only: change no file except your \
+checkpoint. Check from the git history of feature/{feature} that the tests were committed \
+before the code, run the tests, and review security and quality. The checkpoint goes \
+From: Verifier, To: Orchestrator, and ends with `## Quality Score` holding \
+`Quality score: X/10` and `Feature ready for merge: YES` or `NO`.
+"""
+    + _WRITE_CHECKPOINT
+)
+
+
+def load_instructions(role: str) -> str:
+    """The instructions of one of the :data:`WORKFLOW` roles, read from the package data.
+
+    :raises ValueError: for a role that is not one of the four.
+    """
+    if role not in WORKFLOW:
+        raise ValueError(
+            f"no built-in instructions for role {role!r}; known: {', '.join(WORKFLOW)}"
+        )
+    return (
+        files(__package__ or "tmops_plugins")
+        .joinpath("instructions", f"{role}.md")
+        .read_text(encoding="utf-8")
+    )
+
+
+@hookimpl
+def tmops_register_phases() -> Iterable[PhaseSpec]:
+    return [
+        PhaseSpec(
+            name="orchestrator",
+            role="orchestrator",
+            instructions=load_instructions("orchestrator"),
+            prompt=_ORCHESTRATOR_PROMPT,
+            trigger_checkpoint=None,
+            completion_checkpoint="001-discovery-trigger.md",
+            gates=(),
+            rollback=RollbackPolicy(preserve={Artifact.TASK_SPEC}),
+            allowed_tools=_READ_WRITE,
+            description="reads TASK_SPEC.md and writes the test plan for the tester",
+        ),
+        PhaseSpec(
+            name="tester",
+            role="tester",
+            instructions=load_instructions("tester"),
+            prompt=_TESTER_PROMPT,
+            trigger_checkpoint="001-discovery-trigger.md",
+            completion_checkpoint="003-tests-complete.md",
+            gates=(Gate.TESTS_FAIL,),
+            rollback=RollbackPolicy(preserve={Artifact.TASK_SPEC, Artifact.TESTS}),
+            allowed_tools=_READ_WRITE + _COMMIT + _RUN_TESTS,
+            description="writes and commits tests that fail (red)",
+        ),
+        PhaseSpec(
+            name="implementer",
+            role="implementer",
+            instructions=load_instructions("implementer"),
+            prompt=_IMPLEMENTER_PROMPT,
+            trigger_checkpoint="004-impl-trigger.md",
+            completion_checkpoint="005-impl-complete.md",
+            gates=(Gate.TESTS_PASS,),
+            rollback=RollbackPolicy(preserve={Artifact.TASK_SPEC, Artifact.TESTS}),
+            allowed_tools=_READ_WRITE + _COMMIT + _RUN_TESTS,
+            description="writes and commits the least code that makes the tests pass (green)",
+        ),
+        PhaseSpec(
+            name="verifier",
+            role="verifier",
+            instructions=load_instructions("verifier"),
+            prompt=_VERIFIER_PROMPT,
+            trigger_checkpoint="006-verify-trigger.md",
+            completion_checkpoint="007-verify-complete.md",
+            gates=(Gate.TESTS_PASS,),
+            rollback=RollbackPolicy(preserve={Artifact.TASK_SPEC, Artifact.TESTS, Artifact.CODE}),
+            allowed_tools=("Read", "Glob", "Grep", "Write", *_GIT_READ, *_RUN_TESTS),
+            description="read-only review: tests before code, security, quality score",
+        ),
+    ]

@@ -1,0 +1,173 @@
+"""Every git call tmops makes.
+
+Calls are argv lists (never a shell), refs and paths come after ``--end-of-options`` or ``--``,
+repository hooks are switched off for tmops' own calls (``core.hooksPath=/dev/null``), and git
+never prompts. Errors become :class:`~tmops_hookspecs.WorkspaceError` with git's own message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import attrs
+
+from tmops_hookspecs import WorkspaceError
+
+__all__ = ["Git", "Worktree", "find_git"]
+
+_TIMEOUT_S = 60
+
+
+def find_git() -> str:
+    """The git executable, or a clear error when it is missing."""
+    git = shutil.which("git")
+    if git is None:
+        raise WorkspaceError(
+            "git is not installed or not on PATH; tmops needs it for branches and worktrees",
+            hint="install git (e.g. `apt install git`) and try again",
+        )
+    return git
+
+
+@attrs.frozen
+class Worktree:
+    path: Path
+    branch: str | None
+    head: str | None
+
+
+def _git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        LC_ALL="C",
+        GIT_CONFIG_NOSYSTEM="1",
+    )
+    # A caller's GIT_DIR or GIT_WORK_TREE would point every call at another repository.
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
+        env.pop(name, None)
+    return env
+
+
+class Git:
+    """git commands run in one directory."""
+
+    def __init__(self, cwd: Path, *, executable: str | None = None) -> None:
+        self.cwd = cwd
+        self._git = executable or find_git()
+        self._env = _git_env()
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [self._git, "-c", "core.hooksPath=/dev/null", *args]
+        try:
+            result = subprocess.run(
+                argv,
+                cwd=self.cwd,
+                env=self._env,
+                capture_output=True,
+                text=True,
+                timeout=_TIMEOUT_S,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise WorkspaceError(f"git {args[0]} did not finish in {_TIMEOUT_S} s") from exc
+        except OSError as exc:
+            raise WorkspaceError(f"cannot run git in {self.cwd}: {exc.strerror}") from exc
+        if check and result.returncode != 0:
+            message = (result.stderr or result.stdout).strip().splitlines()
+            raise WorkspaceError(
+                f"git {args[0]} failed in {self.cwd}: {message[-1] if message else 'no output'}"
+            )
+        return result
+
+    # -- repository --------------------------------------------------------------------------
+
+    def toplevel(self) -> Path:
+        """The root of the working tree containing ``cwd``."""
+        result = self.run("rev-parse", "--show-toplevel", check=False)
+        if result.returncode != 0:
+            raise WorkspaceError(
+                f"{self.cwd} is not inside a git repository",
+                hint="run tmops from your project's git repository, or `git init` one first",
+            )
+        return Path(result.stdout.strip()).resolve()
+
+    def main_root(self) -> Path:
+        """The main working tree of the repository, also when ``cwd`` is in a linked worktree."""
+        top = self.toplevel()
+        common = self.git_dir()
+        if common.name == ".git" and common.parent != top:
+            return common.parent
+        return top
+
+    def head(self) -> str | None:
+        """The commit HEAD points at, or ``None`` in a repository with no commits yet."""
+        result = self.run("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    def current_branch(self) -> str | None:
+        result = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    def git_dir(self) -> Path:
+        """The common git directory (shared by all worktrees)."""
+        raw = self.run("rev-parse", "--git-common-dir").stdout.strip()
+        return (self.cwd / raw).resolve()
+
+    def check_ref_format(self, ref: str) -> bool:
+        """Whether ``ref`` (a full ``refs/...`` name, so never option-like) is a valid ref."""
+        if not ref.startswith("refs/"):
+            return False
+        return self.run("check-ref-format", ref, check=False).returncode == 0
+
+    def is_dirty(self) -> bool:
+        return bool(self.run("status", "--porcelain", "--untracked-files=no").stdout.strip())
+
+    # -- branches ----------------------------------------------------------------------------
+
+    def branch_exists(self, branch: str) -> bool:
+        ref = f"refs/heads/{branch}"
+        result = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False)
+        return result.returncode == 0
+
+    def create_branch(self, branch: str, start: str) -> None:
+        """Create ``branch`` at ``start`` without touching the checkout or the index."""
+        self.run("branch", "--no-track", "--end-of-options", branch, start)
+
+    def delete_branch(self, branch: str) -> None:
+        self.run("branch", "-D", "--end-of-options", branch)
+
+    def switch(self, branch: str) -> None:
+        self.run("switch", "--no-guess", "--end-of-options", branch)
+
+    # -- worktrees ---------------------------------------------------------------------------
+
+    def worktrees(self) -> list[Worktree]:
+        """``git worktree list``, parsed from its porcelain form."""
+        output = self.run("worktree", "list", "--porcelain", "-z").stdout
+        found: list[Worktree] = []
+        for record in output.split("\0\0"):
+            fields = dict(
+                [*line.split(" ", 1), ""][:2] for line in record.split("\0") if line.strip()
+            )
+            if "worktree" not in fields:
+                continue
+            branch = fields.get("branch")
+            found.append(
+                Worktree(
+                    path=Path(fields["worktree"]),
+                    branch=branch.removeprefix("refs/heads/") if branch else None,
+                    head=fields.get("HEAD") or None,
+                )
+            )
+        return found
+
+    def add_worktree(self, path: Path, branch: str) -> None:
+        self.run("worktree", "add", "--end-of-options", str(path), branch)
+
+    def remove_worktree(self, path: Path) -> None:
+        self.run("worktree", "remove", "--force", "--end-of-options", str(path))

@@ -1,0 +1,211 @@
+"""The MCP server: a thin adapter exposing :class:`~tmops_core.service.Service` as MCP tools.
+
+Built on the official SDK (major version 2, ``MCPServer``). Tool schemas come from the type
+hints and refuse unknown arguments (``additionalProperties: false``). Errors are raised as
+``ToolError`` so the client sees ``isError`` with a clear message, never a success text.
+Nothing but protocol goes to stdout: logs go to stderr and the telemetry sinks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.types import CallToolResult, TextContent
+from pydantic import BaseModel, Field
+
+from tmops_hookspecs import TmopsError
+
+from . import __version__
+from .features import InitRequest
+from .service import Service
+
+__all__ = ["build_server", "serve_stdio"]
+
+_FEATURE_PATTERN = "^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$"
+
+INSTRUCTIONS = """\
+tmops runs the TeamOps test-first workflow (orchestrator -> tester -> implementer -> verifier)
+with one coding-agent session per role. Create a feature with tmops_init_feature, let the user
+edit the TASK_SPEC.md it returns, then follow it with tmops_get_status; tmops_list_features
+shows every feature of the project."""
+
+FeatureName = Annotated[
+    str,
+    Field(
+        description="Feature name: 3-20 of a-z, 0-9 and '-', starting and ending with a "
+        "letter or digit (e.g. 'auth-api')",
+        json_schema_extra={"pattern": _FEATURE_PATTERN},
+    ),
+]
+Workspace = Annotated[
+    str | None,
+    Field(description="Absolute path of the project (default: the server's working directory)"),
+]
+
+
+class InitFeatureOutput(BaseModel):
+    feature: str
+    run: str
+    branch: str
+    workspace: str
+    task_spec: str
+    worktree: str
+    checkpoint_dir: str
+    created: bool
+    changes: list[str]
+    timestamp: str
+    execution_time_ms: float
+    next_steps: list[str]
+
+
+class FeatureRow(BaseModel):
+    feature: str
+    branch: str
+    run: str | None
+    status: str
+    current_phase: str | None
+    updated: str | None
+
+
+class ListFeaturesOutput(BaseModel):
+    features: list[FeatureRow]
+
+
+class PhaseRow(BaseModel):
+    phase: str
+    role: str
+    status: str
+    completion_checkpoint: str | None
+
+
+class PhaseProgress(BaseModel):
+    completed: int
+    total: int
+    phases: list[PhaseRow]
+
+
+class SessionState(BaseModel):
+    phase: str
+    state: str
+    session_id: str | None
+
+
+class CheckpointRow(BaseModel):
+    name: str
+    status: str
+    timestamp: str
+    size: int
+
+
+class StatusOutput(BaseModel):
+    feature: str
+    status: str
+    current_phase: str | None
+    run: str | None
+    branch: str
+    worktree: str | None
+    task_spec: str | None
+    phase_progress: PhaseProgress
+    next_action: str
+    updated: str | None
+    sessions: dict[str, SessionState] | None = None
+    checkpoints: list[CheckpointRow] | None = None
+
+
+def _strict(tool: Tool) -> Tool:
+    """Refuse unknown arguments and say so in the schema (additionalProperties: false)."""
+    model = tool.fn_metadata.arg_model
+    model.model_config["extra"] = "forbid"
+    model.model_rebuild(force=True)
+    tool.parameters = model.model_json_schema(by_alias=True)
+    return tool
+
+
+def _result(text: str, data: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def build_server(service: Service, *, workspace: Path | None = None) -> MCPServer:
+    """An MCP server whose tools call ``service``; ``workspace`` is the default project."""
+    default_workspace = (workspace or Path.cwd()).resolve()
+
+    def resolve(raw: str | None) -> Path:
+        if raw is None:
+            return default_workspace
+        try:
+            path = Path(raw)
+            if path.is_absolute() and path.is_dir():
+                return path.resolve()
+        except (OSError, ValueError, RuntimeError):
+            pass  # a NUL byte, a name too long...: all answered the same way below
+        raise ToolError(f"workspace {raw!r} must be the absolute path of an existing folder")
+
+    async def tmops_init_feature(
+        feature: FeatureName,
+        runType: Literal["initial", "retry"] = "initial",  # the seed's camelCase name
+        workspace: Workspace = None,
+    ) -> Annotated[CallToolResult, InitFeatureOutput]:
+        """Initialise a TeamOps feature: branch feature/<feature>, its git worktree, the
+        .tmops/<feature>/runs/<run>/ folders and a TASK_SPEC.md template to fill in."""
+        request = InitRequest(feature=feature, run_type=runType, workspace=resolve(workspace))
+        try:
+            result = await anyio.to_thread.run_sync(service.init, request)
+        except TmopsError as exc:
+            raise ToolError(str(exc)) from exc
+        return _result(result.message, result.to_dict())
+
+    async def tmops_list_features(
+        workspace: Workspace = None,
+    ) -> Annotated[CallToolResult, ListFeaturesOutput]:
+        """List every feature of the project with its branch, run, status and last update."""
+        try:
+            rows = service.list_features(workspace=resolve(workspace))
+        except TmopsError as exc:
+            raise ToolError(str(exc)) from exc
+        summary = ", ".join(f"{r['feature']} ({r['status']})" for r in rows) or "no features yet"
+        return _result(f"{len(rows)} feature(s): {summary}", {"features": rows})
+
+    async def tmops_get_status(
+        feature: FeatureName,
+        include_sessions: bool = True,
+        include_checkpoints: bool = True,
+        workspace: Workspace = None,
+    ) -> Annotated[CallToolResult, StatusOutput]:
+        """Current phase, progress, sessions, checkpoints and next action of a feature."""
+        try:
+            status = service.status(
+                feature,
+                workspace=resolve(workspace),
+                include_sessions=include_sessions,
+                include_checkpoints=include_checkpoints,
+            )
+        except TmopsError as exc:
+            raise ToolError(str(exc)) from exc
+        progress = status["phase_progress"]
+        text = (
+            f"{status['feature']}: {status['status']}, {progress['completed']}/"
+            f"{progress['total']} phases completed; next: {status['next_action']}"
+        )
+        return _result(text, status)
+
+    tools = [
+        _strict(Tool.from_function(function, description=inspect.cleandoc(function.__doc__ or "")))
+        for function in (tmops_init_feature, tmops_list_features, tmops_get_status)
+    ]
+    return MCPServer(
+        name=service.config.server.name,
+        version=service.config.server.version or __version__,
+        instructions=INSTRUCTIONS,
+        tools=tools,
+    )
+
+
+def serve_stdio(service: Service, *, workspace: Path | None = None) -> None:
+    """Serve over stdio until the client disconnects."""
+    build_server(service, workspace=workspace).run()

@@ -1,0 +1,255 @@
+"""Reading the state of features: ``list`` and ``status``.
+
+Reads the store and the files of ``.tmops/`` only: never git, never a subprocess, so it stays
+fast enough to be polled. A checkpoint written by hand counts exactly like an agent's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from tmops_hookspecs import CHECKPOINT_NAME_PATTERN, FeatureError, PhaseSpec
+
+from .store import Store
+from .workspace import FEATURE_NAME, FeatureLine, Layout, iso, read_features
+
+__all__ = [
+    "CheckpointInfo",
+    "PhaseProgress",
+    "feature_status",
+    "find_project_root",
+    "list_features",
+]
+
+NEXT_ACTION_NEW = "edit TASK_SPEC.md, then start"
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest folder at or above ``start`` with a ``.tmops`` (else a ``.git``) in it."""
+    start = start.resolve()
+    candidates = [start, *start.parents]
+    for folder in candidates:
+        if (folder / ".tmops").is_dir():
+            return folder
+    for folder in candidates:
+        dot_git = folder / ".git"
+        if dot_git.is_file():
+            main = _main_worktree(dot_git)
+            if main is not None and (main / ".tmops").is_dir():
+                return main
+        if dot_git.exists():
+            return folder
+    return start
+
+
+def _main_worktree(dot_git: Path) -> Path | None:
+    """The main working tree of a linked worktree, read from its ``.git`` file (no git call)."""
+    try:
+        text = dot_git.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not text.startswith("gitdir: "):
+        return None
+    # gitdir: <main>/.git/worktrees/<name>
+    git_dir = (dot_git.parent / text[len("gitdir: ") :].strip()).resolve()
+    if git_dir.parent.name != "worktrees" or git_dir.parent.parent.name != ".git":
+        return None
+    return git_dir.parent.parent.parent
+
+
+@attrs.frozen
+class CheckpointInfo:
+    name: str
+    status: str
+    timestamp: str
+    size: int
+
+
+@attrs.frozen
+class PhaseProgress:
+    phase: str
+    role: str
+    status: str
+    completion_checkpoint: str | None
+
+
+def read_checkpoints(folder: Path) -> list[CheckpointInfo]:
+    """The checkpoint files of a run, by name; links and odd names are not checkpoints."""
+    found = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        if not CHECKPOINT_NAME_PATTERN.fullmatch(entry.name):
+            continue
+        info = entry.stat(follow_symlinks=False)
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        kind = "summary" if entry.name == "SUMMARY.md" else entry.name[:-3].rsplit("-", 1)[-1]
+        found.append(
+            CheckpointInfo(
+                name=entry.name,
+                status=kind,
+                timestamp=iso(datetime.fromtimestamp(info.st_mtime, UTC)),
+                size=info.st_size,
+            )
+        )
+    return sorted(found, key=lambda c: c.name)
+
+
+def _progress(
+    workflow: Sequence[str], phases: Mapping[str, PhaseSpec], present: set[str]
+) -> list[PhaseProgress]:
+    progress = []
+    for name in workflow:
+        spec = phases.get(name)
+        if spec is None:
+            progress.append(PhaseProgress(name, name, "unavailable", None))
+            continue
+        if spec.completion_checkpoint in present:
+            state = "completed"
+        elif spec.trigger_checkpoint and spec.trigger_checkpoint in present:
+            state = "in_progress"
+        else:
+            state = "pending"
+        progress.append(PhaseProgress(name, spec.role, state, spec.completion_checkpoint))
+    return progress
+
+
+def feature_status(
+    layout: Layout,
+    store: Store | None,
+    feature: str,
+    *,
+    workflow: Sequence[str],
+    phases: Mapping[str, PhaseSpec],
+    include_sessions: bool = True,
+    include_checkpoints: bool = True,
+) -> dict[str, Any]:
+    """The upstream status shape of one feature; unknown features are a FeatureError."""
+    if not isinstance(feature, str) or not FEATURE_NAME.fullmatch(feature):
+        raise FeatureError(f"no feature named {feature!r}: not a valid feature name")
+    record = store.feature(feature) if store else None
+    line = read_features(layout).get(feature)
+    run = layout.current_run(feature) or (record.current_run if record else None)
+    if record is None and line is None and run is None:
+        raise FeatureError(
+            f"no feature named '{feature}' in {layout.project_root}",
+            hint="`tmops list` shows the features; `tmops init <feature>` creates one",
+        )
+    checkpoints = read_checkpoints(layout.checkpoint_dir(feature, run)) if run else []
+    present = {c.name for c in checkpoints}
+    progress = _progress(workflow, phases, present)
+    completed = sum(p.status == "completed" for p in progress)
+    started = any(p.status != "pending" for p in progress)
+    current = next((p for p in progress if p.status != "completed"), None)
+    if progress and completed == len(progress):
+        status, current_phase = "completed", None
+        next_action = f"review and merge {_branch(record, line, feature)}"
+    elif not started:
+        status, current_phase = "initialized", None
+        next_action = f"{NEXT_ACTION_NEW} (tmops start {feature})"
+    else:
+        status = "in_progress"
+        current_phase = current.phase if current else None
+        next_action = (
+            f"waiting for {current.completion_checkpoint} from the {current.role}"
+            if current and current.completion_checkpoint
+            else "check the workflow's phases in the config"
+        )
+    result: dict[str, Any] = {
+        "feature": feature,
+        "status": status,
+        "current_phase": current_phase,
+        "run": run,
+        "branch": _branch(record, line, feature),
+        "worktree": record.worktree if record else None,
+        "task_spec": str(layout.task_spec(feature, run)) if run else None,
+        "phase_progress": {
+            "completed": completed,
+            "total": len(progress),
+            "phases": [attrs.asdict(p) for p in progress],
+        },
+        "next_action": next_action,
+        "updated": _updated(record, line, checkpoints),
+    }
+    if include_sessions:
+        result["sessions"] = {
+            p.role: {"phase": p.phase, "state": _session_state(p.status), "session_id": None}
+            for p in progress
+        }
+    if include_checkpoints:
+        result["checkpoints"] = [attrs.asdict(c) for c in checkpoints]
+    return result
+
+
+def _session_state(phase_status: str) -> str:
+    return {"completed": "completed", "in_progress": "active"}.get(phase_status, "not_started")
+
+
+def _branch(record: Any, line: FeatureLine | None, feature: str) -> str:
+    if record is not None:
+        return str(record.branch)
+    if line is not None:
+        return line.branch
+    return f"feature/{feature}"
+
+
+def _updated(
+    record: Any, line: FeatureLine | None, checkpoints: list[CheckpointInfo]
+) -> str | None:
+    stamps = [c.timestamp for c in checkpoints]
+    if record is not None:
+        stamps.append(record.updated_at)
+    elif line is not None:
+        stamps.append(line.updated)
+    return max(stamps) if stamps else None
+
+
+def list_features(
+    layout: Layout,
+    store: Store | None,
+    *,
+    workflow: Sequence[str],
+    phases: Mapping[str, PhaseSpec],
+) -> list[dict[str, Any]]:
+    """Every feature the store, FEATURES.txt or the ``.tmops`` folders know of."""
+    names = set(read_features(layout))
+    if store is not None:
+        names.update(record.name for record in store.features())
+    with contextlib.suppress(OSError):
+        names.update(
+            entry.name
+            for entry in os.scandir(layout.tmops_dir)
+            if FEATURE_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+        )
+    rows = []
+    for name in sorted(names):
+        try:
+            status = feature_status(
+                layout,
+                store,
+                name,
+                workflow=workflow,
+                phases=phases,
+                include_sessions=False,
+                include_checkpoints=False,
+            )
+        except FeatureError:
+            continue
+        rows.append(
+            {
+                key: status[key]
+                for key in ("feature", "branch", "run", "status", "current_phase", "updated")
+            }
+        )
+    return rows
