@@ -37,7 +37,12 @@ from .conftest import git, make_repo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TMOPS = Path(sys.executable).with_name("tmops")
-TOOLS = {"tmops_init_feature", "tmops_list_features", "tmops_get_status"}
+TOOLS = {
+    "tmops_init_feature",
+    "tmops_start_orchestration",
+    "tmops_list_features",
+    "tmops_get_status",
+}
 PHASES = ["orchestrator", "tester", "implementer", "verifier"]
 FEATURE_PATTERN = "^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$"
 ALLOWED_NAME = "a feature name is 3 to 20 characters of lowercase letters a-z, digits 0-9"
@@ -89,7 +94,7 @@ def mode_of(path: Path) -> int:
 
 
 @pytest.mark.anyio
-async def test_the_three_tools_refuse_unknown_arguments_in_their_schemas(connect: Connect) -> None:
+async def test_every_tool_refuses_unknown_arguments_in_its_schema(connect: Connect) -> None:
     async with connect() as client:
         assert client.server_info.name == "tmops"
         assert client.server_info.version == __version__

@@ -21,6 +21,7 @@ from tmops_hookspecs import TmopsError
 
 from . import __version__
 from .features import InitRequest
+from .follow import follow_run
 from .service import Service
 
 __all__ = ["cli", "main"]
@@ -292,6 +293,70 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
         for checkpoint in status["checkpoints"]:
             click.echo(f"  {checkpoint['name']:<28} {checkpoint['timestamp']}")
     click.echo(f"next: {status['next_action']}")
+
+
+@cli.command("start")
+@click.argument("feature")
+@click.option("--provider", help="Agent provider (default: features.default_provider).")
+@click.option("--resume", is_flag=True, help="Continue a failed, paused or cancelled run.")
+@click.option("--wait", is_flag=True, help="Follow the run to its end; the exit code says how.")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def start_command(
+    state: AppState,
+    feature: str,
+    provider: str | None,
+    resume: bool,
+    wait: bool,
+    workspace: Path | None,
+    as_json: bool,
+) -> None:
+    """Queue FEATURE's run through the workflow; returns at once unless --wait."""
+    answer = state.service.start(feature, provider=provider, resume=resume, workspace=workspace)
+    click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
+    if wait:
+        sys.exit(follow_run(state.service, feature, workspace=workspace))
+
+
+@cli.command("watch")
+@click.argument("feature")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def watch_command(state: AppState, feature: str, workspace: Path | None) -> None:
+    """Follow FEATURE's run live until it ends; the exit code says how it ended."""
+    sys.exit(follow_run(state.service, feature, workspace=workspace))
+
+
+@cli.command("engine", hidden=True)
+@click.option("--workspace", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--idle-exit", type=float, default=2.0, show_default=True)
+@click.pass_obj
+def engine_command(state: AppState, workspace: Path | None, idle_exit: float) -> None:
+    """Drive the project's queued runs until idle (started in the background by `start`)."""
+    if not state.service.serve_engine(workspace=workspace, idle_exit_s=idle_exit):
+        click.echo("another engine serves this project", err=True)
+
+
+@cli.command("demo")
+@click.option(
+    "--provider",
+    type=click.Choice(["scripted", "claude-code"]),
+    default="scripted",
+    show_default=True,
+    help="scripted: a local scripted agent, no model or key needed; claude-code: the real CLI.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to create the scratch project (default: a new temporary folder).",
+)
+def demo_command(provider: str, directory: Path | None) -> None:
+    """Run the whole workflow on a scratch project with a tiny real task."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(provider=provider, directory=directory, echo=click.echo))
 
 
 @cli.command("mcp")

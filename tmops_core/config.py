@@ -104,10 +104,19 @@ class ServerConfig:
 @attrs.frozen(kw_only=True)
 class ProviderConfig:
     enabled: bool = True
+    #: the program to run (``claude`` for claude-code; any program for ``command``)
     command: str | None = None
+    #: extra arguments (claude-code) or the argv template after the program (command)
     args: tuple[str, ...] = ()
     instructions_dir: str | None = None
+    #: variables added to the agent's environment (e.g. ANTHROPIC_BASE_URL for a gateway)
     env: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    permission_mode: str = "acceptEdits"
+    model: str | None = None
+    max_turns: int | None = None
+    #: wall-clock limit of one agent attempt, and the longest it may stay silent
+    timeout_s: int = attrs.field(default=3600, validator=_positive)
+    idle_timeout_s: int = attrs.field(default=600, validator=_positive)
 
 
 def _isolation(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -124,8 +133,16 @@ class FeaturesConfig:
     #: where feature worktrees are created, relative to the project root
     worktree_root: str = ".tmops/worktrees"
     default_phases: tuple[str, ...] = ("orchestrator", "tester", "implementer", "verifier")
+    #: seconds an agent may go on running after writing its completion checkpoint
     checkpoint_timeout: int = attrs.field(default=300, validator=_positive)
     max_retries: int = attrs.field(default=2, validator=_not_negative)
+    #: the provider agents run with unless `start` names another
+    default_provider: str = "claude-code"
+    #: the project's test command (argv, run in the worktree) for the tests-fail/pass gates
+    test_command: tuple[str, ...] = ("python", "-m", "pytest", "-q")
+    test_timeout: int = attrs.field(default=600, validator=_positive)
+    #: environment variables passed to agents besides the built-in allowlist
+    env_allowlist: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -171,3 +171,43 @@ class Git:
 
     def remove_worktree(self, path: Path) -> None:
         self.run("worktree", "remove", "--force", "--end-of-options", str(path))
+
+    # -- the workflow's commits --------------------------------------------------------------
+
+    def set_ref(self, ref: str, commit: str) -> None:
+        """Point ``ref`` (a full ``refs/tmops/...`` name) at ``commit``: a phase-start marker."""
+        self.run("update-ref", "--no-deref", ref, commit)
+
+    def commit_all(self, message: str) -> tuple[str | None, bool]:
+        """Commit everything the agent left uncommitted; return HEAD and whether it committed.
+
+        One ``git status`` answers both "is anything left?" and "where is HEAD?": this runs on
+        every handoff, where each git process costs milliseconds.
+        """
+        output = self.run("status", "--porcelain=v2", "--branch").stdout
+        head = next(
+            (line.split()[2] for line in output.splitlines() if line.startswith("# branch.oid ")),
+            None,
+        )
+        if head == "(initial)":
+            head = None
+        if not any(line and not line.startswith("#") for line in output.splitlines()):
+            return head, False
+        self.run("add", "--all")
+        identity: list[str] = []
+        if self.run("config", "--get", "user.email", check=False).returncode != 0:
+            identity = ["-c", "user.name=tmops", "-c", "user.email=tmops@localhost"]
+        self.run(*identity, "commit", "--quiet", "--no-verify", "-m", message)
+        return self.head(), True
+
+    def log(
+        self, since: str | None, *, until: str = "HEAD", limit: int = 50
+    ) -> list[tuple[str, str]]:
+        """``(sha, subject)`` of the commits after ``since`` up to ``until``, newest first."""
+        span = [f"{since}..{until}"] if since else [until]
+        output = self.run("log", f"--max-count={limit}", "--format=%H%x00%s", *span, "--").stdout
+        entries = []
+        for line in output.splitlines():
+            sha, _, subject = line.partition("\0")
+            entries.append((sha, subject))
+        return entries

@@ -64,6 +64,16 @@ class InitFeatureOutput(BaseModel):
     next_steps: list[str]
 
 
+class StartOutput(BaseModel):
+    run_id: str | None
+    feature: str
+    run: str
+    status: str
+    provider: str
+    queued_at: str | None
+    message: str
+
+
 class FeatureRow(BaseModel):
     feature: str
     branch: str
@@ -77,33 +87,9 @@ class ListFeaturesOutput(BaseModel):
     features: list[FeatureRow]
 
 
-class PhaseRow(BaseModel):
-    phase: str
-    role: str
-    status: str
-    completion_checkpoint: str | None
-
-
-class PhaseProgress(BaseModel):
-    completed: int
-    total: int
-    phases: list[PhaseRow]
-
-
-class SessionState(BaseModel):
-    phase: str
-    state: str
-    session_id: str | None
-
-
-class CheckpointRow(BaseModel):
-    name: str
-    status: str
-    timestamp: str
-    size: int
-
-
 class StatusOutput(BaseModel):
+    # Nested parts are plain objects in the schema on purpose: clients validate every result
+    # against the output schema, and a deep schema made each status call measurably slower.
     feature: str
     status: str
     current_phase: str | None
@@ -111,11 +97,15 @@ class StatusOutput(BaseModel):
     branch: str
     worktree: str | None
     task_spec: str | None
-    phase_progress: PhaseProgress
+    phase_progress: dict[str, Any]
     next_action: str
     updated: str | None
-    sessions: dict[str, SessionState] | None = None
-    checkpoints: list[CheckpointRow] | None = None
+    run_id: str | None
+    provider: str | None
+    cost_usd: float
+    last_error: str | None
+    sessions: dict[str, dict[str, Any]] | None = None
+    checkpoints: list[dict[str, Any]] | None = None
 
 
 def _strict(tool: Tool) -> Tool:
@@ -194,9 +184,37 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         )
         return _result(text, status)
 
+    async def tmops_start_orchestration(
+        feature: FeatureName,
+        provider: Annotated[
+            str | None, Field(description="Agent provider (default: the configured one)")
+        ] = None,
+        resume: Annotated[
+            bool, Field(description="Continue a failed, paused or cancelled run")
+        ] = False,
+        workspace: Workspace = None,
+    ) -> Annotated[CallToolResult, StartOutput]:
+        """Start the automated workflow for an initialised feature (orchestrator, tester,
+        implementer, verifier). Returns at once with the run id; follow it with
+        tmops_get_status."""
+        try:
+            answer = await anyio.to_thread.run_sync(
+                lambda: service.start(
+                    feature, provider=provider, resume=resume, workspace=resolve(workspace)
+                )
+            )
+        except TmopsError as exc:
+            raise ToolError(str(exc)) from exc
+        return _result(answer["message"], answer)
+
     tools = [
         _strict(Tool.from_function(function, description=inspect.cleandoc(function.__doc__ or "")))
-        for function in (tmops_init_feature, tmops_list_features, tmops_get_status)
+        for function in (
+            tmops_init_feature,
+            tmops_start_orchestration,
+            tmops_list_features,
+            tmops_get_status,
+        )
     ]
     return MCPServer(
         name=service.config.server.name,

@@ -6,20 +6,24 @@ expose; the CLI and the MCP server only translate arguments and results.
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tmops_hookspecs import ConfigError, FeatureContext
+from tmops_hookspecs import ConfigError, FeatureContext, FeatureError
 
 from .config import LoadedConfig, load_config, redacted, to_data
+from .engine import Engine, spawn_engine
 from .events import EventBus, build_event_bus, configure_logging, select_sinks
 from .features import InitRequest, InitResult, init_feature
 from .plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
+from .runner import provider_settings
 from .status import feature_status, find_project_root, list_features
-from .store import STORE_NAME, Store
-from .workspace import Layout
+from .store import STORE_NAME, RunRecord, Store
+from .workspace import Layout, iso, utc_now, validate_feature_name
 
 __all__ = ["Service"]
 
@@ -112,6 +116,113 @@ class Service:
 
     def _layout(self, workspace: Path | None) -> Layout:
         return Layout(find_project_root(workspace or Path.cwd()))
+
+    # -- orchestration -----------------------------------------------------------------------
+
+    def start(
+        self,
+        feature: str,
+        *,
+        provider: str | None = None,
+        resume: bool = False,
+        workspace: Path | None = None,
+        spawn: bool = True,
+    ) -> dict[str, Any]:
+        """Queue the feature's current run and make sure an engine serves it; returns at once."""
+        validate_feature_name(feature)
+        layout = self._layout(workspace)
+        store = self._store(layout, create=False)
+        record = store.feature(feature) if store else None
+        if store is None or record is None:
+            raise FeatureError(
+                f"feature '{feature}' was not initialised by tmops in {layout.project_root}",
+                hint=f"run `tmops init {feature}` first (it adopts folders made by hand)",
+            )
+        run = store.run(feature, record.current_run)
+        if run is None:
+            raise FeatureError(f"feature '{feature}' has no run '{record.current_run}'")
+        installed = self.plugins.providers()
+        name = provider or run.provider or self.config.features.default_provider
+        if name not in installed:
+            raise FeatureError(
+                f"no provider named {name!r}",
+                hint=f"installed providers: {', '.join(sorted(installed)) or 'none'}",
+            )
+        section = provider_settings(self.config, name)
+        if not section.get("enabled", True):
+            raise FeatureError(
+                f"the provider {name!r} is disabled in the config (providers.{name}.enabled)",
+                hint="enable it, or start with another --provider",
+            )
+        if run.active:
+            # Already queued or running; make sure an engine serves it (it may have died).
+            if spawn:
+                spawn_engine(layout, config_path=self.loaded.source)
+            return self._start_answer(run, run.provider or name, "already " + run.status)
+        if run.status in {"completed", "failed", "paused", "cancelled"} and not resume:
+            ended = f"run '{run.run}' of '{feature}' has {run.status}"
+            if run.status == "completed":
+                raise FeatureError(ended, hint=f"start a new run: tmops init {feature} --retry")
+            raise FeatureError(
+                f"{ended}: {run.last_error or 'no reason recorded'}",
+                hint="continue it from where it stopped with --resume (MCP: resume: true)",
+            )
+        run_id = uuid.uuid4().hex[:12]
+        store.queue_run(feature, run.run, run_id=run_id, provider=name, now=iso(utc_now()))
+        self.events.emit(
+            "orchestration.run.queued", {"run": run.run, "provider": name}, feature=feature,
+            correlation_id=run_id,
+        )  # fmt: skip
+        if spawn:
+            spawn_engine(layout, config_path=self.loaded.source)
+        queued = store.run(feature, run.run)
+        assert queued is not None  # noqa: S101 - it was just updated
+        return self._start_answer(queued, name, "queued")
+
+    @staticmethod
+    def _start_answer(run: RunRecord, provider: str, state: str) -> dict[str, Any]:
+        return {
+            "run_id": run.run_id,
+            "feature": run.feature,
+            "run": run.run,
+            "status": run.status,
+            "provider": provider,
+            "queued_at": run.queued_at,
+            "message": f"{run.feature} run {run.run}: {state} (run id {run.run_id})",
+        }
+
+    def serve_engine(
+        self,
+        *,
+        workspace: Path | None = None,
+        idle_exit_s: float = 2.0,
+        retry_backoff_s: tuple[float, ...] | None = None,
+    ) -> bool:
+        """Drive this project's queue in this process until idle (``tmops engine``)."""
+        layout = self._layout(workspace)
+        engine = Engine(
+            config=self.config, plugins=self.plugins, events=self.events,
+            store=self._create_store(layout), layout=layout, retry_backoff_s=retry_backoff_s,
+        )  # fmt: skip
+        return engine.serve(idle_exit_s=idle_exit_s)
+
+    def events_since(
+        self, feature: str, *, after_id: int = 0, workspace: Path | None = None
+    ) -> list[dict[str, Any]]:
+        """The events recorded for a feature after ``after_id`` (for ``tmops watch``)."""
+        store = self._store(self._layout(workspace), create=False)
+        if store is None:
+            return []
+        return [
+            {
+                "id": row["id"],
+                "event_type": row["event_type"],
+                "timestamp": row["timestamp"],
+                "run": row["run"],
+                "data": json.loads(row["data"]),
+            }
+            for row in store.events_for(feature, after_id=after_id)
+        ]
 
     def status(
         self,

@@ -18,7 +18,7 @@ import attrs
 
 from tmops_hookspecs import CHECKPOINT_NAME_PATTERN, FeatureError, PhaseSpec
 
-from .store import Store
+from .store import AttemptRecord, Store
 from .workspace import FEATURE_NAME, FeatureLine, Layout, iso, read_features
 
 __all__ = [
@@ -148,24 +148,44 @@ def feature_status(
         )
     checkpoints = read_checkpoints(layout.checkpoint_dir(feature, run)) if run else []
     present = {c.name for c in checkpoints}
-    progress = _progress(workflow, phases, present)
+    run_record = store.run(feature, run) if store and run else None
+    attempts = store.attempts(feature, run) if store and run and run_record else []
+    running = {a.phase for a in attempts if a.state in {"starting", "running"}}
+    progress = [
+        attrs.evolve(p, status="in_progress") if p.phase in running else p
+        for p in _progress(workflow, phases, present)
+    ]
     completed = sum(p.status == "completed" for p in progress)
     started = any(p.status != "pending" for p in progress)
     current = next((p for p in progress if p.status != "completed"), None)
+    waiting = (
+        f"waiting for {current.completion_checkpoint} from the {current.role}"
+        if current and current.completion_checkpoint
+        else "check the workflow's phases in the config"
+    )
+    state = run_record.status if run_record else None
     if progress and completed == len(progress):
         status, current_phase = "completed", None
         next_action = f"review and merge {_branch(record, line, feature)}"
+    elif state in {"queued", "running", "paused", "failed", "cancelled"}:
+        assert run_record is not None  # noqa: S101 - state comes from it
+        status = state
+        current_phase = run_record.current_phase or (current.phase if current else None)
+        next_action = {
+            "queued": "waiting for a free slot in the engine (features.concurrent_limit)",
+            "running": waiting,
+            "paused": f"resume with `tmops start {feature} --resume` ({run_record.last_error})",
+        }.get(
+            state,
+            f"fix the problem, then `tmops start {feature} --resume`: {run_record.last_error}",
+        )
     elif not started:
         status, current_phase = "initialized", None
         next_action = f"{NEXT_ACTION_NEW} (tmops start {feature})"
     else:
         status = "in_progress"
         current_phase = current.phase if current else None
-        next_action = (
-            f"waiting for {current.completion_checkpoint} from the {current.role}"
-            if current and current.completion_checkpoint
-            else "check the workflow's phases in the config"
-        )
+        next_action = waiting
     result: dict[str, Any] = {
         "feature": feature,
         "status": status,
@@ -181,19 +201,36 @@ def feature_status(
         },
         "next_action": next_action,
         "updated": _updated(record, line, checkpoints),
+        "run_id": run_record.run_id if run_record else None,
+        "provider": run_record.provider if run_record else None,
+        "cost_usd": round(run_record.cost_usd, 6) if run_record else 0.0,
+        "last_error": run_record.last_error if run_record else None,
     }
     if include_sessions:
-        result["sessions"] = {
-            p.role: {"phase": p.phase, "state": _session_state(p.status), "session_id": None}
-            for p in progress
-        }
+        result["sessions"] = {p.role: _session(p, attempts) for p in progress}
     if include_checkpoints:
         result["checkpoints"] = [attrs.asdict(c) for c in checkpoints]
     return result
 
 
-def _session_state(phase_status: str) -> str:
-    return {"completed": "completed", "in_progress": "active"}.get(phase_status, "not_started")
+def _session(progress: PhaseProgress, attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
+    mine = [a for a in attempts if a.phase == progress.phase]
+    if not mine:
+        state = {"completed": "completed", "in_progress": "active"}.get(
+            progress.status, "not_started"
+        )
+        return {"phase": progress.phase, "state": state, "session_id": None, "attempts": 0,
+                "cost_usd": 0.0, "pid": None}  # fmt: skip
+    last = mine[-1]
+    state = {"starting": "active", "running": "active"}.get(last.state, last.state)
+    return {
+        "phase": progress.phase,
+        "state": state,
+        "session_id": next((a.session_id for a in reversed(mine) if a.session_id), None),
+        "attempts": len(mine),
+        "cost_usd": round(sum(a.cost_usd or 0.0 for a in mine), 6),
+        "pid": last.pid if state == "active" else None,
+    }
 
 
 def _branch(record: Any, line: FeatureLine | None, feature: str) -> str:

@@ -18,9 +18,18 @@ import attrs
 
 from tmops_hookspecs import WorkspaceError
 
-__all__ = ["FeatureRecord", "RunRecord", "Store"]
+__all__ = [
+    "ACTIVE_STATES",
+    "AttemptRecord",
+    "FeatureRecord",
+    "LostOwnership",
+    "RunRecord",
+    "Store",
+]
 
 STORE_NAME = "tmops.db"
+#: run states in which an engine owns (or will own) the run
+ACTIVE_STATES = frozenset({"queued", "running"})
 
 _MIGRATIONS: tuple[str, ...] = (
     """
@@ -42,6 +51,53 @@ _MIGRATIONS: tuple[str, ...] = (
         updated_at  TEXT NOT NULL,
         PRIMARY KEY (feature, run)
     );
+    """,
+    # v2: orchestration: run state and ownership, phase attempts, the event log
+    """
+    ALTER TABLE runs ADD COLUMN run_id TEXT;
+    ALTER TABLE runs ADD COLUMN provider TEXT;
+    ALTER TABLE runs ADD COLUMN queued_at TEXT;
+    ALTER TABLE runs ADD COLUMN queue_seq INTEGER;
+    ALTER TABLE runs ADD COLUMN started_at TEXT;
+    ALTER TABLE runs ADD COLUMN finished_at TEXT;
+    ALTER TABLE runs ADD COLUMN current_phase TEXT;
+    ALTER TABLE runs ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN last_error TEXT;
+    ALTER TABLE runs ADD COLUMN engine_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN fencing INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE attempts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        feature     TEXT NOT NULL,
+        run         TEXT NOT NULL,
+        phase       TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        provider    TEXT NOT NULL,
+        fencing     INTEGER NOT NULL,
+        pid         INTEGER,
+        start_time  INTEGER,
+        mark        TEXT,
+        session_id  TEXT,
+        cost_usd    REAL,
+        turns       INTEGER,
+        start_commit TEXT,
+        outcome     TEXT,
+        message     TEXT,
+        duration_s  REAL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        FOREIGN KEY (feature, run) REFERENCES runs(feature, run)
+    );
+    CREATE INDEX attempts_by_run ON attempts(feature, run, phase, attempt);
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        feature     TEXT,
+        run         TEXT,
+        event_type  TEXT NOT NULL,
+        timestamp   TEXT NOT NULL,
+        data        TEXT NOT NULL
+    );
+    CREATE INDEX events_by_feature ON events(feature, id)
     """,
 )
 
@@ -65,6 +121,49 @@ class RunRecord:
     status: str
     created_at: str
     updated_at: str
+    run_id: str | None = None
+    provider: str | None = None
+    queued_at: str | None = None
+    queue_seq: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    current_phase: str | None = None
+    cost_usd: float = 0.0
+    last_error: str | None = None
+    engine_pid: int | None = None
+    fencing: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATES
+
+
+@attrs.frozen
+class AttemptRecord:
+    id: int
+    feature: str
+    run: str
+    phase: str
+    attempt: int
+    state: str
+    provider: str
+    fencing: int
+    started_at: str
+    pid: int | None = None
+    start_time: int | None = None
+    mark: str | None = None
+    session_id: str | None = None
+    cost_usd: float | None = None
+    turns: int | None = None
+    start_commit: str | None = None
+    outcome: str | None = None
+    message: str | None = None
+    duration_s: float | None = None
+    finished_at: str | None = None
+
+
+class LostOwnership(Exception):
+    """A run's fencing token changed: another engine owns it now, so this one must stop."""
 
 
 class Store:
@@ -76,12 +175,18 @@ class Store:
             # Create the file ourselves so it is private from the first byte.
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
         try:
-            self._db = sqlite3.connect(path, timeout=10, check_same_thread=False)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
+            self._db = sqlite3.connect(
+                path, timeout=10, check_same_thread=False, isolation_level=None
+            )
         except sqlite3.Error as exc:
             raise WorkspaceError(f"cannot open the tmops store {path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL still never corrupts the store and survives a crash of tmops; only
+        # a power cut can lose the last transactions, which reconciliation at start-up redoes.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._migrate()
@@ -148,7 +253,7 @@ class Store:
                 VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(feature, run) DO NOTHING
                 """,
-                attrs.astuple(run),
+                (run.feature, run.run, run.status, run.created_at, run.updated_at),
             )
 
     def feature(self, name: str) -> FeatureRecord | None:
@@ -167,3 +272,241 @@ class Store:
                 "SELECT * FROM runs WHERE feature = ? ORDER BY created_at, run", (feature,)
             ).fetchall()
         return [RunRecord(**dict(row)) for row in rows]
+
+    def run(self, feature: str, run: str) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM runs WHERE feature = ? AND run = ?", (feature, run)
+            ).fetchone()
+        return RunRecord(**dict(row)) if row else None
+
+    # -- orchestration -----------------------------------------------------------------------
+
+    def queue_run(self, feature: str, run: str, *, run_id: str, provider: str, now: str) -> None:
+        """Put a run at the end of the queue (FIFO: a sequence number, not a clock)."""
+        with self.transaction() as db:
+            db.execute(
+                """
+                UPDATE runs SET status = 'queued', run_id = ?, provider = ?, queued_at = ?,
+                    queue_seq = (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM runs),
+                    finished_at = NULL, last_error = NULL, updated_at = ?
+                WHERE feature = ? AND run = ?
+                """,
+                (run_id, provider, now, now, feature, run),
+            )
+            db.execute("UPDATE features SET status = 'queued', updated_at = ? WHERE name = ?",
+                       (now, feature))  # fmt: skip
+
+    def requeue(self, feature: str, run: str, *, now: str) -> None:
+        """Put a run whose engine died back in the queue, keeping its place (``queue_seq``)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = 'queued', engine_pid = NULL, updated_at = ? "
+                "WHERE feature = ? AND run = ? AND status = 'running'",
+                (now, feature, run),
+            )
+
+    def queued_runs(self) -> list[RunRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM runs WHERE status = 'queued' ORDER BY queue_seq"
+            ).fetchall()
+        return [RunRecord(**dict(row)) for row in rows]
+
+    def runs_in_state(self, *states: str) -> list[RunRecord]:
+        marks = ",".join("?" for _ in states)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY queue_seq",  # noqa: S608 - placeholders only
+                states,
+            ).fetchall()
+        return [RunRecord(**dict(row)) for row in rows]
+
+    def admit_run(self, feature: str, run: str, *, engine_pid: int, now: str) -> int:
+        """Take a queued run for this engine; return its new fencing token."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT fencing, status FROM runs WHERE feature = ? AND run = ?", (feature, run)
+            ).fetchone()
+            if row is None or row["status"] != "queued":
+                raise LostOwnership(f"{feature}/{run} is no longer queued")
+            fencing = int(row["fencing"]) + 1
+            db.execute(
+                """
+                UPDATE runs SET status = 'running', fencing = ?, engine_pid = ?,
+                    started_at = COALESCE(started_at, ?), updated_at = ?
+                WHERE feature = ? AND run = ?
+                """,
+                (fencing, engine_pid, now, now, feature, run),
+            )
+            db.execute("UPDATE features SET status = 'running', updated_at = ? WHERE name = ?",
+                       (now, feature))  # fmt: skip
+            return fencing
+
+    @contextmanager
+    def fenced(self, feature: str, run: str, fencing: int) -> Iterator[sqlite3.Connection]:
+        """A transaction that commits only while ``fencing`` still owns the run."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT fencing FROM runs WHERE feature = ? AND run = ?", (feature, run)
+            ).fetchone()
+            if row is None or int(row["fencing"]) != fencing:
+                raise LostOwnership(f"{feature}/{run} is owned by another engine now")
+            yield db
+
+    def start_attempt(
+        self,
+        feature: str,
+        run: str,
+        fencing: int,
+        *,
+        phase: str,
+        attempt: int,
+        provider: str,
+        start_commit: str | None,
+        now: str,
+    ) -> int:
+        with self.fenced(feature, run, fencing) as db:
+            cursor = db.execute(
+                """
+                INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing,
+                    start_commit, started_at)
+                VALUES (?, ?, ?, ?, 'starting', ?, ?, ?, ?)
+                """,
+                (feature, run, phase, attempt, provider, fencing, start_commit, now),
+            )
+            db.execute(
+                "UPDATE runs SET current_phase = ?, updated_at = ? WHERE feature = ? AND run = ?",
+                (phase, now, feature, run),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def attempt_process(
+        self,
+        attempt_id: int,
+        feature: str,
+        run: str,
+        fencing: int,
+        *,
+        pid: int,
+        start_time: int,
+        mark: str | None,
+    ) -> None:
+        """Record the agent process, so a later engine can find and kill it if this one dies."""
+        with self.fenced(feature, run, fencing) as db:
+            db.execute(
+                "UPDATE attempts SET state = 'running', pid = ?, start_time = ?, mark = ? "
+                "WHERE id = ?",
+                (pid, start_time, mark, attempt_id),
+            )
+
+    def attempt_session(self, attempt_id: int, session_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE attempts SET session_id = ? WHERE id = ?", (session_id, attempt_id))
+
+    def finish_attempt(
+        self,
+        attempt_id: int,
+        feature: str,
+        run: str,
+        fencing: int,
+        *,
+        state: str,
+        outcome: str,
+        message: str,
+        session_id: str | None,
+        cost_usd: float | None,
+        turns: int | None,
+        now: str,
+        duration_s: float | None = None,
+        next_phase: str | None = None,
+        run_status: str | None = None,
+        event: tuple[str, str] | None = None,
+    ) -> None:
+        """Close an attempt and, in the SAME transaction, move the run on (the transition)."""
+        with self.fenced(feature, run, fencing) as db:
+            db.execute(
+                """
+                UPDATE attempts SET state = ?, outcome = ?, message = ?,
+                    session_id = COALESCE(?, session_id), cost_usd = ?, turns = ?,
+                    duration_s = ?, finished_at = ?
+                WHERE id = ?
+                """,
+                (state, outcome, message, session_id, cost_usd, turns, duration_s, now,
+                 attempt_id),
+            )  # fmt: skip
+            db.execute(
+                """
+                UPDATE runs SET cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM attempts
+                        WHERE feature = ? AND run = ?),
+                    last_error = CASE WHEN ? = 'completed' THEN last_error ELSE ? END,
+                    current_phase = COALESCE(?, current_phase), updated_at = ?
+                WHERE feature = ? AND run = ?
+                """,
+                (feature, run, state, message, next_phase, now, feature, run),
+            )
+            if run_status is not None:
+                self._set_run_status(db, feature, run, run_status, now, None)
+            if event is not None:
+                db.execute(
+                    "INSERT INTO events (feature, run, event_type, timestamp, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (feature, run, event[0], now, event[1]),
+                )
+
+    def end_run(
+        self, feature: str, run: str, fencing: int | None, *, status: str, now: str,
+        error: str | None = None,
+    ) -> None:  # fmt: skip
+        """Set a run's final (or paused) status; ``fencing`` None is for a person's command."""
+        context = self.fenced(feature, run, fencing) if fencing is not None else self.transaction()
+        with context as db:
+            self._set_run_status(db, feature, run, status, now, error)
+
+    @staticmethod
+    def _set_run_status(
+        db: sqlite3.Connection, feature: str, run: str, status: str, now: str, error: str | None
+    ) -> None:
+        finished = now if status in {"completed", "failed", "cancelled"} else None
+        db.execute(
+            """
+            UPDATE runs SET status = ?, finished_at = ?, updated_at = ?,
+                last_error = CASE WHEN ? = 'completed' THEN NULL ELSE COALESCE(?, last_error) END
+            WHERE feature = ? AND run = ?
+            """,
+            (status, finished, now, status, error, feature, run),
+        )
+        db.execute(
+            "UPDATE features SET status = ?, updated_at = ? WHERE name = ?", (status, now, feature)
+        )
+
+    def attempts(self, feature: str, run: str) -> list[AttemptRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM attempts WHERE feature = ? AND run = ? ORDER BY id", (feature, run)
+            ).fetchall()
+        return [AttemptRecord(**dict(row)) for row in rows]
+
+    def live_attempts(self) -> list[AttemptRecord]:
+        """Attempts whose process may still run (for orphan reaping at start-up)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM attempts WHERE state IN ('starting', 'running') ORDER BY id"
+            ).fetchall()
+        return [AttemptRecord(**dict(row)) for row in rows]
+
+    def add_event(self, feature: str | None, run: str | None, event_type: str, data: str,
+                  now: str) -> None:  # fmt: skip
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO events (feature, run, event_type, timestamp, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (feature, run, event_type, now, data),
+            )
+
+    def events_for(self, feature: str, *, after_id: int = 0) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT * FROM events WHERE feature = ? AND id > ? ORDER BY id",
+                (feature, after_id),
+            ).fetchall()

@@ -248,9 +248,10 @@ class RollbackPolicy:
 class PhaseSpec:
     """One step of the workflow, run as one agent session.
 
-    ``prompt`` may use ``{feature}``, ``{run}``, ``{task_spec}``, ``{checkpoint_dir}``,
-    ``{trigger_checkpoint}``, ``{completion_checkpoint}`` and ``{worktree}``; the engine fills
-    them with absolute, resolved paths.
+    ``prompt`` may use ``{feature}``, ``{run}``, ``{branch}``, ``{task_spec}``,
+    ``{checkpoint_dir}``, ``{trigger_checkpoint}``, ``{completion_checkpoint}`` and
+    ``{worktree}``; the engine fills paths in absolute and resolved, and the two checkpoint
+    placeholders with bare file names (join them to ``{checkpoint_dir}``).
     """
 
     name: str = attrs.field(validator=_check_name)

@@ -1,0 +1,663 @@
+"""The REAL Claude Code CLI against the fake Messages API of ``tests/fake_anthropic.py``.
+
+Only the model is faked: the CLI runs its whole agent loop, so its tools really write files,
+run the tests and commit in a git worktree in ``tmp_path``. The binary is driven directly with
+the environment and argv of ``reference/claude-code-cli.md``, not through tmops: these tests
+prove the fake and the CLI facts the claude-code provider relies on.
+
+The binary is ``TMOPS_CLAUDE_BIN`` or the one bundled in the ``claude-agent-sdk`` wheel; without
+one the tests are skipped, except under ``TMOPS_REQUIRE_CLAUDE=1`` (CI), where they fail.
+Recorded stdout of some runs lives in ``tests/data/claude/`` for the provider's tests;
+``TMOPS_RECORD_CLAUDE_FIXTURES=1`` rewrites it from a live run.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tmops_plugins.phases import tmops_register_phases
+
+from .conftest import git, make_repo
+from .fake_anthropic import (
+    CODE_SOURCE,
+    OTHER,
+    TEST_FILE,
+    TEST_SOURCE,
+    CutStream,
+    FakeAnthropic,
+    HttpError,
+    Script,
+    bash,
+    say,
+    tdd_script,
+    write,
+)
+
+FEATURE = "slug"
+RUN = "initial"
+TIMEOUT_S = 120
+FIXTURES = Path(__file__).resolve().parent / "data" / "claude"
+FIXTURE_ROOT = "/tmp/tmops-fixture"  # stands for tmp_path in the recorded fixtures
+HEADER_FIELDS = ("From", "To", "Timestamp", "Feature", "Run", "Status")
+PHASES = {phase.name: phase for phase in tmops_register_phases()}
+
+
+# -- the binary ---------------------------------------------------------------------------------
+
+
+def _find_claude() -> Path | None:
+    override = os.environ.get("TMOPS_CLAUDE_BIN")
+    if override:
+        return Path(override) if os.access(override, os.X_OK) else None
+    spec = importlib.util.find_spec("claude_agent_sdk")  # finds it without importing it
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "_bundled" / "claude"
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    found = _find_claude()
+    if found is None:
+        why = (
+            "no Claude Code binary: install claude-agent-sdk==0.2.186 (it bundles one) "
+            "or point TMOPS_CLAUDE_BIN at one"
+        )
+        if os.environ.get("TMOPS_REQUIRE_CLAUDE") == "1":
+            pytest.fail(f"TMOPS_REQUIRE_CLAUDE=1 but {why}")
+        pytest.skip(why)
+    return found
+
+
+# -- a project like the one tmops prepares --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    worktree: Path  # on branch feature/slug, where the agent works
+    checkpoints: Path
+    home: Path  # HOME of the CLI; CLAUDE_CONFIG_DIR is home/.claude
+
+
+def make_project(base: Path) -> Project:
+    """A repository at ``base/project`` with the feature's worktree and run folders."""
+    base.mkdir(exist_ok=True)
+    root = make_repo(base / "project")
+    worktree = root / ".tmops" / "worktrees" / FEATURE
+    git(root, "worktree", "add", "-q", "-b", f"feature/{FEATURE}", str(worktree))
+    run_dir = root / ".tmops" / FEATURE / "runs" / RUN
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (run_dir / "TASK_SPEC.md").write_text("# slugify\nTurn titles into URL slugs.\n")
+    home = base / "home"
+    home.mkdir()
+    return Project(root, worktree, checkpoints, home)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return make_project(tmp_path)
+
+
+def phase_prompt(role: str, project: Project) -> tuple[str, str]:
+    """The real tmops prompt and instructions of ``role`` for ``project``."""
+    phase = PHASES[role]
+    prompt = phase.prompt.format(
+        feature=FEATURE,
+        run=RUN,
+        task_spec=project.checkpoints.parent / "TASK_SPEC.md",
+        worktree=project.worktree,
+        checkpoint_dir=project.checkpoints,
+        trigger_checkpoint=phase.trigger_checkpoint,
+        completion_checkpoint=phase.completion_checkpoint,
+    )
+    return prompt, phase.instructions
+
+
+# -- running the CLI ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    lines: list[dict[str, Any]]
+
+    @property
+    def init(self) -> dict[str, Any]:
+        first = self.lines[0]
+        assert (first["type"], first.get("subtype")) == ("system", "init"), first
+        return first
+
+    @property
+    def result(self) -> dict[str, Any]:
+        last = self.lines[-1]
+        assert last["type"] == "result", last
+        return last
+
+    def blocks(self, line_type: str, block_type: str) -> list[dict[str, Any]]:
+        """The content blocks of type ``block_type`` in the ``line_type`` lines, in order."""
+        return [
+            block
+            for line in self.lines
+            if line["type"] == line_type
+            for block in line["message"]["content"]
+            if isinstance(block, dict) and block.get("type") == block_type
+        ]
+
+
+def cli_env(base_url: str, home: Path, **extra: str) -> dict[str, str]:
+    """The whole environment of the CLI, as the reference prescribes; nothing inherited."""
+    env = {
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_API_KEY": "dummy",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+        "HOME": str(home),
+        # the venv first: the agent's `python -m pytest` needs pytest
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+    }
+    if os.geteuid() == 0:  # bypassPermissions is refused to root outside a sandbox
+        env["IS_SANDBOX"] = "1"
+    return env | extra
+
+
+def run_claude(
+    claude_bin: Path,
+    project: Project,
+    base_url: str,
+    prompt: str,
+    instructions: str,
+    *options: str,
+    **env: str,
+) -> CliRun:
+    argv = [
+        str(claude_bin),
+        "-p",
+        prompt,
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--append-system-prompt",
+        instructions,
+        "--permission-mode",
+        "bypassPermissions",
+        "--add-dir",
+        str(project.checkpoints),
+        *options,
+    ]
+    process = subprocess.Popen(
+        argv,
+        cwd=project.worktree,
+        env=cli_env(base_url, project.home, **env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, so a timeout can end all of it
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            stdout, stderr = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        pytest.fail(f"claude ran over {TIMEOUT_S} s\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    lines = []
+    for line in stdout.splitlines():
+        if line.strip():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                pytest.fail(f"stdout line is not JSON: {line!r}\nstderr:\n{stderr}")
+    return CliRun(process.returncode, stdout, stderr, lines)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _flatten(path: str) -> str:
+    """A path as the CLI names its folders in the config dir: not [A-Za-z0-9] becomes "-"."""
+    return re.sub(r"[^A-Za-z0-9]", "-", path)
+
+
+def record(name: str, run: CliRun, tmp_path: Path, base_url: str) -> None:
+    """Rewrite fixture ``name`` from ``run`` under ``TMOPS_RECORD_CLAUDE_FIXTURES=1``."""
+    if os.environ.get("TMOPS_RECORD_CLAUDE_FIXTURES") != "1":
+        return
+    text = run.stdout.replace(str(tmp_path), FIXTURE_ROOT)
+    text = text.replace(_flatten(str(tmp_path)), _flatten(FIXTURE_ROOT))  # config folder names
+    text = text.replace(base_url.removeprefix("http://"), "127.0.0.1:8765")
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    (FIXTURES / name).write_text(text)
+
+
+def header(checkpoint: Path) -> dict[str, str]:
+    """The header block of a checkpoint: its first lines, ``**Field:** value``."""
+    lines = checkpoint.read_text().splitlines()
+    assert lines[0] == f"# Checkpoint: {checkpoint.name}"
+    fields = {}
+    for line in lines[1 : 1 + len(HEADER_FIELDS)]:
+        match = re.fullmatch(r"\*\*(\w+):\*\* (.+)", line)
+        assert match, line
+        fields[match.group(1)] = match.group(2)
+    assert tuple(fields) == HEADER_FIELDS
+    return fields
+
+
+def tool_names(run: CliRun) -> list[str]:
+    return [block["name"] for block in run.blocks("assistant", "tool_use")]
+
+
+# -- the fake alone (no binary needed) ------------------------------------------------------------
+
+
+def call(url: str, method: str, path: str, body: Any = None) -> tuple[int, str, bytes]:
+    """One request to the fake: status, content type, raw answer."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "x-api-key": "dummy"}
+        connection.request(method, path, body=payload, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.getheader("Content-Type") or "", answer.read()
+    finally:
+        connection.close()
+
+
+def post(url: str, body: dict[str, Any]) -> tuple[int, str, bytes]:
+    return call(url, "POST", "/v1/messages?beta=true", body)
+
+
+def tmops_body(role: str, project: Project, *, stream: bool) -> dict[str, Any]:
+    """A request as the CLI sends it: reminders first, then the tmops prompt."""
+    prompt, _ = phase_prompt(role, project)
+    blocks = [{"type": "text", "text": "<system-reminder>\ncontext\n</system-reminder>"}]
+    return {
+        "model": "claude-test",
+        "max_tokens": 1024,
+        "stream": stream,
+        "messages": [{"role": "user", "content": [*blocks, {"type": "text", "text": prompt}]}],
+    }
+
+
+def test_fake_streams_the_anthropic_event_sequence(project: Project) -> None:
+    with FakeAnthropic(tdd_script()) as fake:
+        status, content_type, raw = post(fake.url, tmops_body("tester", project, stream=True))
+        head_status, _, _ = call(fake.url, "HEAD", "/")
+        requests = fake.requests
+
+    assert (status, content_type, head_status) == (200, "text/event-stream", 200)
+    events = [
+        (chunk.split("\n")[0].removeprefix("event: "), json.loads(chunk.split("data: ", 1)[1]))
+        for chunk in raw.decode().strip().split("\n\n")
+    ]
+    assert [name for name, _ in events] == [
+        "message_start",
+        "content_block_start",
+        *["content_block_delta"] * (len(events) - 5),
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert all(name == data["type"] for name, data in events)
+    assert events[1][1]["content_block"]["name"] == "Write"
+    tool_input = json.loads("".join(d["delta"]["partial_json"] for _, d in events[2:-3]))
+    assert tool_input == {"file_path": str(project.worktree / TEST_FILE), "content": TEST_SOURCE}
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    assert requests[0].prompt is not None
+    assert (requests[0].prompt.role, requests[0].prompt.turn) == ("tester", 0)
+    assert (requests[0].prompt.feature, requests[0].prompt.run) == (FEATURE, RUN)
+    assert requests[0].prompt.checkpoint_dir == project.checkpoints
+    assert requests[1].method == "HEAD"
+
+
+def test_fake_fails_the_first_requests_then_follows_the_script(project: Project) -> None:
+    body = tmops_body("orchestrator", project, stream=False)
+    with FakeAnthropic(tdd_script(faults=[HttpError(529, times=2)])) as fake:
+        answers = [post(fake.url, body) for _ in range(3)]
+        by_role = fake.requests_by_role
+
+    assert [status for status, _, _ in answers] == [529, 529, 200]
+    error = json.loads(answers[0][2])
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "overloaded_error"
+    message = json.loads(answers[2][2])
+    assert (message["type"], message["stop_reason"]) == ("message", "tool_use")
+    assert message["content"][0]["input"]["file_path"] == str(
+        project.checkpoints / "001-discovery-trigger.md"
+    )
+    assert by_role == {"orchestrator": 3}
+
+
+# -- a whole session ----------------------------------------------------------------------------
+
+
+def test_tester_session_writes_commits_and_checkpoints(
+    claude_bin: Path, project: Project, tmp_path: Path
+) -> None:
+    prompt, instructions = phase_prompt("tester", project)
+    with FakeAnthropic(tdd_script()) as fake:
+        run = run_claude(claude_bin, project, fake.url, prompt, instructions)
+        record("tester-success.jsonl", run, tmp_path, fake.url)
+        requests = fake.messages_requests
+        by_role = fake.requests_by_role
+
+    assert run.returncode == 0, run.stderr
+    # on disk: the test file, its commit on the feature branch, the checkpoint
+    assert (project.worktree / TEST_FILE).read_text() == TEST_SOURCE
+    subject = git(project.worktree, "log", "-1", "--format=%s", f"feature/{FEATURE}")
+    assert subject.startswith("test(slug): ")
+    committed = git(project.worktree, "show", "--name-only", "--format=", "HEAD").split()
+    assert committed == [TEST_FILE]
+    report = project.checkpoints / "003-tests-complete.md"
+    fields = header(report)
+    assert fields | {"Timestamp": "-"} == {
+        "From": "Tester",
+        "To": "Orchestrator",
+        "Timestamp": "-",
+        "Feature": FEATURE,
+        "Run": RUN,
+        "Status": "complete",
+    }
+    head = git(project.worktree, "rev-parse", "--short", "HEAD").strip()
+    assert report.read_text().endswith(f"## Git Commit\n{head}\n")
+    assert sorted(p.name for p in project.checkpoints.iterdir()) == ["003-tests-complete.md"]
+
+    # stdout: system/init, one assistant line per block, tool results, the result last
+    init, result = run.init, run.result
+    assert init["session_id"]
+    assert init["cwd"] == str(project.worktree)
+    assert init["claude_code_version"]
+    assert tool_names(run) == ["Write", "Bash", "Bash", "Write"]
+    results = run.blocks("user", "tool_result")
+    assert len(results) == 4
+    assert results[1]["is_error"] is True  # the new tests fail: no module named slug
+    assert "slug" in str(results[1]["content"])
+    assert results[2]["is_error"] is False
+    assert result["subtype"] == "success"
+    assert result["is_error"] is False
+    assert result["api_error_status"] is None
+    assert result["session_id"] == init["session_id"]
+    assert result["num_turns"] == len(requests) == 5
+    assert result["total_cost_usd"] > 0
+    assert result["result"] == "Tests committed; all 3 fail. Checkpoint 003 written."
+    assert result["permission_denials"] == []
+
+    # what the fake saw: one streaming POST per model turn, all read as the tester's
+    assert by_role == {"tester": 5}
+    assert [r.prompt.turn for r in requests if r.prompt] == [0, 1, 2, 3, 4]
+    assert all(r.path == "/v1/messages?beta=true" and r.body["stream"] for r in requests)
+    assert {r.headers.get("x-api-key") for r in requests} == {"dummy"}
+    # the transcript: in a folder named for the cwd, every "/" and "." turned into "-"
+    folder = _flatten(str(project.worktree))
+    transcript = project.home / ".claude" / "projects" / folder / f"{init['session_id']}.jsonl"
+    assert transcript.is_file()
+
+
+def test_the_tdd_script_runs_all_four_roles(claude_bin: Path, project: Project) -> None:
+    with FakeAnthropic(tdd_script()) as fake:
+        runs = {}
+        for role in ("orchestrator", "tester", "implementer", "verifier"):
+            prompt, instructions = phase_prompt(role, project)
+            runs[role] = run_claude(claude_bin, project, fake.url, prompt, instructions)
+            assert runs[role].returncode == 0, (role, runs[role].stderr)
+            assert runs[role].result["is_error"] is False
+        by_role = fake.requests_by_role
+
+    assert by_role == {"orchestrator": 2, "tester": 5, "implementer": 5, "verifier": 4}
+    assert len({run.result["session_id"] for run in runs.values()}) == 4  # a fresh session each
+    log = git(project.worktree, "log", "--format=%s", "main..HEAD").splitlines()
+    assert [subject.split(":")[0] for subject in log] == ["feat(slug)", "test(slug)"]
+    assert (project.worktree / "slug.py").read_text() == CODE_SOURCE
+    # red after the tester, green after the implementer, as the gates will check
+    assert runs["tester"].blocks("user", "tool_result")[1]["is_error"] is True
+    assert runs["implementer"].blocks("user", "tool_result")[1]["is_error"] is False
+    assert "3 passed" in str(runs["implementer"].blocks("user", "tool_result")[1]["content"])
+    assert tool_names(runs["verifier"]) == ["Bash", "Bash", "Write"]
+
+    names = sorted(p.name for p in project.checkpoints.iterdir())
+    assert names == [
+        "001-discovery-trigger.md",
+        "003-tests-complete.md",
+        "005-impl-complete.md",
+        "007-verify-complete.md",
+    ]
+    senders = {name: header(project.checkpoints / name)["From"] for name in names}
+    assert list(senders.values()) == ["Orchestrator", "Tester", "Implementer", "Verifier"]
+    assert header(project.checkpoints / names[0])["To"] == "Tester"
+    assert {header(project.checkpoints / name)["Feature"] for name in names} == {FEATURE}
+    verdict = (project.checkpoints / "007-verify-complete.md").read_text()
+    assert verdict.endswith("## Quality Score\nQuality score: 8/10\nFeature ready for merge: YES\n")
+    code_commit, test_commit = git(project.worktree, "log", "--format=%h", "main..HEAD").split()
+    assert f"test {test_commit} before code {code_commit}" in verdict
+
+
+def test_parallel_sessions_share_one_fake(claude_bin: Path, tmp_path: Path) -> None:
+    projects = [make_project(tmp_path / name) for name in ("one", "two", "three")]
+    with FakeAnthropic(tdd_script()) as fake, ThreadPoolExecutor(len(projects)) as pool:
+        futures = [
+            pool.submit(run_claude, claude_bin, p, fake.url, *phase_prompt("tester", p))
+            for p in projects
+        ]
+        runs = [future.result() for future in futures]
+        by_role = fake.requests_by_role
+
+    assert [run.returncode for run in runs] == [0, 0, 0]
+    assert by_role == {"tester": 15}
+    assert len({run.result["session_id"] for run in runs}) == 3
+    for p in projects:  # each session worked in its own worktree only
+        assert (p.worktree / TEST_FILE).read_text() == TEST_SOURCE
+        assert git(p.worktree, "log", "--format=%s", "main..HEAD").startswith("test(slug): ")
+        assert header(p.checkpoints / "003-tests-complete.md")["Status"] == "complete"
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+def test_resume_continues_the_same_session(claude_bin: Path, project: Project) -> None:
+    script = Script(
+        steps={
+            "tester": [[write(project.worktree / "first.txt", "one\n")]],
+            # the resumed prompt names no role: the fake answers it from OTHER's steps
+            OTHER: [[write(project.worktree / "second.txt", "two\n")], [say("resumed")]],
+        }
+    )
+    prompt, instructions = phase_prompt("tester", project)
+    with FakeAnthropic(script) as fake:
+        first = run_claude(claude_bin, project, fake.url, prompt, instructions)
+        session = first.result["session_id"]
+        second = run_claude(
+            claude_bin, project, fake.url, "Go on.", instructions, "--resume", session
+        )
+        last_request = fake.messages_requests[-1]
+
+    assert (first.returncode, second.returncode) == (0, 0), second.stderr
+    assert second.init["session_id"] == second.result["session_id"] == session
+    assert second.result["result"] == "resumed"
+    assert (project.worktree / "second.txt").read_text() == "two\n"
+    # the resumed request carries the first conversation; the cost adds up over both runs
+    assert last_request.prompt is not None
+    assert last_request.prompt.role == OTHER
+    assert last_request.prompt.feature == FEATURE  # taken from the earlier tmops prompt
+    roles = [m["role"] for m in last_request.body["messages"] if m["role"] != "system"]
+    assert roles == ["user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    assert second.result["total_cost_usd"] > first.result["total_cost_usd"]
+
+
+def test_resume_of_an_unknown_session_fails_before_any_request(
+    claude_bin: Path, project: Project
+) -> None:
+    unknown = "00000000-0000-4000-8000-000000000000"
+    with FakeAnthropic() as fake:
+        run = run_claude(claude_bin, project, fake.url, "Go on.", "", "--resume", unknown)
+        requests = fake.messages_requests
+
+    assert run.returncode == 1
+    assert f"No conversation found with session ID: {unknown}" in run.stderr
+    assert requests == []
+    # 2.1.329 also prints a result line; the reference says "no JSON": rely on neither
+    assert len(run.lines) <= 1
+    if run.lines:
+        assert run.result["is_error"] is True
+        assert run.result["subtype"] == "error_during_execution"
+
+
+def test_max_turns_stops_with_error_max_turns(
+    claude_bin: Path, project: Project, tmp_path: Path
+) -> None:
+    script = Script(steps={"tester": [[bash("git status --short")], [bash("git log --oneline")]]})
+    prompt, instructions = phase_prompt("tester", project)
+    with FakeAnthropic(script) as fake:
+        run = run_claude(claude_bin, project, fake.url, prompt, instructions, "--max-turns", "1")
+        record("max-turns.jsonl", run, tmp_path, fake.url)
+        by_role = fake.requests_by_role
+
+    assert run.returncode == 1
+    assert run.result["subtype"] == "error_max_turns"
+    assert run.result["is_error"] is True
+    assert run.result["errors"]
+    assert "result" not in run.result
+    assert tool_names(run) == ["Bash"]  # the first step ran, the second was never asked for
+    assert by_role == {"tester": 1}
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "requests"),
+    [
+        (401, 1),
+        (500, 1),
+        (529, 1),
+        (400, None),  # sent again, beta features dropped, whatever CLAUDE_CODE_MAX_RETRIES says
+    ],
+)
+def test_an_api_error_on_every_request_fails_with_its_status(
+    claude_bin: Path, project: Project, tmp_path: Path, status: int, requests: int | None
+) -> None:
+    prompt, instructions = phase_prompt("tester", project)
+    with FakeAnthropic(Script(faults=[HttpError(status, times=None)])) as fake:
+        run = run_claude(claude_bin, project, fake.url, prompt, instructions)
+        if status == 401:
+            record("api-401.jsonl", run, tmp_path, fake.url)
+        count = fake.requests_by_role["tester"]
+
+    assert run.returncode == 1
+    assert run.result["is_error"] is True
+    assert run.result["subtype"] == "success"  # (sic): check is_error, never the subtype
+    assert run.result["api_error_status"] == status
+    assert run.result["session_id"] == run.init["session_id"]
+    if requests is not None:
+        assert count == requests  # CLAUDE_CODE_MAX_RETRIES=0: no retry
+    if status == 401:
+        assert run.result["result"] == "Invalid API key · Fix external API key"
+    else:
+        assert str(status) in run.result["result"]
+
+
+def test_overloaded_once_is_retried_then_succeeds(claude_bin: Path, project: Project) -> None:
+    prompt, instructions = phase_prompt("tester", project)
+    with FakeAnthropic(Script(faults=[HttpError(529, times=1)])) as fake:
+        run = run_claude(
+            claude_bin, project, fake.url, prompt, instructions, CLAUDE_CODE_MAX_RETRIES="1"
+        )
+        by_role = fake.requests_by_role
+
+    assert run.returncode == 0, run.stderr
+    assert run.result["is_error"] is False
+    assert by_role == {"tester": 2}
+    retries = [line for line in run.lines if line.get("subtype") == "api_retry"]
+    assert len(retries) == 1
+    assert retries[0]["type"] == "system"
+    assert retries[0]["error_status"] == 529
+
+
+def test_connection_refused_fails_without_a_status(
+    claude_bin: Path, project: Project, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    prompt, instructions = phase_prompt("tester", project)
+    run = run_claude(claude_bin, project, url, prompt, instructions)
+    record("connection-refused.jsonl", run, tmp_path, url)
+
+    assert run.returncode == 1
+    assert run.result["is_error"] is True
+    assert run.result["api_error_status"] is None
+    assert re.search(r"ConnectionRefused|ECONNREFUSED|Unable to connect", run.result["result"])
+
+
+def test_a_cut_stream_is_answered_by_a_non_streaming_request(
+    claude_bin: Path, project: Project
+) -> None:
+    script = Script(
+        steps={"tester": [[write(project.worktree / "note.txt", "hi\n")]]},
+        faults=[CutStream(times=1)],
+    )
+    prompt, instructions = phase_prompt("tester", project)
+    with FakeAnthropic(script) as fake:
+        run = run_claude(claude_bin, project, fake.url, prompt, instructions)
+        streams = [r.body["stream"] for r in fake.messages_requests]
+
+    assert run.returncode == 0, run.stderr
+    assert run.result["is_error"] is False
+    assert streams[:2] == [True, False]  # the cut stream, then the plain-JSON fallback
+    assert (project.worktree / "note.txt").read_text() == "hi\n"
+
+
+# -- the recorded fixtures ----------------------------------------------------------------------
+
+RECORDED = {
+    # name: (subtype, is_error, api_error_status); exit codes in tests/data/claude/README.md
+    "tester-success.jsonl": ("success", False, None),
+    "api-401.jsonl": ("success", True, 401),
+    "connection-refused.jsonl": ("success", True, None),
+    "max-turns.jsonl": ("error_max_turns", True, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_recorded_fixture_holds_the_stable_fields(name: str) -> None:
+    lines: Sequence[dict[str, Any]] = [
+        json.loads(line) for line in (FIXTURES / name).read_text().splitlines() if line.strip()
+    ]
+    subtype, is_error, status = RECORDED[name]
+    init, result = lines[0], lines[-1]
+    assert (init["type"], init["subtype"]) == ("system", "init")
+    assert init["session_id"] == result["session_id"]
+    assert init["cwd"].startswith(FIXTURE_ROOT)
+    assert result["type"] == "result"
+    assert (result["subtype"], result["is_error"]) == (subtype, is_error)
+    assert result.get("api_error_status") == status
+    assert {"num_turns", "duration_ms", "total_cost_usd", "usage"} <= result.keys()

@@ -1,0 +1,116 @@
+"""``tmops demo``: the whole workflow on a scratch project with a tiny real task.
+
+By default the four roles are played by the scripted local agent shipped in tmops-plugins
+(``python -m tmops_plugins.scripted_agent``, run through the ``command`` provider): it speaks
+the same stream-json as ``claude -p`` but has no model behind it, so the demo needs no key and
+no network. ``--provider claude-code`` runs the real Claude Code CLI instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tmops_hookspecs import WorkspaceError
+
+from .config import LoadedConfig, parse_config
+from .demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
+from .events import configure_logging
+from .features import InitRequest
+from .follow import follow_run
+from .git import Git
+from .plugins import create_plugin_manager
+from .service import Service
+from .workspace import atomic_write
+
+__all__ = ["run_demo", "scripted_agent_config"]
+
+SCRIPTED_AGENT = (sys.executable, "-m", "tmops_plugins.scripted_agent")
+
+
+def scripted_agent_config(**features: object) -> dict[str, object]:
+    """Config data that runs every role with the scripted local agent (demo and tests)."""
+    return {
+        "providers": {
+            "command": {
+                "command": SCRIPTED_AGENT[0],
+                "args": [
+                    *SCRIPTED_AGENT[1:],
+                    "-p", "{prompt}",
+                    "--output-format", "stream-json",
+                    "--verbose",
+                    "--append-system-prompt", "{role_instructions}",
+                    "--add-dir", "{checkpoint_dir}",
+                ],
+                "timeout_s": 300,
+                "idle_timeout_s": 120,
+            }
+        },
+        "features": {
+            "default_provider": "command",
+            "test_command": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            "checkpoint_timeout": 30,
+            **features,
+        },
+    }  # fmt: skip
+
+
+def _demo_config(provider: str) -> dict[str, object]:
+    if provider == "scripted":
+        return scripted_agent_config()
+    if shutil.which("claude") is None:
+        raise WorkspaceError(
+            "Claude Code is not installed (no `claude` on PATH)",
+            hint="install it (npm install -g @anthropic-ai/claude-code) and log in, or run "
+            "`tmops demo` without --provider to use the scripted agent",
+        )
+    return {
+        "features": {
+            "default_provider": "claude-code",
+            "test_command": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        }
+    }
+
+
+def run_demo(*, provider: str, directory: Path | None, echo: Callable[[str], None] = print) -> int:
+    """Create the scratch project, run the workflow with a live view, show the commits."""
+    configure_logging("warning")
+    config = parse_config(_demo_config(provider), source="the demo's built-in config")
+    root = directory or Path(tempfile.mkdtemp(prefix="tmops-demo-"))
+    if directory is not None and directory.exists() and any(directory.iterdir()):
+        raise WorkspaceError(f"{directory} is not empty", hint="give --dir a new or empty folder")
+    label = (
+        "the scripted local agent (no model, no API key: a script plays each role)"
+        if provider == "scripted"
+        else "Claude Code (real model calls)"
+    )
+    echo(f"tmops demo: feature '{DEMO_FEATURE}' in {root}, played by {label}")
+    create_demo_project(root)
+    service = Service(LoadedConfig(config, None), create_plugin_manager())
+    try:
+        result = service.init(InitRequest(feature=DEMO_FEATURE, workspace=root))
+        atomic_write(result.task_spec, DEMO_TASK_SPEC)
+        echo(f"initialised: branch {result.branch}, worktree {result.worktree}")
+        started = time.monotonic()
+        service.start(DEMO_FEATURE, workspace=root, spawn=False)
+        engine = threading.Thread(
+            target=service.serve_engine,
+            kwargs={"workspace": root, "idle_exit_s": 0.2},
+            name="demo-engine",
+        )
+        engine.start()
+        code = follow_run(service, DEMO_FEATURE, workspace=root, echo=echo, poll_s=0.05)
+        engine.join()
+        echo(f"\nfinished in {time.monotonic() - started:.1f} s. Commits on {result.branch}:")
+        for sha, subject in Git(root).log("main", until=result.branch):
+            echo(f"  {sha[:10]} {subject}")
+        echo(f"summary: {result.checkpoint_dir / 'SUMMARY.md'}")
+        echo(f"the project stays in {root}")
+        return code
+    finally:
+        service.close()

@@ -1,0 +1,64 @@
+"""Following a run live (``tmops watch``, ``tmops start --wait``, ``tmops demo``).
+
+Reads the store's event log and the run's status; the exit code says how the run ended.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from .service import Service
+
+__all__ = ["EXIT_CODES", "follow_run", "format_event"]
+
+#: how a run ended -> exit code of watch / start --wait / demo
+EXIT_CODES = {"completed": 0, "failed": 1, "paused": 3, "cancelled": 4}
+_ACTIVE = {"queued", "running"}
+
+
+def format_event(event: dict[str, Any]) -> str:
+    data = dict(event["data"])
+    data.pop("run", None)
+    kind = event["event_type"].removeprefix("orchestration.")
+    clock = event["timestamp"][11:19]
+    if kind == "phase.transition":
+        target = data.get("to") or "end"
+        return f"{clock} {data.get('from')} -> {target} ({data.get('duration_s')} s)"
+    details = " ".join(f"{key}={value}" for key, value in data.items() if value is not None)
+    return f"{clock} {kind} {details}".rstrip()
+
+
+def follow_run(
+    service: Service,
+    feature: str,
+    *,
+    workspace: Path | None = None,
+    echo: Callable[[str], None] = click.echo,
+    poll_s: float = 0.1,
+) -> int:
+    """Print the run's events as they happen until it is no longer queued or running."""
+    last = 0
+    try:
+        while True:
+            for event in service.events_since(feature, after_id=last, workspace=workspace):
+                last = event["id"]
+                echo(format_event(event))
+            status = service.status(
+                feature, workspace=workspace, include_sessions=False, include_checkpoints=False
+            )
+            if status["status"] not in _ACTIVE:
+                for event in service.events_since(feature, after_id=last, workspace=workspace):
+                    last = event["id"]
+                    echo(format_event(event))
+                echo(f"{feature}: {status['status']}; next: {status['next_action']}")
+                return EXIT_CODES.get(status["status"], 0)
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        echo("stopped watching; the run goes on (tmops watch to follow it again)")
+        return 130

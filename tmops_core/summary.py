@@ -1,0 +1,86 @@
+"""The end of a run: SUMMARY.md in the checkpoint folder and metrics.json in the run folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tmops_hookspecs import PhaseSpec
+
+from .checkpoints import parse_checkpoint
+from .workspace import atomic_write, iso, utc_now
+
+if TYPE_CHECKING:
+    from .runner import RunDriver
+
+__all__ = ["write_summary"]
+
+
+def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, Any]:
+    """Write SUMMARY.md (unless one was written by hand) and metrics.json; return the metrics."""
+    attempts = driver.store.attempts(driver.feature, driver.run)
+    verdict = parse_checkpoint(driver.checkpoint_dir / specs[-1].completion_checkpoint).fields
+    first_start = next((a.start_commit for a in attempts if a.start_commit), None)
+    commits = driver.git.log(first_start) if first_start else []
+    phases: list[dict[str, Any]] = []
+    for spec in specs:
+        mine = [a for a in attempts if a.phase == spec.name]
+        phases.append(
+            {
+                "phase": spec.name,
+                "role": spec.role,
+                "attempts": len(mine),
+                # from the store, so phases run before a resume keep their durations
+                "duration_s": round(sum(a.duration_s or 0.0 for a in mine), 3),
+                "cost_usd": round(sum(a.cost_usd or 0.0 for a in mine), 6),
+                "session_id": mine[-1].session_id if mine else None,
+                "adopted": not mine,
+            }
+        )
+    metrics = {
+        "feature": driver.feature,
+        "run": driver.run,
+        "branch": driver.branch,
+        "provider": driver.provider_name,
+        "finished_at": iso(utc_now()),
+        "phases": phases,
+        "total_cost_usd": round(sum(p["cost_usd"] for p in phases), 6),
+        "total_duration_s": round(sum(p["duration_s"] for p in phases), 3),
+        "commits": [{"sha": sha, "subject": subject} for sha, subject in commits],
+        "quality_score": verdict.get("quality_score"),
+        "ready_for_merge": verdict.get("ready_for_merge"),
+    }
+    atomic_write(
+        driver.layout.run_dir(driver.feature, driver.run) / "metrics.json",
+        json.dumps(metrics, indent=2) + "\n",
+    )
+    summary = driver.checkpoint_dir / "SUMMARY.md"
+    if not summary.exists():
+        atomic_write(summary, _render(metrics))
+    return metrics
+
+
+def _render(metrics: dict[str, Any]) -> str:
+    rows = "\n".join(
+        f"| {p['phase']} | {p['attempts']} | {p['duration_s']:.1f} s | ${p['cost_usd']:.4f} |"
+        for p in metrics["phases"]
+    )
+    commits = "\n".join(f"- `{c['sha'][:10]}` {c['subject']}" for c in metrics["commits"])
+    return (
+        f"# Checkpoint: SUMMARY.md\n"
+        f"**From:** tmops (orchestration)\n"
+        f"**To:** Team\n"
+        f"**Timestamp:** {utc_now():%Y-%m-%d %H:%M:%S}\n"
+        f"**Feature:** {metrics['feature']}\n"
+        f"**Run:** {metrics['run']}\n"
+        f"**Status:** complete\n\n"
+        f"## Result\n"
+        f"Every phase handed off. Branch `{metrics['branch']}`; quality score "
+        f"{metrics['quality_score'] or '?'}/10; ready for merge: "
+        f"{metrics['ready_for_merge'] or 'not stated'}.\n\n"
+        f"## Phases\n| phase | attempts | duration | cost |\n|---|---|---|---|\n{rows}\n\n"
+        f"## Commits on the branch\n{commits or '- none'}\n\n"
+        f"## Metrics\n- Total duration: {metrics['total_duration_s']:.1f} s\n"
+        f"- Total cost: ${metrics['total_cost_usd']:.4f}\n"
+    )
