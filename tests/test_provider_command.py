@@ -14,7 +14,7 @@ import pytest
 from tmops_core.config import ProviderConfig
 from tmops_core.plugins import create_plugin_manager
 from tmops_hookspecs import AgentEvent, AgentRequest, ConfigError, Outcome, Provider
-from tmops_plugins.claude_code import RESUME_FAILED
+from tmops_plugins.claude_stream import RESUME_FAILED
 from tmops_plugins.command_provider import PLACEHOLDERS, CommandProvider, create_provider
 
 RECORDED = Path(__file__).parent / "data" / "claude" / "provider"

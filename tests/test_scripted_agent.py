@@ -2,7 +2,8 @@
 
 The agent runs for real: as a subprocess (``python -m tmops_plugins.scripted_agent``, exactly
 as tmops starts ``claude``) and in-process through ``main()``, in a demo repository made by
-``create_demo_project``, with the prompts the ``phases`` plugin really writes.
+``create_demo_project``, with the prompts the ``phases`` plugin really writes. The parsing of
+faults and prompts and the session store are unit-tested in ``test_scripted_session.py``.
 """
 
 from __future__ import annotations
@@ -32,18 +33,9 @@ from tmops_core.demo_project import (
 from tmops_hookspecs import PhaseSpec
 from tmops_plugins import scripted_agent
 from tmops_plugins.phases import tmops_register_phases
-from tmops_plugins.scripted_agent import (
-    CRASH_EXIT_CODE,
-    DELAY_ENV,
-    FAULT_ENV,
-    LABEL,
-    STATE_ENV,
-    Fault,
-    main,
-    parse_faults,
-    parse_prompt,
-    state_dir,
-)
+from tmops_plugins.scripted_agent import DELAY_ENV, main
+from tmops_plugins.scripted_roles import LABEL
+from tmops_plugins.scripted_session import CRASH_EXIT_CODE, FAULT_ENV, FAULT_KINDS, STATE_ENV
 
 from .conftest import git
 
@@ -470,7 +462,7 @@ def test_the_module_is_importable_and_documents_itself() -> None:
     assert callable(scripted_agent.main)
     doc = scripted_agent.__doc__ or ""
     assert "NO AI model" in doc
-    for kind in scripted_agent.FAULT_KINDS:
+    for kind in FAULT_KINDS:
         assert f"{kind}" in doc
 
 
@@ -661,89 +653,6 @@ def test_exit_without_result_does_the_work_but_ends_the_stream_early(
     assert "result" not in {line["type"] for line in session.lines}
     assert session.lines[-1]["type"] == "user"
     assert demo.checkpoint("orchestrator").is_file()
-
-
-@pytest.mark.parametrize(
-    ("text", "faults"),
-    [
-        ("", ()),
-        (" , ", ()),
-        ("tester:passing-tests", (Fault("tester", "passing-tests"),)),
-        (
-            "implementer:broken-code:always, *:slow=1.5",
-            (Fault("implementer", "broken-code", always=True), Fault("*", "slow", seconds=1.5)),
-        ),
-        ("verifier:slow=2:always", (Fault("verifier", "slow", always=True, seconds=2.0),)),
-    ],
-)
-def test_parse_faults(text: str, faults: tuple[Fault, ...]) -> None:
-    assert parse_faults(text) == faults
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "tester",
-        "tester:crash:sometimes",
-        "tester:crash:always:again",
-        "boss:crash",
-        "tester:explode",
-        "orchestrator:passing-tests",
-        "tester:broken-code",
-        "tester:slow",
-        "tester:slow=-1",
-        "tester:slow=nan",
-        "tester:crash=3",
-    ],
-)
-def test_parse_faults_refuses_malformed_items(text: str) -> None:
-    with pytest.raises(ValueError, match="fault"):
-        parse_faults(text)
-
-
-def test_a_fault_hits_the_first_attempt_only_unless_always() -> None:
-    once, always = Fault("tester", "crash"), Fault("*", "crash", always=True)
-    assert once.hits("tester", resumed=False)
-    assert not once.hits("tester", resumed=True)
-    assert not once.hits("verifier", resumed=False)
-    assert always.hits("verifier", resumed=True)
-
-
-# -- prompt parsing and the session store ---------------------------------------------------------
-
-
-def test_parse_prompt_reads_the_phase_prompts(demo: Demo, tmp_path: Path) -> None:
-    for role, phase in PHASES.items():
-        context = parse_prompt(demo.prompt(role), tmp_path)
-        assert context is not None
-        assert context.role == role
-        assert context.feature == DEMO_FEATURE
-        assert context.run == RUN
-        assert context.worktree == demo.path
-        assert context.checkpoint_dir == demo.checkpoints
-        assert context.spec == demo.spec
-        assert context.completion == phase.completion_checkpoint
-        assert context.trigger == phase.trigger_checkpoint
-
-
-def test_parse_prompt_defaults(tmp_path: Path) -> None:
-    assert parse_prompt("Hello", tmp_path) is None
-    context = parse_prompt("You are the VERIFIER.\nCheckpoint folder: cps\n", tmp_path)
-    assert context is not None
-    assert context.worktree == tmp_path
-    assert context.checkpoint_dir == tmp_path / "cps"
-    assert (context.trigger, context.completion) == (
-        "006-verify-trigger.md",
-        COMPLETION["verifier"],
-    )
-    assert context.spec is None
-
-
-def test_state_dir_choice(tmp_path: Path) -> None:
-    assert state_dir({STATE_ENV: "/s"}) == Path("/s")
-    assert state_dir({"CLAUDE_CONFIG_DIR": "/c"}) == Path("/c/tmops-scripted")
-    assert state_dir({"XDG_STATE_HOME": "/x"}) == Path("/x/tmops-scripted")
-    assert state_dir({}) == Path.home() / ".local" / "state" / "tmops-scripted"
 
 
 # -- the demo project -----------------------------------------------------------------------------

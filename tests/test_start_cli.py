@@ -7,6 +7,7 @@ detached process that reads the same file.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,8 +35,25 @@ from tmops_core.mcp_server import build_server
 from tmops_core.service import Service
 
 
-def tmops(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+def tmops(*args: str, timeout: float = WAIT_S) -> Result:
+    """Invoke the CLI in-process, but give up after ``timeout`` (``watch`` and ``--wait``
+    follow a run with no time limit of their own; a run that never ends must fail the test,
+    not hang it)."""
+    outcome: list[Result | BaseException] = []
+
+    def invoke() -> None:
+        try:
+            outcome.append(CliRunner().invoke(cli, list(args), catch_exceptions=False))
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=invoke, name="tmops-cli", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert outcome, f"`tmops {' '.join(args)}` did not finish within {timeout} s"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 @dataclass
@@ -92,6 +110,7 @@ def test_start_spawns_the_background_engine_which_completes_the_run(started: Sta
 
 
 def test_watch_after_completion_prints_the_final_status_and_exits_0(started: Started) -> None:
+    assert started.status["status"] == "completed"
     project = started.project
     result = tmops(
         "--config", str(project.config), "watch", DEMO_FEATURE, "--workspace", str(project.root)

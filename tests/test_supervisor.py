@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import select
 import signal
-import stat
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 from tmops_core import supervisor
-from tmops_core.supervisor import (
-    BASE_ENV_ALLOWLIST,
-    BASE_ENV_PREFIXES,
-    MARK_ENV,
-    AgentProcess,
-    Limits,
-    ProcessOutcome,
-    build_env,
-    kill_process_tree,
-    process_alive,
-    process_start_time,
-    reap_orphans,
-)
+from tmops_core.agent_env import build_env
+from tmops_core.processes import MARK_ENV, process_alive
+from tmops_core.supervisor import AgentProcess, Limits, ProcessOutcome
 from tmops_hookspecs import ProviderError, WorkspaceError
 
 FAST = Limits(wall_clock_s=20, idle_s=20, term_grace_s=2)
@@ -52,13 +38,6 @@ def _state(pid: int) -> str | None:
     except OSError:
         return None
     return data[data.rfind(b")") + 2 :].split()[0].decode()
-
-
-def _environ(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return b""
 
 
 def gone(pid: int, timeout: float = 5.0) -> bool:
@@ -81,8 +60,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
-@pytest.fixture
-def script(tmp_path: Path) -> Callable[[str], list[str]]:
+def script_writer(tmp_path: Path) -> Callable[[str], list[str]]:
     """Write a Python script; return the argv that runs it (unbuffered, no site)."""
     counter = iter(range(1000))
 
@@ -92,6 +70,11 @@ def script(tmp_path: Path) -> Callable[[str], list[str]]:
         return [sys.executable, "-S", "-u", str(path)]
 
     return make
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Callable[[str], list[str]]:
+    return script_writer(tmp_path)
 
 
 class Agent:
@@ -159,60 +142,6 @@ def read_line(stream: object, timeout: float = 10.0) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def test_build_env_keeps_only_the_allowlist() -> None:
-    environ = {
-        "HOME": "/home/me",
-        "PATH": "/usr/bin",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-        "GITHUB_TOKEN": "ghp_secret",
-        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-        "CLAUDE_CONFIG_DIR": "/cfg",
-        "IS_SANDBOX": "1",
-        "LC_MESSAGES": "C",
-        "MY_PROXY": "http://proxy",
-        "NODE_OPTIONS": "--x",
-        "NODE_EXTRA_CA_CERTS": "/ca.pem",
-        "SSH_AUTH_SOCK": "/tmp/agent",
-    }
-    env = build_env(
-        {"ANTHROPIC_BASE_URL": "http://gateway", "EXTRA": "1"},
-        allow=["MY_PROXY", "NODE_*"],
-        environ=environ,
-    )
-    assert env == {
-        "HOME": "/home/me",
-        "PATH": "/usr/bin",
-        "ANTHROPIC_BASE_URL": "http://gateway",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-        "CLAUDE_CONFIG_DIR": "/cfg",
-        "IS_SANDBOX": "1",
-        "LC_MESSAGES": "C",
-        "MY_PROXY": "http://proxy",
-        "NODE_OPTIONS": "--x",
-        "NODE_EXTRA_CA_CERTS": "/ca.pem",
-        "EXTRA": "1",
-    }
-    assert {"HOME", "PATH", "CLAUDE_CONFIG_DIR", "IS_SANDBOX", "NO_COLOR"} <= set(
-        BASE_ENV_ALLOWLIST
-    )
-    assert set(BASE_ENV_PREFIXES) == {"ANTHROPIC_", "CLAUDE_CODE_", "LC_"}
-
-
-def test_build_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "dummy")
-    env = build_env({})
-    assert "AWS_SECRET_ACCESS_KEY" not in env
-    assert env["ANTHROPIC_API_KEY"] == "dummy"
-
-
-@pytest.mark.parametrize("extra", [{"A=B": "1"}, {"": "1"}, {"A\0": "1"}, {"A": "x\0y"}, {"A": 1}])
-def test_build_env_rejects_bad_variables(extra: dict[str, str]) -> None:
-    with pytest.raises(ProviderError, match="environment variable"):
-        build_env(extra, environ={})
-
-
 def test_env_reaches_the_child_through_the_allowlist(
     agent: Agent, script: Callable[[str], list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,103 +196,6 @@ def test_exit_code_and_lines_in_order(agent: Agent, script: Callable[[str], list
     assert proc.wait(0) == outcome
     assert proc.stop() == outcome  # idempotent after an exit by itself
     assert not [t for t in threading.enumerate() if t.name.endswith(f"-{pid}")]
-
-
-def test_both_streams_go_to_a_private_log(
-    agent: Agent, script: Callable[[str], list[str]], tmp_path: Path
-) -> None:
-    argv = script("""
-        import sys
-        print("out 1")
-        sys.stderr.write("err 1\\r\\n")
-        sys.stderr.flush()
-        print("out 2")
-        sys.stderr.write("x" * 5000 + "\\nerr last\\n")
-    """)
-    outcome = run(agent(argv))
-    log = tmp_path / "logs" / "agent.log"
-    assert stat.S_IMODE(log.stat().st_mode) == 0o600
-    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
-    text = log.read_text()
-    assert "out 1\n" in text
-    assert "out 2\n" in text
-    assert "[stderr] err 1\n" in text
-    assert "[stderr] err last\n" in text
-    assert text.index("out 1") < text.index("out 2")
-    assert outcome.stderr_tail.endswith("x\nerr last\n")
-    assert len(outcome.stderr_tail.encode()) == supervisor.STDERR_TAIL_BYTES
-    assert outcome.lines == 2
-
-
-def test_log_is_appended_and_never_follows_a_symlink(
-    agent: Agent, script: Callable[[str], list[str]], tmp_path: Path
-) -> None:
-    argv = script("print('again')\n")
-    run(agent(argv))
-    run(agent(argv))
-    assert (tmp_path / "logs" / "agent.log").read_text() == "again\nagain\n"
-    target = tmp_path / "elsewhere.txt"
-    target.write_text("")
-    (tmp_path / "logs" / "link.log").symlink_to(target)
-    with pytest.raises(WorkspaceError, match="symlink"):
-        agent(argv, log_name="link.log").start()
-    assert target.read_text() == ""
-
-
-def test_stdin_is_delivered_then_closed(agent: Agent, script: Callable[[str], list[str]]) -> None:
-    argv = script("""
-        import hashlib, sys
-        data = sys.stdin.buffer.read()
-        print(len(data), hashlib.sha256(data).hexdigest())
-    """)
-    text = "prompt \u00e9\n" * 30000  # larger than a pipe buffer
-    outcome = run(agent(argv, stdin=text))
-    assert outcome.returncode == 0
-    data = text.encode()
-    assert agent.lines == [f"{len(data)} {hashlib.sha256(data).hexdigest()}"]
-
-
-def test_without_stdin_the_child_reads_end_of_file(
-    agent: Agent, script: Callable[[str], list[str]]
-) -> None:
-    argv = script("import sys\nprint(repr(sys.stdin.read()))\n")
-    run(agent(argv))
-    assert agent.lines == ["''"]
-
-
-def test_invalid_utf8_is_read_with_replacement(
-    agent: Agent, script: Callable[[str], list[str]]
-) -> None:
-    argv = script(r"""
-        import sys
-        sys.stdout.buffer.write(b"\xff\xfeok\n\xc3\xa9\n")
-    """)
-    outcome = run(agent(argv))
-    assert agent.lines == ["\ufffd\ufffdok", "\u00e9"]
-    assert outcome.returncode == 0
-
-
-def test_a_failing_on_line_is_logged_once_and_reading_goes_on(
-    agent: Agent, script: Callable[[str], list[str]], tmp_path: Path
-) -> None:
-    seen: list[str] = []
-
-    def on_line(line: str) -> None:
-        seen.append(line)
-        raise ValueError("provider bug")
-
-    messages: list[str] = []
-    handler = logger.add(messages.append, level="WARNING", format="{message}")
-    try:
-        argv = script("for i in range(50):\n    print(i)\n")
-        outcome = run(agent(argv, on_line=on_line))
-    finally:
-        logger.remove(handler)
-    assert seen == [str(i) for i in range(50)]
-    assert outcome.lines == 50
-    assert outcome.returncode == 0
-    assert len([m for m in messages if "on_line failed" in m]) == 1
-    assert (tmp_path / "logs" / "agent.log").read_text().count("\n") == 50
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,7 +455,8 @@ def test_the_agent_dies_with_its_parent(script: Callable[[str], list[str]], tmp_
     middle_argv = script(f"""
         import sys, time
         from pathlib import Path
-        from tmops_core.supervisor import AgentProcess, Limits, build_env
+        from tmops_core.agent_env import build_env
+        from tmops_core.supervisor import AgentProcess, Limits
         agent = AgentProcess(
             [sys.executable, "-S", "-c", "import time; time.sleep(60)"],
             cwd=Path.cwd(), env=build_env({{}}), log_path=Path({str(tmp_path / "m.log")!r}),
@@ -669,7 +502,8 @@ def test_an_orderly_exit_of_tmops_stops_its_agents_gracefully(
     middle_argv = script(f"""
         import sys, time
         from pathlib import Path
-        from tmops_core.supervisor import AgentProcess, Limits, build_env
+        from tmops_core.agent_env import build_env
+        from tmops_core.supervisor import AgentProcess, Limits
         lines = []
         agent = AgentProcess(
             {agent_argv!r}, cwd=Path.cwd(), env=build_env({{}}),
@@ -700,92 +534,3 @@ def test_context_manager_and_stop_all(agent: Agent, script: Callable[[str], list
         assert all(o.stop_reason == "cancelled" for o in outcomes)
     assert not first.running
     assert supervisor.stop_all() == []
-
-
-# --------------------------------------------------------------------------------------------
-# orphans and pids
-# --------------------------------------------------------------------------------------------
-
-
-def _sleeper(**kwargs: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-S", "-c", "import time; time.sleep(60)"],
-        start_new_session=True,
-        **kwargs,  # type: ignore[call-overload]
-    )
-
-
-def test_process_alive_checks_pid_and_start_time(
-    agent: Agent, script: Callable[[str], list[str]]
-) -> None:
-    proc = agent(script("import time\nprint('up')\ntime.sleep(60)\n"))
-    pid = proc.start()
-    start_time = proc.start_time
-    assert start_time == process_start_time(pid)
-    assert process_alive(pid, start_time)
-    assert not process_alive(pid, start_time + 1)
-    proc.stop()
-    assert not process_alive(pid, start_time)
-    assert process_start_time(pid) is None
-    assert not process_alive(2**22 + 1, 0)
-
-
-def test_reap_orphans_kills_live_records_only() -> None:
-    live = _sleeper()
-    stubborn = _sleeper()
-    dead = _sleeper()
-    try:
-        dead.kill()
-        dead.wait()
-        live_start = process_start_time(live.pid)
-        stubborn_start = process_start_time(stubborn.pid)
-        assert live_start is not None
-        assert stubborn_start is not None
-        records = [
-            (live.pid, live_start),
-            (dead.pid, live_start),  # gone
-            (stubborn.pid, stubborn_start + 7),  # the pid now belongs to another process
-            (os.getpid(), process_start_time(os.getpid()) or 0),  # never tmops itself
-        ]
-        killed = reap_orphans(records, grace_s=1)
-        assert killed == [live.pid]
-        assert live.wait(5) == -signal.SIGTERM
-        assert stubborn.poll() is None
-        assert reap_orphans([(live.pid, live_start)]) == []
-    finally:
-        for proc in (live, stubborn):
-            proc.kill()
-            proc.wait()
-
-
-def test_reap_orphans_finds_marked_processes() -> None:
-    mark = uuid.uuid4().hex  # unique: parallel test runs must not reap each other's
-    marked = _sleeper(env={**os.environ, MARK_ENV: mark})
-    other = _sleeper(env={**os.environ, MARK_ENV: "another-mark"})
-    try:
-        # The kernel fills /proc/<pid>/environ a moment after the exec closed Popen's pipe.
-        needle = f"{MARK_ENV}={mark}".encode()
-        assert wait_for(lambda: needle in _environ(marked.pid))
-        assert reap_orphans([], grace_s=1, marks=[mark]) == [marked.pid]
-        assert marked.wait(5) == -signal.SIGTERM
-        assert other.poll() is None
-    finally:
-        for proc in (marked, other):
-            proc.kill()
-            proc.wait()
-
-
-def test_kill_process_tree_reaches_other_sessions(script: Callable[[str], list[str]]) -> None:
-    argv = [*script(GRANDCHILD_IN_OWN_SESSION), "stubborn"]
-    parent = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        grandchild = int(read_line(parent.stdout).split()[0])
-        kill_process_tree(parent.pid, grace_s=0.2)
-        assert parent.wait(5) == -signal.SIGTERM
-        assert gone(grandchild, timeout=2)
-        kill_process_tree(parent.pid)  # gone already: nothing to do
-    finally:
-        parent.kill()
-        parent.wait()
-        if parent.stdout is not None:
-            parent.stdout.close()

@@ -25,9 +25,9 @@ from loguru import logger
 from .config import Config
 from .events import EventBus
 from .plugins import Plugins
+from .processes import reap_orphans
 from .runner import RunDriver
 from .store import LostOwnership, Store
-from .supervisor import reap_orphans
 from .workspace import Layout, ensure_private_dir, iso, utc_now
 
 __all__ = ["ENGINE_LOCK", "Engine", "engine_running", "spawn_engine"]

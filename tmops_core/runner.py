@@ -33,6 +33,7 @@ from tmops_hookspecs import (
     TmopsError,
 )
 
+from .agent_env import build_env
 from .checkpoints import CheckpointWatcher, parse_checkpoint, run_validators
 from .config import Config, ProviderConfig
 from .events import EventBus
@@ -41,7 +42,7 @@ from .git import Git
 from .plugins import Plugins
 from .store import LostOwnership, Store
 from .summary import write_summary
-from .supervisor import AgentProcess, Limits, build_env
+from .supervisor import AgentProcess, Limits
 from .workspace import FeatureLine, Layout, atomic_write, iso, utc_now, write_feature_line
 
 __all__ = ["RunDriver", "provider_settings"]

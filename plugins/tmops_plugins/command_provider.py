@@ -41,13 +41,12 @@ from tmops_hookspecs import (
     hookimpl,
 )
 
-from .claude_code import (
-    ProviderSettings,
+from .claude_code import ProviderSettings, read_settings
+from .claude_stream import (
     decode_stream_line,
     describe_exit,
     events_from_message,
     judge,
-    read_settings,
     stderr_tail,
 )
 
