@@ -120,6 +120,18 @@ def test_watch_after_completion_prints_the_final_status_and_exits_0(started: Sta
     assert result.output.splitlines()[-1].startswith(f"{DEMO_FEATURE}: completed; next: ")
 
 
+def test_start_of_a_completed_run_exits_1_with_a_hint(started: Started) -> None:
+    assert started.status["status"] == "completed"
+    project = started.project
+    result = tmops(
+        "--config", str(project.config), "start", DEMO_FEATURE, "--workspace", str(project.root)
+    )
+    assert result.exit_code == 1
+    assert "has completed" in result.output
+    assert f"tmops init {DEMO_FEATURE} --retry" in result.output
+    assert "Traceback" not in result.output
+
+
 # -- tmops start --wait ---------------------------------------------------------------------------
 
 

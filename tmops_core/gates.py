@@ -54,6 +54,11 @@ def _judge(gate: Gate, command: Sequence[str], returncode: int, tail: str) -> Ga
             tail,
         )
     if _is_pytest(command):
+        if "No module named pytest" in tail:
+            return GateResult(
+                gate, False, "pytest is not installed where the test command runs", returncode,
+                tail,
+            )  # fmt: skip
         if returncode == _PYTEST_NO_TESTS:
             return GateResult(gate, False, "pytest collected no tests", returncode, tail)
         if returncode not in _PYTEST_RED:
@@ -95,7 +100,7 @@ def run_gates(
     process.start()
     outcome = process.wait()
     assert outcome is not None  # noqa: S101 - wait() without a timeout returns the outcome
-    text = "\n".join(tail)
+    text = "\n".join([*tail, outcome.stderr_tail])
     if outcome.stop_reason is not None:
         return [
             GateResult(g, False, f"the test command ran over {timeout_s:.0f} s", -1, text)
