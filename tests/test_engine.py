@@ -608,12 +608,6 @@ def test_a_resumed_run_goes_on_from_the_failed_phase(broken: FailedThenResumed) 
     assert adopted == ["orchestrator", "tester"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: resuming moves a phase's phase-start ref to the current HEAD (runner.py "
-    "_run_phase: start_commit = self._head or self.git.head()), past the commits that phase "
-    "made before the failure, so a rollback of the phase would keep its broken code",
-)
 def test_a_resumed_phase_keeps_its_phase_start_ref(broken: FailedThenResumed) -> None:
     first = broken.failed.attempts("implementer")[0]
     ref = f"refs/tmops/{DEMO_FEATURE}/{broken.failed.init.run}/implementer-start"
@@ -659,13 +653,6 @@ def test_a_run_whose_verifier_always_crashes_fails_in_the_verifier(
     assert verifier_resumed.failed_status["last_error"].startswith("verifier:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on resume the tester's accepted 003-tests-complete.md is judged again with the "
-    "tests-fail gate (runner.py _drive -> _adopt -> _check_checkpoint) although the code now "
-    "exists and the tests pass, so it is set aside, the tester re-runs and the run fails in "
-    "the tester; a run that failed in the verifier (or an engine killed then) never completes",
-)
 def test_a_run_resumed_after_the_verifier_failed_completes(
     verifier_resumed: VerifierResumed,
 ) -> None:
@@ -674,12 +661,6 @@ def test_a_run_resumed_after_the_verifier_failed_completes(
     assert status["status"] == "completed", status["last_error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on resume the phases the engine already accepted are judged again by their "
-    "gates (runner.py _adopt), so the tester's accepted checkpoint is set aside and the "
-    "tester runs again",
-)
 def test_a_resume_does_not_run_again_the_phases_already_accepted(
     verifier_resumed: VerifierResumed,
 ) -> None:
@@ -743,14 +724,25 @@ def adopted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
 
 
 def test_a_hand_written_checkpoint_is_adopted_without_running_the_agent(adopted: Finished) -> None:
-    assert adopted.attempts("orchestrator") == []
+    # the store records the adoption, with no agent process behind it
+    [adoption] = adopted.attempts("orchestrator")
+    assert (adoption.outcome, adoption.state, adoption.pid) == ("adopted", "completed", None)
     assert [e["data"]["phase"] for e in adopted.events("phase.adopted")] == ["orchestrator"]
     assert (adopted.init.checkpoint_dir / COMPLETIONS["orchestrator"]).read_text() == HAND_WRITTEN
 
 
 def test_a_run_with_an_adopted_checkpoint_completes(adopted: Finished) -> None:
     assert adopted.status()["status"] == "completed"
-    assert by_phase(adopted.attempts()) == {"tester": 1, "implementer": 1, "verifier": 1}
+    ran = [a for a in adopted.attempts() if a.outcome != "adopted"]
+    assert by_phase(ran) == {"tester": 1, "implementer": 1, "verifier": 1}
+
+
+def test_metrics_mark_the_adopted_phase(adopted: Finished) -> None:
+    metrics = json.loads((adopted.init.run_dir / "metrics.json").read_text())
+    orchestrator = metrics["phases"][0]
+    assert (orchestrator["phase"], orchestrator["adopted"]) == ("orchestrator", True)
+    assert orchestrator["attempts"] == 0
+    assert [p["adopted"] for p in metrics["phases"][1:]] == [False, False, False]
 
 
 def test_a_hand_written_checkpoint_goes_through_the_phases_gates(tmp_path: Path) -> None:
@@ -835,12 +827,6 @@ def test_a_second_start_while_queued_returns_the_same_run(fresh: tuple[Service, 
     assert "already queued" in second["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: start(resume=True) of a COMPLETED run queues it again (service.py start only "
-    "refuses a completed run without resume); the engine then re-judges every checkpoint "
-    "and, with the code in place, fails the run in the tester's tests-fail gate",
-)
 def test_resume_of_a_completed_run_is_refused(tmp_path: Path) -> None:
     data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW)
     finished = run_workflow(tmp_path, data)

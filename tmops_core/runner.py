@@ -209,10 +209,21 @@ class RunDriver:
         if missing:
             return "failed", f"the workflow names phases no plugin provides: {', '.join(missing)}"
         specs = [phases[name].spec for name in workflow]
+        accepted = {
+            a.phase for a in self.store.attempts(self.feature, self.run) if a.state == "completed"
+        }
         with CheckpointWatcher(self.checkpoint_dir, self.arrivals):
             for spec in specs:
                 if self.cancel.is_set():
                     return "cancelled", "cancelled"
+                # A phase this run already accepted stays accepted: its gates held then, and
+                # later phases changed the code on purpose (the tester's red is green now).
+                if (
+                    spec.name in accepted
+                    and (self.checkpoint_dir / spec.completion_checkpoint).exists()
+                ):
+                    self.emit("orchestration.phase.adopted", phase=spec.name, accepted=True)
+                    continue
                 if self._adopt(spec):
                     continue
                 status, error = self._run_phase(spec, provider)
@@ -231,6 +242,9 @@ class RunDriver:
         if verdict != "completed":
             self.emit("orchestration.phase.not_adopted", phase=spec.name, reason=reason)
             return False
+        self.store.record_adoption(
+            self.feature, self.run, self.fencing, phase=spec.name, now=iso(utc_now())
+        )
         self.emit("orchestration.phase.adopted", phase=spec.name, checkpoint=path.name)
         return True
 
@@ -238,7 +252,10 @@ class RunDriver:
 
     def _run_phase(self, spec: PhaseSpec, provider: Provider) -> tuple[str, str | None]:
         self._write_trigger(spec)
-        start_commit = self._head or self.git.head()
+        # A phase resumed after a failure keeps the start it had: a rollback must undo all of it.
+        earlier = [a.start_commit for a in self.store.attempts(self.feature, self.run)
+                   if a.phase == spec.name and a.start_commit]  # fmt: skip
+        start_commit = earlier[0] if earlier else (self._head or self.git.head())
         if start_commit:
             # Set once the agent runs: the marker is for rollbacks, not for the handoff.
             ref = f"refs/tmops/{self.feature}/{self.run}/{spec.name}-start"

@@ -159,10 +159,10 @@ class Service:
             if spawn:
                 spawn_engine(layout, config_path=self.loaded.source)
             return self._start_answer(run, run.provider or name, "already " + run.status)
-        if run.status in {"completed", "failed", "paused", "cancelled"} and not resume:
-            ended = f"run '{run.run}' of '{feature}' has {run.status}"
-            if run.status == "completed":
-                raise FeatureError(ended, hint=f"start a new run: tmops init {feature} --retry")
+        ended = f"run '{run.run}' of '{feature}' has {run.status}"
+        if run.status == "completed":
+            raise FeatureError(ended, hint=f"start a new run: tmops init {feature} --retry")
+        if run.status in {"failed", "paused", "cancelled"} and not resume:
             raise FeatureError(
                 f"{ended}: {run.last_error or 'no reason recorded'}",
                 hint="continue it from where it stopped with --resume (MCP: resume: true)",

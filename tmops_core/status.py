@@ -214,7 +214,7 @@ def feature_status(
 
 
 def _session(progress: PhaseProgress, attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
-    mine = [a for a in attempts if a.phase == progress.phase]
+    mine = [a for a in attempts if a.phase == progress.phase and a.outcome != "adopted"]
     if not mine:
         state = {"completed": "completed", "in_progress": "active"}.get(
             progress.status, "not_started"

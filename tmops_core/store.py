@@ -381,6 +381,21 @@ class Store:
             )
             return int(cursor.lastrowid or 0)
 
+    def record_adoption(
+        self, feature: str, run: str, fencing: int, *, phase: str, now: str
+    ) -> None:
+        """Record that a phase was accepted from a checkpoint on disk, with no agent run."""
+        with self.fenced(feature, run, fencing) as db:
+            db.execute(
+                """
+                INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing,
+                    outcome, message, duration_s, started_at, finished_at)
+                VALUES (?, ?, ?, 0, 'completed', 'none', ?, 'adopted',
+                    'completion checkpoint found on disk', 0, ?, ?)
+                """,
+                (feature, run, phase, fencing, now, now),
+            )
+
     def attempt_process(
         self,
         attempt_id: int,

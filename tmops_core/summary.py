@@ -30,12 +30,12 @@ def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, An
             {
                 "phase": spec.name,
                 "role": spec.role,
-                "attempts": len(mine),
+                "attempts": sum(a.outcome != "adopted" for a in mine),
                 # from the store, so phases run before a resume keep their durations
                 "duration_s": round(sum(a.duration_s or 0.0 for a in mine), 3),
                 "cost_usd": round(sum(a.cost_usd or 0.0 for a in mine), 6),
                 "session_id": mine[-1].session_id if mine else None,
-                "adopted": not mine,
+                "adopted": bool(mine) and all(a.outcome == "adopted" for a in mine),
             }
         )
     metrics = {
