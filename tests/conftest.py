@@ -84,3 +84,80 @@ def make_repo(path: Path) -> Path:
 def repo(tmp_path: Path) -> Path:
     """A real git repository in ``tmp_path / "repo"``, outside the test's working directory."""
     return make_repo(tmp_path / "repo")
+
+
+# -- shared by the split test modules ----------------------------------------------------------
+
+# The support modules of the tests assert too: rewrite them, as pytest does test modules.
+pytest.register_assert_rewrite(
+    "tests.checkpoint_support",
+    "tests.config_support",
+    "tests.features_support",
+    "tests.mcp_support",
+    "tests.scripted_support",
+)
+
+import io  # noqa: E402
+
+from tmops_core.config import CONFIG_ENV  # noqa: E402
+from tmops_core.demo_project import create_demo_project  # noqa: E402
+from tmops_plugins.scripted_agent import DELAY_ENV, main  # noqa: E402
+from tmops_plugins.scripted_session import FAULT_ENV, STATE_ENV  # noqa: E402
+
+from .scripted_support import Demo, Runner, Session, run_subprocess  # noqa: E402
+
+
+def log_subjects(path: Path) -> list[tuple[str, str]]:
+    """(id, subject) newest first."""
+    lines = git(path, "log", "--format=%H %s").splitlines()
+    return [(sha, subject) for sha, _, subject in (line.partition(" ") for line in lines)]
+
+
+@pytest.fixture
+def no_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No configuration named by the environment (``test_config*.py``)."""
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+
+
+# The scripted agent (``test_scripted_agent*.py``; they use ``agent_env`` for every test).
+
+
+@pytest.fixture
+def agent_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No fault or delay from outside; sessions saved under tmp_path."""
+    monkeypatch.delenv(FAULT_ENV, raising=False)
+    monkeypatch.delenv(DELAY_ENV, raising=False)
+    state = tmp_path / "state"
+    monkeypatch.setenv(STATE_ENV, str(state))
+    return state
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Demo:
+    project = create_demo_project(tmp_path / "demo")
+    run_dir = tmp_path / "tmops-run"
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    spec = run_dir / "TASK_SPEC.md"
+    spec.write_text(project.task_spec, encoding="utf-8")
+    return Demo(project=project, checkpoints=checkpoints, spec=spec)
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Runner:
+    def run(demo: Demo, argv: list[str], fault: str = "", **env: str) -> Session:
+        with monkeypatch.context() as patch:
+            if fault:
+                patch.setenv(FAULT_ENV, fault)
+            for name, value in env.items():
+                patch.setenv(name, value)
+            out = io.StringIO()
+            code = main(argv, stdout=out, stdin=io.StringIO(""), cwd=demo.path)
+        return Session(code, out.getvalue(), capsys.readouterr().err)
+
+    return run
+
+
+@pytest.fixture(params=["subprocess", "in-process"])
+def runner(request: pytest.FixtureRequest, in_process: Runner) -> Runner:
+    return run_subprocess if request.param == "subprocess" else in_process

@@ -3,7 +3,9 @@
 Only the model is faked: the CLI runs its whole agent loop, so its tools really write files,
 run the tests and commit in a git worktree in ``tmp_path``. The binary is driven directly with
 the environment and argv of ``reference/claude-code-cli.md``, not through tmops: these tests
-prove the fake and the CLI facts the claude-code provider relies on.
+prove the fake and the CLI facts the claude-code provider relies on. The fake's own tests, which
+need no binary, are in ``test_claude_real_fake.py``; the shared helpers in
+``claude_real_support.py``.
 
 The binary is ``TMOPS_CLAUDE_BIN`` or the one bundled in the ``claude-agent-sdk`` wheel; without
 one the tests are skipped, except under ``TMOPS_REQUIRE_CLAUDE=1`` (CI), where they fail.
@@ -13,50 +15,44 @@ Recorded stdout of some runs lives in ``tests/data/claude/`` for the provider's 
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
-from tmops_plugins.phases import tmops_register_phases
-
-from .conftest import git, make_repo
+from .claude_real_support import (
+    FEATURE,
+    FIXTURE_ROOT,
+    FIXTURES,
+    RUN,
+    Project,
+    flatten,
+    free_port,
+    header,
+    make_project,
+    phase_prompt,
+    record,
+    run_claude,
+    tool_names,
+)
+from .conftest import git
 from .fake_anthropic import (
-    CODE_SOURCE,
     OTHER,
-    TEST_FILE,
-    TEST_SOURCE,
     CutStream,
     FakeAnthropic,
     HttpError,
     Script,
     bash,
     say,
-    tdd_script,
     write,
 )
-
-FEATURE = "slug"
-RUN = "initial"
-TIMEOUT_S = 120
-FIXTURES = Path(__file__).resolve().parent / "data" / "claude"
-FIXTURE_ROOT = "/tmp/tmops-fixture"  # stands for tmp_path in the recorded fixtures
-HEADER_FIELDS = ("From", "To", "Timestamp", "Feature", "Run", "Status")
-PHASES = {phase.name: phase for phase in tmops_register_phases()}
-
+from .fake_tdd_script import CODE_SOURCE, TEST_FILE, TEST_SOURCE, tdd_script
 
 # -- the binary ---------------------------------------------------------------------------------
 
@@ -87,277 +83,9 @@ def claude_bin() -> Path:
     return found
 
 
-# -- a project like the one tmops prepares --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Project:
-    root: Path
-    worktree: Path  # on branch feature/slug, where the agent works
-    checkpoints: Path
-    home: Path  # HOME of the CLI; CLAUDE_CONFIG_DIR is home/.claude
-
-
-def make_project(base: Path) -> Project:
-    """A repository at ``base/project`` with the feature's worktree and run folders."""
-    base.mkdir(exist_ok=True)
-    root = make_repo(base / "project")
-    worktree = root / ".tmops" / "worktrees" / FEATURE
-    git(root, "worktree", "add", "-q", "-b", f"feature/{FEATURE}", str(worktree))
-    run_dir = root / ".tmops" / FEATURE / "runs" / RUN
-    checkpoints = run_dir / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    (run_dir / "TASK_SPEC.md").write_text("# slugify\nTurn titles into URL slugs.\n")
-    home = base / "home"
-    home.mkdir()
-    return Project(root, worktree, checkpoints, home)
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return make_project(tmp_path)
-
-
-def phase_prompt(role: str, project: Project) -> tuple[str, str]:
-    """The real tmops prompt and instructions of ``role`` for ``project``."""
-    phase = PHASES[role]
-    prompt = phase.prompt.format(
-        feature=FEATURE,
-        run=RUN,
-        task_spec=project.checkpoints.parent / "TASK_SPEC.md",
-        worktree=project.worktree,
-        checkpoint_dir=project.checkpoints,
-        trigger_checkpoint=phase.trigger_checkpoint,
-        completion_checkpoint=phase.completion_checkpoint,
-    )
-    return prompt, phase.instructions
-
-
-# -- running the CLI ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CliRun:
-    returncode: int
-    stdout: str
-    stderr: str
-    lines: list[dict[str, Any]]
-
-    @property
-    def init(self) -> dict[str, Any]:
-        first = self.lines[0]
-        assert (first["type"], first.get("subtype")) == ("system", "init"), first
-        return first
-
-    @property
-    def result(self) -> dict[str, Any]:
-        last = self.lines[-1]
-        assert last["type"] == "result", last
-        return last
-
-    def blocks(self, line_type: str, block_type: str) -> list[dict[str, Any]]:
-        """The content blocks of type ``block_type`` in the ``line_type`` lines, in order."""
-        return [
-            block
-            for line in self.lines
-            if line["type"] == line_type
-            for block in line["message"]["content"]
-            if isinstance(block, dict) and block.get("type") == block_type
-        ]
-
-
-def cli_env(base_url: str, home: Path, **extra: str) -> dict[str, str]:
-    """The whole environment of the CLI, as the reference prescribes; nothing inherited."""
-    env = {
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": "dummy",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_MAX_RETRIES": "0",
-        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
-        "HOME": str(home),
-        # the venv first: the agent's `python -m pytest` needs pytest
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
-    }
-    if os.geteuid() == 0:  # bypassPermissions is refused to root outside a sandbox
-        env["IS_SANDBOX"] = "1"
-    return env | extra
-
-
-def run_claude(
-    claude_bin: Path,
-    project: Project,
-    base_url: str,
-    prompt: str,
-    instructions: str,
-    *options: str,
-    **env: str,
-) -> CliRun:
-    argv = [
-        str(claude_bin),
-        "-p",
-        prompt,
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--append-system-prompt",
-        instructions,
-        "--permission-mode",
-        "bypassPermissions",
-        "--add-dir",
-        str(project.checkpoints),
-        *options,
-    ]
-    process = subprocess.Popen(
-        argv,
-        cwd=project.worktree,
-        env=cli_env(base_url, project.home, **env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, so a timeout can end all of it
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            stdout, stderr = process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
-        pytest.fail(f"claude ran over {TIMEOUT_S} s\nstdout:\n{stdout}\nstderr:\n{stderr}")
-    lines = []
-    for line in stdout.splitlines():
-        if line.strip():
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                pytest.fail(f"stdout line is not JSON: {line!r}\nstderr:\n{stderr}")
-    return CliRun(process.returncode, stdout, stderr, lines)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def _flatten(path: str) -> str:
-    """A path as the CLI names its folders in the config dir: not [A-Za-z0-9] becomes "-"."""
-    return re.sub(r"[^A-Za-z0-9]", "-", path)
-
-
-def record(name: str, run: CliRun, tmp_path: Path, base_url: str) -> None:
-    """Rewrite fixture ``name`` from ``run`` under ``TMOPS_RECORD_CLAUDE_FIXTURES=1``."""
-    if os.environ.get("TMOPS_RECORD_CLAUDE_FIXTURES") != "1":
-        return
-    text = run.stdout.replace(str(tmp_path), FIXTURE_ROOT)
-    text = text.replace(_flatten(str(tmp_path)), _flatten(FIXTURE_ROOT))  # config folder names
-    text = text.replace(base_url.removeprefix("http://"), "127.0.0.1:8765")
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    (FIXTURES / name).write_text(text)
-
-
-def header(checkpoint: Path) -> dict[str, str]:
-    """The header block of a checkpoint: its first lines, ``**Field:** value``."""
-    lines = checkpoint.read_text().splitlines()
-    assert lines[0] == f"# Checkpoint: {checkpoint.name}"
-    fields = {}
-    for line in lines[1 : 1 + len(HEADER_FIELDS)]:
-        match = re.fullmatch(r"\*\*(\w+):\*\* (.+)", line)
-        assert match, line
-        fields[match.group(1)] = match.group(2)
-    assert tuple(fields) == HEADER_FIELDS
-    return fields
-
-
-def tool_names(run: CliRun) -> list[str]:
-    return [block["name"] for block in run.blocks("assistant", "tool_use")]
-
-
-# -- the fake alone (no binary needed) ------------------------------------------------------------
-
-
-def call(url: str, method: str, path: str, body: Any = None) -> tuple[int, str, bytes]:
-    """One request to the fake: status, content type, raw answer."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
-    try:
-        payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "x-api-key": "dummy"}
-        connection.request(method, path, body=payload, headers=headers)
-        answer = connection.getresponse()
-        return answer.status, answer.getheader("Content-Type") or "", answer.read()
-    finally:
-        connection.close()
-
-
-def post(url: str, body: dict[str, Any]) -> tuple[int, str, bytes]:
-    return call(url, "POST", "/v1/messages?beta=true", body)
-
-
-def tmops_body(role: str, project: Project, *, stream: bool) -> dict[str, Any]:
-    """A request as the CLI sends it: reminders first, then the tmops prompt."""
-    prompt, _ = phase_prompt(role, project)
-    blocks = [{"type": "text", "text": "<system-reminder>\ncontext\n</system-reminder>"}]
-    return {
-        "model": "claude-test",
-        "max_tokens": 1024,
-        "stream": stream,
-        "messages": [{"role": "user", "content": [*blocks, {"type": "text", "text": prompt}]}],
-    }
-
-
-def test_fake_streams_the_anthropic_event_sequence(project: Project) -> None:
-    with FakeAnthropic(tdd_script()) as fake:
-        status, content_type, raw = post(fake.url, tmops_body("tester", project, stream=True))
-        head_status, _, _ = call(fake.url, "HEAD", "/")
-        requests = fake.requests
-
-    assert (status, content_type, head_status) == (200, "text/event-stream", 200)
-    events = [
-        (chunk.split("\n")[0].removeprefix("event: "), json.loads(chunk.split("data: ", 1)[1]))
-        for chunk in raw.decode().strip().split("\n\n")
-    ]
-    assert [name for name, _ in events] == [
-        "message_start",
-        "content_block_start",
-        *["content_block_delta"] * (len(events) - 5),
-        "content_block_stop",
-        "message_delta",
-        "message_stop",
-    ]
-    assert all(name == data["type"] for name, data in events)
-    assert events[1][1]["content_block"]["name"] == "Write"
-    tool_input = json.loads("".join(d["delta"]["partial_json"] for _, d in events[2:-3]))
-    assert tool_input == {"file_path": str(project.worktree / TEST_FILE), "content": TEST_SOURCE}
-    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
-    assert requests[0].prompt is not None
-    assert (requests[0].prompt.role, requests[0].prompt.turn) == ("tester", 0)
-    assert (requests[0].prompt.feature, requests[0].prompt.run) == (FEATURE, RUN)
-    assert requests[0].prompt.checkpoint_dir == project.checkpoints
-    assert requests[1].method == "HEAD"
-
-
-def test_fake_fails_the_first_requests_then_follows_the_script(project: Project) -> None:
-    body = tmops_body("orchestrator", project, stream=False)
-    with FakeAnthropic(tdd_script(faults=[HttpError(529, times=2)])) as fake:
-        answers = [post(fake.url, body) for _ in range(3)]
-        by_role = fake.requests_by_role
-
-    assert [status for status, _, _ in answers] == [529, 529, 200]
-    error = json.loads(answers[0][2])
-    assert error["type"] == "error"
-    assert error["error"]["type"] == "overloaded_error"
-    message = json.loads(answers[2][2])
-    assert (message["type"], message["stop_reason"]) == ("message", "tool_use")
-    assert message["content"][0]["input"]["file_path"] == str(
-        project.checkpoints / "001-discovery-trigger.md"
-    )
-    assert by_role == {"orchestrator": 3}
 
 
 # -- a whole session ----------------------------------------------------------------------------
@@ -420,7 +148,7 @@ def test_tester_session_writes_commits_and_checkpoints(
     assert all(r.path == "/v1/messages?beta=true" and r.body["stream"] for r in requests)
     assert {r.headers.get("x-api-key") for r in requests} == {"dummy"}
     # the transcript: in a folder named for the cwd, every "/" and "." turned into "-"
-    folder = _flatten(str(project.worktree))
+    folder = flatten(str(project.worktree))
     transcript = project.home / ".claude" / "projects" / folder / f"{init['session_id']}.jsonl"
     assert transcript.is_file()
 

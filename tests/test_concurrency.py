@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_engine import (
+from tests.engine_support import (
     COMPLETIONS,
     FEAT_SUBJECT,
     PHASES,

@@ -35,15 +35,13 @@ from tmops_core.store import AttemptRecord, Store
 from tmops_plugins.phases import load_instructions
 
 from .fake_anthropic import (
-    CODE_FILE,
     OTHER,
-    TEST_FILE,
     FakeAnthropic,
     HttpError,
     Script,
     bash,
-    tdd_script,
 )
+from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
 
 ROLES = ("orchestrator", "tester", "implementer", "verifier")
 RUN = "initial"

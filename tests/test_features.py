@@ -1,6 +1,7 @@
-"""``tmops init``: the upstream tree, the branch and worktree, idempotence, retries, errors.
+"""``tmops init``: the upstream tree, the branch and worktree, idempotence, retries, reporting.
 
-Everything runs for real: git repositories in ``tmp_path``, real processes, no mocks.
+Everything runs for real: git repositories in ``tmp_path``, real processes, no mocks. Bad input
+and errors are in ``test_features_errors.py``, the legacy script in ``test_features_legacy.py``.
 """
 
 from __future__ import annotations
@@ -8,87 +9,31 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from tmops_core.cli import cli
 from tmops_core.config import Config, LoadedConfig
-from tmops_core.features import InitRequest, InitResult
+from tmops_core.features import InitRequest
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service import Service
-from tmops_hookspecs import FeatureContext, FeatureError, TmopsError, WorkspaceError, hookimpl
+from tmops_hookspecs import FeatureContext, FeatureError, hookimpl
 
-TMOPS = str(Path(sys.executable).with_name("tmops"))
-NOBODY = 65534
-SCRIPT = "tmops_v6_portable/tmops_tools/init_feature_multi.sh"
+from .features_support import branch_exists, git, init, run_cli, write_config
+
 SECTIONS = ("User Story", "Acceptance Criteria", "Technical Constraints", "Definition of Done")
 
 
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "safe.directory=*", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
-def branch_exists(repo: Path, branch: str) -> bool:
-    result = subprocess.run(
-        [
-            "git",
-            "-c",
-            "safe.directory=*",
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            f"refs/heads/{branch}",
-        ],
-        cwd=repo,
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
-
-
 def worktree_paths(repo: Path) -> list[str]:
     lines = git(repo, "worktree", "list", "--porcelain").splitlines()
     return [line.removeprefix("worktree ") for line in lines if line.startswith("worktree ")]
-
-
-def write_config(repo: Path, text: str) -> Path:
-    path = repo / "tmops.yaml"
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
-
-
-def init(
-    repo: Path, feature: str = "auth-api", *, config: Path | None = None, **kw: Any
-) -> InitResult:
-    service = Service.load(config)
-    try:
-        return service.init(InitRequest(feature=feature, workspace=repo, **kw))
-    finally:
-        service.close()
-
-
-def run_cli(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def tree_snapshot(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, tuple[Any, ...]]:
@@ -115,21 +60,11 @@ def tree_snapshot(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, tuple[
     return found
 
 
-def repo_state(repo: Path) -> tuple[set[str], str, str]:
-    """All paths under the repository (.git included), its refs and its worktrees."""
-    paths = set()
-    for folder, dirs, files in os.walk(repo):
-        paths.update(str(Path(folder, name).relative_to(repo)) for name in (*dirs, *files))
-    refs = git(repo, "for-each-ref")
-    worktrees = git(repo, "worktree", "list", "--porcelain")
-    return paths, refs, worktrees
-
-
 def features_lines(repo: Path) -> list[str]:
     return (repo / ".tmops" / "FEATURES.txt").read_text().splitlines()
 
 
-# -- 1. the upstream tree -----------------------------------------------------------------------
+# -- the upstream tree --------------------------------------------------------------------------
 
 
 def test_init_creates_the_run_folders(repo: Path) -> None:
@@ -187,7 +122,7 @@ def test_init_makes_directories_0700_and_files_0600(repo: Path) -> None:
     assert seen == {"dirs": 9, "files": 1}
 
 
-# -- 2. branch and worktree, the user's checkout untouched --------------------------------------
+# -- branch and worktree, the user's checkout untouched -----------------------------------------
 
 
 @pytest.fixture
@@ -242,7 +177,7 @@ def test_worktree_root_in_the_config_moves_the_worktree(repo: Path, tmp_path: Pa
     assert not (repo / ".tmops/worktrees").exists()
 
 
-# -- 3. checkout isolation, the current branch, an explicit branch -----------------------------
+# -- checkout isolation, the current branch, an explicit branch --------------------------------
 
 
 def test_checkout_isolation_checks_the_branch_out_in_the_project_root(repo: Path) -> None:
@@ -271,7 +206,7 @@ def test_explicit_branch_is_used_for_the_feature(repo: Path) -> None:
     assert git(result.worktree, "symbolic-ref", "--short", "HEAD") == "topic/x\n"
 
 
-# -- 4. idempotence ----------------------------------------------------------------------------
+# -- idempotence -------------------------------------------------------------------------------
 
 VOLATILE = (r"tmops\.db.*", r".*\.lock")
 
@@ -297,7 +232,7 @@ def test_second_init_keeps_one_features_line(repo: Path) -> None:
     assert len(features_lines(repo)) == 1
 
 
-# -- 5. retries ----------------------------------------------------------------------------------
+# -- retries -------------------------------------------------------------------------------------
 
 
 def test_retry_creates_runs_retry(repo: Path) -> None:
@@ -360,7 +295,7 @@ def test_explicit_run_name_is_used(repo: Path) -> None:
     assert os.readlink(repo / ".tmops/auth-api/current") == "runs/cycle-20260101-0930"
 
 
-# -- 6. a preflight spec is kept ----------------------------------------------------------------
+# -- a preflight spec is kept -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("marker", ["Created by preflight workflow", "Refined by preflight"])
@@ -373,342 +308,7 @@ def test_preflight_task_spec_is_kept_byte_for_byte(repo: Path, marker: str) -> N
     assert (run / "TASK_SPEC.md").read_bytes() == content
 
 
-# -- 7. malicious names -------------------------------------------------------------------------
-
-BAD_NAMES = [
-    "'; rm -rf /; #",
-    "../../../etc/passwd",
-    "\x00\x01\x02",
-    "A" * 1000,
-    "feature-${EVIL_VAR}",
-    "<script>alert('xss')</script>",
-    "-leading",
-    "trailing-",
-    "ab",
-    "a" * 21,
-    "Upper",
-    "auth api",
-    "\u0430uth-api",  # Cyrillic a
-    "auth\u2010api",  # unicode hyphen
-    "\uff41uth",  # fullwidth a
-    "auth\n",
-]
-
-
-@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
-def test_bad_feature_name_is_refused_saying_what_is_allowed(repo: Path, name: str) -> None:
-    with pytest.raises(FeatureError, match="3 to 20 characters"):
-        init(repo, name)
-
-
-@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
-def test_bad_feature_name_changes_nothing_in_the_repository(repo: Path, name: str) -> None:
-    before = repo_state(repo)
-    with pytest.raises(FeatureError):
-        init(repo, name)
-    assert repo_state(repo) == before
-
-
-@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
-def test_bad_feature_name_through_the_cli_is_a_one_line_error(repo: Path, name: str) -> None:
-    before = repo_state(repo)
-    result = run_cli("init", "--workspace", str(repo), "--", name)
-    assert result.exit_code == 1
-    assert len(result.stderr.splitlines()) == 1
-    assert result.stderr.startswith("Error: invalid feature name")
-    assert "Traceback" not in result.stderr
-    assert repo_state(repo) == before
-
-
-# -- 8. clear errors ----------------------------------------------------------------------------
-
-
-def test_outside_a_git_repository_is_a_workspace_error() -> None:
-    with pytest.raises(WorkspaceError, match="not inside a git repository"):
-        init(Path.cwd())
-
-
-def test_repository_without_commits_is_a_workspace_error(tmp_path: Path) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    git(empty, "init", "-q")
-    with pytest.raises(WorkspaceError, match="no commits"):
-        init(empty)
-
-
-def test_missing_git_is_a_workspace_error(
-    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    nothing = tmp_path / "no-bin"
-    nothing.mkdir()
-    monkeypatch.setenv("PATH", str(nothing))
-    with pytest.raises(WorkspaceError, match="git is not installed"):
-        init(repo)
-
-
-@pytest.mark.parametrize("kind", ["file", "dir"])
-def test_taken_worktree_path_is_an_error_naming_it(repo: Path, kind: str) -> None:
-    taken = repo / ".tmops/worktrees/auth-api"
-    taken.parent.mkdir(parents=True)
-    if kind == "file":
-        taken.write_text("mine\n")
-    else:
-        taken.mkdir()
-    with pytest.raises(WorkspaceError) as caught:
-        init(repo)
-    assert str(taken) in str(caught.value)
-
-
-def test_taken_worktree_path_leaves_no_branch_and_no_feature_folder(repo: Path) -> None:
-    taken = repo / ".tmops/worktrees/auth-api"
-    taken.mkdir(parents=True)
-    with pytest.raises(WorkspaceError):
-        init(repo)
-    assert not branch_exists(repo, "feature/auth-api")
-    assert not os.path.lexists(repo / ".tmops/auth-api")
-    assert sorted(taken.parent.iterdir()) == [taken]
-
-
-@pytest.fixture
-def nobody_project() -> Iterator[tuple[Path, dict[str, str]]]:
-    """A project owned by user nobody whose ``.tmops`` belongs to root (mode 0755)."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None or os.getuid() != 0:
-        pytest.skip("needs root and setpriv to run tmops as another user")
-    # Not under tmp_path: pytest's base folder is private to root, so nobody could not enter it.
-    base = Path(tempfile.mkdtemp(prefix="tmops-nobody-"))
-    try:
-        yield _nobody_project(base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _nobody_project(base: Path) -> tuple[Path, dict[str, str]]:
-    home = base / "home"
-    home.mkdir()
-    (home / "gitconfig").write_text("[safe]\n\tdirectory = *\n")
-    project = base / "project"
-    project.mkdir()
-    git(project, "init", "-q", "-b", "main")
-    identity = ("-c", "user.name=t", "-c", "user.email=t@t.invalid")
-    git(project, *identity, "commit", "-q", "--allow-empty", "-m", "initial commit")
-    for folder, dirs, files in os.walk(base):
-        for name in (".", *dirs, *files):
-            os.chown(Path(folder, name), NOBODY, NOBODY, follow_symlinks=False)
-    (project / ".tmops").mkdir(mode=0o755)
-    (project / ".tmops").chmod(0o755)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        "GIT_CONFIG_GLOBAL": str(home / "gitconfig"),
-        "LC_ALL": "C",
-    }
-    return project, env
-
-
-def run_as_nobody(
-    project: Path, env: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", TMOPS]
-    return subprocess.run(
-        [*argv, *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def test_unwritable_tmops_is_a_clear_error_saying_how_to_fix_it(
-    nobody_project: tuple[Path, dict[str, str]],
-) -> None:
-    project, env = nobody_project
-    result = run_as_nobody(project, env, "init", "auth-api")
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert str(project / ".tmops") in result.stderr
-    assert "chmod" in result.stderr or "chown" in result.stderr
-
-
-def test_unwritable_tmops_creates_no_branch(nobody_project: tuple[Path, dict[str, str]]) -> None:
-    project, env = nobody_project
-    result = run_as_nobody(project, env, "init", "auth-api")
-    assert result.returncode != 0
-    assert not branch_exists(project, "feature/auth-api")
-    assert os.listdir(project / ".tmops") == []
-
-
-# -- 9. a failure part-way leaves nothing behind -----------------------------------------------
-
-
-def assert_nothing_left(repo: Path) -> None:
-    tmops = repo / ".tmops"
-    assert not branch_exists(repo, "feature/auth-api")
-    assert not os.path.lexists(tmops / "auth-api")
-    assert [p.name for p in tmops.iterdir() if p.name.startswith(".staging-")] == []
-    features = tmops / "FEATURES.txt"
-    assert not features.exists() or "auth-api:" not in features.read_text()
-
-
-def test_worktree_path_registered_on_another_branch_fails_after_the_branch_cleanly(
-    repo: Path,
-) -> None:
-    # The branch is created first; the worktree step then finds the path used by another branch.
-    git(repo, "worktree", "add", "-q", "-b", "other", str(repo / ".tmops/worktrees/auth-api"))
-    with pytest.raises(WorkspaceError, match="has branch other checked out"):
-        init(repo)
-    assert_nothing_left(repo)
-
-
-def test_failing_git_worktree_add_undoes_the_new_branch(repo: Path) -> None:
-    # git cannot register any worktree when .git/worktrees is a file: `git worktree add` fails
-    # for real, after tmops has created the branch.
-    (repo / ".git/worktrees").write_text("not a folder\n")
-    with pytest.raises(WorkspaceError, match="git worktree failed"):
-        init(repo)
-    assert_nothing_left(repo)
-
-
-def test_worktree_root_being_a_file_leaves_nothing_behind(repo: Path) -> None:
-    (repo / ".tmops").mkdir()
-    (repo / ".tmops/worktrees").write_text("a file where the worktrees go\n")
-    with pytest.raises((TmopsError, OSError)):
-        init(repo)
-    assert_nothing_left(repo)
-
-
-def test_worktree_root_being_a_file_is_a_workspace_error(repo: Path) -> None:
-    (repo / ".tmops").mkdir()
-    (repo / ".tmops/worktrees").write_text("a file where the worktrees go\n")
-    with pytest.raises(WorkspaceError, match=re.escape(str(repo / ".tmops/worktrees"))):
-        init(repo)
-
-
-# -- 10. delegation to a legacy init_feature_multi.sh ------------------------------------------
-
-UPSTREAM_SCRIPT = """\
-#!/bin/sh
-printf '%s\\n' "$@" > "{argv_file}"
-feature="$1"
-branch="feature/$feature"
-make_branch=yes
-[ "$3" = "--branch" ] && branch="$4"
-[ "$3" = "--use-current-branch" ] && make_branch=no && branch="$(git symbolic-ref --short HEAD)"
-dir=".tmops/$feature"
-mkdir -p "$dir/runs/initial/checkpoints" "$dir/runs/initial/logs"
-mkdir -p "$dir/docs/internal" "$dir/docs/external" "$dir/docs/archive" "$dir/docs/images"
-printf '# Task Specification: %s\\n' "$feature" > "$dir/runs/initial/TASK_SPEC.md"
-ln -s runs/initial "$dir/current"
-printf '%s:initialized:2025-08-20T09:34:30Z:%s\\n' "$feature" "$branch" >> .tmops/FEATURES.txt
-if [ "$make_branch" = yes ]; then git branch "$branch"; fi
-"""
-
-
-def legacy(repo: Path, body: str, *, timeout: int | None = None, mode: int = 0o755) -> Path:
-    script = repo / SCRIPT
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(body)
-    script.chmod(mode)
-    extra = f"\n  init_timeout: {timeout}" if timeout else ""
-    return write_config(repo, f"paths:\n  init_script: {SCRIPT}{extra}\n")
-
-
-@pytest.fixture
-def argv_file(tmp_path: Path) -> Path:
-    return tmp_path / "argv.txt"
-
-
-def test_legacy_script_runs_with_feature_and_run_type(repo: Path, argv_file: Path) -> None:
-    config = legacy(repo, UPSTREAM_SCRIPT.format(argv_file=argv_file))
-    init(repo, config=config)
-    assert argv_file.read_text().splitlines() == ["auth-api", "initial"]
-
-
-def test_legacy_script_result_is_reported(repo: Path, argv_file: Path) -> None:
-    config = legacy(repo, UPSTREAM_SCRIPT.format(argv_file=argv_file))
-    result = init(repo, config=config)
-    assert result.created is True
-    assert result.changes == ("ran init_feature_multi.sh",)
-    assert result.run == "initial"
-    assert result.branch == "feature/auth-api"
-    assert branch_exists(repo, "feature/auth-api")
-
-
-def test_legacy_script_gets_use_current_branch(repo: Path, argv_file: Path) -> None:
-    config = legacy(repo, UPSTREAM_SCRIPT.format(argv_file=argv_file))
-    init(repo, config=config, use_current_branch=True)
-    assert argv_file.read_text().splitlines() == ["auth-api", "initial", "--use-current-branch"]
-
-
-def test_legacy_script_gets_the_branch_as_one_argument_without_a_shell(
-    repo: Path, argv_file: Path
-) -> None:
-    # A valid git ref that a shell would run as two commands.
-    branch = "topic/x;touch${IFS}pwned"
-    config = legacy(repo, UPSTREAM_SCRIPT.format(argv_file=argv_file))
-    init(repo, config=config, branch=branch)
-    assert argv_file.read_text().splitlines() == ["auth-api", "initial", "--branch", branch]
-    assert not (repo / "pwned").exists()
-    assert not Path("pwned").exists()
-
-
-def test_legacy_init_reports_a_worktree_that_exists(repo: Path, argv_file: Path) -> None:
-    config = legacy(repo, UPSTREAM_SCRIPT.format(argv_file=argv_file))
-    result = init(repo, config=config)
-    assert result.worktree.is_dir()
-
-
-def test_legacy_script_failure_reports_exit_code_and_stderr(repo: Path) -> None:
-    config = legacy(repo, "#!/bin/sh\necho boom >&2\nexit 3\n")
-    with pytest.raises(WorkspaceError, match="exit code 3") as caught:
-        init(repo, config=config)
-    assert "boom" in str(caught.value)
-
-
-def test_legacy_script_that_creates_nothing_is_an_error(repo: Path) -> None:
-    config = legacy(repo, "#!/bin/sh\nexit 0\n")
-    with pytest.raises(WorkspaceError, match="exited 0 but did not create") as caught:
-        init(repo, config=config)
-    assert ".tmops/auth-api/current" in str(caught.value)
-
-
-def test_legacy_script_that_creates_part_lists_what_is_missing(repo: Path) -> None:
-    body = (
-        "#!/bin/sh\n"
-        'mkdir -p ".tmops/$1/runs/initial/checkpoints"\n'
-        'ln -s runs/initial ".tmops/$1/current"\n'
-    )
-    config = legacy(repo, body)
-    with pytest.raises(WorkspaceError) as caught:
-        init(repo, config=config)
-    message = str(caught.value)
-    for missing in (
-        ".tmops/auth-api/runs/initial/logs",
-        ".tmops/auth-api/runs/initial/TASK_SPEC.md",
-        ".tmops/auth-api/docs/internal",
-        "a FEATURES.txt line",
-        "branch feature/auth-api",
-    ):
-        assert missing in message
-    assert "checkpoints" not in message
-
-
-def test_legacy_script_that_runs_too_long_times_out(repo: Path) -> None:
-    config = legacy(repo, "#!/bin/sh\nexec sleep 30\n", timeout=1)
-    with pytest.raises(WorkspaceError, match="did not finish within 1 s"):
-        init(repo, config=config)
-
-
-def test_legacy_script_that_is_not_executable_is_an_error(repo: Path, argv_file: Path) -> None:
-    config = legacy(repo, UPSTREAM_SCRIPT.format(argv_file=argv_file), mode=0o644)
-    with pytest.raises(WorkspaceError, match="not an executable file"):
-        init(repo, config=config)
-    assert not argv_file.exists()
-
-
-# -- 11. telemetry and the plugin hook ----------------------------------------------------------
+# -- telemetry and the plugin hook --------------------------------------------------------------
 
 
 def test_init_emits_feature_initialized_with_execution_time(repo: Path, tmp_path: Path) -> None:
@@ -765,7 +365,7 @@ def test_plugin_hook_is_not_called_when_nothing_changed(
     assert len(recorder.contexts) == 1
 
 
-# -- 12. the CLI -------------------------------------------------------------------------------
+# -- the CLI -----------------------------------------------------------------------------------
 
 
 def test_cli_init_prints_the_message_changes_and_next_steps(repo: Path) -> None:

@@ -1,32 +1,24 @@
-"""The MCP server (``tmops mcp``), driven by three independent clients.
+"""The MCP server (``tmops mcp``) through the SDK's in-memory ``Client`` against ``build_server``.
 
-1. The SDK's in-memory ``Client`` against ``build_server``, once in each connect mode: ``auto``
-   calls the handlers directly, ``legacy`` runs the real initialize handshake and JSON-RPC.
-2. A real ``tmops mcp`` subprocess over stdio: the SDK client (both protocol eras) and raw
-   newline-delimited JSON-RPC, which shows that stdout carries nothing but protocol.
-3. The MCP Inspector CLI (Node), pinned in ``.ci/run``; skipped when it is not installed,
-   except under ``TMOPS_REQUIRE_INSPECTOR=1`` (which ``.ci/run`` sets).
+Each test runs once in each connect mode: ``auto`` calls the handlers directly, ``legacy`` runs
+the real initialize handshake and JSON-RPC. The same server is also driven as a real stdio
+subprocess (``test_mcp_stdio.py``) and by the MCP Inspector CLI (``test_mcp_inspector.py``).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import queue
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+from mcp import Client
 from mcp.types import CallToolResult
-from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_PROTOCOL_VERSION
 
 from tmops_core import __version__
 from tmops_core.git import Git
@@ -34,22 +26,10 @@ from tmops_core.mcp_server import build_server
 from tmops_core.service import Service
 
 from .conftest import git, make_repo
+from .mcp_support import ALLOWED_NAME, PHASES, TOOLS, text_of
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TMOPS = Path(sys.executable).with_name("tmops")
-TOOLS = {
-    "tmops_init_feature",
-    "tmops_start_orchestration",
-    "tmops_list_features",
-    "tmops_get_status",
-}
-PHASES = ["orchestrator", "tester", "implementer", "verifier"]
 FEATURE_PATTERN = "^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$"
-ALLOWED_NAME = "a feature name is 3 to 20 characters of lowercase letters a-z, digits 0-9"
 BAD_WORKSPACE = "must be the absolute path of an existing folder"
-INSPECTOR_VERSION = "0.15.0"  # the newest release without `engines.node >= 22`; see .ci/run
-INSPECTOR_DEFAULT = REPO_ROOT / ".ci" / "cache" / "inspector" / "node_modules" / ".bin"
-TIMEOUT_S = 60
 
 
 @pytest.fixture
@@ -73,24 +53,12 @@ def connect(request: pytest.FixtureRequest, service: Service, repo: Path) -> Con
     return lambda: Client(build_server(service, workspace=repo), mode=request.param)
 
 
-def text_of(result: CallToolResult) -> str:
-    assert len(result.content) == 1
-    content = result.content[0]
-    assert content.type == "text"
-    return content.text
-
-
 def tree(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def mode_of(path: Path) -> int:
     return path.stat().st_mode & 0o777
-
-
-# ---------------------------------------------------------------------------------------------
-# 1. In memory
-# ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
@@ -565,306 +533,3 @@ async def test_init_in_an_empty_feature_folder_backs_up_nothing(
     assert result.structured_content is not None
     assert [c for c in result.structured_content["changes"] if "saved to" in c] == []
     assert not (repo / ".tmops" / ".backups").exists()
-
-
-# ---------------------------------------------------------------------------------------------
-# 2. A real `tmops mcp` subprocess over stdio
-# ---------------------------------------------------------------------------------------------
-
-
-def server_env(**extra: str) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], **extra}
-
-
-def stdio_params(repo: Path, cwd: Path) -> StdioServerParameters:
-    return StdioServerParameters(
-        command=str(TMOPS),
-        args=["mcp", "--workspace", str(repo)],
-        env=server_env(),
-        cwd=str(cwd),
-    )
-
-
-@pytest.mark.anyio
-async def test_stdio_session_initializes_lists_inits_and_reports_status(
-    repo: Path, tmp_path: Path
-) -> None:
-    errlog = tmp_path / "server-stderr.txt"
-    with anyio.fail_after(TIMEOUT_S), errlog.open("w") as err:
-        async with (
-            stdio_client(stdio_params(repo, tmp_path / "work"), errlog=err) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            hello = await session.initialize()
-            tools = (await session.list_tools()).tools
-            init = await session.call_tool("tmops_init_feature", {"feature": "auth-api"})
-            status = await session.call_tool("tmops_get_status", {"feature": "auth-api"})
-            unknown = await session.call_tool("tmops_get_status", {"feature": "no-such"})
-            malicious = await session.call_tool(
-                "tmops_init_feature", {"feature": "../../../etc/passwd"}
-            )
-
-    assert hello.protocol_version == LATEST_HANDSHAKE_VERSION
-    assert hello.server_info.name == "tmops"
-    assert hello.server_info.version == __version__
-    assert "tmops_init_feature" in (hello.instructions or "")
-    assert {tool.name for tool in tools} == TOOLS
-    assert all(tool.input_schema["additionalProperties"] is False for tool in tools)
-
-    assert init.is_error is False
-    assert init.structured_content is not None
-    assert init.structured_content["workspace"] == str(repo)
-    assert Path(init.structured_content["task_spec"]).is_file()
-    assert "\n" not in text_of(init)
-
-    assert status.is_error is False
-    assert status.structured_content is not None
-    phases = status.structured_content["phase_progress"]["phases"]
-    assert [(p["phase"], p["status"]) for p in phases] == [(p, "pending") for p in PHASES]
-    assert status.structured_content["next_action"].startswith("edit TASK_SPEC.md, then start")
-
-    assert unknown.is_error is True
-    assert "no feature named 'no-such'" in text_of(unknown)
-    assert malicious.is_error is True
-    assert ALLOWED_NAME in text_of(malicious)
-    assert not (tmp_path / "etc").exists()
-
-
-@pytest.mark.anyio
-async def test_stdio_client_speaks_the_current_protocol_too(repo: Path, tmp_path: Path) -> None:
-    with anyio.fail_after(TIMEOUT_S):
-        async with Client(stdio_params(repo, tmp_path / "work")) as client:
-            protocol = client.protocol_version
-            name = client.server_info.name
-            init = await client.call_tool("tmops_init_feature", {"feature": "auth-api"})
-            listing = await client.call_tool("tmops_list_features", {})
-            bad = await client.call_tool("tmops_get_status", {"feature": "auth-api", "x": 1})
-    assert protocol == LATEST_PROTOCOL_VERSION
-    assert name == "tmops"
-    assert init.is_error is False
-    assert listing.structured_content is not None
-    assert [f["feature"] for f in listing.structured_content["features"]] == ["auth-api"]
-    assert bad.is_error is True
-    assert "Extra inputs are not permitted" in text_of(bad)
-
-
-def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def test_stdout_carries_nothing_but_json_rpc(repo: Path, tmp_path: Path) -> None:
-    config = tmp_path / "tmops.yaml"
-    config.write_text("telemetry:\n  outputs:\n    console: true\n")  # events: really emitted
-    config.chmod(0o600)
-    requests = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": LATEST_HANDSHAKE_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "raw-test", "version": "0"},
-            },
-        },
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
-        {
-            "jsonrpc": "2.0",
-            "id": 3,
-            "method": "tools/call",
-            "params": {"name": "tmops_init_feature", "arguments": {"feature": "auth-api"}},
-        },
-        {
-            "jsonrpc": "2.0",
-            "id": 4,
-            "method": "tools/call",
-            "params": {"name": "tmops_get_status", "arguments": {"feature": "no-such"}},
-        },
-    ]
-    stderr_path = tmp_path / "stderr.txt"
-    with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(
-            [str(TMOPS), "mcp", "--workspace", str(repo)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            cwd=tmp_path / "work",
-            env=server_env(TMOPS_CONFIG=str(config)),
-        )
-        assert process.stdin is not None
-        assert process.stdout is not None
-        lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
-        reader.start()
-        try:
-            process.stdin.write("".join(json.dumps(r) + "\n" for r in requests))
-            process.stdin.flush()
-            # Wait for every answer before closing stdin: on EOF the SDK stops the server
-            # and drops the answers of requests still in flight.
-            received: list[str] = []
-            answered: set[int] = set()
-            deadline = time.monotonic() + TIMEOUT_S
-            while answered != {1, 2, 3, 4}:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-                assert line is not None, f"stdout closed early; got {received}"
-                received.append(line)
-                with_id = json.loads(line)
-                if isinstance(with_id, dict) and "id" in with_id:
-                    answered.add(with_id["id"])
-            process.stdin.close()
-            assert process.wait(timeout=TIMEOUT_S) == 0
-            reader.join(timeout=TIMEOUT_S)
-            while (line := lines.get(timeout=1)) is not None:
-                received.append(line)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            process.stdout.close()
-
-    messages = []
-    for line in received:
-        message = json.loads(line)  # every stdout line is JSON ...
-        assert message["jsonrpc"] == "2.0"  # ... and JSON-RPC
-        messages.append(message)
-    by_id = {m["id"]: m for m in messages if "id" in m}
-    assert set(by_id) == {1, 2, 3, 4}
-    assert by_id[1]["result"]["serverInfo"] == {"name": "tmops", "version": __version__}
-    assert by_id[1]["result"]["protocolVersion"] == LATEST_HANDSHAKE_VERSION
-    assert {t["name"] for t in by_id[2]["result"]["tools"]} == TOOLS
-    assert by_id[3]["result"]["isError"] is False
-    assert by_id[3]["result"]["structuredContent"]["feature"] == "auth-api"
-    assert by_id[4]["result"]["isError"] is True
-    assert "no feature named 'no-such'" in by_id[4]["result"]["content"][0]["text"]
-    # The telemetry event and the server's log went to stderr, never to stdout.
-    stderr_text = stderr_path.read_text()
-    assert "orchestration.feature.initialized" in stderr_text
-    assert "orchestration.feature.initialized" not in "".join(received)
-    assert "Tool 'tmops_get_status' failed" in stderr_text
-
-
-# ---------------------------------------------------------------------------------------------
-# 3. The MCP Inspector CLI, an independent client
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def inspector() -> Path:
-    override = os.environ.get("TMOPS_INSPECTOR")
-    path = Path(override) if override else INSPECTOR_DEFAULT / "mcp-inspector"
-    if path.is_file() and os.access(path, os.X_OK):
-        return path
-    message = (
-        f"the MCP Inspector CLI is not installed at {path}; .ci/run installs it with "
-        f"`npm install --prefix .ci/cache/inspector --no-audit --no-fund "
-        f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}`"
-    )
-    if os.environ.get("TMOPS_REQUIRE_INSPECTOR") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def run_inspector(inspector: Path, repo: Path, cwd: Path, *options: str) -> dict[str, Any]:
-    # The server command goes first and --tool-arg last: it swallows everything after it.
-    argv = [str(inspector), "--cli", str(TMOPS), "mcp", "--workspace", str(repo), *options]
-    result = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        cwd=cwd,
-        env=server_env(),
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    answer: dict[str, Any] = json.loads(result.stdout)
-    return answer
-
-
-def call_tool(inspector: Path, repo: Path, cwd: Path, tool: str, *args: str) -> dict[str, Any]:
-    options = ["--method", "tools/call", "--tool-name", tool]
-    return run_inspector(inspector, repo, cwd, *options, "--tool-arg", *args)
-
-
-def test_inspector_lists_the_three_tools(inspector: Path, repo: Path, tmp_path: Path) -> None:
-    answer = run_inspector(inspector, repo, tmp_path / "work", "--method", "tools/list")
-    tools = {tool["name"]: tool for tool in answer["tools"]}
-    assert set(tools) == TOOLS
-    for tool in tools.values():
-        assert tool["inputSchema"]["additionalProperties"] is False
-        assert "outputSchema" in tool
-    assert tools["tmops_init_feature"]["inputSchema"]["required"] == ["feature"]
-
-
-def test_inspector_inits_a_feature_then_reads_its_status(
-    inspector: Path, repo: Path, tmp_path: Path
-) -> None:
-    work = tmp_path / "work"
-    init = call_tool(inspector, repo, work, "tmops_init_feature", "feature=auth-api")
-    assert init["isError"] is False
-    data = init["structuredContent"]
-    assert data["feature"] == "auth-api"
-    assert data["branch"] == "feature/auth-api"
-    assert data["workspace"] == str(repo)
-    assert data["created"] is True
-    assert Path(data["task_spec"]).is_file()
-    assert init["content"] == [{"type": "text", "text": init["content"][0]["text"]}]
-    assert "\n" not in init["content"][0]["text"]
-
-    status = call_tool(inspector, repo, work, "tmops_get_status", "feature=auth-api")
-    assert status["isError"] is False
-    phases = status["structuredContent"]["phase_progress"]["phases"]
-    assert [(p["phase"], p["status"]) for p in phases] == [(p, "pending") for p in PHASES]
-    assert status["structuredContent"]["next_action"].startswith("edit TASK_SPEC.md, then start")
-
-    # Strings become booleans through the input schema.
-    lean = call_tool(
-        inspector,
-        repo,
-        work,
-        "tmops_get_status",
-        "feature=auth-api",
-        "include_sessions=false",
-        "include_checkpoints=false",
-    )
-    assert "sessions" not in lean["structuredContent"]
-    assert "checkpoints" not in lean["structuredContent"]
-
-    retry = call_tool(
-        inspector, repo, work, "tmops_init_feature", "feature=auth-api", "runType=retry"
-    )
-    assert retry["structuredContent"]["run"] == "retry"
-
-
-def test_inspector_sees_errors_as_is_error(inspector: Path, repo: Path, tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    unknown = call_tool(inspector, repo, work, "tmops_get_status", "feature=no-such")
-    assert unknown["isError"] is True  # Inspector 0.15.0 exits 0 on isError: check the JSON
-    assert "no feature named 'no-such'" in unknown["content"][0]["text"]
-    assert "structuredContent" not in unknown
-
-    malicious = call_tool(inspector, repo, work, "tmops_init_feature", "feature=../../etc/x")
-    assert malicious["isError"] is True
-    assert ALLOWED_NAME in malicious["content"][0]["text"]
-    assert not (repo / ".tmops").exists()
-
-
-def test_ci_installs_the_pinned_inspector_and_requires_it() -> None:
-    lines = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
-    install = (
-        "npm install --prefix .ci/cache/inspector --no-audit --no-fund "
-        f"@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"
-    )
-    test_line = next(i for i, line in enumerate(lines) if line.endswith("python -m pytest"))
-    install_line = next(i for i, line in enumerate(lines) if line.strip() == install)
-    require_line = lines.index("export TMOPS_REQUIRE_INSPECTOR=1")
-    assert install_line < require_line < test_line
-    assert all("@modelcontextprotocol/inspector@" not in line for line in lines[test_line:])
-    assert ".ci/cache/" in (REPO_ROOT / ".gitignore").read_text().splitlines()
-    installed = INSPECTOR_DEFAULT.parent / "@modelcontextprotocol" / "inspector" / "package.json"
-    if installed.is_file():
-        assert json.loads(installed.read_text())["version"] == INSPECTOR_VERSION

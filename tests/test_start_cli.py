@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 from mcp import Client
 
-from tests.test_engine import (
+from tests.engine_support import (
     SHORT_WORKFLOW,
     WAIT_S,
     ended,

@@ -286,8 +286,18 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
     progress = status["phase_progress"]
     click.echo(f"{status['feature']}: {status['status']} (run {status['run']}, {status['branch']})")
     click.echo(f"phases: {progress['completed']}/{progress['total']} completed")
+    sessions = status.get("sessions") or {}
     for phase in progress["phases"]:
-        click.echo(f"  {phase['phase']:<14} {phase['status']}")
+        session = sessions.get(phase["role"]) or {}
+        detail = ""
+        if session.get("attempts"):
+            detail = f"  attempts {session['attempts']}, session {session['session_id'] or '-'}"
+        click.echo(f"  {phase['phase']:<14} {phase['status']:<12}{detail}".rstrip())
+    if status["run_id"]:
+        click.echo(f"run id {status['run_id']}, provider {status['provider']}, "
+                   f"cost so far ${status['cost_usd']:.4f}")  # fmt: skip
+    if status["last_error"]:
+        click.echo(f"last error: {status['last_error']}")
     if status["checkpoints"]:
         click.echo("checkpoints:")
         for checkpoint in status["checkpoints"]:
