@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
 import sys
 import textwrap
@@ -161,3 +163,33 @@ def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[st
 @pytest.fixture(params=["subprocess", "in-process"])
 def runner(request: pytest.FixtureRequest, in_process: Runner) -> Runner:
     return run_subprocess if request.param == "subprocess" else in_process
+
+
+def _find_claude() -> Path | None:
+    override = os.environ.get("TMOPS_CLAUDE_BIN")
+    if override:
+        return Path(override) if os.access(override, os.X_OK) else None
+    spec = importlib.util.find_spec("claude_agent_sdk")  # finds it without importing it
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "_bundled" / "claude"
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The real Claude Code binary (from the claude-agent-sdk wheel, or $TMOPS_CLAUDE_BIN).
+
+    Skipped where it is missing, except that ``TMOPS_REQUIRE_CLAUDE=1`` (set by CI) fails.
+    """
+    found = _find_claude()
+    if found is None:
+        why = (
+            "no Claude Code binary: install claude-agent-sdk==0.2.186 (it bundles one) "
+            "or point TMOPS_CLAUDE_BIN at one"
+        )
+        if os.environ.get("TMOPS_REQUIRE_CLAUDE") == "1":
+            pytest.fail(f"TMOPS_REQUIRE_CLAUDE=1 but {why}")
+        pytest.skip(why)
+    return found

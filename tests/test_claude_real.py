@@ -15,9 +15,7 @@ Recorded stdout of some runs lives in ``tests/data/claude/`` for the provider's 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,34 +51,6 @@ from .fake_anthropic import (
     write,
 )
 from .fake_tdd_script import CODE_SOURCE, TEST_FILE, TEST_SOURCE, tdd_script
-
-# -- the binary ---------------------------------------------------------------------------------
-
-
-def _find_claude() -> Path | None:
-    override = os.environ.get("TMOPS_CLAUDE_BIN")
-    if override:
-        return Path(override) if os.access(override, os.X_OK) else None
-    spec = importlib.util.find_spec("claude_agent_sdk")  # finds it without importing it
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / "_bundled" / "claude"
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-@pytest.fixture(scope="session")
-def claude_bin() -> Path:
-    found = _find_claude()
-    if found is None:
-        why = (
-            "no Claude Code binary: install claude-agent-sdk==0.2.186 (it bundles one) "
-            "or point TMOPS_CLAUDE_BIN at one"
-        )
-        if os.environ.get("TMOPS_REQUIRE_CLAUDE") == "1":
-            pytest.fail(f"TMOPS_REQUIRE_CLAUDE=1 but {why}")
-        pytest.skip(why)
-    return found
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ one the tests are skipped, except under ``TMOPS_REQUIRE_CLAUDE=1`` (CI), where t
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -23,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tmops_core.config import LoadedConfig, parse_config
 from tmops_core.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
@@ -48,35 +44,6 @@ RUN = "initial"
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
 #: what the scripted agent types to run the tests (the venv's python: PATH may lack it)
 AGENT_TEST_COMMAND = " ".join(PYTEST)
-
-
-# -- the binary ---------------------------------------------------------------------------------
-
-
-def _find_claude() -> Path | None:
-    override = os.environ.get("TMOPS_CLAUDE_BIN")
-    if override:
-        return Path(override) if os.access(override, os.X_OK) else None
-    spec = importlib.util.find_spec("claude_agent_sdk")  # finds it without importing it
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / "_bundled" / "claude"
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-@pytest.fixture(scope="session")
-def claude_bin() -> Path:
-    found = _find_claude()
-    if found is None:
-        why = (
-            "no Claude Code binary: install claude-agent-sdk==0.2.186 (it bundles one) "
-            "or point TMOPS_CLAUDE_BIN at one"
-        )
-        if os.environ.get("TMOPS_REQUIRE_CLAUDE") == "1":
-            pytest.fail(f"TMOPS_REQUIRE_CLAUDE=1 but {why}")
-        pytest.skip(why)
-    return found
 
 
 def free_port() -> int:
