@@ -87,8 +87,8 @@ def measure_spawn(samples: int) -> list[float]:
 def measure_spawn_like_tmops(samples: int) -> tuple[list[float], list[float], list[float]]:
     """Informative: the same child spawned with the flags of tmops' supervisor (``preexec_fn``,
     a new session, pipes, the allowlisted env), from this process but outside the engine."""
-    from tmops_core.agent_env import build_env
-    from tmops_core.spawner import _child_setup
+    from tmops_core.agents.env import build_env
+    from tmops_core.agents.spawner import _child_setup
 
     return _spawn_samples(
         samples,

@@ -78,7 +78,7 @@ def bench_plugin(count: int) -> object:
 
 def _store_synchronous(repo: Path) -> str | None:
     """The ``PRAGMA synchronous`` of a tmops store connection (FULL: an fsync per commit)."""
-    from tmops_core.store import STORE_NAME, Store
+    from tmops_core.store.sqlite import STORE_NAME, Store
 
     store = Store.open_existing(repo / ".tmops" / STORE_NAME)
     if store is None:
@@ -93,9 +93,9 @@ def _store_synchronous(repo: Path) -> str | None:
 def _handoff_service(args: argparse.Namespace, work: Path) -> tuple[Any, Path, Path, list[str]]:
     """A scratch repository and a Service whose workflow is bench-1..bench-N (command agent)."""
     from tmops_core.config import LoadedConfig, parse_config
-    from tmops_core.demo_project import create_demo_project
     from tmops_core.plugins import create_plugin_manager
-    from tmops_core.service import Service
+    from tmops_core.service.demo_project import create_demo_project
+    from tmops_core.service.operations import Service
 
     repo = work / "handoff-repo"
     create_demo_project(repo)
@@ -138,7 +138,7 @@ def _drive_runs(
     """For each feature: a slice of the floor samples, then init, start and serve the engine
     in this thread until idle. Floors and runs alternate, so a change of machine load during
     the benchmark touches both alike."""
-    from tmops_core.features import InitRequest
+    from tmops_core.workspace.features import InitRequest
 
     per_slot = -(-args.floor_samples // (len(features) + 1))  # ceil
     out: dict[str, Any] = {"inotify": [], "spawn": [], "init": [], "engine_s": 0.0}

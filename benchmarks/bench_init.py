@@ -14,15 +14,15 @@ def default_service() -> Any:
     from tmops_core.config import LoadedConfig, parse_config
     from tmops_core.events import configure_logging
     from tmops_core.plugins import create_plugin_manager
-    from tmops_core.service import Service
+    from tmops_core.service.operations import Service
 
     configure_logging("warning")
     return Service(LoadedConfig(parse_config({}), None), create_plugin_manager())
 
 
 def run_init(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
-    from tmops_core.demo_project import create_demo_project
-    from tmops_core.features import InitRequest
+    from tmops_core.service.demo_project import create_demo_project
+    from tmops_core.workspace.features import InitRequest
 
     repo = work / "init-repo"
     create_demo_project(repo)

@@ -52,14 +52,14 @@ def tmops_command() -> list[str]:
     script = Path(sys.executable).with_name("tmops")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "tmops_core.cli"]
+    return [sys.executable, "-m", "tmops_core.surfaces.cli"]
 
 
 def prepare_mcp_repo(work: Path) -> Path:
     """A project with one feature whose first two phases are done (so status has checkpoints
     to list), under the default config and plugins, as `tmops mcp` will see it."""
-    from tmops_core.demo_project import create_demo_project
-    from tmops_core.features import InitRequest
+    from tmops_core.service.demo_project import create_demo_project
+    from tmops_core.workspace.features import InitRequest
 
     repo = work / "mcp-repo"
     create_demo_project(repo)
@@ -159,7 +159,7 @@ async def _server_side_in_process(repo: Path, samples: int) -> dict[str, dict[st
     and output validation of the result; no transport), and a JSON dump + parse of the result."""
     from mcp.types import CallToolResult
 
-    from tmops_core.mcp_server import build_server
+    from tmops_core.surfaces.mcp_server import build_server
 
     namespace: dict[str, Any] = {"__name__": "noop_in_process"}
     exec(compile(NOOP_SERVER, "noop_server.py", "exec"), namespace)  # noqa: S102 - our own code

@@ -80,11 +80,11 @@ def _git_label(_git: Any, *args: str, **_: Any) -> str:
 
 
 def install_tracer() -> Tracer:
+    import tmops_core.agents.supervisor as sup
     import tmops_core.git as git_mod
+    import tmops_core.orchestration.run as runner_mod
     import tmops_core.plugins as plugins_mod
-    import tmops_core.runner as runner_mod
-    import tmops_core.store as store_mod
-    import tmops_core.supervisor as sup
+    import tmops_core.store.sqlite as store_mod
 
     tracer = Tracer()
     wrap = tracer.wrap

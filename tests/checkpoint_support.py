@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tmops_core.checkpoints import parse_checkpoint
+from tmops_core.checkpoints.parse import parse_checkpoint
 from tmops_hookspecs import Checkpoint
 
 # The header-block example of the TeamOps v6 reference, verbatim.

@@ -102,7 +102,7 @@ pytest.register_assert_rewrite(
 import io  # noqa: E402
 
 from tmops_core.config import CONFIG_ENV  # noqa: E402
-from tmops_core.demo_project import create_demo_project  # noqa: E402
+from tmops_core.service.demo_project import create_demo_project  # noqa: E402
 from tmops_plugins.scripted_agent import DELAY_ENV, main  # noqa: E402
 from tmops_plugins.scripted_session import FAULT_ENV, STATE_ENV  # noqa: E402
 

@@ -20,11 +20,11 @@ from typing import Any
 import yaml
 
 from tmops_core.config import LoadedConfig, load_config, parse_config
-from tmops_core.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
-from tmops_core.features import InitRequest, InitResult
 from tmops_core.plugins import create_plugin_manager
-from tmops_core.service import Service
-from tmops_core.store import STORE_NAME, AttemptRecord, Store
+from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
+from tmops_core.service.operations import Service
+from tmops_core.store.sqlite import STORE_NAME, AttemptRecord, Store
+from tmops_core.workspace.features import InitRequest, InitResult
 
 AGENT = str(Path(sys.executable).with_name("tmops-scripted-agent"))
 TEST_COMMAND = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]

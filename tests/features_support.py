@@ -8,9 +8,9 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from tmops_core.cli import cli
-from tmops_core.features import InitRequest, InitResult
-from tmops_core.service import Service
+from tmops_core.service.operations import Service
+from tmops_core.surfaces.cli import cli
+from tmops_core.workspace.features import InitRequest, InitResult
 
 
 def git(cwd: Path, *args: str) -> str:

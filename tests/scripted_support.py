@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from tmops_core.demo_project import DEMO_FEATURE, DemoProject
+from tmops_core.service.demo_project import DEMO_FEATURE, DemoProject
 from tmops_hookspecs import PhaseSpec
 from tmops_plugins.phases import tmops_register_phases
 from tmops_plugins.scripted_roles import LABEL

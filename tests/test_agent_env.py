@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tmops_core.agent_env import BASE_ENV_ALLOWLIST, BASE_ENV_PREFIXES, build_env
+from tmops_core.agents.env import BASE_ENV_ALLOWLIST, BASE_ENV_PREFIXES, build_env
 from tmops_hookspecs import ProviderError
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from tmops_core.agent_io import STDERR_TAIL_BYTES
+from tmops_core.agents.io import STDERR_TAIL_BYTES
 from tmops_hookspecs import WorkspaceError
 
 from .test_supervisor import Agent, run, script_writer

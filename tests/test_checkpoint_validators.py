@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tmops_core.checkpoints import run_validators
+from tmops_core.checkpoints.validate import run_validators
 from tmops_core.plugins import Registered
 from tmops_hookspecs import Checkpoint, FeatureContext, Problem, Severity, ValidatorSpec
 

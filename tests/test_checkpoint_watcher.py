@@ -13,8 +13,8 @@ import pytest
 from loguru import logger
 from watchdog.events import FileMovedEvent, FileSystemEvent
 
-from tmops_core import checkpoints
-from tmops_core.checkpoints import CheckpointWatcher
+from tmops_core.checkpoints import watch as checkpoints
+from tmops_core.checkpoints.watch import CheckpointWatcher
 from tmops_hookspecs import CheckpointError
 
 TIMEOUT_S = 5.0

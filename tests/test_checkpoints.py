@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core.checkpoints import MAX_CHECKPOINT_BYTES, parse_checkpoint
+from tmops_core.checkpoints.parse import MAX_CHECKPOINT_BYTES, parse_checkpoint
 from tmops_hookspecs import CheckpointFormat
 
 from .checkpoint_support import UPSTREAM_HEADER_BLOCK, parse, write

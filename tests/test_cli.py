@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from tmops_core.cli import cli
+from tmops_core.surfaces.cli import cli
 
 from .conftest import MakeDist
 

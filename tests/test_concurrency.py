@@ -32,10 +32,10 @@ from tests.engine_support import (
     open_store,
     scripted_config,
 )
-from tmops_core.demo_project import create_demo_project
-from tmops_core.features import InitResult
-from tmops_core.service import Service
-from tmops_core.store import AttemptRecord, Store
+from tmops_core.service.demo_project import create_demo_project
+from tmops_core.service.operations import Service
+from tmops_core.store.sqlite import AttemptRecord, Store
+from tmops_core.workspace.features import InitResult
 
 MARKER_SUBJECT = "chore: marker of "
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core.demo import run_demo
+from tmops_core.surfaces.demo import run_demo
 
 from .fake_anthropic import FakeAnthropic
 from .fake_tdd_script import tdd_script

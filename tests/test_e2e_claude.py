@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from tmops_core.config import LoadedConfig, parse_config
-from tmops_core.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
-from tmops_core.features import InitRequest
 from tmops_core.plugins import create_plugin_manager
-from tmops_core.service import Service
-from tmops_core.store import AttemptRecord, Store
+from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
+from tmops_core.service.operations import Service
+from tmops_core.store.sqlite import AttemptRecord, Store
+from tmops_core.workspace.features import InitRequest
 from tmops_plugins.phases import load_instructions
 
 from .fake_anthropic import (

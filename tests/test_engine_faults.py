@@ -32,10 +32,10 @@ from tests.engine_support import (
     scripted_config,
     serve,
 )
-from tmops_core.demo_project import DEMO_FEATURE
-from tmops_core.features import InitResult
-from tmops_core.service import Service
-from tmops_core.store import AttemptRecord
+from tmops_core.service.demo_project import DEMO_FEATURE
+from tmops_core.service.operations import Service
+from tmops_core.store.sqlite import AttemptRecord
+from tmops_core.workspace.features import InitResult
 from tmops_hookspecs import FeatureError
 
 # -- 1. gates and retries -----------------------------------------------------------------------

@@ -34,7 +34,7 @@ from tests.engine_support import (
     run_workflow,
     scripted_config,
 )
-from tmops_core.demo import scripted_agent_config
+from tmops_core.surfaces.demo import scripted_agent_config
 from tmops_hookspecs import FeatureError
 
 # -- 1. a full run through the claude-code provider ---------------------------------------------

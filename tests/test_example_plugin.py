@@ -71,7 +71,7 @@ def test_an_emitted_event_reaches_the_example_sink(
     config = tmp_path / "tmops.yaml"
     config.write_text(f"telemetry:\n  outputs:\n    security-audit:\n      path: {audit}\n")
     script = (
-        "from tmops_core.service import Service\n"
+        "from tmops_core.service.operations import Service\n"
         "service = Service.load()\n"
         "service.events.emit('orchestration.feature.initialized', {'ms': 4}, feature='auth')\n"
         "service.close()\n"

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from tmops_core.config import Config, LoadedConfig
-from tmops_core.features import InitRequest
 from tmops_core.plugins import create_plugin_manager
-from tmops_core.service import Service
+from tmops_core.service.operations import Service
+from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import FeatureContext, FeatureError, hookimpl
 
 from .features_support import branch_exists, git, init, run_cli, write_config

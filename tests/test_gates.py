@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core.gates import run_gates
+from tmops_core.orchestration.gates import run_gates
 from tmops_hookspecs import Gate
 
 

@@ -62,7 +62,7 @@ def test_tmops_distribution_depends_on_both_others_and_mcp_2() -> None:
     for name in ("pytest", "pytest-cov", "hypothesis", "ruff", "mypy"):
         assert name in dev_names
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts["tmops"] == "tmops_core.cli:main"
+    assert scripts["tmops"] == "tmops_core.surfaces.cli:main"
 
 
 def test_every_builtin_plugin_module_is_an_entry_point_in_group_tmops() -> None:

@@ -22,8 +22,8 @@ from mcp.types import CallToolResult
 
 from tmops_core import __version__
 from tmops_core.git import Git
-from tmops_core.mcp_server import build_server
-from tmops_core.service import Service
+from tmops_core.service.operations import Service
+from tmops_core.surfaces.mcp_server import build_server
 
 from .conftest import git, make_repo
 from .mcp_support import ALLOWED_NAME, PHASES, TOOLS, text_of

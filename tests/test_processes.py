@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core.processes import (
+from tmops_core.agents.processes import (
     MARK_ENV,
     kill_process_tree,
     process_alive,

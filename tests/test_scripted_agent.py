@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
+from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
 
 from .conftest import git, log_subjects
 from .scripted_support import (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core.demo_project import DEMO_FEATURE
+from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_plugins.scripted_session import CRASH_EXIT_CODE, FAULT_ENV
 
 from .conftest import log_subjects

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core.demo_project import DEMO_FEATURE
+from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_hookspecs import PhaseSpec
 from tmops_plugins.phases import tmops_register_phases
 from tmops_plugins.scripted_session import (

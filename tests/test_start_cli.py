@@ -29,10 +29,10 @@ from tests.engine_support import (
     wait_for,
     write_config,
 )
-from tmops_core.cli import cli
-from tmops_core.demo_project import DEMO_FEATURE, create_demo_project
-from tmops_core.mcp_server import build_server
-from tmops_core.service import Service
+from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
+from tmops_core.service.operations import Service
+from tmops_core.surfaces.cli import cli
+from tmops_core.surfaces.mcp_server import build_server
 
 
 def tmops(*args: str, timeout: float = WAIT_S) -> Result:

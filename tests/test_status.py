@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from tmops_core.cli import cli
-from tmops_core.features import InitRequest, InitResult
-from tmops_core.service import Service
+from tmops_core.service.operations import Service
+from tmops_core.surfaces.cli import cli
+from tmops_core.workspace.features import InitRequest, InitResult
 from tmops_hookspecs import FeatureError
 
 PHASES = [

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core import supervisor
-from tmops_core.agent_env import build_env
-from tmops_core.processes import MARK_ENV, process_alive
-from tmops_core.supervisor import AgentProcess, Limits, ProcessOutcome
+from tmops_core.agents import supervisor
+from tmops_core.agents.env import build_env
+from tmops_core.agents.processes import MARK_ENV, process_alive
+from tmops_core.agents.supervisor import AgentProcess, Limits, ProcessOutcome
 from tmops_hookspecs import ProviderError, WorkspaceError
 
 FAST = Limits(wall_clock_s=20, idle_s=20, term_grace_s=2)
@@ -455,8 +455,8 @@ def test_the_agent_dies_with_its_parent(script: Callable[[str], list[str]], tmp_
     middle_argv = script(f"""
         import sys, time
         from pathlib import Path
-        from tmops_core.agent_env import build_env
-        from tmops_core.supervisor import AgentProcess, Limits
+        from tmops_core.agents.env import build_env
+        from tmops_core.agents.supervisor import AgentProcess, Limits
         agent = AgentProcess(
             [sys.executable, "-S", "-c", "import time; time.sleep(60)"],
             cwd=Path.cwd(), env=build_env({{}}), log_path=Path({str(tmp_path / "m.log")!r}),
@@ -502,8 +502,8 @@ def test_an_orderly_exit_of_tmops_stops_its_agents_gracefully(
     middle_argv = script(f"""
         import sys, time
         from pathlib import Path
-        from tmops_core.agent_env import build_env
-        from tmops_core.supervisor import AgentProcess, Limits
+        from tmops_core.agents.env import build_env
+        from tmops_core.agents.supervisor import AgentProcess, Limits
         lines = []
         agent = AgentProcess(
             {agent_argv!r}, cwd=Path.cwd(), env=build_env({{}}),

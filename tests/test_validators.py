@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core.checkpoints import parse_checkpoint, run_validators
+from tmops_core.checkpoints.parse import parse_checkpoint
+from tmops_core.checkpoints.validate import run_validators
 from tmops_core.plugins import create_plugin_manager
 from tmops_hookspecs import Checkpoint, CheckpointFormat, FeatureContext, Problem, Severity
 from tmops_plugins.validators import (

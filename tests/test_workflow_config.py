@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from tmops_core.config import LoadedConfig, parse_config
-from tmops_core.features import InitRequest
 from tmops_core.plugins import create_plugin_manager
-from tmops_core.service import Service
-from tmops_core.store import Store
+from tmops_core.service.operations import Service
+from tmops_core.store.sqlite import Store
+from tmops_core.workspace.features import InitRequest
 
 from .conftest import make_repo
 

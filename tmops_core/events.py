@@ -15,11 +15,10 @@ from typing import Any
 import attrs
 from loguru import logger
 
+from tmops_core import __version__
+from tmops_core.config import Config
+from tmops_core.plugins import Plugins, Registered
 from tmops_hookspecs import ConfigError, Event, EventMetadata, Sink, SinkSpec, TmopsError
-
-from . import __version__
-from .config import Config
-from .plugins import Plugins, Registered
 
 __all__ = [
     "EventBus",

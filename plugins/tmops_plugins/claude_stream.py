@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Words in an AgentResult message that tell the core a ``--resume`` failed, so it can start a
-#: fresh session (tmops_core.runner looks for them).
+#: fresh session (tmops_core.orchestration.run looks for them).
 RESUME_FAILED = "could not be resumed"
 
 _MESSAGE_LIMIT = 1000

@@ -3,7 +3,7 @@
 ``tmops demo`` and the tests run it where the real Claude Code CLI would run, so that the whole
 workflow (processes, stream, files, commits, checkpoints, gates, retries) can be watched and
 tested on a machine with no model and no network. It is a script, not an agent: whatever the
-spec says, each role does its fixed part of the demo task of :mod:`tmops_core.demo_project`
+spec says, each role does its fixed part of the demo task of :mod:`tmops_core.service.demo_project`
 (``slugify`` in ``slug.py``, tests in ``tests/test_slug.py``), for real, on disk and in git. Its
 output says so: the init line has ``"model": "scripted"`` and ``"claude_code_version":
 "scripted"``, and every final text starts with ``[tmops scripted agent, no AI model]``.

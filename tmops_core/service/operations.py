@@ -13,17 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tmops_core.config import LoadedConfig, load_config, redacted, to_data
+from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
+from tmops_core.orchestration.engine import Engine, spawn_engine
+from tmops_core.orchestration.run import provider_settings
+from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
+from tmops_core.service.status import feature_status, find_project_root, list_features
+from tmops_core.store.sqlite import STORE_NAME, RunRecord, Store
+from tmops_core.workspace.features import InitRequest, InitResult, init_feature
+from tmops_core.workspace.layout import Layout, iso, utc_now, validate_feature_name
 from tmops_hookspecs import ConfigError, FeatureContext, FeatureError
-
-from .config import LoadedConfig, load_config, redacted, to_data
-from .engine import Engine, spawn_engine
-from .events import EventBus, build_event_bus, configure_logging, select_sinks
-from .features import InitRequest, InitResult, init_feature
-from .plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
-from .runner import provider_settings
-from .status import feature_status, find_project_root, list_features
-from .store import STORE_NAME, RunRecord, Store
-from .workspace import Layout, iso, utc_now, validate_feature_name
 
 __all__ = ["Service"]
 

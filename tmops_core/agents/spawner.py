@@ -10,7 +10,7 @@ function resolved before the fork and ``os.getppid`` (to close the race where tm
 before ``prctl`` runs), so it takes no lock another thread could hold.
 
 This module owns that thread and that ``preexec_fn``, nothing else: what to run, with which
-environment, pipes and limits is :mod:`tmops_core.supervisor`'s. It must never fork an agent
+environment, pipes and limits is :mod:`tmops_core.agents.supervisor`'s. It must never fork an agent
 from any other thread, never do I/O or take a lock in the ``preexec_fn``, and never signal,
 wait for or reap what it spawned.
 

@@ -2,20 +2,21 @@
 
 This module owns :class:`AgentProcess` (spawn, watchdog, stop, outcome), its :class:`Limits`
 and :class:`ProcessOutcome`, the stop reasons (``STOP_*``) and :func:`stop_all`. It leans on
-its neighbours: :mod:`tmops_core.agent_env` builds the environment, :mod:`tmops_core.spawner`
-forks the child, :mod:`tmops_core.agent_io` reads the output and writes the log, and
-:mod:`tmops_core.processes` finds and terminates process trees.
+its neighbours: :mod:`tmops_core.agents.env` builds the environment,
+:mod:`tmops_core.agents.spawner` forks the child, :mod:`tmops_core.agents.io` reads the output
+and writes the log, and
+:mod:`tmops_core.agents.processes` finds and terminates process trees.
 
 Every agent runs from an argv list (never a shell) in a session and process group of its own,
-with the environment it is given plus its mark (:data:`~tmops_core.processes.MARK_ENV`), and
+with the environment it is given plus its mark (:data:`~tmops_core.agents.processes.MARK_ENV`), and
 is tied to tmops three ways:
 
 * **tmops dies, the agent dies.** It is forked by the long-lived spawner thread and sets
-  ``PR_SET_PDEATHSIG=SIGKILL`` before exec (:mod:`tmops_core.spawner`).
+  ``PR_SET_PDEATHSIG=SIGKILL`` before exec (:mod:`tmops_core.agents.spawner`).
 * **Limits.** A watchdog thread stops the agent after ``Limits.wall_clock_s``, or after
   ``Limits.idle_s`` without a byte on stdout or stderr.
 * **The whole tree goes.** Stopping terminates the process group, every descendant and every
-  process carrying the agent's mark (:mod:`tmops_core.processes`): SIGTERM, then
+  process carrying the agent's mark (:mod:`tmops_core.agents.processes`): SIGTERM, then
   ``term_grace_s``, then SIGKILL. Signals go through pidfds after a start-time check, so a
   recycled pid is never hit.
 
@@ -25,11 +26,11 @@ behind and the output pipes reach end-of-file. The direct child is reaped only a
 sweep, so its pid and process group id cannot be reused while tmops still signals them. An
 orderly exit of tmops stops every running agent the same way (:func:`stop_all`, registered
 with :mod:`atexit`); a killed tmops relies on PDEATHSIG and
-:func:`~tmops_core.processes.reap_orphans`.
+:func:`~tmops_core.agents.processes.reap_orphans`.
 
 It must never run an agent through a shell, fork one other than through
-:func:`tmops_core.spawner.spawn`, add to the environment it is given anything but the mark, or
-reap the direct child before the sweep is done.
+:func:`tmops_core.agents.spawner.spawn`, add to the environment it is given anything but the
+mark, or reap the direct child before the sweep is done.
 
 Linux only: it needs ``/proc``, ``prctl`` and pidfds (kernel 5.3 or later; without pidfds the
 watchdog falls back to polling).
@@ -58,11 +59,16 @@ from typing import Self
 import attrs
 from loguru import logger
 
+from tmops_core.agents.io import AgentIO
+from tmops_core.agents.processes import (
+    MARK_ENV,
+    _killpg,
+    _terminate,
+    process_alive,
+    process_start_time,
+)
+from tmops_core.agents.spawner import _child_setup, spawn
 from tmops_hookspecs import ProviderError, WorkspaceError
-
-from .agent_io import AgentIO
-from .processes import MARK_ENV, _killpg, _terminate, process_alive, process_start_time
-from .spawner import _child_setup, spawn
 
 __all__ = [
     "STOP_CANCELLED",
@@ -160,11 +166,11 @@ class ProcessOutcome:
     #: None when it exited by itself, else why tmops stopped it: ``wall_clock``, ``idle``,
     #: ``cancelled``, ``stopped`` (or what the caller passed to :meth:`AgentProcess.stop`).
     stop_reason: str | None
-    #: The last :data:`~tmops_core.agent_io.STDERR_TAIL_BYTES` of stderr, decoded.
+    #: The last :data:`~tmops_core.agents.io.STDERR_TAIL_BYTES` of stderr, decoded.
     stderr_tail: str
     pid: int
     #: ``/proc/<pid>/stat`` field 22, for orphan checks
-    #: (:func:`~tmops_core.processes.process_alive`).
+    #: (:func:`~tmops_core.agents.processes.process_alive`).
     start_time: int
     duration_s: float
     #: stdout lines read.
@@ -188,7 +194,7 @@ class AgentProcess:
     replacement, newline stripped) on the reader thread; it must return promptly, must not call
     :meth:`stop` or :meth:`wait` (use :meth:`request_stop`), and an exception it raises is
     logged once and ignored. ``env`` is passed as given (build it with
-    :func:`tmops_core.agent_env.build_env`), plus :data:`~tmops_core.processes.MARK_ENV`.
+    :func:`tmops_core.agents.env.build_env`), plus :data:`~tmops_core.agents.processes.MARK_ENV`.
     """
 
     def __init__(
@@ -213,7 +219,7 @@ class AgentProcess:
         self.log_path = Path(log_path)
         self.limits = limits
         #: Inherited by the agent's descendants through :data:`MARK_ENV`; keep it with the pid
-        #: to reap them after a crash (:func:`tmops_core.processes.reap_orphans`).
+        #: to reap them after a crash (:func:`tmops_core.agents.processes.reap_orphans`).
         self.mark = mark or uuid.uuid4().hex
         self._env = dict(env)
         self._stdin = stdin
@@ -245,7 +251,7 @@ class AgentProcess:
     @property
     def start_time(self) -> int:
         """``/proc/<pid>/stat`` field 22; record it with the pid for
-        :func:`~tmops_core.processes.process_alive`."""
+        :func:`~tmops_core.agents.processes.process_alive`."""
         self._check_started()
         return self._start_time
 

@@ -20,12 +20,10 @@ from typing import Any
 
 import attrs
 
-from tmops_hookspecs import FeatureError, WorkspaceError
-
-from .config import Config
-from .git import Git
-from .store import FeatureRecord, RunRecord, Store
-from .workspace import (
+from tmops_core.config import Config
+from tmops_core.git import Git
+from tmops_core.store.sqlite import FeatureRecord, RunRecord, Store
+from tmops_core.workspace.layout import (
     DOC_SUBDIRS,
     RUN_SUBDIRS,
     FeatureLine,
@@ -44,6 +42,7 @@ from .workspace import (
     validate_run_name,
     write_feature_line,
 )
+from tmops_hookspecs import FeatureError, WorkspaceError
 
 __all__ = ["RUN_TYPES", "InitRequest", "InitResult", "init_feature"]
 

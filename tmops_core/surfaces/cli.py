@@ -1,4 +1,4 @@
-"""The ``tmops`` command line: a thin click adapter over :mod:`tmops_core.service`.
+"""The ``tmops`` command line: a thin click adapter over :mod:`tmops_core.service.operations`.
 
 User errors (:class:`~tmops_hookspecs.TmopsError`) print one clear message and no traceback
 (``--debug`` shows it) and exit with the error's code: 2 for config errors, 1 otherwise.
@@ -17,12 +17,11 @@ import attrs
 import click
 import yaml
 
+from tmops_core import __version__
+from tmops_core.service.operations import Service
+from tmops_core.surfaces.follow import follow_run
+from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
-
-from . import __version__
-from .features import InitRequest
-from .follow import follow_run
-from .service import Service
 
 __all__ = ["cli", "main"]
 
@@ -364,7 +363,7 @@ def engine_command(state: AppState, workspace: Path | None, idle_exit: float) ->
 )
 def demo_command(provider: str, directory: Path | None) -> None:
     """Run the whole workflow on a scratch project with a tiny real task."""
-    from .demo import run_demo
+    from tmops_core.surfaces.demo import run_demo
 
     sys.exit(run_demo(provider=provider, directory=directory, echo=click.echo))
 
@@ -378,7 +377,7 @@ def demo_command(provider: str, directory: Path | None) -> None:
 @click.pass_obj
 def mcp_command(state: AppState, workspace: Path | None) -> None:
     """Serve the tmops tools to an MCP client over stdio (stdout carries only protocol)."""
-    from .mcp_server import serve_stdio  # the SDK is imported only when serving
+    from tmops_core.surfaces.mcp_server import serve_stdio  # the SDK is imported only when serving
 
     serve_stdio(state.service, workspace=workspace)
 

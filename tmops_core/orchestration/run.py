@@ -21,6 +21,26 @@ from typing import Any
 import attrs
 from loguru import logger
 
+from tmops_core.agents.env import build_env
+from tmops_core.agents.supervisor import AgentProcess, Limits
+from tmops_core.checkpoints.parse import parse_checkpoint
+from tmops_core.checkpoints.validate import run_validators
+from tmops_core.checkpoints.watch import CheckpointWatcher
+from tmops_core.config import Config, ProviderConfig
+from tmops_core.events import EventBus
+from tmops_core.git import Git
+from tmops_core.orchestration.gates import run_gates
+from tmops_core.orchestration.summary import write_summary
+from tmops_core.plugins import Plugins
+from tmops_core.store.sqlite import LostOwnership, Store
+from tmops_core.workspace.layout import (
+    FeatureLine,
+    Layout,
+    atomic_write,
+    iso,
+    utc_now,
+    write_feature_line,
+)
 from tmops_hookspecs import (
     AgentEvent,
     AgentRequest,
@@ -32,18 +52,6 @@ from tmops_hookspecs import (
     Severity,
     TmopsError,
 )
-
-from .agent_env import build_env
-from .checkpoints import CheckpointWatcher, parse_checkpoint, run_validators
-from .config import Config, ProviderConfig
-from .events import EventBus
-from .gates import run_gates
-from .git import Git
-from .plugins import Plugins
-from .store import LostOwnership, Store
-from .summary import write_summary
-from .supervisor import AgentProcess, Limits
-from .workspace import FeatureLine, Layout, atomic_write, iso, utc_now, write_feature_line
 
 __all__ = ["RunDriver", "provider_settings"]
 

@@ -16,10 +16,9 @@ from typing import Any
 
 import attrs
 
+from tmops_core.store.sqlite import AttemptRecord, Store
+from tmops_core.workspace.layout import FEATURE_NAME, FeatureLine, Layout, iso, read_features
 from tmops_hookspecs import CHECKPOINT_NAME_PATTERN, FeatureError, PhaseSpec
-
-from .store import AttemptRecord, Store
-from .workspace import FEATURE_NAME, FeatureLine, Layout, iso, read_features
 
 __all__ = [
     "CheckpointInfo",

@@ -6,13 +6,12 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tmops_core.checkpoints.parse import parse_checkpoint
+from tmops_core.workspace.layout import atomic_write, iso, utc_now
 from tmops_hookspecs import PhaseSpec
 
-from .checkpoints import parse_checkpoint
-from .workspace import atomic_write, iso, utc_now
-
 if TYPE_CHECKING:
-    from .runner import RunDriver
+    from tmops_core.orchestration.run import RunDriver
 
 __all__ = ["write_summary"]
 

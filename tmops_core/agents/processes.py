@@ -18,7 +18,7 @@ PDEATHSIG killed), by the same sweep and by :func:`reap_orphans` at the next sta
 
 It must never signal a pid without checking its start time first (a recycled pid belongs to
 someone else), never signal tmops itself, its ancestors, init or kthreadd, and never start a
-process: spawning agents is :mod:`tmops_core.supervisor`'s job.
+process: spawning agents is :mod:`tmops_core.agents.supervisor`'s job.
 
 Linux only: it needs ``/proc`` and pidfds (kernel 5.3 or later; without pidfds signals are
 checked by start time only).
@@ -326,7 +326,7 @@ def reap_orphans(
 
     ``records`` are ``(pid, start_time)`` pairs; a pid that is gone, or now belongs to another
     process (a different start time), is left alone. ``marks`` are agent marks
-    (:attr:`tmops_core.supervisor.AgentProcess.mark`): every process still carrying one is
+    (:attr:`tmops_core.agents.supervisor.AgentProcess.mark`): every process still carrying one is
     killed too, which finds the re-parented descendants of an agent that is itself gone. All
     are terminated together (one grace period). Returns the recorded pids that were alive, then
     the pids found by mark.

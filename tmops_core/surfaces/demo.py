@@ -16,17 +16,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tmops_core.config import LoadedConfig, parse_config
+from tmops_core.events import configure_logging
+from tmops_core.git import Git
+from tmops_core.plugins import create_plugin_manager
+from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
+from tmops_core.service.operations import Service
+from tmops_core.surfaces.follow import follow_run
+from tmops_core.workspace.features import InitRequest
+from tmops_core.workspace.layout import atomic_write
 from tmops_hookspecs import WorkspaceError
-
-from .config import LoadedConfig, parse_config
-from .demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
-from .events import configure_logging
-from .features import InitRequest
-from .follow import follow_run
-from .git import Git
-from .plugins import create_plugin_manager
-from .service import Service
-from .workspace import atomic_write
 
 __all__ = ["run_demo", "scripted_agent_config"]
 

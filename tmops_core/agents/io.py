@@ -7,8 +7,8 @@ both streams to the agent's log file (0600, one write per line, never through a 
 keeps the last :data:`STDERR_TAIL_BYTES` of stderr and the time of the last output (for the
 idle limit).
 
-It runs on the reader thread :class:`tmops_core.supervisor.AgentProcess` starts. It must never
-start, signal, wait for or reap a process, and never decide when the agent ends: the
+It runs on the reader thread :class:`~tmops_core.agents.supervisor.AgentProcess` starts.
+It must never start, signal, wait for or reap a process, and never decide when the agent ends: the
 supervisor does, and tells the reader to stop through the abort pipe. It must never write the
 log through a symlink, nor let an exception from ``on_line`` stop the reading.
 """
@@ -27,9 +27,8 @@ from typing import IO
 
 from loguru import logger
 
+from tmops_core.workspace.layout import DIR_MODE, FILE_MODE
 from tmops_hookspecs import WorkspaceError
-
-from .workspace import DIR_MODE, FILE_MODE
 
 __all__ = ["STDERR_TAIL_BYTES", "AgentIO"]
 

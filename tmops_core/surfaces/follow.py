@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from .service import Service
+    from tmops_core.service.operations import Service
 
 __all__ = ["EXIT_CODES", "follow_run", "format_event"]
 

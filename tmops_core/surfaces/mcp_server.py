@@ -1,4 +1,5 @@
-"""The MCP server: a thin adapter exposing :class:`~tmops_core.service.Service` as MCP tools.
+"""The MCP server: a thin adapter exposing the operations of
+:class:`~tmops_core.service.operations.Service` as MCP tools.
 
 Built on the official SDK (major version 2, ``MCPServer``). Tool schemas come from the type
 hints and refuse unknown arguments (``additionalProperties: false``). Errors are raised as
@@ -19,11 +20,10 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
+from tmops_core import __version__
+from tmops_core.service.operations import Service
+from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
-
-from . import __version__
-from .features import InitRequest
-from .service import Service
 
 __all__ = ["build_server", "serve_stdio"]
 

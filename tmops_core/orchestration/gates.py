@@ -12,9 +12,8 @@ from pathlib import Path
 
 import attrs
 
+from tmops_core.agents.supervisor import AgentProcess, Limits
 from tmops_hookspecs import Gate
-
-from .supervisor import AgentProcess, Limits
 
 __all__ = ["GateResult", "run_gates"]
 

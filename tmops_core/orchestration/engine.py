@@ -22,13 +22,13 @@ from pathlib import Path
 
 from loguru import logger
 
-from .config import Config
-from .events import EventBus
-from .plugins import Plugins
-from .processes import reap_orphans
-from .runner import RunDriver
-from .store import LostOwnership, Store
-from .workspace import Layout, ensure_private_dir, iso, utc_now
+from tmops_core.agents.processes import reap_orphans
+from tmops_core.config import Config
+from tmops_core.events import EventBus
+from tmops_core.orchestration.run import RunDriver
+from tmops_core.plugins import Plugins
+from tmops_core.store.sqlite import LostOwnership, Store
+from tmops_core.workspace.layout import Layout, ensure_private_dir, iso, utc_now
 
 __all__ = ["ENGINE_LOCK", "Engine", "engine_running", "spawn_engine"]
 
@@ -65,7 +65,7 @@ def spawn_engine(layout: Layout, *, config_path: Path | None) -> int | None:
         return None
     logs = layout.tmops_dir / "logs"
     ensure_private_dir(logs)
-    argv = [sys.executable, "-m", "tmops_core.cli"]
+    argv = [sys.executable, "-m", "tmops_core.surfaces.cli"]
     if config_path is not None:
         argv += ["--config", str(config_path.resolve())]
     argv += ["engine", "--workspace", str(layout.project_root)]

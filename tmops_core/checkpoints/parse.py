@@ -1,0 +1,240 @@
+"""Reading a checkpoint file: safely (never through a symlink, never blocking on a FIFO, at
+most 1 MiB) and in every body format: the upstream Markdown header block and KEY=VALUE lines,
+plus YAML front matter. It never writes checkpoints and never calls git.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+from loguru import logger
+
+from tmops_hookspecs import (
+    Checkpoint,
+    CheckpointFormat,
+)
+
+__all__ = ["MAX_CHECKPOINT_BYTES", "parse_checkpoint"]
+
+MAX_CHECKPOINT_BYTES = 1024 * 1024
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^(?:---|\.\.\.)[ \t]*\r?$\n?", re.M | re.S)
+_KEY_VALUE_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+_KEY_VALUE_FIRST = re.compile(r"[A-Z][A-Z0-9_]*=")
+_TITLE = re.compile(r"#[ \t]*Checkpoint[ \t]*:[ \t]*(.*?)[ \t]*", re.I)
+_BULLET = r"(?:[-*+][ \t]+)?"
+# **Key:** value, **Key**: value and **Key: value** (a whole line in bold)
+_BOLD_KEY = re.compile(
+    rf"[ \t]*{_BULLET}(?:\*\*([^*:\n]{{1,60}}?):\*\*|\*\*([^*:\n]{{1,60}}?)\*\*[ \t]*:)[ \t]*(.*?)"
+)
+_BOLD_LINE = re.compile(rf"[ \t]*{_BULLET}\*\*([^*:\n]{{1,60}}?):[ \t]*([^*\n]*?)[ \t]*\*\*[ \t]*")
+_PLAIN_KEY = re.compile(rf"[ \t]*{_BULLET}([A-Za-z][A-Za-z0-9 _-]{{0,59}}?)[ \t]*:[ \t]*(.*?)")
+_SECTION = re.compile(r"(#{1,2})[ \t]+(.*?)[ \t#]*")
+_OUT_OF_TEN = re.compile(r"([0-9]+(?:\.[0-9]+)?|[A-Za-z])[ \t]*/[ \t]*10\b")
+_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)[ \t]*%")
+_FENCE = re.compile(r"[ \t]*(?:```|~~~)")
+
+# Plain "Key: value" lines recognised anywhere in a Markdown body, by normalised key.
+_ANYWHERE_KEYS = {
+    "feature_ready_for_merge": "ready_for_merge",
+    "ready_for_merge": "ready_for_merge",
+    "quality_score": "quality_score",
+}
+# Sections whose first non-empty line is a field.
+_FIRST_LINE_SECTIONS = {
+    "git_commit": "git_commit",
+    "blockers": "blockers",
+    "gate_status": "gate_status",
+}
+
+
+def parse_checkpoint(path: Path) -> Checkpoint:
+    """Read and parse the checkpoint at ``path``; the content never makes this raise.
+
+    A symlink, FIFO, directory or other non-regular file, or one that cannot be opened, gives a
+    :class:`~tmops_hookspecs.Checkpoint` with format ``PLAIN``, an empty body and the size from
+    ``lstat``, so that validators can refuse it with a reason. At most
+    :data:`MAX_CHECKPOINT_BYTES` are parsed; ``size`` is always the size on disk.
+
+    :raises OSError: only when ``path`` itself cannot be looked at (it does not exist).
+    """
+    info = os.lstat(path)
+    empty = Checkpoint(name=path.name, path=path, format=CheckpointFormat.PLAIN, size=info.st_size)
+    if not stat.S_ISREG(info.st_mode):
+        return empty
+    try:
+        data, size = _read_regular(path)
+    except OSError as exc:
+        logger.debug("cannot read checkpoint {}: {}", path, exc)
+        return empty
+    if data is None:
+        return empty
+    text = data[:MAX_CHECKPOINT_BYTES].decode("utf-8", errors="replace")
+    checkpoint_format, fields = _parse_text(text)
+    return Checkpoint(
+        name=path.name, path=path, format=checkpoint_format, fields=fields, body=text, size=size
+    )
+
+
+def _read_regular(path: Path) -> tuple[bytes | None, int]:
+    """The first ``MAX_CHECKPOINT_BYTES + 1`` bytes of a regular file, opened without following
+    a symlink or blocking on a FIFO; ``None`` if what was opened is not a regular file."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # swapped for something else since the lstat
+            return None, info.st_size
+        return handle.read(MAX_CHECKPOINT_BYTES + 1), info.st_size
+
+
+def _parse_text(text: str) -> tuple[CheckpointFormat, dict[str, str]]:
+    text = text.removeprefix("\ufeff")
+    front = _FRONT_MATTER.match(text)
+    if front is not None:
+        header = _front_matter_fields(front.group(1))
+        if header is None:  # not a YAML mapping after all
+            return CheckpointFormat.PLAIN, _markdown_fields(text.splitlines())[0]
+        fields = _markdown_fields(text[front.end() :].splitlines())[0]
+        fields.update(header)
+        return CheckpointFormat.FRONT_MATTER, fields
+    lines = text.splitlines()
+    first = next((line.strip() for line in lines if line.strip()), "")
+    if _KEY_VALUE_FIRST.match(first):
+        return CheckpointFormat.KEY_VALUE, _key_value_fields(lines)
+    fields, header_block = _markdown_fields(lines)
+    if header_block:
+        return CheckpointFormat.HEADER_BLOCK, fields
+    return CheckpointFormat.PLAIN, fields
+
+
+def _normalize_key(key: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", key.strip().lower()).strip("_")
+
+
+def _normalize_value(key: str, value: str) -> str:
+    value = value.strip()
+    if key == "quality_score":
+        match = _OUT_OF_TEN.match(value)
+        if match:
+            return match.group(1)
+    elif key == "coverage":
+        match = _PERCENT.fullmatch(value) or _PERCENT.match(value)
+        if match:
+            return match.group(1)
+    return value
+
+
+def _set(fields: dict[str, str], key: str, value: str) -> None:
+    """Record ``key`` unless an earlier line already did: the header comes first and wins."""
+    if key and key not in fields:
+        fields[key] = _normalize_value(key, value)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (billion-laughs bombs), as tmops_core.config does."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("YAML aliases are not allowed in a checkpoint")
+        return super().compose_node(parent, index)
+
+
+def _front_matter_fields(source: str) -> dict[str, str] | None:
+    """Top-level scalar entries of a YAML mapping, as written (``YES`` stays ``YES``).
+
+    The node tree is read instead of constructed objects so that YAML 1.1 does not turn
+    ``YES`` into ``True`` or ``08`` into a number; nothing is ever constructed.
+    """
+    try:
+        node = yaml.compose(
+            source, Loader=_NoAliasLoader
+        )  # a SafeLoader: composes, never constructs
+    except (yaml.YAMLError, RecursionError):
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    fields: dict[str, str] = {}
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and isinstance(value_node, yaml.ScalarNode):
+            key = _normalize_key(str(key_node.value))
+            if key:
+                fields[key] = _normalize_value(key, str(value_node.value))
+    return fields
+
+
+def _key_value_fields(lines: Iterable[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in lines:
+        match = _KEY_VALUE_LINE.fullmatch(line.strip())
+        if match is None:
+            continue
+        value = match.group(2).strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        _set(fields, _normalize_key(match.group(1)), value)
+    return fields
+
+
+def _markdown_fields(lines: Iterable[str]) -> tuple[dict[str, str], bool]:
+    """Fields of a Markdown body, and whether it has a header block (title or bold keys)."""
+    fields: dict[str, str] = {}
+    header_block = False
+    section = ""
+    section_first_line_done = False
+    for raw in lines:
+        line = raw.rstrip()
+        title = _TITLE.fullmatch(line)
+        if title:
+            _set(fields, "checkpoint", title.group(1))
+            header_block = True
+            section = ""
+            continue
+        heading = _SECTION.fullmatch(line)
+        if heading:
+            section = _normalize_key(heading.group(2))
+            section_first_line_done = False
+            continue
+        if not line.strip() or _FENCE.match(line):
+            continue
+        if section in _FIRST_LINE_SECTIONS and not section_first_line_done:
+            section_first_line_done = True
+            value = re.sub(rf"\A{_BULLET}", "", line.strip()).replace("`", "").strip()
+            _set(fields, _FIRST_LINE_SECTIONS[section], value)
+            continue
+        key, value, bold = _key_and_value(line)
+        if key:
+            header_block = header_block or bold
+            if section == "metrics":
+                _set(fields, key, value)
+            elif key in _ANYWHERE_KEYS:
+                _set(fields, _ANYWHERE_KEYS[key], value)
+            elif bold:
+                _set(fields, key, value)
+        if section == "quality_score" and "quality_score" not in fields:
+            score = _OUT_OF_TEN.search(line)
+            if score and score.group(1)[0].isdigit():
+                _set(fields, "quality_score", score.group(1))
+    return fields, header_block
+
+
+def _key_and_value(line: str) -> tuple[str, str, bool]:
+    """``(normalised key, value, written in bold)`` of a ``Key: value`` line, else ``""``."""
+    for pattern in (_BOLD_KEY, _BOLD_LINE):
+        match = pattern.fullmatch(line)
+        if match:
+            groups = [g for g in match.groups() if g is not None]
+            return _normalize_key(groups[0]), groups[-1], True
+    match = _PLAIN_KEY.fullmatch(line)
+    if match:
+        return _normalize_key(match.group(1)), match.group(2).strip("*").strip(), False
+    return "", "", False
