@@ -29,6 +29,7 @@ from tmops_core.checkpoints.watch import CheckpointWatcher
 from tmops_core.config import Config, ProviderConfig
 from tmops_core.events import EventBus
 from tmops_core.git import Git
+from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.gates import run_gates
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.plugins import Plugins
@@ -285,12 +286,15 @@ class RunDriver:
             verdict, reason = self._judge(spec, outcome)
             now = iso(utc_now())
             if verdict == "completed":
+                crash_point("before-commit")
                 self._head, committed = self.git.commit_all(
                     f"tmops({self.feature}): {spec.name} work left uncommitted"
                 )
+                crash_point("after-commit")
                 commit = self._head if committed else None
                 duration = time.monotonic() - started
                 next_phase = self._next_phase(spec.name)
+                crash_point("before-transition")
                 self.store.finish_attempt(
                     attempt_id, self.feature, self.run, self.fencing, state="completed",
                     outcome=outcome.result.outcome.value, message=outcome.result.message,
@@ -300,6 +304,7 @@ class RunDriver:
                     event=("orchestration.phase.transition", json.dumps(
                         {"from": spec.name, "to": next_phase, "duration_s": round(duration, 3)})),
                 )  # fmt: skip
+                crash_point("after-transition")
                 self.events.emit(
                     "orchestration.phase.transition",
                     {"run": self.run, "from": spec.name, "to": next_phase,
@@ -456,6 +461,7 @@ class RunDriver:
             attempt_id, self.feature, self.run, self.fencing, pid=pid,
             start_time=process.start_time, mark=process.mark,
         )  # fmt: skip
+        crash_point("after-spawn")
         if self._pending_ref is not None:
             self.git.set_ref(*self._pending_ref)
             self._pending_ref = None
@@ -485,6 +491,7 @@ class RunDriver:
                 lag_ms = 0.0
             self.emit("orchestration.checkpoint.detected", phase=spec.name, checkpoint=completion,
                       detection_lag_ms=round(lag_ms, 2))  # fmt: skip
+            crash_point("checkpoint-detected")
         result = provider.finish(outcome.returncode, events, outcome.stderr_tail)
         if outcome.stop_reason in {"wall_clock", "idle"}:
             result = attrs.evolve(
@@ -537,6 +544,7 @@ class RunDriver:
         ):
             self.emit("orchestration.gate.checked", phase=spec.name, gate=gate.gate.value,
                       passed=gate.passed, reason=gate.reason)  # fmt: skip
+            crash_point("during-gate")
             if not gate.passed:
                 self._set_aside(path)
                 return "retry", f"gate {gate.gate.value} failed: {gate.reason}"

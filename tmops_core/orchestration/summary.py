@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tmops_core.checkpoints.parse import parse_checkpoint
+from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.workspace.layout import atomic_write, iso, utc_now
 from tmops_hookspecs import PhaseSpec
 
@@ -54,6 +55,7 @@ def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, An
         driver.layout.run_dir(driver.feature, driver.run) / "metrics.json",
         json.dumps(metrics, indent=2) + "\n",
     )
+    crash_point("during-summary")
     summary = driver.checkpoint_dir / "SUMMARY.md"
     if not summary.exists():
         atomic_write(summary, _render(metrics))

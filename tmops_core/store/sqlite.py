@@ -1,17 +1,19 @@
 """Durable state in SQLite (WAL) under ``.tmops/``: features and their runs.
 
-Every change is one transaction. The schema is versioned from the first release: migrations
-run in order and are recorded in ``schema_migrations``. The database file is created 0600.
-This module owns SQL; nothing else writes to the database.
+Every change is one transaction. The schema is versioned from the first release: the migration
+files in ``migrations/`` run in order and are recorded in ``schema_migrations``. The database
+file is created 0600. This module owns SQL; nothing else writes to the database.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 
 import attrs
@@ -31,75 +33,28 @@ STORE_NAME = "tmops.db"
 #: run states in which an engine owns (or will own) the run
 ACTIVE_STATES = frozenset({"queued", "running"})
 
-_MIGRATIONS: tuple[str, ...] = (
+_MIGRATIONS = files(__package__ or "tmops_core.store").joinpath("migrations")
+_MIGRATION_NAME = re.compile(r"([0-9]{4})_[a-z0-9_]+[.]sql")
+
+
+def migrations() -> list[tuple[int, str, list[str]]]:
+    """``(version, file name, statements)`` of every migration file, in version order.
+
+    A migration is a file ``NNNN_what.sql`` of statements separated by ``;``; ``--`` comment
+    lines are dropped (a comment must not hold a ``;``).
     """
-    CREATE TABLE features (
-        name        TEXT PRIMARY KEY,
-        branch      TEXT NOT NULL,
-        worktree    TEXT NOT NULL,
-        isolation   TEXT NOT NULL,
-        current_run TEXT NOT NULL,
-        status      TEXT NOT NULL,
-        created_at  TEXT NOT NULL,
-        updated_at  TEXT NOT NULL
-    );
-    CREATE TABLE runs (
-        feature     TEXT NOT NULL REFERENCES features(name),
-        run         TEXT NOT NULL,
-        status      TEXT NOT NULL,
-        created_at  TEXT NOT NULL,
-        updated_at  TEXT NOT NULL,
-        PRIMARY KEY (feature, run)
-    );
-    """,
-    # v2: orchestration: run state and ownership, phase attempts, the event log
-    """
-    ALTER TABLE runs ADD COLUMN run_id TEXT;
-    ALTER TABLE runs ADD COLUMN provider TEXT;
-    ALTER TABLE runs ADD COLUMN queued_at TEXT;
-    ALTER TABLE runs ADD COLUMN queue_seq INTEGER;
-    ALTER TABLE runs ADD COLUMN started_at TEXT;
-    ALTER TABLE runs ADD COLUMN finished_at TEXT;
-    ALTER TABLE runs ADD COLUMN current_phase TEXT;
-    ALTER TABLE runs ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
-    ALTER TABLE runs ADD COLUMN last_error TEXT;
-    ALTER TABLE runs ADD COLUMN engine_pid INTEGER;
-    ALTER TABLE runs ADD COLUMN fencing INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE attempts (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        feature     TEXT NOT NULL,
-        run         TEXT NOT NULL,
-        phase       TEXT NOT NULL,
-        attempt     INTEGER NOT NULL,
-        state       TEXT NOT NULL,
-        provider    TEXT NOT NULL,
-        fencing     INTEGER NOT NULL,
-        pid         INTEGER,
-        start_time  INTEGER,
-        mark        TEXT,
-        session_id  TEXT,
-        cost_usd    REAL,
-        turns       INTEGER,
-        start_commit TEXT,
-        outcome     TEXT,
-        message     TEXT,
-        duration_s  REAL,
-        started_at  TEXT NOT NULL,
-        finished_at TEXT,
-        FOREIGN KEY (feature, run) REFERENCES runs(feature, run)
-    );
-    CREATE INDEX attempts_by_run ON attempts(feature, run, phase, attempt);
-    CREATE TABLE events (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        feature     TEXT,
-        run         TEXT,
-        event_type  TEXT NOT NULL,
-        timestamp   TEXT NOT NULL,
-        data        TEXT NOT NULL
-    );
-    CREATE INDEX events_by_feature ON events(feature, id)
-    """,
-)
+    found = []
+    for entry in _MIGRATIONS.iterdir():
+        match = _MIGRATION_NAME.fullmatch(entry.name)
+        if match is None:
+            continue
+        text = "\n".join(
+            line for line in entry.read_text(encoding="utf-8").splitlines()
+            if not line.lstrip().startswith("--")
+        )  # fmt: skip
+        statements = [part.strip() for part in text.split(";") if part.strip()]
+        found.append((int(match.group(1)), entry.name, statements))
+    return sorted(found)
 
 
 @attrs.frozen
@@ -216,10 +171,10 @@ class Store:
         with self.transaction() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
             done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-            for version, script in enumerate(_MIGRATIONS, start=1):
+            for version, _name, statements in migrations():
                 if version in done:
                     continue
-                for statement in filter(str.strip, script.split(";")):
+                for statement in statements:
                     db.execute(statement)
                 db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
 
