@@ -16,7 +16,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .records import AgentEvent, AgentRequest, AgentResult, Provider, _check_callable, _check_name
+from .records import (
+    AgentEvent,
+    AgentRequest,
+    AgentResult,
+    Provider,
+    _check_callable,
+    _check_name,
+    _strs,
+)
 
 __all__ = ["AttemptHooks", "AttemptOutcome", "AttemptSpec", "Executor", "ExecutorSpec"]
 
@@ -31,9 +39,12 @@ class AttemptSpec:
     """Everything one attempt needs, so it can run wherever its executor puts it.
 
     ``fencing`` is the run's fencing token when the attempt was issued: the core refuses every
-    change reported under an older token. ``request`` carries the prompt, the role instructions,
-    the working directory and the session to resume. ``checkpoint`` is the completion checkpoint
-    the agent must write; once it exists, the agent has ``checkpoint_grace_s`` to exit.
+    change reported under an older token. ``request`` carries the prompt, the role
+    instructions, the working directory and the session to resume. ``env`` is added to the
+    agent's environment, which otherwise holds only the allowlisted variables of the
+    executor's own (``env_allow`` names more, ``NAME_*`` a prefix). ``checkpoint`` is the
+    completion checkpoint the agent must write; once it exists, the agent has
+    ``checkpoint_grace_s`` to exit.
     """
 
     feature: str
@@ -46,6 +57,7 @@ class AttemptSpec:
     checkpoint: Path
     log_path: Path
     env: Mapping[str, str] = attrs.field(factory=dict)
+    env_allow: tuple[str, ...] = attrs.field(default=(), converter=_strs)
     wall_clock_s: float = attrs.field(default=3600.0, validator=_positive)
     idle_s: float = attrs.field(default=600.0, validator=_positive)
     checkpoint_grace_s: float = attrs.field(default=30.0, validator=_positive)

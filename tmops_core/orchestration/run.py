@@ -21,16 +21,13 @@ from typing import Any
 import attrs
 from loguru import logger
 
-from tmops_core.agents.env import build_env
-from tmops_core.agents.supervisor import AgentProcess, Limits
-from tmops_core.checkpoints.parse import parse_checkpoint
-from tmops_core.checkpoints.validate import run_validators
 from tmops_core.checkpoints.watch import CheckpointWatcher
 from tmops_core.config import Config, ProviderConfig
 from tmops_core.events import EventBus
 from tmops_core.git import Git
 from tmops_core.orchestration.crashpoints import crash_point
-from tmops_core.orchestration.gates import run_gates
+from tmops_core.orchestration.executor import LocalExecutor
+from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.plugins import Plugins
 from tmops_core.store.sqlite import LostOwnership, Store
@@ -45,12 +42,13 @@ from tmops_core.workspace.layout import (
 from tmops_hookspecs import (
     AgentEvent,
     AgentRequest,
-    AgentResult,
+    AttemptOutcome,
+    AttemptSpec,
+    Executor,
     FeatureContext,
     Outcome,
     PhaseSpec,
     Provider,
-    Severity,
     TmopsError,
 )
 
@@ -63,16 +61,6 @@ def provider_settings(config: Config, name: str) -> dict[str, Any]:
     """The config section of provider ``name`` (the seed spells ``claude-code`` ``claude_code``)."""
     section = config.providers.get(name) or config.providers.get(name.replace("-", "_"))
     return attrs.asdict(section or ProviderConfig(), recurse=False)
-
-
-@attrs.define
-class _Attempt:
-    """What one agent attempt produced, for the decision that follows it."""
-
-    result: AgentResult
-    stop_reason: str | None
-    checkpoint: bool
-    session_id: str | None
 
 
 class _Arrivals:
@@ -138,6 +126,12 @@ class RunDriver:
         self.checkpoint_dir = layout.checkpoint_dir(feature, run)
         self.git = Git(self.worktree)
         self.arrivals = _Arrivals()
+        self.executor: Executor = LocalExecutor()
+        self.judge = Judge(
+            config=config, plugins=plugins, worktree=self.worktree,
+            logs_dir=layout.logs_dir(feature, run), context=self.context, emit=self.emit,
+            forget=self.arrivals.forget,
+        )  # fmt: skip
         self._head: str | None = None  # the worktree's HEAD after the last handoff
         self._pending_ref: tuple[str, str] | None = None
 
@@ -247,7 +241,7 @@ class RunDriver:
         path = self.checkpoint_dir / spec.completion_checkpoint
         if not os.path.lexists(path):
             return False
-        verdict, reason = self._check_checkpoint(spec, path)
+        verdict, reason = self.judge.check_checkpoint(spec, path)
         if verdict != "completed":
             self.emit("orchestration.phase.not_adopted", phase=spec.name, reason=reason)
             return False
@@ -283,7 +277,9 @@ class RunDriver:
             attempt_started = time.monotonic()
             outcome = self._attempt(spec, provider, attempt_id, number, session_id, nudge)
             session_id = outcome.session_id or session_id
-            verdict, reason = self._judge(spec, outcome)
+            verdict, reason = self.judge.judge(
+                spec, outcome, self.checkpoint_dir / spec.completion_checkpoint
+            )
             now = iso(utc_now())
             if verdict == "completed":
                 crash_point("before-commit")
@@ -345,6 +341,10 @@ class RunDriver:
                 f"Fix that, then write {self.checkpoint_dir / spec.completion_checkpoint} again."
             )
         return "failed", last_error
+
+    def phase_checkpoint(self, phase: str) -> str:
+        """The completion checkpoint of ``phase`` (a file name in the checkpoint folder)."""
+        return self.plugins.phases()[phase].spec.completion_checkpoint
 
     def _next_phase(self, name: str) -> str | None:
         workflow = list(self.config.features.default_phases)
@@ -411,7 +411,7 @@ class RunDriver:
         number: int,
         resume: str | None,
         nudge: str | None,
-    ) -> _Attempt:
+    ) -> AttemptOutcome:
         settings = provider_settings(self.config, self.provider_name)
         completion = spec.completion_checkpoint
         self.arrivals.forget(completion)
@@ -429,132 +429,72 @@ class RunDriver:
             max_turns=settings.get("max_turns"),
             allowed_tools=spec.allowed_tools,
         )
-        invocation = provider.build_invocation(request)
-        env = build_env(
-            {**settings.get("env", {}), **invocation.env},
-            allow=self.config.features.env_allowlist,
-        )
-        events: list[AgentEvent] = []
-        session: dict[str, str | None] = {"id": resume}
-
-        def on_line(line: str) -> None:
-            for event in provider.parse_line(line):
-                events.append(event)
-                if event.session_id and event.session_id != session["id"]:
-                    session["id"] = event.session_id
-                    self.store.attempt_session(attempt_id, event.session_id)
-
-        process = AgentProcess(
-            invocation.argv,
-            cwd=self.worktree,
-            env=env,
+        attempt = AttemptSpec(
+            feature=self.feature,
+            run=self.run,
+            phase=spec.name,
+            attempt=number,
+            fencing=self.fencing,
+            provider=self.provider_name,
+            request=request,
+            checkpoint=self.checkpoint_dir / completion,
             log_path=self.layout.logs_dir(self.feature, self.run) / f"{spec.role}.log",
-            limits=Limits(
-                wall_clock_s=float(settings.get("timeout_s") or 3600),
-                idle_s=float(settings.get("idle_timeout_s") or 600),
-            ),
-            on_line=on_line,
-            stdin=invocation.stdin,
+            env=settings.get("env", {}),
+            env_allow=tuple(self.config.features.env_allowlist),
+            wall_clock_s=float(settings.get("timeout_s") or 3600),
+            idle_s=float(settings.get("idle_timeout_s") or 600),
+            checkpoint_grace_s=float(self.config.features.checkpoint_timeout),
         )
-        pid = process.start()
-        self.store.attempt_process(
-            attempt_id, self.feature, self.run, self.fencing, pid=pid,
-            start_time=process.start_time, mark=process.mark,
-        )  # fmt: skip
-        crash_point("after-spawn")
-        if self._pending_ref is not None:
-            self.git.set_ref(*self._pending_ref)
-            self._pending_ref = None
-        self.emit("orchestration.session.started", phase=spec.name, attempt=number, pid=pid,
-                  resumed=resume is not None)  # fmt: skip
-        outcome = None
-        grace_until: float | None = None
-        while outcome is None:
-            outcome = process.wait(timeout=0.005)
-            if outcome is not None:
-                break
-            if self.cancel.is_set():
-                outcome = process.stop("cancelled")
-            elif self.arrivals.seen_at(completion) is not None:
-                if grace_until is None:
-                    grace_until = time.monotonic() + self.config.features.checkpoint_timeout
-                elif time.monotonic() > grace_until:
-                    outcome = process.stop("stopped")
-        present = (self.checkpoint_dir / completion).exists()
-        if present:
+        hooks = _RunHooks(self, attempt_id, spec.name, number, resumed=resume is not None)
+        outcome = self.executor.execute(attempt, provider, hooks)
+        if outcome.checkpoint_present:
             seen = self.arrivals.seen_at(completion) or time.time()
             try:
-                lag_ms = max(
-                    0.0, (seen - (self.checkpoint_dir / completion).stat().st_mtime) * 1000
-                )
+                lag_ms = max(0.0, (seen - attempt.checkpoint.stat().st_mtime) * 1000)
             except OSError:
                 lag_ms = 0.0
             self.emit("orchestration.checkpoint.detected", phase=spec.name, checkpoint=completion,
                       detection_lag_ms=round(lag_ms, 2))  # fmt: skip
             crash_point("checkpoint-detected")
-        result = provider.finish(outcome.returncode, events, outcome.stderr_tail)
-        if outcome.stop_reason in {"wall_clock", "idle"}:
-            result = attrs.evolve(
-                result, outcome=Outcome.TIMED_OUT,
-                message=f"the agent was stopped: {outcome.stop_reason.replace('_', ' ')} timeout",
-            )  # fmt: skip
-        elif outcome.stop_reason == "cancelled":
-            result = attrs.evolve(result, outcome=Outcome.CANCELLED, message="cancelled")
         self.emit("orchestration.session.ended", phase=spec.name, attempt=number,
-                  outcome=result.outcome.value, returncode=outcome.returncode,
-                  session_id=session["id"], cost_usd=result.cost_usd)  # fmt: skip
-        return _Attempt(result, outcome.stop_reason, present, result.session_id or session["id"])
+                  outcome=outcome.result.outcome.value, returncode=outcome.returncode,
+                  session_id=outcome.session_id, cost_usd=outcome.result.cost_usd)  # fmt: skip
+        return outcome
 
-    def _judge(self, spec: PhaseSpec, attempt: _Attempt) -> tuple[str, str]:
-        """``completed``, ``retry``, ``failed``, ``paused`` or ``cancelled``, and why."""
-        outcome = attempt.result.outcome
-        if outcome is Outcome.CANCELLED:
-            return "cancelled", "cancelled"
-        if outcome is Outcome.AUTH_ERROR:
-            return "failed", f"authentication failed: {attempt.result.message}"
-        if outcome is Outcome.USAGE_LIMITED:
-            return "paused", f"usage limit reached: {attempt.result.message}"
-        if not attempt.checkpoint:
-            if outcome is Outcome.SUCCEEDED:
-                return "retry", f"the agent ended without writing {spec.completion_checkpoint}"
-            return "retry", attempt.result.message or outcome.value
-        return self._check_checkpoint(spec, self.checkpoint_dir / spec.completion_checkpoint)
 
-    def _check_checkpoint(self, spec: PhaseSpec, path: Path) -> tuple[str, str]:
-        """Validators, then the phase's gates; a rejected checkpoint is set aside."""
-        checkpoint = parse_checkpoint(path)
-        problems = run_validators(checkpoint, self.context(spec.name), self.plugins.validators())
-        errors = [p for p in problems if p.severity is Severity.ERROR]
-        for problem in problems:
-            self.emit("orchestration.checkpoint.problem", phase=spec.name, file=str(path),
-                      validator=problem.validator, severity=problem.severity.value,
-                      message=problem.message)  # fmt: skip
-        if errors:
-            self._set_aside(path)
-            first = errors[0]
-            return "retry", f"checkpoint {path.name} rejected by {first.validator}: {first.message}"
-        log = self.layout.logs_dir(self.feature, self.run) / f"gate-{spec.name}.log"
-        for gate in run_gates(
-            spec.gates,
-            command=self.config.features.test_command,
-            cwd=self.worktree,
-            env=build_env({}, allow=self.config.features.env_allowlist),
-            timeout_s=self.config.features.test_timeout,
-            log_path=log,
-        ):
-            self.emit("orchestration.gate.checked", phase=spec.name, gate=gate.gate.value,
-                      passed=gate.passed, reason=gate.reason)  # fmt: skip
-            crash_point("during-gate")
-            if not gate.passed:
-                self._set_aside(path)
-                return "retry", f"gate {gate.gate.value} failed: {gate.reason}"
-        return "completed", "ok"
+class _RunHooks:
+    """The run's side of the executor seam: every change is recorded under the run's fencing."""
 
-    def _set_aside(self, path: Path) -> None:
-        """Move a rejected checkpoint out of the way so its rewrite is seen as new."""
-        target = path.with_name(f".{path.name}.rejected-{time.time_ns()}")
-        try:
-            os.replace(path, target)
-        except OSError as exc:
-            logger.warning("could not set aside rejected checkpoint {}: {}", path, exc)
-        self.arrivals.forget(path.name)
+    def __init__(
+        self, driver: RunDriver, attempt_id: int, phase: str, number: int, *, resumed: bool
+    ) -> None:
+        self._driver = driver
+        self._attempt_id = attempt_id
+        self._phase = phase
+        self._number = number
+        self._resumed = resumed
+        self._completion = driver.phase_checkpoint(phase)
+
+    def started(self, pid: int, start_time: int, mark: str | None) -> None:
+        driver = self._driver
+        driver.store.attempt_process(
+            self._attempt_id, driver.feature, driver.run, driver.fencing, pid=pid,
+            start_time=start_time, mark=mark,
+        )  # fmt: skip
+        if driver._pending_ref is not None:
+            driver.git.set_ref(*driver._pending_ref)
+            driver._pending_ref = None
+        driver.emit("orchestration.session.started", phase=self._phase, attempt=self._number,
+                    pid=pid, resumed=self._resumed)  # fmt: skip
+
+    def session(self, session_id: str) -> None:
+        self._driver.store.attempt_session(self._attempt_id, session_id)
+
+    def event(self, event: AgentEvent) -> None:
+        return None
+
+    def cancelled(self) -> bool:
+        return self._driver.cancel.is_set()
+
+    def checkpoint_seen(self) -> bool:
+        return self._driver.arrivals.seen_at(self._completion) is not None
