@@ -70,6 +70,7 @@ class AttemptState(enum.StrEnum):
     REJECTED = "rejected"  # the checkpoint or a gate refused the work; the phase goes again
     FAILED = "failed"  # the last try of the phase failed; the run failed with it
     REWORK = "rework"  # the verifier said NO; the implementer goes again with its findings
+    REFUSED = "refused"  # the verifier said NO and no rework round was left: a person decides
     PAUSED = "paused"  # the run paused at this attempt (usage limit, branch moved, ...)
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # the engine stopped in order (SIGTERM) while it ran

@@ -92,3 +92,24 @@ class Judge:
         except OSError as exc:
             logger.warning("could not set aside rejected checkpoint {}: {}", path, exc)
         self.forget(path.name)
+
+    def review(self, spec: PhaseSpec, path: Path) -> str | None:
+        """Why the phase's own verdict refuses the work, or ``None`` when it does not.
+
+        A checkpoint that says ``Feature ready for merge: NO``, or whose quality score is under
+        ``features.min_quality_score``, refuses it (the verifier's, or any phase that reports a
+        verdict in those fields).
+        """
+        fields = parse_checkpoint(path).fields
+        verdict = fields.get("ready_for_merge", "").strip().strip("*`").strip().upper()
+        score = fields.get("quality_score", "").strip()
+        scored = f" (quality score {score}/10)" if score else ""
+        if verdict == "NO":
+            return f"the {spec.role} says the feature is not ready for merge{scored}"
+        minimum = self.config.features.min_quality_score
+        if minimum and score.isdigit() and int(score) < minimum:
+            return (
+                f"the {spec.role} gave quality score {score}/10, under the minimum of {minimum} "
+                "(features.min_quality_score)"
+            )
+        return None
