@@ -86,6 +86,8 @@ behaves normally. With the ``:always`` suffix it hits every attempt. Kinds:
 - ``<role>:wrong-feature``: the checkpoint's ``**Feature:**`` names ``<feature>-other``.
 - ``<role>:exit-without-result``: does all the work, checkpoint included, then exits 0 without
   the final text and the result line.
+- ``verifier:refuse``: the review says ``Feature ready for merge: NO`` (score 4/10), once per
+  run (a marker in the checkpoint folder remembers it); ``:always`` refuses every review.
 
 A malformed or unknown item is an error (message on stderr, exit 1). ``TMOPS_SCRIPTED_DELAY_S``
 (float seconds, default 0) is slept before each action, for live-view demos.

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import attrs
 from loguru import logger
 
-from tmops_core.checkpoints.watch import CheckpointWatcher
+from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
 from tmops_core.config import Config, ProviderConfig
 from tmops_core.events import EventBus
 from tmops_core.git import BranchMoved, Git
@@ -34,6 +34,7 @@ from tmops_core.lifecycle import ENDED_RUN_STATES, AttemptState, PauseReason, Ru
 from tmops_core.orchestration import prompts
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.executor import LocalExecutor
+from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.plugins import Plugins
@@ -46,7 +47,6 @@ from tmops_core.workspace.layout import (
     write_feature_line,
 )
 from tmops_hookspecs import (
-    AgentEvent,
     AgentRequest,
     AttemptOutcome,
     AttemptSpec,
@@ -69,31 +69,6 @@ def provider_settings(config: Config, name: str) -> dict[str, Any]:
     """The config section of provider ``name`` (the seed spells ``claude-code`` ``claude_code``)."""
     section = config.providers.get(name) or config.providers.get(name.replace("-", "_"))
     return attrs.asdict(section or ProviderConfig(), recurse=False)
-
-
-class _Arrivals:
-    """Checkpoint files seen by the watcher, with the time each was seen."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, float] = {}
-        self._condition = threading.Condition()
-
-    def __call__(self, path: Path) -> None:
-        with self._condition:
-            self._seen.setdefault(path.name, time.time())
-            self._condition.notify_all()
-
-    def seen_at(self, name: str) -> float | None:
-        with self._condition:
-            return self._seen.get(name)
-
-    def forget(self, name: str) -> None:
-        with self._condition:
-            self._seen.pop(name, None)
-
-    def wait(self, name: str, timeout: float) -> bool:
-        with self._condition:
-            return self._condition.wait_for(lambda: name in self._seen, timeout)
 
 
 class _Ending(NamedTuple):
@@ -146,7 +121,7 @@ class RunDriver:
         self.correlation_id = run_record.run_id or f"{feature}/{run}"
         self.checkpoint_dir = layout.checkpoint_dir(feature, run)
         self.git = Git(self.worktree)
-        self.arrivals = _Arrivals()
+        self.arrivals = Arrivals()
         self.executor: Executor = LocalExecutor()
         self.judge = Judge(
             config=config, plugins=plugins, worktree=self.worktree,
@@ -566,9 +541,16 @@ class RunDriver:
             duration_s=time.monotonic() - live.started,
         )  # fmt: skip
 
-    def phase_checkpoint(self, phase: str) -> str:
-        """The completion checkpoint of ``phase`` (a file name in the checkpoint folder)."""
-        return self.plugins.phases()[phase].spec.completion_checkpoint
+    def _session_started(
+        self, phase: str, number: int, pid: int, *, resumed: bool, note: str | None
+    ) -> None:
+        """The agent runs: set the phase-start marker (fenced) and say so in the audit trail."""
+        if self._pending_ref is not None:
+            with self._fence():
+                self.git.set_ref(*self._pending_ref)
+            self._pending_ref = None
+        self.emit("orchestration.session.started", phase=phase, attempt=number, pid=pid,
+                  resumed=resumed, told=note)  # fmt: skip
 
     def _next_phase(self, name: str) -> str | None:
         index = self.workflow.index(name)
@@ -624,7 +606,12 @@ class RunDriver:
             idle_s=float(settings.get("idle_timeout_s") or 600),
             checkpoint_grace_s=float(self.config.features.checkpoint_timeout),
         )
-        hooks = _RunHooks(self, attempt_id, spec.name, number, resumed=resume is not None)
+        hooks = FencedHooks(
+            store=self.store, feature=self.feature, run=self.run, fencing=self.fencing,
+            attempt_id=attempt_id, arrivals=self.arrivals, completion=completion,
+            cancel=self.cancel, on_started=lambda pid: self._session_started(
+                spec.name, number, pid, resumed=resume is not None, note=note),
+        )  # fmt: skip
         outcome = self.executor.execute(attempt, provider, hooks)
         if outcome.checkpoint_present:
             seen = self.arrivals.seen_at(completion) or time.time()
@@ -649,42 +636,3 @@ class _Live:
     number: int
     outcome: AttemptOutcome
     started: float
-
-
-class _RunHooks:
-    """The run's side of the executor seam: every change is recorded under the run's fencing."""
-
-    def __init__(
-        self, driver: RunDriver, attempt_id: int, phase: str, number: int, *, resumed: bool
-    ) -> None:
-        self._driver = driver
-        self._attempt_id = attempt_id
-        self._phase = phase
-        self._number = number
-        self._resumed = resumed
-        self._completion = driver.phase_checkpoint(phase)
-
-    def started(self, pid: int, start_time: int, mark: str | None) -> None:
-        driver = self._driver
-        driver.store.attempt_process(
-            self._attempt_id, driver.feature, driver.run, driver.fencing, pid=pid,
-            start_time=start_time, mark=mark,
-        )  # fmt: skip
-        if driver._pending_ref is not None:
-            with driver._fence():
-                driver.git.set_ref(*driver._pending_ref)
-            driver._pending_ref = None
-        driver.emit("orchestration.session.started", phase=self._phase, attempt=self._number,
-                    pid=pid, resumed=self._resumed)  # fmt: skip
-
-    def session(self, session_id: str) -> None:
-        self._driver.store.attempt_session(self._attempt_id, session_id)
-
-    def event(self, event: AgentEvent) -> None:
-        return None
-
-    def cancelled(self) -> bool:
-        return self._driver.cancel.is_set()
-
-    def checkpoint_seen(self) -> bool:
-        return self._driver.arrivals.seen_at(self._completion) is not None
