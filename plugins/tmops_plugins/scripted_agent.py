@@ -8,7 +8,7 @@ spec says, each role does its fixed part of the demo task of :mod:`tmops_core.se
 output says so: the init line has ``"model": "scripted"`` and ``"claude_code_version":
 "scripted"``, and every final text starts with ``[tmops scripted agent, no AI model]``.
 
-Command line (the flags of ``claude``, see ``/work/shared/reference/claude-code-cli.md``)::
+Command line (the flags of ``claude -p``, as Claude Code's headless mode documents them)::
 
     python -m tmops_plugins.scripted_agent -p PROMPT --output-format stream-json --verbose \\
         [--append-system-prompt TEXT] [--permission-mode M] [--add-dir DIR ...] \\
