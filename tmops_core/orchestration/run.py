@@ -131,8 +131,7 @@ class RunDriver:
         self.workflow: list[str] = list(config.features.default_phases)
         #: the head tmops left the feature branch at (the branch guard compares it)
         self.head: str | None = run_record.branch_head
-        #: set once this engine accepted a phase: from then on the branch may not move at all
-        #: between phases; before that, an agent of a dead engine may have committed
+        #: set once this engine accepted a phase and so knows the branch head first hand
         self._strict = False
         self._pending_ref: tuple[str, str] | None = None
 
@@ -281,13 +280,17 @@ class RunDriver:
 
     def _guard_branch(self) -> None:
         """Refuse to go on when the branch is not where tmops left it (or, after a restart,
-        on top of it: an agent of the dead engine may have committed)."""
-        if self.head is None:
+        on top of it: an agent of the dead engine may have committed).
+
+        Within one engine the next phase starts a moment after the last commit, which the
+        compare-and-swap in :meth:`Git.commit_work` checked, and every acceptance checks
+        again; so the handoff path pays for no git call here."""
+        if self.head is None or self._strict:
             return
         found = self.git.rev(f"refs/heads/{self.branch}")
         if found == self.head:
             return
-        if not self._strict and found is not None and self.git.is_ancestor(self.head, found):
+        if found is not None and self.git.is_ancestor(self.head, found):
             return
         raise BranchMoved(self.branch, self.head, found)
 
