@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -337,7 +338,9 @@ def adopted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
     base = tmp_path_factory.mktemp("adopted")
 
     def hand_write(init: InitResult) -> None:
-        (init.checkpoint_dir / COMPLETIONS["orchestrator"]).write_text(HAND_WRITTEN)
+        path = init.checkpoint_dir / COMPLETIONS["orchestrator"]
+        path.write_text(HAND_WRITTEN)
+        path.chmod(0o644)  # as a person's editor leaves it
 
     finished = run_workflow(base, scripted_config(base / "state"), prepare=hand_write)
     yield finished
@@ -350,6 +353,11 @@ def test_a_hand_written_checkpoint_is_adopted_without_running_the_agent(adopted:
     assert (adoption.outcome, adoption.state, adoption.pid) == ("adopted", "completed", None)
     assert [e["data"]["phase"] for e in adopted.events("phase.adopted")] == ["orchestrator"]
     assert (adopted.init.checkpoint_dir / COMPLETIONS["orchestrator"]).read_text() == HAND_WRITTEN
+
+
+def test_an_adopted_checkpoint_is_made_private(adopted: Finished) -> None:
+    path = adopted.init.checkpoint_dir / COMPLETIONS["orchestrator"]
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
 
 
 def test_a_run_with_an_adopted_checkpoint_completes(adopted: Finished) -> None:
