@@ -374,18 +374,42 @@ def test_metrics_mark_the_adopted_phase(adopted: Finished) -> None:
     assert [p["adopted"] for p in metrics["phases"][1:]] == [False, False, False]
 
 
+HAND_WRITTEN_TESTS = """\
+# Checkpoint: 003-tests-complete.md
+**From:** Tester (a person)
+**To:** Orchestrator
+**Timestamp:** 2026-01-01 00:00:00
+**Feature:** slugify
+**Run:** initial
+**Status:** complete
+
+## Work Completed
+- tests/test_slug.py: one test per acceptance criterion
+## Metrics
+- Passing: 0/6
+"""
+
+
 def test_a_hand_written_checkpoint_goes_through_the_phases_gates(tmp_path: Path) -> None:
     def hand_write(init: InitResult) -> None:
         (init.checkpoint_dir / COMPLETIONS["orchestrator"]).write_text(HAND_WRITTEN)
-        tests_done = HAND_WRITTEN.replace(COMPLETIONS["orchestrator"], COMPLETIONS["tester"])
-        (init.checkpoint_dir / COMPLETIONS["tester"]).write_text(tests_done)
+        # it says the tests fail, but none were written: the gate finds no red run
+        (init.checkpoint_dir / COMPLETIONS["tester"]).write_text(HAND_WRITTEN_TESTS)
 
     finished = run_workflow(
         tmp_path, scripted_config(tmp_path / "state", max_retries=0), prepare=hand_write
     )
     try:
         checks = [e["data"] for e in finished.events("gate.checked")]
-        assert ("tester", "tests-fail") in {(c["phase"], c["gate"]) for c in checks}
+        assert (checks[0]["phase"], checks[0]["gate"], checks[0]["passed"]) == (
+            "tester",
+            "tests-fail",
+            False,
+        )
+        [refused] = [e["data"] for e in finished.events("phase.not_adopted")]
+        assert refused["phase"] == "tester"
+        assert "gate tests-fail failed" in refused["reason"]
+        assert finished.status()["status"] == "completed"
     finally:
         finished.close()
 

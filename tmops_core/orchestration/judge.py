@@ -60,7 +60,9 @@ class Judge:
         """Validators, then the phase's gates; a rejected checkpoint is set aside."""
         make_private(path)  # an agent's or a person's file, made 0600 like every tmops file
         checkpoint = parse_checkpoint(path)
-        problems = run_validators(checkpoint, self.context(spec.name), self.plugins.validators())
+        problems = run_validators(
+            checkpoint, self.context(spec.name), self.plugins.validators(), requires=spec.requires
+        )
         errors = [p for p in problems if p.severity is Severity.ERROR]
         for problem in problems:
             self.emit("orchestration.checkpoint.problem", phase=spec.name, file=str(path),
