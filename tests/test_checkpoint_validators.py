@@ -10,7 +10,14 @@ import pytest
 
 from tmops_core.checkpoints.validate import run_validators
 from tmops_core.plugins import Registered
-from tmops_hookspecs import Checkpoint, FeatureContext, Problem, Severity, ValidatorSpec
+from tmops_hookspecs import (
+    Checkpoint,
+    CheckpointRequirement,
+    FeatureContext,
+    Problem,
+    Severity,
+    ValidatorSpec,
+)
 
 from .checkpoint_support import UPSTREAM_HEADER_BLOCK, parse
 
@@ -61,6 +68,22 @@ def test_problems_are_stamped_with_validator_and_path(
         Problem(message="one", validator="finds", path=checkpoint.path),
         Problem(message="two", validator="custom", path=Path("/elsewhere")),
     ]
+
+
+def test_the_phase_requirements_reach_the_validators_in_the_context(
+    checkpoint: Checkpoint, context: FeatureContext
+) -> None:
+    plan = CheckpointRequirement(what="test plan", sections=("action_required",))
+    seen: list[tuple[CheckpointRequirement, ...]] = []
+
+    def looks(cp: Checkpoint, ctx: FeatureContext) -> list[Problem]:
+        seen.append(ctx.requires)
+        return []
+
+    run_validators(checkpoint, context, registry(looks=looks), requires=[plan])
+    run_validators(checkpoint, context, registry(looks=looks))
+    assert seen == [(plan,), ()]
+    assert context.requires == ()  # the caller's context is left as it was
 
 
 def test_validators_run_in_name_order(checkpoint: Checkpoint, context: FeatureContext) -> None:

@@ -155,10 +155,80 @@ def test_front_matter_is_parsed_keeping_values_as_written(tmp_path: Path) -> Non
     ],
     ids=["alias", "invalid-yaml", "not-a-mapping"],
 )
-def test_bad_front_matter_is_treated_as_plain(tmp_path: Path, front: str) -> None:
+def test_bad_front_matter_is_read_as_plain_and_says_why(tmp_path: Path, front: str) -> None:
     checkpoint = parse(tmp_path, front + "some text\n")
     assert checkpoint.format is CheckpointFormat.PLAIN
     assert dict(checkpoint.fields) == {}
+    assert checkpoint.parse_error is not None
+    assert checkpoint.parse_error.startswith("its front matter (between the '---' lines) ")
+
+
+def test_why_front_matter_cannot_be_read(tmp_path: Path) -> None:
+    def why(front: str) -> str | None:
+        return parse(tmp_path, front + "text\n").parse_error
+
+    assert why("---\nfeature: hello: api\n---\n") == (
+        "its front matter (between the '---' lines) is not valid YAML: mapping values are not "
+        "allowed here (line 2)"
+    )
+    assert "YAML aliases are not allowed" in (why("---\na: &x 1\nb: *x\n---\n") or "")
+    assert "is a list, not a mapping" in (why("---\n- a\n---\n") or "")
+    assert "is a single value, not a mapping" in (why("---\njust words\n---\n") or "")
+    assert "is empty" in (why("---\n---\n") or "")
+
+
+def test_good_checkpoints_have_no_parse_error(tmp_path: Path) -> None:
+    for text in (UPSTREAM_HEADER_BLOCK, "STATUS=complete\n", "---\na: b\n---\nx\n", "plain\n", ""):
+        assert parse(tmp_path, text).parse_error is None
+
+
+def test_sections_hold_the_text_under_each_heading(tmp_path: Path) -> None:
+    text = (
+        "# Checkpoint: 001-discovery-trigger.md\n"
+        "**From:** Orchestrator\n"
+        "## Work Completed\n"
+        "Looked around.\n"
+        "## Action Required\n"
+        "\n"
+        "### AC1\n"
+        "- test one\n"
+        "```\n"
+        "## not a heading, inside a fence\n"
+        "```\n"
+        "## Expected Response  ##\n"
+        "## Action Required\n"
+        "- test two\n"
+    )
+    sections = parse(tmp_path, text, "001-discovery-trigger.md").sections
+    assert dict(sections) == {
+        "work_completed": "Looked around.",
+        "action_required": (
+            "### AC1\n- test one\n```\n## not a heading, inside a fence\n```\n- test two"
+        ),
+        "expected_response": "",
+    }
+
+
+def test_the_instructions_examples_have_their_sections(tmp_path: Path) -> None:
+    checkpoint = parse(tmp_path, instructions_block("orchestrator"), "001-discovery-trigger.md")
+    assert set(checkpoint.sections) == {
+        "work_completed",
+        "action_required",
+        "expected_response",
+        "metrics",
+        "git_commit",
+    }
+    assert checkpoint.sections["action_required"].startswith("The test plan: one bullet")
+    assert checkpoint.sections["git_commit"] == "none"
+
+
+def test_front_matter_sections_come_from_the_body(tmp_path: Path) -> None:
+    checkpoint = parse(tmp_path, "---\n# a: comment\nfeature: x\n---\n## Plan\n- a test\n")
+    assert dict(checkpoint.sections) == {"plan": "- a test"}
+
+
+def test_key_value_checkpoints_have_no_sections(tmp_path: Path) -> None:
+    assert dict(parse(tmp_path, "STATUS=complete\n## Plan=x\n").sections) == {}
 
 
 def test_plain_text_is_plain_with_the_whole_text_as_body(tmp_path: Path) -> None:

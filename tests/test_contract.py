@@ -16,8 +16,10 @@ from tmops_hookspecs import (
     AgentEvent,
     Checkpoint,
     CheckpointFormat,
+    CheckpointRequirement,
     ConfigError,
     Event,
+    FeatureContext,
     Gate,
     Invocation,
     Outcome,
@@ -141,6 +143,74 @@ def test_phase_checkpoint_names_follow_the_upstream_protocol() -> None:
             completion_checkpoint="SUMMARY.md",
             trigger_checkpoint="trigger.txt",
         )
+
+
+def test_a_checkpoint_requirement_checks_itself() -> None:
+    plan = CheckpointRequirement(
+        what="test plan", sections=["action_required"], fields=["details"], pattern=r"\S"
+    )
+    assert plan.sections == ("action_required",)
+    assert plan.fields == ("details",)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        plan.what = "other"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="names no field, no section and no pattern"):
+        CheckpointRequirement(what="nothing")
+    with pytest.raises(ValueError, match="lowercase words joined by '_'"):
+        CheckpointRequirement(what="plan", sections=["Action Required"])
+    with pytest.raises(ValueError, match="lowercase words joined by '_'"):
+        CheckpointRequirement(what="plan", fields=["passing:"])
+    with pytest.raises(ValueError, match="not a regular expression"):
+        CheckpointRequirement(what="run", fields=["passing"], pattern="([0-9]")
+    with pytest.raises(ValueError, match="non-empty string"):
+        CheckpointRequirement(what=" ", fields=["passing"])
+
+
+def test_phases_and_contexts_hold_requirement_records_only() -> None:
+    plan = CheckpointRequirement(what="test plan", sections=["action_required"])
+    phase = PhaseSpec(
+        name="planner",
+        role="planner",
+        instructions="plan",
+        prompt="go",
+        completion_checkpoint="001-plan-complete.md",
+        requires=[plan],
+    )
+    assert phase.requires == (plan,)
+    assert (
+        PhaseSpec(
+            name="x", role="x", instructions="", prompt="", completion_checkpoint="001-x.md"
+        ).requires
+        == ()
+    )
+    with pytest.raises(TypeError, match="CheckpointRequirement records"):
+        PhaseSpec(
+            name="x",
+            role="x",
+            instructions="",
+            prompt="",
+            completion_checkpoint="001-x.md",
+            requires=["## Action Required"],  # type: ignore[list-item]
+        )
+    here = Path("/x")
+    context = FeatureContext(
+        feature="f", run="r", workspace="w", project_root=here, worktree=here, branch="b",
+        run_dir=here, checkpoint_dir=here, requires=[plan],
+    )  # fmt: skip
+    assert context.requires == (plan,)
+    with pytest.raises(TypeError, match="CheckpointRequirement records"):
+        attrs.evolve(context, requires=[{"what": "plan"}])
+
+
+def test_checkpoint_sections_are_read_only() -> None:
+    checkpoint = Checkpoint(
+        name="001-discovery-trigger.md",
+        path=Path("/x/001-discovery-trigger.md"),
+        format=CheckpointFormat.HEADER_BLOCK,
+        sections={"action_required": "- a test"},
+    )
+    assert checkpoint.parse_error is None
+    with pytest.raises(TypeError):
+        checkpoint.sections["action_required"] = "x"  # type: ignore[index]
 
 
 def test_invocation_is_an_argv_list_never_a_shell_line() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -337,7 +338,9 @@ def adopted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
     base = tmp_path_factory.mktemp("adopted")
 
     def hand_write(init: InitResult) -> None:
-        (init.checkpoint_dir / COMPLETIONS["orchestrator"]).write_text(HAND_WRITTEN)
+        path = init.checkpoint_dir / COMPLETIONS["orchestrator"]
+        path.write_text(HAND_WRITTEN)
+        path.chmod(0o644)  # as a person's editor leaves it
 
     finished = run_workflow(base, scripted_config(base / "state"), prepare=hand_write)
     yield finished
@@ -350,6 +353,11 @@ def test_a_hand_written_checkpoint_is_adopted_without_running_the_agent(adopted:
     assert (adoption.outcome, adoption.state, adoption.pid) == ("adopted", "completed", None)
     assert [e["data"]["phase"] for e in adopted.events("phase.adopted")] == ["orchestrator"]
     assert (adopted.init.checkpoint_dir / COMPLETIONS["orchestrator"]).read_text() == HAND_WRITTEN
+
+
+def test_an_adopted_checkpoint_is_made_private(adopted: Finished) -> None:
+    path = adopted.init.checkpoint_dir / COMPLETIONS["orchestrator"]
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
 
 
 def test_a_run_with_an_adopted_checkpoint_completes(adopted: Finished) -> None:
@@ -366,18 +374,42 @@ def test_metrics_mark_the_adopted_phase(adopted: Finished) -> None:
     assert [p["adopted"] for p in metrics["phases"][1:]] == [False, False, False]
 
 
+HAND_WRITTEN_TESTS = """\
+# Checkpoint: 003-tests-complete.md
+**From:** Tester (a person)
+**To:** Orchestrator
+**Timestamp:** 2026-01-01 00:00:00
+**Feature:** slugify
+**Run:** initial
+**Status:** complete
+
+## Work Completed
+- tests/test_slug.py: one test per acceptance criterion
+## Metrics
+- Passing: 0/6
+"""
+
+
 def test_a_hand_written_checkpoint_goes_through_the_phases_gates(tmp_path: Path) -> None:
     def hand_write(init: InitResult) -> None:
         (init.checkpoint_dir / COMPLETIONS["orchestrator"]).write_text(HAND_WRITTEN)
-        tests_done = HAND_WRITTEN.replace(COMPLETIONS["orchestrator"], COMPLETIONS["tester"])
-        (init.checkpoint_dir / COMPLETIONS["tester"]).write_text(tests_done)
+        # it says the tests fail, but none were written: the gate finds no red run
+        (init.checkpoint_dir / COMPLETIONS["tester"]).write_text(HAND_WRITTEN_TESTS)
 
     finished = run_workflow(
         tmp_path, scripted_config(tmp_path / "state", max_retries=0), prepare=hand_write
     )
     try:
         checks = [e["data"] for e in finished.events("gate.checked")]
-        assert ("tester", "tests-fail") in {(c["phase"], c["gate"]) for c in checks}
+        assert (checks[0]["phase"], checks[0]["gate"], checks[0]["passed"]) == (
+            "tester",
+            "tests-fail",
+            False,
+        )
+        [refused] = [e["data"] for e in finished.events("phase.not_adopted")]
+        assert refused["phase"] == "tester"
+        assert "gate tests-fail failed" in refused["reason"]
+        assert finished.status()["status"] == "completed"
     finally:
         finished.close()
 

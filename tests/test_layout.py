@@ -131,7 +131,7 @@ def test_the_project_refers_to_no_path_outside_itself() -> None:
 
 #: The wings of the core, lowest first: a module may import its own layer and those below.
 _LAYERS = (
-    {"lifecycle", "config", "events", "plugins", "git", "__init__"},
+    {"lifecycle", "config", "events", "plugins", "git", "artefacts", "__init__"},
     {"agents", "checkpoints", "workspace", "store"},
     {"orchestration"},
     {"service"},

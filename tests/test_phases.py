@@ -86,6 +86,39 @@ def test_gates() -> None:
     assert phases["verifier"].gates == (Gate.TESTS_PASS,)
 
 
+def test_each_phase_declares_what_its_checkpoint_must_hold() -> None:
+    declared = {
+        name: {(r.what, r.fields, r.sections) for r in spec.requires}
+        for name, spec in _phases().items()
+    }
+    assert declared == {
+        "orchestrator": {
+            ("test plan", ("action_required", "test_plan", "details"),
+             ("action_required", "test_plan")),
+        },
+        "tester": {
+            ("test files", ("test_files", "details"), ("work_completed", "test_files")),
+            ("run of the new tests", ("passing", "details"), ()),
+        },
+        "implementer": {("run of the whole test suite", ("passing", "details"), ())},
+        "verifier": {
+            ("quality score", ("quality_score",), ()),
+            ("merge verdict", ("ready_for_merge",), ()),
+        },
+    }  # fmt: skip
+    for spec in _phases().values():
+        assert all(requirement.hint for requirement in spec.requires)
+
+
+@pytest.mark.parametrize("name", WORKFLOW)
+def test_every_required_section_is_one_the_instructions_name(name: str) -> None:
+    text = load_instructions(name)
+    phase = _phases()[name]
+    first_sections = [r.sections[0] for r in phase.requires if r.sections]
+    for key in first_sections:
+        assert f"## {key.replace('_', ' ').title()}" in text
+
+
 def test_rollback_policies() -> None:
     preserved = {name: spec.rollback.preserve for name, spec in _phases().items()}
     assert preserved == {

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tmops_core.service.demo_project import DEMO_FEATURE
+from tmops_plugins.scripted_roles import ARTEFACT_VENV
 from tmops_plugins.scripted_session import CRASH_EXIT_CODE, FAULT_ENV
 
 from .conftest import log_subjects
@@ -169,3 +170,20 @@ def test_exit_without_result_does_the_work_but_ends_the_stream_early(
     assert "result" not in {line["type"] for line in session.lines}
     assert session.lines[-1]["type"] == "user"
     assert demo.checkpoint("orchestrator").is_file()
+
+
+def test_leave_artefacts_leaves_a_venv_byte_code_and_coverage_uncommitted(
+    demo: Demo, in_process: Runner
+) -> None:
+    session = in_process(demo, demo.argv("tester"), fault="tester:leave-artefacts")
+    check_stream(session)
+    assert (demo.path / ARTEFACT_VENV / "pyvenv.cfg").is_file()
+    assert list((demo.path / "tests" / "__pycache__").glob("*.pyc"))
+    assert (demo.path / ".coverage").is_file()
+    # the agent commits its tests by path, as its instructions say; the rest is left behind
+    committed = subprocess.run(
+        ["git", "show", "--name-only", "--format=", "HEAD"],
+        cwd=demo.path, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert committed == ["tests/test_slug.py"]
+    assert header(demo.checkpoint("tester"))["Status"] == "complete"

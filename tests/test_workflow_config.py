@@ -19,7 +19,8 @@ from tmops_core.workspace.features import InitRequest
 from .conftest import make_repo
 
 # A stand-in agent for the `command` provider: it records what it was given and writes the
-# completion checkpoint named in its arguments, as a header block naming feature and run.
+# completion checkpoint named in its arguments, as a header block naming feature and run, with
+# what the orchestrator's must hold (a plan under ## Action Required).
 AGENT = """\
 import json, os, sys
 folder, name, feature, run, phase, record = sys.argv[1:7]
@@ -29,7 +30,8 @@ with open(record, "a") as out:
     out.write(json.dumps(call) + "\\n")
 body = (f"# Checkpoint: {name}\\n**From:** {phase}\\n**To:** Orchestrator\\n"
         f"**Feature:** {feature}\\n**Run:** {run}\\n**Status:** complete\\n\\n"
-        "## Work Completed\\nreviewed\\n\\n## Quality Score\\nQuality score: 8/10\\n"
+        "## Work Completed\\nreviewed\\n\\n## Action Required\\n- one test per criterion\\n\\n"
+        "## Quality Score\\nQuality score: 8/10\\n"
         "Feature ready for merge: YES\\n")
 temp = os.path.join(folder, "." + name + ".tmp")
 with open(temp, "w") as handle:

@@ -3,6 +3,8 @@
 Calls are argv lists (never a shell), refs and paths come after ``--end-of-options`` or ``--``,
 repository hooks are switched off for tmops' own calls (``core.hooksPath=/dev/null``), and git
 never prompts. Errors become :class:`~tmops_hookspecs.WorkspaceError` with git's own message.
+The commits tmops makes never hold build artefacts (:mod:`tmops_core.artefacts`); it never
+edits the repository's ignore files to get there.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from pathlib import Path
 
 import attrs
 
+from tmops_core.artefacts import (
+    VENV_MARKER,
+    artefact_pathspecs,
+    exclude_pathspecs,
+    exclude_patterns,
+    is_artefact,
+    venv_roots,
+)
 from tmops_hookspecs import WorkspaceError
 
 __all__ = ["BranchMoved", "Git", "Worktree", "find_git"]
@@ -216,6 +226,9 @@ class Git:
         :class:`BranchMoved`. The branch is moved with a compare-and-swap inside ``guard()``
         (the store's fenced transaction), so a run that lost its fencing token never moves it.
         One ``git status`` answers "is anything left?" and "where is HEAD?" on the handoff path.
+
+        The commit never holds a build artefact (:meth:`_stage_work`); with nothing but
+        artefacts left, nothing is committed.
         """
         output = self.run("status", "--porcelain=v2", "--branch").stdout
         head = next(
@@ -228,7 +241,8 @@ class Git:
             raise BranchMoved(branch, expected, head)
         if not any(line and not line.startswith("#") for line in output.splitlines()):
             return head, None
-        self.run("add", "--all")
+        if not self._stage_work(head):
+            return head, None
         tree = self.run("write-tree").stdout.strip()
         identity: list[str] = []
         if self.run("config", "--get", "user.email", check=False).returncode != 0:
@@ -243,6 +257,35 @@ class Git:
         if moved.returncode != 0:
             raise BranchMoved(branch, head, self.rev(f"refs/heads/{branch}"))
         return commit, commit
+
+    def _stage_work(self, head: str | None) -> bool:
+        """Stage what is left in the worktree but build artefacts; whether anything is staged.
+
+        Artefacts (:mod:`tmops_core.artefacts`: byte code, tool caches, virtual environments,
+        coverage data, egg-info, node_modules) are left out whether or not a .gitignore names
+        them, tracked or not, and one the agent staged itself is unstaged (it stays on disk):
+        this commit is tmops' own. What the agent committed itself is its own commit.
+        """
+        # Virtual environments are known by their pyvenv.cfg, wherever they are and whatever
+        # their name: tracked, staged or untracked (not ignored: git add skips those anyway).
+        markers = self.run(
+            "ls-files", "-z", "--cached", "--others", "--exclude-standard",
+            *(f"--exclude={pattern}" for pattern in exclude_patterns()),
+            "--", f":(glob)**/{VENV_MARKER}",
+        ).stdout  # fmt: skip
+        venvs = venv_roots(markers.split("\0"))
+        self.run("add", "--all", "--", ".", *exclude_pathspecs(venvs))
+        staged = self.run("diff", "--cached", "--name-only", "--no-renames", "-z").stdout
+        paths = [path for path in staged.split("\0") if path]
+        if any(is_artefact(path, venvs) for path in paths):
+            # staged by the agent itself: out of the index, left on disk
+            if head is None:
+                self.run("rm", "-r", "--cached", "--quiet", "--ignore-unmatch", "--",
+                         *artefact_pathspecs(venvs))  # fmt: skip
+            else:
+                self.run("reset", "--quiet", "--", *artefact_pathspecs(venvs))
+            paths = [path for path in paths if not is_artefact(path, venvs)]
+        return bool(paths)
 
     def rev(self, ref: str) -> str | None:
         """The commit ``ref`` names, or ``None`` if it names none."""

@@ -28,6 +28,7 @@ __all__ = [
     "Artifact",
     "Checkpoint",
     "CheckpointFormat",
+    "CheckpointRequirement",
     "Event",
     "EventMetadata",
     "FeatureContext",
@@ -51,6 +52,9 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 #: Checkpoint file names of the upstream protocol: ``NNN-<phase>-<status>.md`` or ``SUMMARY.md``.
 CHECKPOINT_NAME_PATTERN = re.compile(r"(?:[0-9]{3}-[a-z0-9]+(?:-[a-z0-9]+)*\.md|SUMMARY\.md)")
 _EVENT_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
+#: Keys of :attr:`Checkpoint.fields` and :attr:`Checkpoint.sections`: ``## Action Required``
+#: and ``**Action required:**`` are both ``action_required``.
+_KEY_PATTERN = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
 
 
 def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -74,6 +78,21 @@ def _gates(value: Iterable[Gate]) -> tuple[Gate, ...]:
 
 def _artifacts(value: Iterable[Artifact]) -> frozenset[Artifact]:
     return frozenset(value)
+
+
+def _requirements(value: Iterable[CheckpointRequirement]) -> tuple[CheckpointRequirement, ...]:
+    return tuple(value)
+
+
+def _check_requirements(
+    instance: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]
+) -> None:
+    for item in value:
+        if not isinstance(item, CheckpointRequirement):
+            raise TypeError(
+                f"{type(instance).__name__}.{attribute.name} holds CheckpointRequirement "
+                f"records, got {type(item).__name__}"
+            )
 
 
 def _check_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -248,6 +267,63 @@ class RollbackPolicy:
     preserve: frozenset[Artifact] = attrs.field(default=frozenset(), converter=_artifacts)
 
 
+def _check_keys(instance: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    for key in value:
+        if not isinstance(key, str) or not _KEY_PATTERN.fullmatch(key):
+            raise ValueError(
+                f"{type(instance).__name__}.{attribute.name} are keys as tmops normalises them: "
+                f"lowercase words joined by '_' (like 'action_required' for '## Action "
+                f"Required'), got {key!r}"
+            )
+
+
+def _check_pattern(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{type(instance).__name__}.{attribute.name} must be a string or None")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} is not a regular expression: {exc}"
+        ) from exc
+
+
+def _check_text(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be a non-empty string")
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointRequirement:
+    """One part a phase's completion checkpoint must hold, present and not blank.
+
+    The part is looked for in ``fields`` (keys of :attr:`Checkpoint.fields`, such as
+    ``passing`` for ``- Passing: 0/3``) and ``sections`` (keys of :attr:`Checkpoint.sections`,
+    such as ``action_required`` for ``## Action Required``); any one of them that holds text
+    other than white space, and in which ``pattern`` (when given) is found, meets it.
+    ``pattern`` is searched with :func:`re.search` in the stripped value, multiline (anchor it
+    with ``\\A`` and ``\\Z`` to match a whole value; ``(?i)`` ignores case). With neither fields
+    nor sections, ``pattern`` must be found in the checkpoint's whole text. ``what`` names the
+    part in problems, without an article ("test plan"); ``hint`` tells the agent how to write
+    it.
+    """
+
+    what: str = attrs.field(validator=_check_text)
+    fields: tuple[str, ...] = attrs.field(default=(), converter=_strs, validator=_check_keys)
+    sections: tuple[str, ...] = attrs.field(default=(), converter=_strs, validator=_check_keys)
+    pattern: str | None = attrs.field(default=None, validator=_check_pattern)
+    hint: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.fields or self.sections or self.pattern):
+            raise ValueError(
+                f"CheckpointRequirement {self.what!r} names no field, no section and no "
+                "pattern: give at least one, so that it can be looked for"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class PhaseSpec:
     """One step of the workflow, run as one agent session.
@@ -256,6 +332,11 @@ class PhaseSpec:
     ``{checkpoint_dir}``, ``{trigger_checkpoint}``, ``{completion_checkpoint}`` and
     ``{worktree}``; the engine fills paths in absolute and resolved, and the two checkpoint
     placeholders with bare file names (join them to ``{checkpoint_dir}``).
+
+    ``requires`` says what the completion checkpoint must hold (each part present and not
+    blank); the engine hands it to the validators in :attr:`FeatureContext.requires`, and the
+    built-in ``phase-content`` validator rejects a checkpoint that misses a part. A checkpoint
+    that reports itself blocked need not hold them.
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -268,6 +349,9 @@ class PhaseSpec:
     rollback: RollbackPolicy = attrs.field(factory=RollbackPolicy)
     allowed_tools: tuple[str, ...] = attrs.field(default=(), converter=_strs)
     description: str = ""
+    requires: tuple[CheckpointRequirement, ...] = attrs.field(
+        default=(), converter=_requirements, validator=_check_requirements
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,7 +370,14 @@ class CheckpointFormat(enum.Enum):
 
 @attrs.frozen(kw_only=True)
 class Checkpoint:
-    """A parsed checkpoint file; ``fields`` keys are lowercase (``feature``, ``run``, ...)."""
+    """A parsed checkpoint file.
+
+    ``fields`` keys are lowercase words joined by ``_`` (``feature``, ``run``, ``passing``...);
+    ``sections`` maps each Markdown heading (``#`` or ``##``, the ``# Checkpoint:`` title aside),
+    keyed the same way (``action_required``), to the stripped text under it. ``parse_error``
+    says why the body could not be read as the format it claims (front matter that is not a
+    YAML mapping), else it is None; what could be read is still in ``fields``.
+    """
 
     name: str
     path: Path
@@ -294,6 +385,8 @@ class Checkpoint:
     fields: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     body: str = ""
     size: int = 0
+    sections: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    parse_error: str | None = None
 
 
 class Severity(enum.Enum):
@@ -326,6 +419,10 @@ class FeatureContext:
     run_dir: Path
     checkpoint_dir: Path
     phase: str | None = None
+    #: While validators run on a phase's completion checkpoint: that phase's ``requires``.
+    requires: tuple[CheckpointRequirement, ...] = attrs.field(
+        default=(), converter=_requirements, validator=_check_requirements
+    )
 
 
 Validate = Callable[[Checkpoint, FeatureContext], Iterable[Problem]]

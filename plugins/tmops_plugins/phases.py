@@ -2,7 +2,9 @@
 
 orchestrator -> tester -> implementer -> verifier, handing off through the upstream checkpoint
 files (``001-discovery-trigger.md`` ... ``007-verify-complete.md``) so that a person can take over
-by hand at any point. Each role's instructions are package data in ``instructions/<role>.md``.
+by hand at any point. Each role's instructions are package data in ``instructions/<role>.md``;
+what each completion checkpoint must hold (``PhaseSpec.requires``) is what those instructions
+ask for, in the header-block format they describe or upstream's KEY=VALUE lines.
 """
 
 from __future__ import annotations
@@ -10,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from importlib.resources import files
 
-from tmops_hookspecs import Artifact, Gate, PhaseSpec, RollbackPolicy, hookimpl
+from tmops_hookspecs import (
+    Artifact,
+    CheckpointRequirement,
+    Gate,
+    PhaseSpec,
+    RollbackPolicy,
+    hookimpl,
+)
 
 __all__ = ["WORKFLOW", "load_instructions", "tmops_register_phases"]
 
@@ -22,6 +31,52 @@ _READ_WRITE = ("Read", "Write", "Edit", "Glob", "Grep")
 _RUN_TESTS = ("Bash(python -m pytest:*)", "Bash(pytest:*)")
 _COMMIT = ("Bash(git add:*)", "Bash(git commit:*)")
 _GIT_READ = ("Bash(git log:*)", "Bash(git diff:*)", "Bash(git show:*)")
+
+# What each completion checkpoint must hold. A part is looked for where the role's
+# instructions put it, and in the upstream KEY=VALUE form (DETAILS= holds the free text there).
+# The checkpoint's claims are not trusted either way: the gates run the tests themselves, so a
+# test run is required to be REPORTED (P/N, N > 0), and the tests-fail / tests-pass gate
+# decides whether it really is red or green.
+_TEST_RUN = r"\b[0-9]+[ \t]*/[ \t]*0*[1-9][0-9]*\b"
+_PLAN = CheckpointRequirement(
+    what="test plan",
+    sections=("action_required", "test_plan"),
+    fields=("action_required", "test_plan", "details"),
+    hint="write the plan under '## Action Required': one bullet per test, grouped by "
+    "acceptance criterion, the interface to test against and the test files to create",
+)
+_TEST_FILES = CheckpointRequirement(
+    what="test files",
+    sections=("work_completed", "test_files"),
+    fields=("test_files", "details"),
+    pattern=r"(?i)[\w./-]*test[\w./-]*\.[a-z0-9]{1,8}\b",
+    hint="name each test file under '## Work Completed', as '- tests/test_thing.py: what it "
+    "covers'",
+)
+_FAILING_RUN = CheckpointRequirement(
+    what="run of the new tests",
+    fields=("passing", "details"),
+    pattern=_TEST_RUN,
+    hint="report it under '## Metrics' as '- Passing: 0/N', N the number of new tests",
+)
+_PASSING_RUN = CheckpointRequirement(
+    what="run of the whole test suite",
+    fields=("passing", "details"),
+    pattern=_TEST_RUN,
+    hint="report it under '## Metrics' as '- Passing: N/N', counting the whole suite",
+)
+_SCORE = CheckpointRequirement(
+    what="quality score",
+    fields=("quality_score",),
+    pattern=r"\A(?:10|0?[0-9])\Z",
+    hint="end with '## Quality Score' holding 'Quality score: X/10', X a whole number 0-10",
+)
+_VERDICT = CheckpointRequirement(
+    what="merge verdict",
+    fields=("ready_for_merge",),
+    pattern=r"(?i)\A(?:yes|no)\Z",
+    hint="write 'Feature ready for merge: YES' or 'NO' under '## Quality Score'",
+)
 
 _WHERE = """\
 Feature: {feature} (run {run})
@@ -115,6 +170,7 @@ def tmops_register_phases() -> Iterable[PhaseSpec]:
             rollback=RollbackPolicy(preserve={Artifact.TASK_SPEC}),
             allowed_tools=_READ_WRITE,
             description="reads TASK_SPEC.md and writes the test plan for the tester",
+            requires=(_PLAN,),
         ),
         PhaseSpec(
             name="tester",
@@ -127,6 +183,7 @@ def tmops_register_phases() -> Iterable[PhaseSpec]:
             rollback=RollbackPolicy(preserve={Artifact.TASK_SPEC, Artifact.TESTS}),
             allowed_tools=_READ_WRITE + _COMMIT + _RUN_TESTS,
             description="writes and commits tests that fail (red)",
+            requires=(_TEST_FILES, _FAILING_RUN),
         ),
         PhaseSpec(
             name="implementer",
@@ -139,6 +196,7 @@ def tmops_register_phases() -> Iterable[PhaseSpec]:
             rollback=RollbackPolicy(preserve={Artifact.TASK_SPEC, Artifact.TESTS}),
             allowed_tools=_READ_WRITE + _COMMIT + _RUN_TESTS,
             description="writes and commits the least code that makes the tests pass (green)",
+            requires=(_PASSING_RUN,),
         ),
         PhaseSpec(
             name="verifier",
@@ -151,5 +209,6 @@ def tmops_register_phases() -> Iterable[PhaseSpec]:
             rollback=RollbackPolicy(preserve={Artifact.TASK_SPEC, Artifact.TESTS, Artifact.CODE}),
             allowed_tools=("Read", "Glob", "Grep", "Write", *_GIT_READ, *_RUN_TESTS),
             description="read-only review: tests before code, security, quality score",
+            requires=(_SCORE, _VERDICT),
         ),
     ]

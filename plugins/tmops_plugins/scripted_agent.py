@@ -88,6 +88,9 @@ behaves normally. With the ``:always`` suffix it hits every attempt. Kinds:
   the final text and the result line.
 - ``verifier:refuse``: the review says ``Feature ready for merge: NO`` (score 4/10), once per
   run (a marker in the checkpoint folder remembers it); ``:always`` refuses every review.
+- ``<role>:leave-artefacts``: before its checkpoint, leaves behind, uncommitted, what an agent's
+  tools leave: a virtual environment ``tools-env/`` (``<python> -m venv --without-pip``), byte
+  code (``<python> -m compileall -q tests``) and a ``.coverage`` file.
 
 A malformed or unknown item is an error (message on stderr, exit 1). ``TMOPS_SCRIPTED_DELAY_S``
 (float seconds, default 0) is slept before each action, for live-view demos.

@@ -10,7 +10,8 @@ The contract (what each role does, what its checkpoint says) is in the docstring
   the :class:`Tools` the session gives it (Read, Write, Bash, each shown in the stream), and
   the checkpoint each writes;
 - the faults that change the work (``passing-tests``, ``broken-code``, ``no-checkpoint``,
-  ``wrong-feature``, ``refuse``); the others are the session's (:mod:`tmops_plugins.scripted_agent`).
+  ``wrong-feature``, ``refuse``, ``leave-artefacts``); the others are the session's
+  (:mod:`tmops_plugins.scripted_agent`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import attrs
 from .scripted_session import Context, Fault
 
 __all__ = [
+    "ARTEFACT_VENV",
     "BROKEN_CODE_SOURCE",
     "CODE_FILE",
     "CODE_SOURCE",
@@ -189,9 +191,25 @@ def _header(agent: Tools, sender: str, feature: str, status: str = "complete") -
     )
 
 
+#: The virtual environment the ``leave-artefacts`` fault makes (found by its pyvenv.cfg).
+ARTEFACT_VENV = "tools-env"
+
+
+def _leave_artefacts(agent: Tools) -> None:
+    """What an agent's tools leave behind in the worktree, uncommitted (fault leave-artefacts)."""
+    agent.bash(
+        [sys.executable, "-m", "venv", "--without-pip", ARTEFACT_VENV],
+        "Make a virtual environment for the tools",
+    )
+    agent.bash([sys.executable, "-m", "compileall", "-q", "tests"], "Byte-compile the tests")
+    agent.write(agent.context.worktree / ".coverage", "coverage data of the scripted agent\n")
+
+
 def _checkpoint(agent: Tools, faults: Sequence[Fault], sender: str, body: str, status: str) -> str:
     """Write the completion checkpoint (unless the no-checkpoint fault hits); a summary line."""
     ctx = agent.context
+    if any(f.kind == "leave-artefacts" for f in faults):
+        _leave_artefacts(agent)
     feature = ctx.feature or "unknown"
     if any(f.kind == "wrong-feature" for f in faults):
         feature = f"{feature}-other"

@@ -57,6 +57,7 @@ FAULT_KINDS: Mapping[str, str | None] = {
     "wrong-feature": None,
     "exit-without-result": None,
     "refuse": "verifier",
+    "leave-artefacts": None,
 }
 
 #: (trigger, completion) checkpoint of each role, when the prompt names none.

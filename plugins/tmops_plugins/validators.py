@@ -1,5 +1,5 @@
-"""The built-in checkpoint validators: file safety, UTF-8, identity, the verifier's score, and
-a blocked status.
+"""The built-in checkpoint validators: file safety, UTF-8, identity, the content a phase
+requires, the verifier's score, and a blocked status.
 
 Each validator is a pure function ``(checkpoint, context) -> problems``. Those that look at the
 file itself do so safely: ``lstat`` first, then ``open`` with ``O_NOFOLLOW`` and ``O_NONBLOCK``,
@@ -14,13 +14,22 @@ import re
 import stat
 from collections.abc import Iterable, Iterator
 
-from tmops_hookspecs import Checkpoint, FeatureContext, Problem, Severity, ValidatorSpec, hookimpl
+from tmops_hookspecs import (
+    Checkpoint,
+    CheckpointRequirement,
+    FeatureContext,
+    Problem,
+    Severity,
+    ValidatorSpec,
+    hookimpl,
+)
 
 __all__ = [
     "MAX_CHECKPOINT_BYTES",
     "check_blocked_status",
     "check_file_safety",
     "check_identity",
+    "check_phase_content",
     "check_utf8",
     "check_verifier_score",
     "tmops_register_validators",
@@ -148,10 +157,86 @@ def check_verifier_score(checkpoint: Checkpoint, context: FeatureContext) -> Ite
         )
 
 
+def _blocked(checkpoint: Checkpoint) -> bool:
+    return checkpoint.fields.get("status", "").strip().strip("*`").strip().lower() == "blocked"
+
+
+def _shown(value: str) -> str:
+    line = " ".join(value.split())
+    return repr(line if len(line) <= 60 else line[:57] + "...")
+
+
+def _either(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + (" or " if len(items) > 1 else "") + items[-1]
+
+
+def _places(requirement: CheckpointRequirement) -> str:
+    """Where a requirement is looked for, as a person would write it."""
+    places = []
+    if requirement.sections:
+        titles = [f"'## {key.replace('_', ' ').title()}'" for key in requirement.sections]
+        places.append(f"a section {_either(titles)}")
+    if requirement.fields:
+        lines = [f"'{key.replace('_', ' ').capitalize()}: ...'" for key in requirement.fields]
+        places.append(f"a line {_either(lines)}")
+    if not places:
+        return f"text matching `{requirement.pattern}`"
+    return ", or ".join(places)
+
+
+def _unmet(checkpoint: Checkpoint, requirement: CheckpointRequirement) -> str | None:
+    """Why ``checkpoint`` does not hold ``requirement``, or None when it does."""
+    pattern = re.compile(requirement.pattern, re.M) if requirement.pattern else None
+    missing = f"is missing the {requirement.what} (expected {_places(requirement)})"
+    if not (requirement.fields or requirement.sections):  # then it has a pattern
+        found = pattern is not None and pattern.search(checkpoint.body) is not None
+        return None if found else missing
+    values = [checkpoint.fields.get(key, "") for key in requirement.fields]
+    values += [checkpoint.sections.get(key, "") for key in requirement.sections]
+    present = [value.strip() for value in values if value.strip()]
+    if not present:
+        return missing
+    if pattern is None or any(pattern.search(value) for value in present):
+        return None
+    return (
+        f"has the {requirement.what} as {_shown(present[0])}, which does not match "
+        f"`{requirement.pattern}`"
+    )
+
+
+def check_phase_content(checkpoint: Checkpoint, context: FeatureContext) -> Iterator[Problem]:
+    """The checkpoint can be read and says something: its front matter (if any) parses, it is
+    not empty, and it holds each part its phase requires (``context.requires``, from
+    ``PhaseSpec.requires``). A checkpoint that reports itself blocked need not hold them: the
+    blocked-status validator stops it with the agent's reason."""
+    try:
+        if not stat.S_ISREG(os.lstat(checkpoint.path).st_mode):
+            return  # a symlink, FIFO, ...: file-safety says why
+    except OSError:
+        return
+    if checkpoint.parse_error:
+        yield Problem(
+            message=f"{checkpoint.name} cannot be read: {checkpoint.parse_error}; fix the "
+            "front matter, or write the header-block format of your instructions"
+        )
+    if not checkpoint.body.strip():
+        yield Problem(
+            message=f"{checkpoint.name} is empty; write the header lines and sections your "
+            "instructions describe, in one write"
+        )
+        return
+    if _blocked(checkpoint):
+        return
+    for requirement in context.requires:
+        why = _unmet(checkpoint, requirement)
+        if why is not None:
+            hint = f"; {requirement.hint}" if requirement.hint else ""
+            yield Problem(message=f"{checkpoint.name} {why}{hint}")
+
+
 def check_blocked_status(checkpoint: Checkpoint, context: FeatureContext) -> Iterator[Problem]:
     """A checkpoint whose status is ``blocked`` stops the handoff, with the agent's reason."""
-    status = checkpoint.fields.get("status", "")
-    if status.strip().strip("*`").strip().lower() != "blocked":
+    if not _blocked(checkpoint):
         return
     who = checkpoint.fields.get("from", "").strip() or "agent"
     reason = (
@@ -177,6 +262,12 @@ def tmops_register_validators() -> Iterable[ValidatorSpec]:
             name="identity",
             validate=check_identity,
             description="the feature and run it names are this run's",
+        ),
+        ValidatorSpec(
+            name="phase-content",
+            validate=check_phase_content,
+            description="front matter that parses, not empty, and every part the phase "
+            "requires (PhaseSpec.requires)",
         ),
         ValidatorSpec(
             name="verifier-score",

@@ -1,6 +1,7 @@
 """Reading a checkpoint file: safely (never through a symlink, never blocking on a FIFO, at
 most 1 MiB) and in every body format: the upstream Markdown header block and KEY=VALUE lines,
-plus YAML front matter. It never writes checkpoints and never calls git.
+plus YAML front matter; its fields, its sections, and why a part could not be read. It never
+judges the content (validators do), never writes checkpoints and never calls git.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+import attrs
 import yaml
 from loguru import logger
 
@@ -79,9 +81,16 @@ def parse_checkpoint(path: Path) -> Checkpoint:
     if data is None:
         return empty
     text = data[:MAX_CHECKPOINT_BYTES].decode("utf-8", errors="replace")
-    checkpoint_format, fields = _parse_text(text)
+    parsed = _parse_text(text)
     return Checkpoint(
-        name=path.name, path=path, format=checkpoint_format, fields=fields, body=text, size=size
+        name=path.name,
+        path=path,
+        format=parsed.format,
+        fields=parsed.fields,
+        body=text,
+        size=size,
+        sections=parsed.sections,
+        parse_error=parsed.error,
     )
 
 
@@ -97,24 +106,37 @@ def _read_regular(path: Path) -> tuple[bytes | None, int]:
         return handle.read(MAX_CHECKPOINT_BYTES + 1), info.st_size
 
 
-def _parse_text(text: str) -> tuple[CheckpointFormat, dict[str, str]]:
+@attrs.frozen
+class _Parsed:
+    format: CheckpointFormat
+    fields: dict[str, str]
+    sections: dict[str, str] = attrs.field(factory=dict)
+    error: str | None = None
+
+
+def _parse_text(text: str) -> _Parsed:
     text = text.removeprefix("\ufeff")
     front = _FRONT_MATTER.match(text)
     if front is not None:
-        header = _front_matter_fields(front.group(1))
-        if header is None:  # not a YAML mapping after all
-            return CheckpointFormat.PLAIN, _markdown_fields(text.splitlines())[0]
-        fields = _markdown_fields(text[front.end() :].splitlines())[0]
+        header, error = _front_matter_fields(front.group(1))
+        if header is None:
+            # Read what can be read, as plain Markdown, and say why the front matter could not
+            # be: a validator refuses it rather than tmops guessing what was meant.
+            lines = text.splitlines()
+            return _Parsed(
+                CheckpointFormat.PLAIN, _markdown_fields(lines)[0], _sections(lines), error
+            )
+        lines = text[front.end() :].splitlines()
+        fields = _markdown_fields(lines)[0]
         fields.update(header)
-        return CheckpointFormat.FRONT_MATTER, fields
+        return _Parsed(CheckpointFormat.FRONT_MATTER, fields, _sections(lines))
     lines = text.splitlines()
     first = next((line.strip() for line in lines if line.strip()), "")
     if _KEY_VALUE_FIRST.match(first):
-        return CheckpointFormat.KEY_VALUE, _key_value_fields(lines)
+        return _Parsed(CheckpointFormat.KEY_VALUE, _key_value_fields(lines))
     fields, header_block = _markdown_fields(lines)
-    if header_block:
-        return CheckpointFormat.HEADER_BLOCK, fields
-    return CheckpointFormat.PLAIN, fields
+    checkpoint_format = CheckpointFormat.HEADER_BLOCK if header_block else CheckpointFormat.PLAIN
+    return _Parsed(checkpoint_format, fields, _sections(lines))
 
 
 def _normalize_key(key: str) -> str:
@@ -149,27 +171,44 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _front_matter_fields(source: str) -> dict[str, str] | None:
-    """Top-level scalar entries of a YAML mapping, as written (``YES`` stays ``YES``).
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line saying what is wrong with front matter, and where (lines of the file)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        what = exc.problem or exc.context or "it is not valid YAML"
+        mark = exc.problem_mark or exc.context_mark
+        # +2: marks count from 0, and the front matter starts after the opening '---' line
+        return f"{what} (line {mark.line + 2})" if mark is not None else what
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _front_matter_fields(source: str) -> tuple[dict[str, str] | None, str | None]:
+    """Top-level scalar entries of a YAML mapping, as written (``YES`` stays ``YES``), or None
+    and why the front matter is not one.
 
     The node tree is read instead of constructed objects so that YAML 1.1 does not turn
     ``YES`` into ``True`` or ``08`` into a number; nothing is ever constructed.
     """
+    why = "its front matter (between the '---' lines) "
     try:
         node = yaml.compose(
             source, Loader=_NoAliasLoader
         )  # a SafeLoader: composes, never constructs
-    except (yaml.YAMLError, RecursionError):
-        return None
+    except yaml.YAMLError as exc:
+        return None, why + f"is not valid YAML: {_yaml_problem(exc)}"
+    except RecursionError:
+        return None, why + "nests too deeply to be read"
+    if node is None:
+        return None, why + "is empty; write 'key: value' lines there, or drop the '---' lines"
     if not isinstance(node, yaml.MappingNode):
-        return None
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+        return None, why + f"is {kind}, not a mapping of 'key: value' lines"
     fields: dict[str, str] = {}
     for key_node, value_node in node.value:
         if isinstance(key_node, yaml.ScalarNode) and isinstance(value_node, yaml.ScalarNode):
             key = _normalize_key(str(key_node.value))
             if key:
                 fields[key] = _normalize_value(key, str(value_node.value))
-    return fields
+    return fields, None
 
 
 def _key_value_fields(lines: Iterable[str]) -> dict[str, str]:
@@ -225,6 +264,29 @@ def _markdown_fields(lines: Iterable[str]) -> tuple[dict[str, str], bool]:
             if score and score.group(1)[0].isdigit():
                 _set(fields, "quality_score", score.group(1))
     return fields, header_block
+
+
+def _sections(lines: Iterable[str]) -> dict[str, str]:
+    """The text under each ``#``/``##`` heading (``###`` and deeper stay inside), stripped,
+    by normalised heading; a heading written twice gets both texts. Headings inside a code
+    fence are text."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    fence = False
+    for raw in lines:
+        line = raw.rstrip()
+        if _FENCE.match(line):
+            fence = not fence
+        elif not fence and _TITLE.fullmatch(line):
+            current = None
+            continue
+        elif not fence and (heading := _SECTION.fullmatch(line)):
+            key = _normalize_key(heading.group(2))
+            current = sections.setdefault(key, []) if key else None
+            continue
+        if current is not None:
+            current.append(line)
+    return {key: "\n".join(text).strip() for key, text in sections.items()}
 
 
 def _key_and_value(line: str) -> tuple[str, str, bool]:

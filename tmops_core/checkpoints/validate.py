@@ -1,10 +1,13 @@
 """Running every registered validator on a checkpoint, with a failing validator contained and
-reported as a problem naming it.
+reported as a problem naming it, and with the phase's requirements in the context.
+
+It judges nothing itself: what a checkpoint must hold is declared by its phase
+(``PhaseSpec.requires``) and checked by validators (the built-in ``phase-content``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -13,6 +16,7 @@ from loguru import logger
 from tmops_core.plugins import Registered
 from tmops_hookspecs import (
     Checkpoint,
+    CheckpointRequirement,
     FeatureContext,
     Problem,
     ValidatorSpec,
@@ -29,13 +33,20 @@ def run_validators(
     checkpoint: Checkpoint,
     context: FeatureContext,
     validators: Mapping[str, Registered[ValidatorSpec]],
+    *,
+    requires: Iterable[CheckpointRequirement] = (),
 ) -> list[Problem]:
     """Run every validator on ``checkpoint`` (in name order) and collect their problems.
 
-    Each problem is stamped with the validator's name and the checkpoint's path where it left
-    them empty. A validator that raises, or returns something other than problems, becomes an
-    ERROR problem naming it; it never stops the others.
+    ``requires`` is what the phase whose completion checkpoint this is declares it must hold
+    (``PhaseSpec.requires``); validators find it in ``context.requires``. Each problem is
+    stamped with the validator's name and the checkpoint's path where it left them empty. A
+    validator that raises, or returns something other than problems, becomes an ERROR problem
+    naming it; it never stops the others.
     """
+    requires = tuple(requires)
+    if requires:
+        context = attrs.evolve(context, requires=requires)
     problems: list[Problem] = []
     for name in sorted(validators):
         registered = validators[name]

@@ -1,9 +1,9 @@
 """The judge: what one attempt's ending and its checkpoint mean for the run.
 
-It maps the provider's outcome to a verdict, runs every validator on the completion checkpoint,
-then the phase's gates (the tests must fail after the tester, pass after the implementer), and
-sets a rejected checkpoint aside so its rewrite is seen as new. It never starts an agent, never
-commits and never writes the store: the run loop acts on its verdict.
+It maps the provider's outcome to a verdict, makes the completion checkpoint 0600 and runs every
+validator on it, then the phase's gates (the tests must fail after the tester, pass after the
+implementer), and sets a rejected checkpoint aside so its rewrite is seen as new. It never
+starts an agent, never commits and never writes the store: the run loop acts on its verdict.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tmops_core.config import Config
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.gates import run_gates
 from tmops_core.plugins import Plugins
+from tmops_core.workspace.layout import make_private
 from tmops_hookspecs import AttemptOutcome, FeatureContext, Outcome, PhaseSpec, Severity
 
 __all__ = ["Judge"]
@@ -57,8 +58,11 @@ class Judge:
 
     def check_checkpoint(self, spec: PhaseSpec, path: Path) -> tuple[str, str]:
         """Validators, then the phase's gates; a rejected checkpoint is set aside."""
+        make_private(path)  # an agent's or a person's file, made 0600 like every tmops file
         checkpoint = parse_checkpoint(path)
-        problems = run_validators(checkpoint, self.context(spec.name), self.plugins.validators())
+        problems = run_validators(
+            checkpoint, self.context(spec.name), self.plugins.validators(), requires=spec.requires
+        )
         errors = [p for p in problems if p.severity is Severity.ERROR]
         for problem in problems:
             self.emit("orchestration.checkpoint.problem", phase=spec.name, file=str(path),

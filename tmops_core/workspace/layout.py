@@ -30,6 +30,7 @@ __all__ = [
     "Layout",
     "atomic_write",
     "ensure_private_dir",
+    "make_private",
     "read_features",
     "task_spec_template",
     "validate_feature_name",
@@ -216,6 +217,34 @@ def atomic_write(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+def make_private(path: Path) -> bool:
+    """Make the regular file ``path`` mode 0600, through its own descriptor.
+
+    The file is opened without following a link (``O_NOFOLLOW``) or blocking on a FIFO
+    (``O_NONBLOCK``) and changed with ``fchmod`` only once ``fstat`` shows a regular file, so a
+    name swapped for a link between a check and the chmod can never redirect it.
+
+    :return: whether the file is now 0600; False for a link, a FIFO, anything but a regular
+        file, or a file that cannot be opened or changed (validators report those).
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        if stat.S_IMODE(info.st_mode) != FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def point_current(layout: Layout, feature: str, run: str) -> None:
