@@ -320,24 +320,9 @@ class RunDriver:
         if verdict != "completed":
             self.emit("orchestration.phase.not_adopted", phase=spec.name, reason=reason)
             return None
-        self._make_private(path)
         accepted = self._accept(spec, attempt=None, started=time.monotonic())
         self.emit("orchestration.phase.adopted", phase=spec.name, checkpoint=path.name)
         return accepted
-
-    @staticmethod
-    def _make_private(path: Path) -> None:
-        """A checkpoint tmops takes is readable by its owner only (0600), never through a link."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            os.fchmod(fd, 0o600)
-        except OSError as exc:
-            logger.warning("could not make {} private: {}", path, exc)
-        finally:
-            os.close(fd)
 
     def _accept(
         self, spec: PhaseSpec, *, attempt: _Live | None, started: float
@@ -483,7 +468,6 @@ class RunDriver:
             checkpoint = self.checkpoint_dir / spec.completion_checkpoint
             verdict, reason = self.judge.judge(spec, outcome, checkpoint)
             if verdict == "completed":
-                self._make_private(checkpoint)
                 try:
                     return self._accept(spec, attempt=live, started=started)
                 except BranchMoved:
