@@ -28,7 +28,14 @@ from tmops_core.events import EventBus
 from tmops_core.orchestration.run import RunDriver
 from tmops_core.plugins import Plugins
 from tmops_core.store.sqlite import LostOwnership, Store
-from tmops_core.workspace.layout import Layout, ensure_private_dir, iso, utc_now
+from tmops_core.workspace.layout import (
+    Layout,
+    ensure_private_dir,
+    iso,
+    lstat_checked,
+    open_file,
+    utc_now,
+)
 
 __all__ = ["ENGINE_LOCK", "Engine", "engine_running", "spawn_engine"]
 
@@ -38,8 +45,7 @@ _POLL_S = 0.02
 
 @contextlib.contextmanager
 def _engine_lock(layout: Layout, *, blocking: bool) -> Iterator[bool]:
-    path = layout.tmops_dir / ENGINE_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = open_file(layout.tmops_dir / ENGINE_LOCK, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -53,7 +59,7 @@ def _engine_lock(layout: Layout, *, blocking: bool) -> Iterator[bool]:
 
 def engine_running(layout: Layout) -> bool:
     """Whether an engine process holds this project's engine lock."""
-    if not (layout.tmops_dir / ENGINE_LOCK).exists():
+    if lstat_checked(layout.tmops_dir / ENGINE_LOCK) is None:
         return False
     with _engine_lock(layout, blocking=False) as acquired:
         return not acquired
@@ -69,9 +75,7 @@ def spawn_engine(layout: Layout, *, config_path: Path | None) -> int | None:
     if config_path is not None:
         argv += ["--config", str(config_path.resolve())]
     argv += ["engine", "--workspace", str(layout.project_root)]
-    log = os.open(
-        logs / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600
-    )
+    log = open_file(logs / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         process = subprocess.Popen(
             argv,

@@ -38,7 +38,9 @@ from tmops_core.workspace.layout import (
     FeatureLine,
     Layout,
     atomic_write,
+    check_run_paths,
     iso,
+    rename_checked,
     utc_now,
     write_feature_line,
 )
@@ -206,6 +208,7 @@ class RunDriver:
         return status
 
     def _drive(self) -> tuple[str, str | None]:
+        check_run_paths(self.layout, self.feature, self.run, self.worktree)  # no link, or fail
         providers = self.plugins.providers()
         registered = providers.get(self.provider_name)
         if registered is None:
@@ -260,6 +263,12 @@ class RunDriver:
     # -- one phase ---------------------------------------------------------------------------
 
     def _run_phase(self, spec: PhaseSpec, provider: Provider) -> tuple[str, str | None]:
+        # Nothing the agent is handed, nor a file written for it, may be a link (else: failed).
+        check_run_paths(
+            self.layout, self.feature, self.run, self.worktree,
+            logs=(f"{spec.role}.log", f"gate-{spec.name}.log"),
+            checkpoints=[spec.trigger_checkpoint] if spec.trigger_checkpoint else [],
+        )  # fmt: skip
         self._write_trigger(spec)
         # A phase resumed after a failure keeps the start it had: a rollback must undo all of it.
         earlier = [a.start_commit for a in self.store.attempts(self.feature, self.run)
@@ -554,7 +563,7 @@ class RunDriver:
         """Move a rejected checkpoint out of the way so its rewrite is seen as new."""
         target = path.with_name(f".{path.name}.rejected-{time.time_ns()}")
         try:
-            os.replace(path, target)
-        except OSError as exc:
+            rename_checked(path, target)
+        except (OSError, TmopsError) as exc:
             logger.warning("could not set aside rejected checkpoint {}: {}", path, exc)
         self.arrivals.forget(path.name)
