@@ -20,6 +20,7 @@ from pathlib import Path
 
 import attrs
 
+from tmops_core.lifecycle import RunState, check_run_transition
 from tmops_core.workspace.layout import lstat_checked, open_file
 from tmops_hookspecs import WorkspaceError
 
@@ -273,6 +274,20 @@ class Store:
                 "WHERE feature = ? AND run = ? AND status = 'running'",
                 (now, feature, run),
             )
+
+    def fail_queued_run(self, feature: str, run: str, *, error: str, now: str) -> bool:
+        """Fail a run that is still queued (no engine could start to take it), with ``error``
+        as its last error; return whether it was queued. A run an engine took meanwhile is
+        left to that engine."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT status FROM runs WHERE feature = ? AND run = ?", (feature, run)
+            ).fetchone()
+            if row is None or row["status"] != RunState.QUEUED:
+                return False
+            status = check_run_transition(RunState.QUEUED, RunState.FAILED)
+            self._set_run_status(db, feature, run, status, now, error)
+            return True
 
     def queued_runs(self) -> list[RunRecord]:
         with self._lock:
