@@ -190,9 +190,8 @@ def _absolute(path: Path) -> Path:
 
 
 def _trusted_root(path: Path) -> Path:
-    """Where the walk to ``path`` starts: the folder holding its last ``.tmops`` component (the
-    project root). Outside any ``.tmops`` (a log a caller keeps elsewhere), the deepest folder
-    that exists: tmops guarantees nothing about links it did not make there."""
+    """Where the walk to ``path`` starts: the folder holding its last ``.tmops`` (the project
+    root); outside any ``.tmops`` (a log kept elsewhere), the deepest folder that exists."""
     parts = path.parts
     if TMOPS_DIR in parts:
         index = len(parts) - 1 - parts[::-1].index(TMOPS_DIR)
@@ -346,10 +345,8 @@ def open_file(
 
 
 def lstat_checked(path: Path, *, root: Path | None = None) -> os.stat_result | None:
-    """``lstat`` of ``path`` reached without following a link; ``None`` if it is missing.
-
-    :raises WorkspaceError: ``path`` or a folder on the way is a symlink.
-    """
+    """``lstat`` of ``path`` reached without a link (else :class:`WorkspaceError`); ``None`` if
+    it is missing. A link at ``path`` itself is refused too."""
     path = _absolute(path)
     try:
         parent = open_dir(path.parent, root=root)
@@ -466,11 +463,6 @@ def backup(layout: Layout, feature: str, source: Path) -> Path:
     target = folder / source.name
     atomic_write(target, data)
     return target
-
-
-# --------------------------------------------------------------------------------------------
-# What a run hands to its agents
-# --------------------------------------------------------------------------------------------
 
 
 def check_worktree(layout: Layout, worktree: Path) -> None:
