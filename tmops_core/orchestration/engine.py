@@ -33,6 +33,7 @@ from loguru import logger
 from tmops_core.agents.processes import reap_orphans
 from tmops_core.config import Config
 from tmops_core.events import EventBus
+from tmops_core.lifecycle import AttemptState, RunState
 from tmops_core.orchestration.run import RunDriver
 from tmops_core.plugins import Plugins
 from tmops_core.store.sqlite import LostOwnership, Store
@@ -255,11 +256,11 @@ class Engine:
             with contextlib.suppress(LostOwnership):
                 self.store.finish_attempt(
                     attempt.id, attempt.feature, attempt.run, attempt.fencing,
-                    state="abandoned", outcome="crashed",
+                    state=AttemptState.ABANDONED, outcome="crashed",
                     message="the engine stopped while this attempt ran", session_id=None,
                     cost_usd=attempt.cost_usd, turns=attempt.turns, now=now,
                 )  # fmt: skip
-        for run in self.store.runs_in_state("running"):
+        for run in self.store.runs_in_state(RunState.RUNNING):
             if run.engine_pid and run.engine_pid != os.getpid() and _alive(run.engine_pid):
                 continue
             self.store.requeue(run.feature, run.run, now=now)
