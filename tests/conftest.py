@@ -107,6 +107,7 @@ from tmops_plugins.scripted_agent import DELAY_ENV, main  # noqa: E402
 from tmops_plugins.scripted_session import FAULT_ENV, STATE_ENV  # noqa: E402
 
 from .scripted_support import Demo, Runner, Session, run_subprocess  # noqa: E402
+from .users_support import SECOND_USER, why_no_second_user  # noqa: E402
 
 
 def log_subjects(path: Path) -> list[tuple[str, str]]:
@@ -193,3 +194,24 @@ def claude_bin() -> Path:
             pytest.fail(f"TMOPS_REQUIRE_CLAUDE=1 but {why}")
         pytest.skip(why)
     return found
+
+
+# A second user (``test_features_errors.py``).
+
+
+@pytest.fixture(scope="session")
+def second_user() -> int:
+    """The uid of a second user who can run this venv's ``tmops`` (see
+    :func:`tests.users_support.as_second_user`).
+
+    Needs root (setpriv switches to that user) and a venv the second user can reach: every
+    folder above the clone enterable by all, the venv and the sources it installs readable.
+    Skipped where that does not hold, except that ``TMOPS_REQUIRE_SECOND_USER=1`` (set by CI
+    where it holds) fails.
+    """
+    why = why_no_second_user()
+    if why is not None:
+        if os.environ.get("TMOPS_REQUIRE_SECOND_USER") == "1":
+            pytest.fail(f"TMOPS_REQUIRE_SECOND_USER=1 but the test {why}")
+        pytest.skip(why)
+    return SECOND_USER

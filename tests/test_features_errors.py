@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,7 @@ import pytest
 from tmops_hookspecs import FeatureError, TmopsError, WorkspaceError
 
 from .features_support import branch_exists, git, init, run_cli
-
-TMOPS = str(Path(sys.executable).with_name("tmops"))
-NOBODY = 65534
+from .users_support import TMOPS_SCRIPT, as_second_user
 
 
 def repo_state(repo: Path) -> tuple[set[str], str, str]:
@@ -131,20 +128,20 @@ def test_taken_worktree_path_leaves_no_branch_and_no_feature_folder(repo: Path) 
 
 
 @pytest.fixture
-def nobody_project() -> Iterator[tuple[Path, dict[str, str]]]:
-    """A project owned by user nobody whose ``.tmops`` belongs to root (mode 0755)."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None or os.getuid() != 0:
-        pytest.skip("needs root and setpriv to run tmops as another user")
+def nobody_project(second_user: int) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A project owned by the second user (nobody) whose ``.tmops`` belongs to root (0755).
+
+    Needs root and a second user that can reach this venv (the ``second_user`` fixture).
+    """
     # Not under tmp_path: pytest's base folder is private to root, so nobody could not enter it.
     base = Path(tempfile.mkdtemp(prefix="tmops-nobody-"))
     try:
-        yield _nobody_project(base)
+        yield _nobody_project(base, second_user)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _nobody_project(base: Path) -> tuple[Path, dict[str, str]]:
+def _nobody_project(base: Path, uid: int) -> tuple[Path, dict[str, str]]:
     home = base / "home"
     home.mkdir()
     (home / "gitconfig").write_text("[safe]\n\tdirectory = *\n")
@@ -155,7 +152,7 @@ def _nobody_project(base: Path) -> tuple[Path, dict[str, str]]:
     git(project, *identity, "commit", "-q", "--allow-empty", "-m", "initial commit")
     for folder, dirs, files in os.walk(base):
         for name in (".", *dirs, *files):
-            os.chown(Path(folder, name), NOBODY, NOBODY, follow_symlinks=False)
+            os.chown(Path(folder, name), uid, uid, follow_symlinks=False)
     (project / ".tmops").mkdir(mode=0o755)
     (project / ".tmops").chmod(0o755)
     env = {
@@ -170,9 +167,8 @@ def _nobody_project(base: Path) -> tuple[Path, dict[str, str]]:
 def run_as_nobody(
     project: Path, env: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", TMOPS]
     return subprocess.run(
-        [*argv, *args],
+        as_second_user(TMOPS_SCRIPT, *args),
         cwd=project,
         env=env,
         capture_output=True,

@@ -79,26 +79,26 @@ def cli_project(base: Path, **settings: Any) -> CliProject:
 class Started:
     project: CliProject
     result: Result
-    elapsed: float
+    #: the run's state as soon as ``tmops start`` returned
+    after_start: str
     status: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
     project = cli_project(tmp_path_factory.mktemp("cli-start"))
-    began = time.monotonic()
     result = tmops(
         "--config", str(project.config), "start", DEMO_FEATURE, "--workspace", str(project.root)
     )
-    elapsed = time.monotonic() - began
+    after_start = project.service.status(DEMO_FEATURE, workspace=project.root)["status"]
     status = wait_for(project.service, DEMO_FEATURE, project.root, done=ended, timeout=WAIT_S)
-    yield Started(project, result, elapsed, status)
+    yield Started(project, result, after_start, status)
     project.service.close()
 
 
 def test_start_returns_at_once_with_the_run_id(started: Started) -> None:
     assert started.result.exit_code == 0, started.result.output
-    assert started.elapsed < 3.0
+    assert started.after_start in {"queued", "running"}  # the agents' work takes seconds
     assert f"(run id {started.status['run_id']})" in started.result.output
     assert "queued" in started.result.output
 
@@ -229,11 +229,12 @@ async def test_mcp_start_returns_at_once_and_the_run_completes(tmp_path: Path) -
             tools = {tool.name: tool for tool in (await client.list_tools()).tools}
             schema = tools["tmops_start_orchestration"].input_schema
             assert schema["additionalProperties"] is False
-            began = time.monotonic()
             result = await client.call_tool("tmops_start_orchestration", {"feature": DEMO_FEATURE})
-            elapsed = time.monotonic() - began
+            right_after = await client.call_tool("tmops_get_status", {"feature": DEMO_FEATURE})
             assert result.is_error is False
-            assert elapsed < 1.0
+            assert right_after.structured_content is not None
+            # the call waited for the engine to come up, not for the agents' work (seconds)
+            assert right_after.structured_content["status"] in {"queued", "running"}
             started = result.structured_content
             assert started is not None
             assert started["status"] == "queued"

@@ -3,7 +3,8 @@
 This module owns the reading side of one agent process (:class:`AgentIO`): it writes the
 agent's stdin text without blocking, splits stdout and stderr into lines (a line over
 ``_MAX_LINE_BYTES`` is delivered in pieces), hands every stdout line to ``on_line``, writes
-both streams to the agent's log file (0600, one write per line, never through a symlink), and
+both streams to the agent's log file (0600, one write per line, never through a symlink: under
+``.tmops/`` no folder on the way may be one either), and
 keeps the last :data:`STDERR_TAIL_BYTES` of stderr and the time of the last output (for the
 idle limit).
 
@@ -16,7 +17,6 @@ log through a symlink, nor let an exception from ``on_line`` stop the reading.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import subprocess
@@ -27,7 +27,7 @@ from typing import IO
 
 from loguru import logger
 
-from tmops_core.workspace.layout import DIR_MODE, FILE_MODE
+from tmops_core.workspace.layout import FILE_MODE, open_file
 from tmops_hookspecs import WorkspaceError
 
 __all__ = ["STDERR_TAIL_BYTES", "AgentIO"]
@@ -43,34 +43,13 @@ _MAX_LINE_BYTES = 32 * 1024 * 1024
 _DRAIN_MAX_S = 10.0
 
 
-def _ensure_private_parents(directory: Path) -> None:
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, DIR_MODE)
-            os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
-
-
 def _open_log(path: Path) -> int:
+    # Under .tmops every folder on the way is checked (no link) and missing ones made 0700.
     try:
-        _ensure_private_parents(path.parent)
-        fd = os.open(
-            path,
-            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
-            FILE_MODE,
-        )
+        fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, create_dirs=True)
+    except WorkspaceError as exc:
+        raise WorkspaceError(f"cannot open the agent log: {exc.message}", hint=exc.hint) from exc
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise WorkspaceError(
-                f"the agent log {path} is a symlink; tmops does not write through links",
-                hint=f"remove the link (`rm {path}`) and try again",
-            ) from exc
         raise WorkspaceError(f"cannot open the agent log {path}: {exc.strerror}") from exc
     with contextlib.suppress(OSError):
         os.fchmod(fd, FILE_MODE)

@@ -1,7 +1,8 @@
-"""Reading a checkpoint file: safely (never through a symlink, never blocking on a FIFO, at
-most 1 MiB) and in every body format: the upstream Markdown header block and KEY=VALUE lines,
-plus YAML front matter; its fields, its sections, and why a part could not be read. It never
-judges the content (validators do), never writes checkpoints and never calls git.
+"""Reading a checkpoint file: safely (never through a symlink, nor through a linked folder
+under ``.tmops/``, never blocking on a FIFO, at most 1 MiB) and in every body format: the
+upstream Markdown header block and KEY=VALUE lines, plus YAML front matter; its fields, its
+sections, and why a part could not be read. It never judges the content (validators do), never
+writes checkpoints and never calls git.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import attrs
 import yaml
 from loguru import logger
 
+from tmops_core.workspace.layout import open_file
 from tmops_hookspecs import (
     Checkpoint,
     CheckpointFormat,
+    WorkspaceError,
 )
 
 __all__ = ["MAX_CHECKPOINT_BYTES", "parse_checkpoint"]
@@ -75,10 +78,8 @@ def parse_checkpoint(path: Path) -> Checkpoint:
         return empty
     try:
         data, size = _read_regular(path)
-    except OSError as exc:
+    except (OSError, WorkspaceError) as exc:
         logger.debug("cannot read checkpoint {}: {}", path, exc)
-        return empty
-    if data is None:
         return empty
     text = data[:MAX_CHECKPOINT_BYTES].decode("utf-8", errors="replace")
     parsed = _parse_text(text)
@@ -94,16 +95,15 @@ def parse_checkpoint(path: Path) -> Checkpoint:
     )
 
 
-def _read_regular(path: Path) -> tuple[bytes | None, int]:
+def _read_regular(path: Path) -> tuple[bytes, int]:
     """The first ``MAX_CHECKPOINT_BYTES + 1`` bytes of a regular file, opened without following
-    a symlink or blocking on a FIFO; ``None`` if what was opened is not a regular file."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags)
+    a symlink (under ``.tmops/``, in no folder on the way either) or blocking on a FIFO.
+
+    :raises WorkspaceError: what was opened is not a regular file (swapped since the lstat).
+    """
+    fd = open_file(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):  # swapped for something else since the lstat
-            return None, info.st_size
-        return handle.read(MAX_CHECKPOINT_BYTES + 1), info.st_size
+        return handle.read(MAX_CHECKPOINT_BYTES + 1), os.fstat(fd).st_size
 
 
 @attrs.frozen

@@ -1,18 +1,26 @@
 """The engine: admits queued runs under the concurrency limit, in FIFO order, and drives each.
 
 One engine serves a project at a time (it holds ``.tmops/engine.lock``). ``start`` only queues
-a run and makes sure an engine is serving, so it returns at once; the engine runs as a
-background process (``tmops engine``) that exits when nothing is left to do. On start-up it
-reconciles the store with the processes: agents of a dead engine are killed and their runs
-queued again, to be resumed from their phase (a completion checkpoint written meanwhile is
-adopted).
+a run and makes sure an engine is serving, so it returns as soon as the engine is up; the engine
+runs as a background process (``tmops engine``) that exits when nothing is left to do. On
+start-up it reconciles the store with the processes: agents of a dead engine are killed and
+their runs queued again, to be resumed from their phase (a completion checkpoint written
+meanwhile is adopted).
+
+:func:`spawn_engine` never leaves a failed start silent: the engine tells it through a pipe
+once it holds the lock; if it exits first, the error it wrote to ``.tmops/logs/engine.log`` is
+raised to the caller as a :class:`~tmops_hookspecs.WorkspaceError`. The lock and the log are
+never opened through a symlink.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
+import re
+import select
 import subprocess
 import sys
 import threading
@@ -29,18 +37,35 @@ from tmops_core.lifecycle import AttemptState, RunState
 from tmops_core.orchestration.run import RunDriver
 from tmops_core.plugins import Plugins
 from tmops_core.store.sqlite import LostOwnership, Store
-from tmops_core.workspace.layout import Layout, ensure_private_dir, iso, utc_now
+from tmops_core.workspace.layout import (
+    Layout,
+    ensure_private_dir,
+    iso,
+    lstat_checked,
+    open_file,
+    utc_now,
+)
+from tmops_hookspecs import WorkspaceError
 
-__all__ = ["ENGINE_LOCK", "Engine", "engine_running", "spawn_engine"]
+__all__ = ["ENGINE_LOCK", "ENGINE_LOG", "Engine", "engine_running", "first_error", "spawn_engine"]
 
 ENGINE_LOCK = "engine.lock"
+#: The engine's log, relative to ``.tmops/``.
+ENGINE_LOG = Path("logs") / "engine.log"
+#: What the engine writes to its ready pipe once it holds the lock.
+READY = b"ready\n"
 _POLL_S = 0.02
+#: How long ``start`` waits for a spawned engine to come up. It only waits that long for an
+#: engine that neither takes the lock nor exits (then it lets it go on starting).
+_READY_WAIT_S = 15.0
+#: How much of the log's new output is read back to find the error of an engine that died.
+_LOG_TAIL_BYTES = 64 * 1024
+_LOGURU_ERROR = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} (?:ERROR|CRITICAL)\s+(.*)$")
 
 
 @contextlib.contextmanager
 def _engine_lock(layout: Layout, *, blocking: bool) -> Iterator[bool]:
-    path = layout.tmops_dir / ENGINE_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = open_file(layout.tmops_dir / ENGINE_LOCK, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -54,38 +79,101 @@ def _engine_lock(layout: Layout, *, blocking: bool) -> Iterator[bool]:
 
 def engine_running(layout: Layout) -> bool:
     """Whether an engine process holds this project's engine lock."""
-    if not (layout.tmops_dir / ENGINE_LOCK).exists():
+    if lstat_checked(layout.tmops_dir / ENGINE_LOCK) is None:
         return False
     with _engine_lock(layout, blocking=False) as acquired:
         return not acquired
 
 
 def spawn_engine(layout: Layout, *, config_path: Path | None) -> int | None:
-    """Start ``tmops engine`` in the background for this project unless one is serving."""
+    """Start ``tmops engine`` in the background for this project unless one is serving, and
+    wait (at most ``_READY_WAIT_S``) until it holds the engine lock.
+
+    :return: the pid of the new engine, or ``None`` if one was serving already.
+    :raises WorkspaceError: the log cannot be opened (a symlink...), or the engine exited
+        before it took the lock: the message is the first error it wrote to its log.
+    """
     if engine_running(layout):
         return None
-    logs = layout.tmops_dir / "logs"
-    ensure_private_dir(logs)
+    ensure_private_dir(layout.tmops_dir)
+    log_path = layout.tmops_dir / ENGINE_LOG
+    ensure_private_dir(log_path.parent)
+    ready_r, ready_w = os.pipe()
     argv = [sys.executable, "-m", "tmops_core.surfaces.cli"]
     if config_path is not None:
         argv += ["--config", str(config_path.resolve())]
-    argv += ["engine", "--workspace", str(layout.project_root)]
-    log = os.open(
-        logs / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600
-    )
+    argv += ["engine", "--workspace", str(layout.project_root), "--ready-fd", str(ready_w)]
     try:
-        process = subprocess.Popen(
-            argv,
-            cwd=layout.project_root,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # outlives the CLI call or MCP request that started it
-            close_fds=True,
-        )
+        log = open_file(log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+        try:
+            offset = os.fstat(log).st_size  # the engine's own output starts here
+            try:
+                process = subprocess.Popen(
+                    argv,
+                    cwd=layout.project_root,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,  # outlives the CLI call or MCP request
+                    close_fds=True,
+                    pass_fds=(ready_w,),
+                )
+            except OSError as exc:
+                raise WorkspaceError(f"cannot start the engine {argv[0]}: {exc}") from exc
+            os.close(ready_w)
+            ready_w = -1
+            _await_engine(process, ready_r, log, offset, log_path)
+        finally:
+            os.close(log)
     finally:
-        os.close(log)
+        os.close(ready_r)
+        if ready_w >= 0:
+            os.close(ready_w)
     return process.pid
+
+
+def _await_engine(
+    process: subprocess.Popen[bytes], ready_r: int, log: int, offset: int, log_path: Path
+) -> None:
+    """Return once the engine said it holds the lock (or is still starting after the wait);
+    raise with its first error if it exited without taking it."""
+    poller = select.poll()
+    poller.register(ready_r, select.POLLIN)
+    if not poller.poll(_READY_WAIT_S * 1000):
+        logger.warning("the engine (pid {}) is still starting; see {}", process.pid, log_path)
+        return
+    if os.read(ready_r, len(READY)) == READY:
+        return
+    # End of file: the engine exited (or closed the pipe) before it held the lock.
+    try:
+        returncode = process.wait(timeout=_READY_WAIT_S)
+    except subprocess.TimeoutExpired:
+        return
+    if returncode == 0:  # it found another engine serving the project
+        return
+    output = os.pread(log, _LOG_TAIL_BYTES, offset).decode("utf-8", errors="replace")
+    raise WorkspaceError(
+        f"the engine exited at start-up (exit code {returncode}): {first_error(output)}",
+        hint=f"its whole output is in {log_path}",
+    )
+
+
+def first_error(output: str) -> str:
+    """The first error in an engine's output: a user error as the CLI prints it (with its hint),
+    a logged error, or the exception line of a traceback; else its last line."""
+    lines = [line.rstrip() for line in output.splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.startswith("Error: "):
+            more = itertools.takewhile(lambda part: part.startswith("  "), lines[index + 1 :])
+            return " ".join([line.removeprefix("Error: "), *(part.strip() for part in more)])
+        logged = _LOGURU_ERROR.match(line)
+        if logged:
+            return logged.group(1)
+        if line.startswith("Traceback (most recent call last)"):
+            raised = next((part for part in lines[index + 1 :] if not part.startswith(" ")), None)
+            if raised is not None:
+                return raised
+    return lines[-1] if lines else "it wrote nothing"
 
 
 class Engine:
@@ -110,11 +198,18 @@ class Engine:
         self.cancel = threading.Event()
         self._threads: dict[tuple[str, str], threading.Thread] = {}
 
-    def serve(self, *, idle_exit_s: float = 2.0, on_idle: Callable[[], None] | None = None) -> bool:
+    def serve(
+        self,
+        *,
+        idle_exit_s: float = 2.0,
+        on_idle: Callable[[], None] | None = None,
+        on_serving: Callable[[], None] | None = None,
+    ) -> bool:
         """Hold the engine lock and drive runs; return False if another engine is serving.
 
-        ``on_idle`` is called when the engine has decided to stop, while it still holds the
-        lock (a seam for embedding and tests).
+        ``on_serving`` is called once the lock is held for the first time (the engine is up);
+        ``on_idle`` when the engine has decided to stop, while it still holds the lock (seams
+        for ``start`` and for embedding and tests).
         """
         ensure_private_dir(self.layout.tmops_dir)
         served = False
@@ -122,6 +217,8 @@ class Engine:
             with _engine_lock(self.layout, blocking=False) as acquired:
                 if not acquired:
                     return served
+                if not served and on_serving is not None:
+                    on_serving()
                 served = True
                 self._serve_locked(idle_exit_s)
                 if on_idle is not None:

@@ -8,7 +8,6 @@ starts an agent, never commits and never writes the store: the run loop acts on 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +22,8 @@ from tmops_core.config import Config
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.gates import run_gates
 from tmops_core.plugins import Plugins
-from tmops_core.workspace.layout import make_private
-from tmops_hookspecs import AttemptOutcome, FeatureContext, Outcome, PhaseSpec, Severity
+from tmops_core.workspace.layout import make_private, rename_checked
+from tmops_hookspecs import AttemptOutcome, FeatureContext, Outcome, PhaseSpec, Severity, TmopsError
 
 __all__ = ["Judge"]
 
@@ -92,8 +91,8 @@ class Judge:
         """Move a rejected checkpoint out of the way so its rewrite is seen as new."""
         target = path.with_name(f".{path.name}.rejected-{time.time_ns()}")
         try:
-            os.replace(path, target)
-        except OSError as exc:
+            rename_checked(path, target)
+        except (OSError, TmopsError) as exc:
             logger.warning("could not set aside rejected checkpoint {}: {}", path, exc)
         self.forget(path.name)
 

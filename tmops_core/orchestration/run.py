@@ -42,7 +42,9 @@ from tmops_core.store.sqlite import AttemptRecord, LostOwnership, Store
 from tmops_core.workspace.layout import (
     FeatureLine,
     Layout,
+    check_run_paths,
     iso,
+    rename_checked,
     utc_now,
     write_feature_line,
 )
@@ -209,6 +211,7 @@ class RunDriver:
         return ending.state.value
 
     def _drive(self) -> _Ending:
+        check_run_paths(self.layout, self.feature, self.run, self.worktree)  # no link, or fail
         providers = self.plugins.providers()
         registered = providers.get(self.provider_name)
         if registered is None:
@@ -395,11 +398,14 @@ class RunDriver:
             # Set the reworked phases' checkpoints aside first: a crash before the rework is
             # recorded must not let the next engine adopt them as they were.
             review = path.with_name(f".{path.name}.rework-{rounds + 1}")
-            os.replace(path, review)
+            rename_checked(path, review, root=self.layout.project_root)
             for name in self.workflow[self.workflow.index(target) : self.workflow.index(spec.name)]:
                 done = self.checkpoint_dir / self.plugins.phases()[name].spec.completion_checkpoint
                 if os.path.lexists(done):
-                    os.replace(done, done.with_name(f".{done.name}.rework-{rounds + 1}"))
+                    rename_checked(
+                        done, done.with_name(f".{done.name}.rework-{rounds + 1}"),
+                        root=self.layout.project_root,
+                    )  # fmt: skip
                 self.arrivals.forget(done.name)
             self.arrivals.forget(path.name)
             state, message = AttemptState.REWORK, f"{refusal}; review: {review}"
@@ -435,6 +441,12 @@ class RunDriver:
     # -- one phase ---------------------------------------------------------------------------
 
     def _run_phase(self, spec: PhaseSpec, provider: Provider) -> _Accepted | _Ending:
+        # Nothing the agent is handed, nor a file written for it, may be a link (else: failed).
+        check_run_paths(
+            self.layout, self.feature, self.run, self.worktree,
+            logs=(f"{spec.role}.log", f"gate-{spec.name}.log"),
+            checkpoints=[spec.trigger_checkpoint] if spec.trigger_checkpoint else [],
+        )  # fmt: skip
         prompts.write_trigger(spec, self.context(spec.name))
         attempts_so_far = self.store.attempts(self.feature, self.run)
         # A phase resumed after a failure keeps the start it had: a rollback must undo all of it.

@@ -1,4 +1,8 @@
-"""The end of a run: SUMMARY.md in the checkpoint folder and metrics.json in the run folder."""
+"""The end of a run: SUMMARY.md in the checkpoint folder and metrics.json in the run folder.
+
+Both are written without following a link (a planted one is refused, so the run fails with the
+reason rather than writing through it).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tmops_core.checkpoints.parse import parse_checkpoint
 from tmops_core.orchestration.crashpoints import crash_point
-from tmops_core.workspace.layout import atomic_write, iso, utc_now
+from tmops_core.workspace.layout import atomic_write, iso, lstat_checked, utc_now
 from tmops_hookspecs import PhaseSpec
 
 if TYPE_CHECKING:
@@ -57,7 +61,7 @@ def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, An
     )
     crash_point("during-summary")
     summary = driver.checkpoint_dir / "SUMMARY.md"
-    if not summary.exists():
+    if lstat_checked(summary) is None:  # one written by hand is kept; a link is refused
         atomic_write(summary, _render(metrics))
     return metrics
 

@@ -17,14 +17,14 @@ from tmops_core.config import LoadedConfig, load_config, redacted, to_data
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
 from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
-from tmops_core.orchestration.engine import Engine, spawn_engine
+from tmops_core.orchestration.engine import READY, Engine, spawn_engine
 from tmops_core.orchestration.run import provider_settings
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.status import feature_status, find_project_root, list_features
 from tmops_core.store.sqlite import STORE_NAME, FeatureRecord, RunRecord, Store
 from tmops_core.workspace.features import InitRequest, InitResult, init_feature
 from tmops_core.workspace.layout import Layout, iso, utc_now, validate_feature_name
-from tmops_hookspecs import ConfigError, FeatureContext, FeatureError
+from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsError, WorkspaceError
 
 __all__ = ["Service"]
 
@@ -159,7 +159,7 @@ class Service:
         if run.active:
             # Already queued or running; make sure an engine serves it (it may have died).
             if spawn:
-                spawn_engine(layout, config_path=self.loaded.source)
+                self._spawn_engine(layout, store, feature, run.run)
             return self._start_answer(run, run.provider or name, "already " + run.status)
         ended = f"run '{run.run}' of '{feature}' has {run.status}"
         if run.status == RunState.COMPLETED:
@@ -177,11 +177,28 @@ class Service:
             "orchestration.run.queued", {"run": run.run, "provider": name}, feature=feature,
             correlation_id=run_id,
         )  # fmt: skip
-        if spawn:
-            spawn_engine(layout, config_path=self.loaded.source)
-        queued = store.run(feature, run.run)
+        queued = store.run(feature, run.run)  # as queued: the engine may take it at once
         assert queued is not None  # noqa: S101 - it was just updated
+        if spawn:
+            self._spawn_engine(layout, store, feature, run.run)
         return self._start_answer(queued, name, "queued")
+
+    def _spawn_engine(self, layout: Layout, store: Store, feature: str, run: str) -> None:
+        """Make sure an engine serves the project; if none can start, the run that waits for
+        it fails with the reason, and the caller gets that reason as an error."""
+        try:
+            spawn_engine(layout, config_path=self.loaded.source)
+        except TmopsError as exc:
+            reason = f"the engine could not start: {exc.message}"
+            now = iso(utc_now())
+            if store.fail_queued_run(feature, run, error=reason, now=now):
+                data = {"run": run, "status": "failed", "message": reason}
+                self.events.emit("orchestration.error", data, feature=feature)
+                store.add_event(feature, run, "orchestration.error", json.dumps(data), now)
+            raise WorkspaceError(
+                f"run '{run}' of '{feature}' failed: {reason}",
+                hint=f"{exc.hint or 'fix that'}, then `tmops start {feature} --resume`",
+            ) from exc
 
     @staticmethod
     def _check_branch(store: Store, record: FeatureRecord, run: RunRecord, *, accept: bool) -> None:
@@ -218,14 +235,25 @@ class Service:
         workspace: Path | None = None,
         idle_exit_s: float = 2.0,
         retry_backoff_s: tuple[float, ...] | None = None,
+        ready_fd: int | None = None,
     ) -> bool:
-        """Drive this project's queue in this process until idle (``tmops engine``)."""
+        """Drive this project's queue in this process until idle (``tmops engine``).
+
+        ``ready_fd`` (the pipe of the ``start`` that spawned this engine) gets
+        :data:`~tmops_core.orchestration.engine.READY` once this engine holds the lock.
+        """
         layout = self._layout(workspace)
         engine = Engine(
             config=self.config, plugins=self.plugins, events=self.events,
             store=self._create_store(layout), layout=layout, retry_backoff_s=retry_backoff_s,
         )  # fmt: skip
-        return engine.serve(idle_exit_s=idle_exit_s)
+
+        def ready() -> None:
+            if ready_fd is not None:
+                os.write(ready_fd, READY)
+                os.close(ready_fd)
+
+        return engine.serve(idle_exit_s=idle_exit_s, on_serving=ready)
 
     def events_since(
         self, feature: str, *, after_id: int = 0, workspace: Path | None = None

@@ -18,8 +18,15 @@ import attrs
 
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
 from tmops_core.store.sqlite import AttemptRecord, RunRecord, Store
-from tmops_core.workspace.layout import FEATURE_NAME, FeatureLine, Layout, iso, read_features
-from tmops_hookspecs import CHECKPOINT_NAME_PATTERN, FeatureError, PhaseSpec
+from tmops_core.workspace.layout import (
+    FEATURE_NAME,
+    FeatureLine,
+    Layout,
+    iso,
+    open_dir,
+    read_features,
+)
+from tmops_hookspecs import CHECKPOINT_NAME_PATTERN, FeatureError, PhaseSpec, WorkspaceError
 
 __all__ = [
     "CheckpointInfo",
@@ -82,22 +89,30 @@ class PhaseProgress:
 
 
 def read_checkpoints(folder: Path) -> list[CheckpointInfo]:
-    """The checkpoint files of a run, by name; links and odd names are not checkpoints."""
-    found = []
+    """The checkpoint files of a run, by name; links and odd names are not checkpoints, and a
+    folder reached through a link has none (the run refuses it with the reason)."""
     try:
-        entries = list(os.scandir(folder))
-    except OSError:
+        fd = open_dir(folder)
+    except (OSError, WorkspaceError):
         return []
-    for entry in entries:
-        if not CHECKPOINT_NAME_PATTERN.fullmatch(entry.name):
-            continue
-        info = entry.stat(follow_symlinks=False)
+    files: list[tuple[str, os.stat_result]] = []
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if CHECKPOINT_NAME_PATTERN.fullmatch(entry.name):
+                    # stat before the folder's descriptor closes: the entry is relative to it
+                    with contextlib.suppress(FileNotFoundError):
+                        files.append((entry.name, entry.stat(follow_symlinks=False)))
+    finally:
+        os.close(fd)
+    found = []
+    for name, info in files:
         if not stat.S_ISREG(info.st_mode):
             continue
-        kind = "summary" if entry.name == "SUMMARY.md" else entry.name[:-3].rsplit("-", 1)[-1]
+        kind = "summary" if name == "SUMMARY.md" else name[:-3].rsplit("-", 1)[-1]
         found.append(
             CheckpointInfo(
-                name=entry.name,
+                name=name,
                 status=kind,
                 timestamp=iso(datetime.fromtimestamp(info.st_mtime, UTC)),
                 size=info.st_size,

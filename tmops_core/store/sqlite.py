@@ -2,7 +2,9 @@
 
 Every change is one transaction. The schema is versioned from the first release: the migration
 files in ``migrations/`` run in order and are recorded in ``schema_migrations``. The database
-file is created 0600. This module owns SQL; nothing else writes to the database.
+file is created 0600, and it (with its ``-wal``, ``-shm`` and ``-journal`` files) is never opened
+through a symlink: the path is checked component by component before SQLite gets it. This module
+owns SQL; nothing else writes to the database.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tmops_core.lifecycle import (
     RunState,
     check_run_transition,
 )
+from tmops_core.workspace.layout import lstat_checked, open_file
 from tmops_hookspecs import WorkspaceError
 
 __all__ = [
@@ -63,6 +66,13 @@ def migrations() -> list[tuple[int, str, list[str]]]:
         statements = [part.strip() for part in text.split(";") if part.strip()]
         found.append((int(match.group(1)), entry.name, statements))
     return sorted(found)
+
+
+def _check_files(path: Path) -> None:
+    """Refuse a symlink on the way to the database or at one of the files SQLite opens beside
+    it; SQLite itself would follow one."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        lstat_checked(path.with_name(path.name + suffix))
 
 
 @attrs.frozen
@@ -136,9 +146,9 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if not path.exists():
-            # Create the file ourselves so it is private from the first byte.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        _check_files(path)
+        # Create the file ourselves so it is private from the first byte (and not a link).
+        os.close(open_file(path, os.O_WRONLY | os.O_CREAT))
         try:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
             self._db = sqlite3.connect(
@@ -158,8 +168,11 @@ class Store:
 
     @classmethod
     def open_existing(cls, path: Path) -> Store | None:
-        """The store at ``path`` if there is one (readers must never create it)."""
-        return cls(path) if path.is_file() else None
+        """The store at ``path`` if there is one (readers must never create it).
+
+        :raises WorkspaceError: it, or a folder on the way to it, is a symlink.
+        """
+        return cls(path) if lstat_checked(path) is not None else None
 
     def close(self) -> None:
         with self._lock:
@@ -270,6 +283,16 @@ class Store:
             db.execute(
                 "UPDATE runs SET engine_pid = NULL WHERE feature = ? AND run = ?", (feature, run)
             )
+
+    def fail_queued_run(self, feature: str, run: str, *, error: str, now: str) -> bool:
+        """Fail a run that is still queued (no engine could start to take it), with ``error``
+        as its last error; return whether it was queued. A run an engine took meanwhile is
+        left to that engine."""
+        with self.transaction() as db:
+            if self._status(db, feature, run) is not RunState.QUEUED:
+                return False
+            self._move_run(db, feature, run, RunState.FAILED, now, error)
+            return True
 
     def queued_runs(self) -> list[RunRecord]:
         with self._lock:

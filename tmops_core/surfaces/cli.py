@@ -349,10 +349,16 @@ def watch_command(state: AppState, feature: str, workspace: Path | None) -> None
 @cli.command("engine", hidden=True)
 @click.option("--workspace", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--idle-exit", type=float, default=2.0, show_default=True)
+@click.option("--ready-fd", type=int, help="A pipe told once this engine holds the lock.")
 @click.pass_obj
-def engine_command(state: AppState, workspace: Path | None, idle_exit: float) -> None:
+def engine_command(
+    state: AppState, workspace: Path | None, idle_exit: float, ready_fd: int | None
+) -> None:
     """Drive the project's queued runs until idle (started in the background by `start`)."""
-    if not state.service.serve_engine(workspace=workspace, idle_exit_s=idle_exit):
+    served = state.service.serve_engine(
+        workspace=workspace, idle_exit_s=idle_exit, ready_fd=ready_fd
+    )
+    if not served:
         click.echo("another engine serves this project", err=True)
 
 

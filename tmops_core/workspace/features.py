@@ -34,8 +34,12 @@ from tmops_core.workspace.layout import (
     is_preflight_spec,
     iso,
     locked,
+    lstat_checked,
+    open_dir,
     point_current,
     read_features,
+    read_text_checked,
+    rename_checked,
     task_spec_template,
     utc_now,
     validate_feature_name,
@@ -228,7 +232,11 @@ def _worktree_path(layout: Layout, config: Config, feature: str, request: InitRe
         return layout.project_root
     root = Path(config.features.worktree_root).expanduser()
     if not root.is_absolute():
-        root = layout.project_root / root
+        # Inside the project the root is not resolved: every component of it is checked (no
+        # link) when the worktree is made and each time a run uses it.
+        root = Path(os.path.normpath(layout.project_root / root))
+        if root.is_relative_to(layout.project_root):
+            return root / feature
     return root.resolve() / feature
 
 
@@ -249,7 +257,7 @@ def _init_native(
         new_tree = _stage_tree(layout, staging, feature, run)
         _ensure_branch(git, config, branch, head, worktree, undo, changes)
         if worktree != layout.project_root:
-            _ensure_worktree(git, branch, worktree, undo, changes)
+            _ensure_worktree(git, layout, branch, worktree, undo, changes)
         changes.extend(_place_tree(layout, staging, new_tree, feature, run, undo))
         previous_run = layout.current_run(feature)
         if previous_run != run:
@@ -275,17 +283,15 @@ def _stage_tree(layout: Layout, staging: Path, feature: str, run: str) -> str | 
     """Build what is missing of the feature tree in ``staging``; say which level is new."""
     feature_dir = layout.feature_dir(feature)
     run_dir = layout.run_dir(feature, run)
-    # A link planted in .tmops (say, committed in a cloned repository) must not redirect writes.
-    for path in (feature_dir, layout.runs_dir(feature), run_dir, layout.docs_dir(feature)):
-        if os.path.islink(path):
-            raise WorkspaceError(
-                f"{path} is a symlink; tmops does not follow links inside .tmops",
-                hint=f"remove the link (`rm {path}`) and run init again",
-            )
-    if os.path.lexists(feature_dir) and os.path.lexists(run_dir):
+    # A link planted in .tmops (say, committed in a cloned repository) must not redirect writes:
+    # lstat_checked refuses one anywhere on the way.
+    for path in (layout.runs_dir(feature), layout.docs_dir(feature)):
+        lstat_checked(path)
+    feature_exists = lstat_checked(feature_dir) is not None
+    if feature_exists and lstat_checked(run_dir) is not None:
         return None
     ensure_private_dir(staging)
-    if not os.path.lexists(feature_dir):
+    if not feature_exists:
         top = staging / feature
         ensure_private_dir(top)
         ensure_private_dir(top / "docs")
@@ -308,9 +314,9 @@ def _initial_spec(layout: Layout, feature: str, run: str) -> str:
     # A new run of an existing feature starts from the spec of the run it follows.
     previous = layout.current_run(feature)
     if previous and previous != run:
-        source = layout.task_spec(feature, previous)
-        with contextlib.suppress(OSError):
-            return source.read_text(encoding="utf-8")
+        text = read_text_checked(layout.task_spec(feature, previous))
+        if text is not None:
+            return text
     return task_spec_template(feature, run, utc_now())
 
 
@@ -320,13 +326,13 @@ def _place_tree(
     changes: list[str] = []
     if level == "feature":
         target = layout.feature_dir(feature)
-        os.rename(staging / feature, target)
+        rename_checked(staging / feature, target)
         undo.push(lambda: shutil.rmtree(target))
         return [f".tmops/{feature}/ (runs/{run}, docs, TASK_SPEC.md)"]
     if level == "run":
         ensure_private_dir(layout.runs_dir(feature))
         target = layout.run_dir(feature, run)
-        os.rename(staging / run, target)
+        rename_checked(staging / run, target)
         undo.push(lambda: shutil.rmtree(target))
         previous = layout.current_run(feature)
         if previous and previous != run:
@@ -353,9 +359,7 @@ def _fill_docs(layout: Layout, feature: str) -> list[str]:
 
 def _ensure_task_spec(layout: Layout, feature: str, run: str) -> list[str]:
     spec = layout.task_spec(feature, run)
-    if os.path.islink(spec):
-        raise WorkspaceError(f"{spec} is a symlink; tmops does not follow it")
-    if not spec.exists():
+    if lstat_checked(spec) is None:  # refuses a link
         atomic_write(spec, task_spec_template(feature, run, utc_now()))
         return ["TASK_SPEC.md"]
     # Kept: a spec from the preflight workflow, or one of a feature tmops already knows.
@@ -388,7 +392,13 @@ def _ensure_branch(
             changes.append(f"checked out {branch}")
 
 
-def _ensure_worktree(git: Git, branch: str, path: Path, undo: _Undo, changes: list[str]) -> None:
+def _ensure_worktree(
+    git: Git, layout: Layout, branch: str, path: Path, undo: _Undo, changes: list[str]
+) -> None:
+    inside = path.is_relative_to(layout.project_root)
+    if inside:  # every folder from the project root down, a link refused (.tmops/worktrees...)
+        os.close(open_dir(path.parent, create=True, root=layout.project_root))
+        lstat_checked(path, root=layout.project_root)
     for worktree in git.worktrees():
         if worktree.path.resolve() == path:
             if worktree.branch != branch:
@@ -403,13 +413,14 @@ def _ensure_worktree(git: Git, branch: str, path: Path, undo: _Undo, changes: li
             f"the worktree path {path} is taken by something else",
             hint=f"move {path} away, or set features.worktree_root to another folder",
         )
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WorkspaceError(
-            f"cannot create the worktree folder {path.parent}: {exc.strerror}",
-            hint="make it a writable folder, or set features.worktree_root elsewhere",
-        ) from exc
+    if not inside:  # a folder the config names outside the project: made as asked
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(
+                f"cannot create the worktree folder {path.parent}: {exc.strerror}",
+                hint="make it a writable folder, or set features.worktree_root elsewhere",
+            ) from exc
     git.add_worktree(path, branch)
     undo.push(lambda: git.remove_worktree(path))
     changes.append(f"worktree {path}")

@@ -1,8 +1,17 @@
 """The on-disk layout of tmops, compatible with the upstream TeamOps v6 workflow.
 
-Owns names (feature and run), paths under ``.tmops/`` and their safety (resolved, inside the
-project, never through a symlink), file modes (0700 directories, 0600 files), the TASK_SPEC.md
-template, FEATURES.txt and lock files. It never calls git and never starts a process.
+Owns names (feature and run), paths under ``.tmops/`` and their safety, file modes (0700
+directories, 0600 files), the TASK_SPEC.md template, FEATURES.txt and lock files. It never calls
+git and never starts a process.
+
+Safety: every file or folder tmops opens or creates under ``.tmops/`` (and under a worktrees
+folder inside the project) is reached from the project root one component at a time, each
+opened relative to its parent's descriptor with ``O_NOFOLLOW`` (:func:`open_dir`,
+:func:`open_file`). A symlink anywhere on the way, or a file where a folder belongs, is refused
+with a :class:`~tmops_hookspecs.WorkspaceError` naming it and saying to remove it; nothing is
+ever read or written through a link. The project root itself (resolved when the
+:class:`Layout` is made) is trusted. The only link tmops makes is ``<feature>/current``, and it
+reads that one without following it.
 """
 
 from __future__ import annotations
@@ -12,9 +21,8 @@ import fcntl
 import os
 import re
 import secrets
-import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,12 +34,21 @@ __all__ = [
     "FEATURE_NAME",
     "PREFLIGHT_MARKERS",
     "RUN_NAME",
+    "TMOPS_DIR",
     "FeatureLine",
     "Layout",
     "atomic_write",
+    "check_run_paths",
+    "check_worktree",
     "ensure_private_dir",
+    "lstat_checked",
     "make_private",
+    "open_dir",
+    "open_file",
+    "read_checked",
     "read_features",
+    "read_text_checked",
+    "rename_checked",
     "task_spec_template",
     "validate_feature_name",
     "validate_run_name",
@@ -45,6 +62,8 @@ RUN_SUBDIRS = ("checkpoints", "logs")
 DOC_SUBDIRS = ("internal", "external", "archive", "images")
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+#: The folder of a project that holds everything tmops keeps.
+TMOPS_DIR = ".tmops"
 
 
 def _shown(value: object) -> str:
@@ -94,7 +113,7 @@ class Layout:
 
     @property
     def tmops_dir(self) -> Path:
-        return self.project_root / ".tmops"
+        return self.project_root / TMOPS_DIR
 
     @property
     def features_file(self) -> Path:
@@ -144,52 +163,51 @@ class Layout:
         return None
 
     def runs(self, feature: str) -> list[str]:
-        runs_dir = self.runs_dir(feature)
-        if not _is_real_dir(runs_dir):
-            return []
-        return sorted(
-            entry.name
-            for entry in os.scandir(runs_dir)
-            if RUN_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
-        )
-
-    def inside(self, path: Path) -> Path:
-        """``path`` resolved, refused unless it stays inside the project root."""
-        resolved = path.resolve()
-        if not resolved.is_relative_to(self.project_root):
-            raise WorkspaceError(f"{path} resolves to {resolved}, outside {self.project_root}")
-        return resolved
-
-
-def _is_real_dir(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def ensure_private_dir(path: Path) -> bool:
-    """Create ``path`` with mode 0700 unless it exists; refuse a symlink or a non-directory.
-
-    :return: whether the directory was created.
-    """
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
+        """The runs of a feature (its ``runs/`` entries that are real folders)."""
         try:
-            os.mkdir(path, DIR_MODE)
-        except PermissionError as exc:
-            raise _not_writable(path.parent) from exc
-        os.chmod(path, DIR_MODE)  # mkdir's mode is filtered by the umask
-        return True
-    if stat.S_ISLNK(info.st_mode):
-        raise WorkspaceError(
-            f"{path} is a symlink; tmops does not follow links inside .tmops",
-            hint=f"remove the link (`rm {path}`) and run the command again",
-        )
-    if not stat.S_ISDIR(info.st_mode):
-        raise WorkspaceError(f"{path} exists and is not a directory", hint=f"move {path} away")
-    return False
+            fd = open_dir(self.runs_dir(feature))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        try:
+            with os.scandir(fd) as entries:
+                return sorted(
+                    entry.name
+                    for entry in entries
+                    if RUN_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+                )
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Opening without following links
+# --------------------------------------------------------------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def _trusted_root(path: Path) -> Path:
+    """Where the walk to ``path`` starts: the folder holding its last ``.tmops`` (the project
+    root); outside any ``.tmops`` (a log kept elsewhere), the deepest folder that exists."""
+    parts = path.parts
+    if TMOPS_DIR in parts:
+        index = len(parts) - 1 - parts[::-1].index(TMOPS_DIR)
+        return Path(*parts[:index])
+    folder = path.parent
+    while not os.path.isdir(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _link_error(path: Path) -> WorkspaceError:
+    return WorkspaceError(
+        f"{path} is a symlink; tmops never follows links under .tmops or the worktrees folder",
+        hint=f"remove the link (`rm {path}`) and run the command again",
+    )
 
 
 def _not_writable(path: Path) -> WorkspaceError:
@@ -200,23 +218,212 @@ def _not_writable(path: Path) -> WorkspaceError:
     )
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` (mode 0600) through a temporary file and a rename."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+def _refusal(parent: int, path: Path, exc: OSError, *, want_dir: bool) -> WorkspaceError:
+    """Why ``path`` (a name in the folder ``parent``) could not be opened as it should."""
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+        mode = os.stat(path.name, dir_fd=parent, follow_symlinks=False).st_mode
+    except OSError:
+        mode = 0
+    if stat.S_ISLNK(mode):
+        return _link_error(path)
+    if want_dir and mode and not stat.S_ISDIR(mode):
+        return WorkspaceError(
+            f"{path} exists and is not a directory", hint=f"move {path} away and try again"
+        )
+    if not want_dir and stat.S_ISDIR(mode):
+        return WorkspaceError(f"{path} is a directory", hint=f"move {path} away and try again")
+    return WorkspaceError(f"cannot open {path}: {exc.strerror}")
+
+
+def _child_dir(parent: int, path: Path, *, create: bool) -> tuple[int, bool]:
+    """Open (creating it 0700 if asked and missing) the folder ``path.name`` in ``parent``."""
+    try:
+        return os.open(path.name, _DIR_FLAGS, dir_fd=parent), False
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as exc:
+        raise _refusal(parent, path, exc, want_dir=True) from exc
+    try:
+        os.mkdir(path.name, DIR_MODE, dir_fd=parent)
+        made = True
+    except FileExistsError:
+        made = False  # made meanwhile by another process: opened (and checked) below
     except PermissionError as exc:
         raise _not_writable(path.parent) from exc
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        fd = os.open(path.name, _DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        raise _refusal(parent, path, exc, want_dir=True) from exc
+    if made:
+        os.fchmod(fd, DIR_MODE)  # mkdir's mode is filtered by the umask
+    return fd, made
+
+
+def _walk(path: Path, root: Path | None, *, create: bool) -> tuple[int, bool]:
+    """A descriptor of the folder ``path`` reached from ``root`` without following a link, and
+    whether its last component was created. ``FileNotFoundError`` if missing and not created."""
+    path = _absolute(path)
+    root = _trusted_root(path) if root is None else _absolute(root)
+    names = path.relative_to(root).parts
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    made = False
+    current = root
+    try:
+        for name in names:
+            current = current / name
+            child, made = _child_dir(fd, current, create=create)
+            os.close(fd)
+            fd = child
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+        os.close(fd)
         raise
+    return fd, made
+
+
+def open_dir(path: Path, *, create: bool = False, root: Path | None = None) -> int:
+    """A descriptor (the caller closes it) of the folder ``path``, every component from the
+    project root (or ``root``) down opened without following a link; with ``create``, missing
+    folders are made 0700.
+
+    :raises WorkspaceError: a component is a symlink or not a folder, or cannot be opened.
+    :raises FileNotFoundError: a component is missing (and ``create`` is false).
+    """
+    return _walk(path, root, create=create)[0]
+
+
+def ensure_private_dir(path: Path, *, root: Path | None = None) -> bool:
+    """Create the folder ``path`` (0700) unless it exists; its parent must exist.
+
+    :return: whether it was created.
+    :raises WorkspaceError: a link or a non-folder on the way, or the parent is not writable.
+    """
+    path = _absolute(path)
+    parent = open_dir(path.parent, root=root)
+    try:
+        fd, made = _child_dir(parent, path, create=True)
+    finally:
+        os.close(parent)
+    os.close(fd)
+    return made
+
+
+def open_file(
+    path: Path,
+    flags: int,
+    *,
+    mode: int = FILE_MODE,
+    create_dirs: bool = False,
+    root: Path | None = None,
+) -> int:
+    """A descriptor of the regular file ``path`` opened with ``flags`` (``O_CREAT`` makes it
+    ``mode``), its folder reached as :func:`open_dir` does and the file itself opened with
+    ``O_NOFOLLOW``; a FIFO or a device is refused without blocking on it.
+
+    :raises WorkspaceError: a link or a non-regular file on the way, or permission denied.
+    :raises FileNotFoundError: it (or a folder on the way) is missing and not to be created.
+    """
+    path = _absolute(path)
+    parent = open_dir(path.parent, create=create_dirs, root=root)
+    try:
+        open_flags = flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(path.name, open_flags, mode, dir_fd=parent)
+    except FileNotFoundError:
+        raise
+    except PermissionError as exc:
+        if flags & os.O_CREAT:
+            raise _not_writable(path.parent) from exc
+        raise WorkspaceError(f"cannot open {path}: permission denied") from exc
+    except OSError as exc:
+        raise _refusal(parent, path, exc, want_dir=False) from exc
+    finally:
+        os.close(parent)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise WorkspaceError(f"{path} is not a regular file", hint=f"move {path} away")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def lstat_checked(path: Path, *, root: Path | None = None) -> os.stat_result | None:
+    """``lstat`` of ``path`` reached without a link (else :class:`WorkspaceError`); ``None`` if
+    it is missing. A link at ``path`` itself is refused too."""
+    path = _absolute(path)
+    try:
+        parent = open_dir(path.parent, root=root)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        info = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(parent)
+    if stat.S_ISLNK(info.st_mode):
+        raise _link_error(path)
+    return info
+
+
+def read_checked(path: Path, *, limit: int | None = None, root: Path | None = None) -> bytes | None:
+    """The bytes of the regular file ``path`` (at most ``limit``), read without following a
+    link; ``None`` if it is missing."""
+    try:
+        fd = open_file(path, os.O_RDONLY, root=root)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read() if limit is None else handle.read(limit)
+
+
+def read_text_checked(path: Path, *, root: Path | None = None) -> str | None:
+    """:func:`read_checked` decoded as UTF-8 (undecodable bytes replaced)."""
+    data = read_checked(path, root=root)
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> None:
+    """Write ``data`` to ``path`` (mode 0600) through a temporary file and a rename, in a folder
+    reached without following a link; a link at ``path`` itself is refused, not replaced."""
+    path = _absolute(path)
+    parent = open_dir(path.parent, root=root)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISLNK(os.stat(path.name, dir_fd=parent, follow_symlinks=False).st_mode):
+                raise _link_error(path)
+        temp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temp, flags, FILE_MODE, dir_fd=parent)
+        except PermissionError as exc:
+            raise _not_writable(path.parent) from exc
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path.name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp, dir_fd=parent)
+            raise
+    finally:
+        os.close(parent)
+
+
+def rename_checked(source: Path, target: Path, *, root: Path | None = None) -> None:
+    """Rename ``source`` to ``target`` (a missing name), both folders reached without links."""
+    source, target = _absolute(source), _absolute(target)
+    source_dir = open_dir(source.parent, root=root)
+    try:
+        target_dir = open_dir(target.parent, root=root)
+        try:
+            if lstat_checked(target, root=root) is not None:
+                raise WorkspaceError(f"{target} exists already", hint=f"move {target} away")
+            os.rename(source.name, target.name, src_dir_fd=source_dir, dst_dir_fd=target_dir)
+        finally:
+            os.close(target_dir)
+    finally:
+        os.close(source_dir)
 
 
 def make_private(path: Path) -> bool:
@@ -250,22 +457,25 @@ def make_private(path: Path) -> bool:
 def point_current(layout: Layout, feature: str, run: str) -> None:
     """Point ``<feature>/current`` at ``runs/<run>``, atomically."""
     link = layout.current_link(feature)
-    if os.path.lexists(link) and not os.path.islink(link):
-        raise WorkspaceError(
-            f"{link} exists and is not a symlink", hint=f"move {link} away and run init again"
-        )
-    temp = link.with_name(f".current.{secrets.token_hex(6)}")
-    os.symlink(f"runs/{run}", temp)
-    os.replace(temp, link)
+    folder = open_dir(link.parent)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISLNK(os.stat(link.name, dir_fd=folder, follow_symlinks=False).st_mode):
+                raise WorkspaceError(
+                    f"{link} exists and is not a symlink",
+                    hint=f"move {link} away and run init again",
+                )
+        temp = f".current.{secrets.token_hex(6)}"
+        os.symlink(f"runs/{run}", temp, dir_fd=folder)
+        os.replace(temp, link.name, src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        os.close(folder)
 
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` (created 0600) for the duration of the block."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    except PermissionError as exc:
-        raise _not_writable(path.parent) from exc
+    fd = open_file(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -275,13 +485,66 @@ def locked(path: Path) -> Iterator[None]:
 
 def backup(layout: Layout, feature: str, source: Path) -> Path:
     """Copy ``source`` into ``.tmops/.backups/<YYYYmmdd-HHMMSS>-<feature>/`` before it changes."""
+    data = read_checked(source) or b""
     ensure_private_dir(layout.backups_dir)
     folder = layout.backups_dir / f"{utc_now():%Y%m%d-%H%M%S}-{feature}"
     ensure_private_dir(folder)
     target = folder / source.name
-    shutil.copy2(source, target, follow_symlinks=False)
-    os.chmod(target, FILE_MODE)
+    atomic_write(target, data)
     return target
+
+
+def check_worktree(layout: Layout, worktree: Path) -> None:
+    """Refuse a worktree reached through a link: inside the project every component from the
+    project root down, elsewhere (an absolute ``features.worktree_root``) the feature's folder.
+
+    :raises WorkspaceError: a link or a non-folder, or the worktree is missing.
+    """
+    worktree = _absolute(worktree)
+    if worktree == layout.project_root:
+        return
+    try:
+        if worktree.is_relative_to(layout.project_root):
+            os.close(open_dir(worktree, root=layout.project_root))
+        else:
+            os.close(open_dir(worktree, root=worktree.parent))
+    except FileNotFoundError as exc:
+        raise WorkspaceError(
+            f"the worktree {worktree} is missing",
+            hint="run `tmops init <feature>` again to restore it",
+        ) from exc
+
+
+def check_run_paths(
+    layout: Layout,
+    feature: str,
+    run: str,
+    worktree: Path,
+    *,
+    logs: Iterable[str] = (),
+    checkpoints: Iterable[str] = (),
+) -> None:
+    """Before a run hands its paths to an agent: the run's folders, TASK_SPEC.md (a regular
+    file), the files named in ``logs`` and ``checkpoints`` (if there) and the worktree, all
+    reached without a link (the checkpoint and log folders are created if missing).
+
+    :raises WorkspaceError: naming the link (or the missing spec) and what to do.
+    """
+    for folder in (layout.checkpoint_dir(feature, run), layout.logs_dir(feature, run)):
+        os.close(open_dir(folder, create=True))
+    spec = layout.task_spec(feature, run)
+    try:
+        os.close(open_file(spec, os.O_RDONLY))
+    except FileNotFoundError as exc:
+        raise WorkspaceError(
+            f"{spec} is missing, so there is no task for the agents",
+            hint=f"write the spec there (`tmops init {feature} --run {run}` makes a template)",
+        ) from exc
+    for name in logs:
+        lstat_checked(layout.logs_dir(feature, run) / name)
+    for name in checkpoints:
+        lstat_checked(layout.checkpoint_dir(feature, run) / name)
+    check_worktree(layout, worktree)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,11 +578,7 @@ As a <role>, I want <capability>, so that <benefit>.
 
 def is_preflight_spec(path: Path) -> bool:
     """Whether an existing TASK_SPEC.md says the preflight workflow created or refined it."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            head = handle.read(64 * 1024)
-    except OSError:
-        return False
+    head = (read_checked(path, limit=64 * 1024) or b"").decode("utf-8", errors="replace")
     return any(marker in head for marker in PREFLIGHT_MARKERS)
 
 
@@ -341,10 +600,7 @@ class FeatureLine:
 
 def read_features(layout: Layout) -> dict[str, FeatureLine]:
     """The lines of FEATURES.txt by feature; lines that do not parse are skipped."""
-    try:
-        text = layout.features_file.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
+    text = read_text_checked(layout.features_file) or ""
     found: dict[str, FeatureLine] = {}
     for line in text.splitlines():
         parts = line.strip().split(":")
@@ -358,10 +614,7 @@ def read_features(layout: Layout) -> dict[str, FeatureLine]:
 def write_feature_line(layout: Layout, line: FeatureLine, *, replace: bool) -> bool:
     """Add (or with ``replace``, update) the line of one feature; return whether it changed."""
     with locked(layout.tmops_dir / ".features.lock"):
-        try:
-            lines = layout.features_file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            lines = []
+        lines = (read_text_checked(layout.features_file) or "").splitlines()
         prefix = f"{line.feature}:"
         index = next((i for i, text in enumerate(lines) if text.startswith(prefix)), None)
         if index is not None and (not replace or lines[index] == line.render()):
