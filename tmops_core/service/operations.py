@@ -15,7 +15,7 @@ from typing import Any
 
 from tmops_core.config import LoadedConfig, load_config, redacted, to_data
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
-from tmops_core.orchestration.engine import Engine, spawn_engine
+from tmops_core.orchestration.daemon import Engine, spawn_engine
 from tmops_core.orchestration.run import provider_settings
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.status import feature_status, find_project_root, list_features

@@ -1,11 +1,11 @@
-"""The engine: admits queued runs under the concurrency limit, in FIFO order, and drives each.
+"""The engine process: one per project, holding ``.tmops/engine.lock``, started in the
+background by ``start``.
 
-One engine serves a project at a time (it holds ``.tmops/engine.lock``). ``start`` only queues
-a run and makes sure an engine is serving, so it returns at once; the engine runs as a
-background process (``tmops engine``) that exits when nothing is left to do. On start-up it
-reconciles the store with the processes: agents of a dead engine are killed and their runs
-queued again, to be resumed from their phase (a completion checkpoint written meanwhile is
-adopted).
+``start`` only queues a run and makes sure an engine is serving, so it returns at once; the
+engine runs as a background process (``tmops engine``) that exits when nothing is left to do.
+On start-up it reconciles the store with the processes: agents of a dead engine are killed and
+their runs queued again, to be resumed from their phase (a completion checkpoint written
+meanwhile is adopted). Admitting and driving runs is :mod:`tmops_core.orchestration.scheduler`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from loguru import logger
 from tmops_core.agents.processes import reap_orphans
 from tmops_core.config import Config
 from tmops_core.events import EventBus
-from tmops_core.orchestration.run import RunDriver
+from tmops_core.orchestration.scheduler import Scheduler
 from tmops_core.plugins import Plugins
 from tmops_core.store.sqlite import LostOwnership, Store
 from tmops_core.workspace.layout import Layout, ensure_private_dir, iso, utc_now
@@ -33,7 +32,6 @@ from tmops_core.workspace.layout import Layout, ensure_private_dir, iso, utc_now
 __all__ = ["ENGINE_LOCK", "Engine", "engine_running", "spawn_engine"]
 
 ENGINE_LOCK = "engine.lock"
-_POLL_S = 0.02
 
 
 @contextlib.contextmanager
@@ -105,9 +103,11 @@ class Engine:
         self.events = events
         self.store = store
         self.layout = layout
-        self.backoff = retry_backoff_s
         self.cancel = threading.Event()
-        self._threads: dict[tuple[str, str], threading.Thread] = {}
+        self.scheduler = Scheduler(
+            config=config, plugins=plugins, events=events, store=store, layout=layout,
+            cancel=self.cancel, retry_backoff_s=retry_backoff_s,
+        )  # fmt: skip
 
     def serve(self, *, idle_exit_s: float = 2.0, on_idle: Callable[[], None] | None = None) -> bool:
         """Hold the engine lock and drive runs; return False if another engine is serving.
@@ -122,28 +122,14 @@ class Engine:
                 if not acquired:
                     return served
                 served = True
-                self._serve_locked(idle_exit_s)
+                self.reconcile()
+                self.scheduler.run(idle_exit_s)
                 if on_idle is not None:
                     on_idle()
             # A run queued while this engine was deciding to stop saw the lock held and started
             # no engine; with the lock released, look once more so it is never stranded.
             if self.cancel.is_set() or not self.store.queued_runs():
                 return True
-
-    def _serve_locked(self, idle_exit_s: float) -> None:
-        self.reconcile()
-        idle_since = time.monotonic()
-        while not self.cancel.is_set():
-            self._reap_threads()
-            admitted = self._admit()
-            if self._threads or admitted:
-                idle_since = time.monotonic()
-            elif time.monotonic() - idle_since >= idle_exit_s:
-                break
-            time.sleep(_POLL_S)
-        for thread in self._threads.values():
-            thread.join()
-        self._threads.clear()
 
     def reconcile(self) -> None:
         """Kill agents a dead engine left behind and queue its runs again."""
@@ -167,46 +153,6 @@ class Engine:
                 continue
             self.store.requeue(run.feature, run.run, now=now)
             logger.info("run {}/{} queued again after an engine stop", run.feature, run.run)
-
-    def _admit(self) -> bool:
-        limit = self.config.features.concurrent_limit
-        admitted = False
-        for run in self.store.queued_runs():
-            if len(self._threads) >= limit:
-                break
-            key = (run.feature, run.run)
-            if key in self._threads:
-                continue
-            try:
-                fencing = self.store.admit_run(
-                    run.feature, run.run, engine_pid=os.getpid(), now=iso(utc_now())
-                )
-            except LostOwnership:
-                continue
-            thread = threading.Thread(
-                target=self._drive, args=(run.feature, run.run, fencing),
-                name=f"run-{run.feature}-{run.run}", daemon=True,
-            )  # fmt: skip
-            self._threads[key] = thread
-            thread.start()
-            admitted = True
-        return admitted
-
-    def _drive(self, feature: str, run: str, fencing: int) -> None:
-        extra = {} if self.backoff is None else {"retry_backoff_s": self.backoff}
-        driver = RunDriver(
-            config=self.config, plugins=self.plugins, events=self.events, store=self.store,
-            layout=self.layout, feature=feature, run=run, fencing=fencing, cancel=self.cancel,
-            **extra,
-        )  # fmt: skip
-        status = driver.drive()
-        logger.info("run {}/{} ended: {}", feature, run, status)
-
-    def _reap_threads(self) -> None:
-        for key, thread in list(self._threads.items()):
-            if not thread.is_alive():
-                thread.join()
-                del self._threads[key]
 
 
 def _alive(pid: int) -> bool:
