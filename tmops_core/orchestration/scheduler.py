@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -50,22 +51,31 @@ class Scheduler:
         self.cancel = cancel
         self._threads: dict[tuple[str, str], threading.Thread] = {}
 
-    def run(self, idle_exit_s: float) -> None:
-        """Admit and drive runs until idle for ``idle_exit_s`` (or cancelled); join them all."""
+    def run(self, idle_exit_s: float, *, engine_id: int, stop: Callable[[], bool]) -> None:
+        """Admit runs for the engine ``engine_id`` and drive them until nothing has run for
+        ``idle_exit_s``; or until ``stop()`` says so (or ``cancel`` is set), leaving the
+        drivers to the caller (:meth:`join`)."""
         idle_since = time.monotonic()
-        while not self.cancel.is_set():
+        while not (self.cancel.is_set() or stop()):
             self._reap_threads()
-            admitted = self._admit()
+            admitted = self._admit(engine_id)
             if self._threads or admitted:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= idle_exit_s:
                 break
             time.sleep(_POLL_S)
-        for thread in self._threads.values():
-            thread.join()
-        self._threads.clear()
 
-    def _admit(self) -> bool:
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the drivers to end (up to ``timeout`` seconds); True when none is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for key, thread in list(self._threads.items()):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+            del self._threads[key]
+        return True
+
+    def _admit(self, engine_id: int) -> bool:
         limit = self.config.features.concurrent_limit
         admitted = False
         for run in self.store.queued_runs():
@@ -76,8 +86,9 @@ class Scheduler:
                 continue
             try:
                 fencing = self.store.admit_run(
-                    run.feature, run.run, engine_pid=os.getpid(), now=iso(utc_now())
-                )
+                    run.feature, run.run, engine_id=engine_id, engine_pid=os.getpid(),
+                    now=iso(utc_now()),
+                )  # fmt: skip
             except LostOwnership:
                 continue
             thread = threading.Thread(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +16,14 @@ from typing import Any
 
 from tmops_core.config import LoadedConfig, load_config, redacted, to_data
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
-from tmops_core.orchestration.daemon import Engine, spawn_engine
+from tmops_core.lifecycle import RunState
+from tmops_core.orchestration.daemon import (
+    HEARTBEAT_S,
+    LEASE_S,
+    Engine,
+    run_engine_alive,
+    spawn_engine,
+)
 from tmops_core.orchestration.run import provider_settings
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.status import feature_status, find_project_root, list_features
@@ -24,7 +32,7 @@ from tmops_core.workspace.features import InitRequest, InitResult, init_feature
 from tmops_core.workspace.layout import Layout, iso, utc_now, validate_feature_name
 from tmops_hookspecs import ConfigError, FeatureContext, FeatureError
 
-__all__ = ["Service"]
+__all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
 
 
 class Service:
@@ -36,6 +44,8 @@ class Service:
         self.plugins = plugins
         self._bus: EventBus | None = None
         self._stores: dict[Path, Store] = {}
+        #: when a status read last started an engine to take a run over, per project
+        self._take_overs: dict[Path, float] = {}
 
     @classmethod
     def load(
@@ -154,10 +164,14 @@ class Service:
                 hint="enable it, or start with another --provider",
             )
         if run.active:
-            # Already queued or running; make sure an engine serves it (it may have died).
+            # Already queued or running; make sure an engine serves it (it may have died: the
+            # engine started now takes the run over, at its place in the queue).
             if spawn:
-                spawn_engine(layout, config_path=self.loaded.source)
-            return self._start_answer(run, run.provider or name, "already " + run.status)
+                spawn_engine(layout, config_path=self.loaded.source, store=store)
+            state = "already " + run.status
+            if run.status == RunState.RUNNING and not run_engine_alive(store, run):
+                state = "its engine had stopped; a new engine takes the run over"
+            return self._start_answer(run, run.provider or name, state)
         ended = f"run '{run.run}' of '{feature}' has {run.status}"
         if run.status == "completed":
             raise FeatureError(ended, hint=f"start a new run: tmops init {feature} --retry")
@@ -173,7 +187,7 @@ class Service:
             correlation_id=run_id,
         )  # fmt: skip
         if spawn:
-            spawn_engine(layout, config_path=self.loaded.source)
+            spawn_engine(layout, config_path=self.loaded.source, store=store)
         queued = store.run(feature, run.run)
         assert queued is not None  # noqa: S101 - it was just updated
         return self._start_answer(queued, name, "queued")
@@ -196,14 +210,22 @@ class Service:
         workspace: Path | None = None,
         idle_exit_s: float = 2.0,
         retry_backoff_s: tuple[float, ...] | None = None,
+        handle_signals: bool = False,
+        lock_fd: int | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        lease_s: float = LEASE_S,
     ) -> bool:
-        """Drive this project's queue in this process until idle (``tmops engine``)."""
+        """Drive this project's queue in this process until idle (``tmops engine``); False
+        if another engine serves the project. See :class:`~tmops_core.orchestration.daemon.
+        Engine` for the signals, the handed-over lock and the lease."""
         layout = self._layout(workspace)
         engine = Engine(
             config=self.config, plugins=self.plugins, events=self.events,
             store=self._create_store(layout), layout=layout, retry_backoff_s=retry_backoff_s,
+            heartbeat_s=heartbeat_s, lease_s=lease_s,
         )  # fmt: skip
-        return engine.serve(idle_exit_s=idle_exit_s)
+        return engine.serve(idle_exit_s=idle_exit_s, handle_signals=handle_signals,
+                            lock_fd=lock_fd)  # fmt: skip
 
     def events_since(
         self, feature: str, *, after_id: int = 0, workspace: Path | None = None
@@ -230,18 +252,37 @@ class Service:
         workspace: Path | None = None,
         include_sessions: bool = True,
         include_checkpoints: bool = True,
+        take_over: bool = True,
     ) -> dict[str, Any]:
-        """The state of one feature, from the store and the files: no git, no subprocess."""
+        """The state of one feature, from the store and the files: no git.
+
+        A running run whose engine died is taken over (``take_over``): an engine is started
+        in the background, the only time a status read starts anything.
+        """
         layout = self._layout(workspace)
-        return feature_status(
+        store = self._store(layout, create=False)
+        status = feature_status(
             layout,
-            self._store(layout, create=False),
+            store,
             feature,
             workflow=self.config.features.default_phases,
             phases={name: r.spec for name, r in self.plugins.phases().items()},
             include_sessions=include_sessions,
             include_checkpoints=include_checkpoints,
         )
+        if take_over and store is not None and status["engine"] == "dead":
+            self._take_over(layout, store)
+            status["next_action"] = "its engine stopped: a new engine takes the run over"
+        return status
+
+    def _take_over(self, layout: Layout, store: Store) -> None:
+        """Start an engine that takes over; from a status poll at most once per lease period:
+        a hung engine still holds the lock, which then cannot hold back a second start."""
+        now = time.monotonic()
+        if now - self._take_overs.get(layout.project_root, -LEASE_S) < LEASE_S:
+            return
+        if spawn_engine(layout, config_path=self.loaded.source, store=store) is not None:
+            self._take_overs[layout.project_root] = now
 
     def list_features(self, *, workspace: Path | None = None) -> list[dict[str, Any]]:
         """Every feature of the project with its branch, run, status and last update."""

@@ -1,8 +1,9 @@
-"""Durable state in SQLite (WAL) under ``.tmops/``: features and their runs.
+"""Durable state in SQLite (WAL) under ``.tmops/``: features, their runs and attempts, events.
 
 Every change is one transaction. The schema is versioned from the first release: the migration
 files in ``migrations/`` run in order and are recorded in ``schema_migrations``. The database
-file is created 0600. This module owns SQL; nothing else writes to the database.
+file is created 0600. This module owns SQL, with :mod:`tmops_core.store.leases` (the engines
+and the project's lease, a part of :class:`Store`); nothing else writes to the database.
 """
 
 from __future__ import annotations
@@ -11,19 +12,23 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 
 import attrs
 
+from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, AttemptState, EngineState, RunState
+from tmops_core.store.leases import EngineLeases, EngineRecord, LeaseHeld
 from tmops_hookspecs import WorkspaceError
 
 __all__ = [
     "ACTIVE_STATES",
     "AttemptRecord",
+    "EngineRecord",
     "FeatureRecord",
+    "LeaseHeld",
     "LostOwnership",
     "RunRecord",
     "Store",
@@ -35,6 +40,7 @@ ACTIVE_STATES = frozenset({"queued", "running"})
 
 _MIGRATIONS = files(__package__ or "tmops_core.store").joinpath("migrations")
 _MIGRATION_NAME = re.compile(r"([0-9]{4})_[a-z0-9_]+[.]sql")
+_LIVE = tuple(state.value for state in sorted(LIVE_ATTEMPT_STATES))
 
 
 def migrations() -> list[tuple[int, str, list[str]]]:
@@ -87,6 +93,8 @@ class RunRecord:
     last_error: str | None = None
     engine_pid: int | None = None
     fencing: int = 0
+    #: the engine (:class:`EngineRecord`) that owns the run while it is running
+    engine_id: int | None = None
 
     @property
     def active(self) -> bool:
@@ -121,7 +129,7 @@ class LostOwnership(Exception):
     """A run's fencing token changed: another engine owns it now, so this one must stop."""
 
 
-class Store:
+class Store(EngineLeases):
     """One SQLite database; safe to share between threads of one process."""
 
     def __init__(self, path: Path) -> None:
@@ -252,14 +260,20 @@ class Store:
             db.execute("UPDATE features SET status = 'queued', updated_at = ? WHERE name = ?",
                        (now, feature))  # fmt: skip
 
-    def requeue(self, feature: str, run: str, *, now: str) -> None:
-        """Put a run whose engine died back in the queue, keeping its place (``queue_seq``)."""
+    def requeue(self, feature: str, run: str, *, now: str) -> bool:
+        """Take a running run from its engine and queue it again, keeping its place
+        (``queue_seq``); False if it was not running.
+
+        The run gets a new fencing token, so every later write of the engine that ran it is
+        refused (:class:`LostOwnership`): that engine is dead, or stopping, or hung.
+        """
         with self.transaction() as db:
-            db.execute(
-                "UPDATE runs SET status = 'queued', engine_pid = NULL, updated_at = ? "
-                "WHERE feature = ? AND run = ? AND status = 'running'",
-                (now, feature, run),
+            cursor = db.execute(
+                "UPDATE runs SET status = ?, fencing = fencing + 1, engine_pid = NULL, "
+                "engine_id = NULL, updated_at = ? WHERE feature = ? AND run = ? AND status = ?",
+                (RunState.QUEUED, now, feature, run, RunState.RUNNING),
             )
+            return cursor.rowcount == 1
 
     def queued_runs(self) -> list[RunRecord]:
         with self._lock:
@@ -277,9 +291,20 @@ class Store:
             ).fetchall()
         return [RunRecord(**dict(row)) for row in rows]
 
-    def admit_run(self, feature: str, run: str, *, engine_pid: int, now: str) -> int:
-        """Take a queued run for this engine; return its new fencing token."""
+    def admit_run(
+        self, feature: str, run: str, *, engine_id: int, engine_pid: int, now: str
+    ) -> int:
+        """Take a queued run for the engine ``engine_id``; return its new fencing token.
+
+        Only the engine that holds the project's lease admits: one whose lease was taken over
+        gets :class:`LostOwnership`.
+        """
         with self.transaction() as db:
+            serving = db.execute(
+                "SELECT 1 FROM engines WHERE id = ? AND state = ?", (engine_id, EngineState.SERVING)
+            ).fetchone()
+            if serving is None:
+                raise LostOwnership(f"engine {engine_id} no longer holds the project's lease")
             row = db.execute(
                 "SELECT fencing, status FROM runs WHERE feature = ? AND run = ?", (feature, run)
             ).fetchone()
@@ -288,11 +313,11 @@ class Store:
             fencing = int(row["fencing"]) + 1
             db.execute(
                 """
-                UPDATE runs SET status = 'running', fencing = ?, engine_pid = ?,
+                UPDATE runs SET status = 'running', fencing = ?, engine_pid = ?, engine_id = ?,
                     started_at = COALESCE(started_at, ?), updated_at = ?
                 WHERE feature = ? AND run = ?
                 """,
-                (fencing, engine_pid, now, now, feature, run),
+                (fencing, engine_pid, engine_id, now, now, feature, run),
             )
             db.execute("UPDATE features SET status = 'running', updated_at = ? WHERE name = ?",
                        (now, feature))  # fmt: skip
@@ -306,7 +331,10 @@ class Store:
                 "SELECT fencing FROM runs WHERE feature = ? AND run = ?", (feature, run)
             ).fetchone()
             if row is None or int(row["fencing"]) != fencing:
-                raise LostOwnership(f"{feature}/{run} is owned by another engine now")
+                raise LostOwnership(
+                    f"{feature}/{run} was taken from this engine (queued again, or owned by "
+                    "another engine)"
+                )
             yield db
 
     def start_attempt(
@@ -464,6 +492,27 @@ class Store:
                 "SELECT * FROM attempts WHERE state IN ('starting', 'running') ORDER BY id"
             ).fetchall()
         return [AttemptRecord(**dict(row)) for row in rows]
+
+    def close_attempts(
+        self, ids: Iterable[int], *, state: AttemptState, outcome: str, message: str, now: str
+    ) -> int:
+        """End those of the attempts ``ids`` that are still live; return how many.
+
+        No fencing token: this is for the engine that holds the lease, once the attempts'
+        agents are gone (``abandoned`` by a dead engine, ``interrupted`` by a stopping one).
+        """
+        count = 0
+        with self.transaction() as db:
+            for attempt_id in ids:
+                cursor = db.execute(
+                    f"UPDATE attempts SET state = ?, outcome = ?, message = ?, finished_at = ? "  # noqa: S608 - placeholders only
+                    f"WHERE id = ? AND state IN ({', '.join('?' for _ in _LIVE)})",
+                    (state, outcome, message, now, attempt_id, *_LIVE),
+                )
+                count += cursor.rowcount
+        return count
+
+    # -- events ------------------------------------------------------------------------------
 
     def add_event(self, feature: str | None, run: str | None, event_type: str, data: str,
                   now: str) -> None:  # fmt: skip
