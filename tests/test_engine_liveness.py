@@ -149,9 +149,9 @@ def test_a_dead_engines_lease_is_taken_over(store: Store) -> None:
     assert [(t.id, t.state) for t in taken] == [(dead.id, "taken_over")]
     assert store.serving_engine() == new
     assert not store.renew_lease(dead.id, lease_until=boot_clock() + 60, now=NOW)
-    assert store.requeue("slug", "initial", now=NOW)
-    with pytest.raises(LostOwnership):  # its fencing token no longer owns the run
+    with pytest.raises(LostOwnership):  # at once, its fencing token no longer owns the run
         store.end_run("slug", "initial", fencing, status="failed", now=NOW)
+    assert store.requeue("slug", "initial", now=NOW)
     with pytest.raises(LostOwnership):  # and it may admit nothing any more
         store.admit_run("slug", "initial", engine_id=dead.id, engine_pid=pid, now=NOW)
     assert store.admit_run("slug", "initial", engine_id=new.id, engine_pid=os.getpid(), now=NOW)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,8 @@ from tests.takeover_support import (
     make_project,
     wait_until,
 )
-from tmops_core.agents.processes import boot_clock, process_alive, process_start_time
+from tmops_core.agents.processes import boot_clock, boot_id, process_alive, process_start_time
+from tmops_core.orchestration.daemon import Engine
 from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_core.service.status import feature_status
 from tmops_core.store.sqlite import AttemptRecord
@@ -330,5 +332,86 @@ def test_a_hung_engine_loses_its_lease_to_a_new_engine_and_then_touches_nothing(
         assert project.attempts() == recorded  # it wrote nothing once it woke up
         assert (project.run().status, project.run().fencing) == ("completed", run.fencing)
         assert leftovers(project.state) == []
+    finally:
+        project.close()
+
+
+# -- the same, with the engine in this process ----------------------------------------------------
+
+
+def engine_in_thread(project: Project) -> tuple[Engine, threading.Thread, list[bool]]:
+    """An engine serving in a thread of the test (heartbeat 0.05 s, lease 0.5 s)."""
+    engine = Engine(
+        config=project.service.config, plugins=project.service.plugins,
+        events=project.service.events, store=project.store, layout=Layout(project.root),
+        retry_backoff_s=(0.05,), heartbeat_s=0.05, lease_s=0.5,
+    )  # fmt: skip
+    served: list[bool] = []
+    thread = threading.Thread(target=lambda: served.append(engine.serve(idle_exit_s=0.2)))
+    thread.start()
+    return engine, thread, served
+
+
+def test_an_engine_asked_to_stop_queues_its_runs_again_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    project = make_project(
+        tmp_path, fault="tester:detach,tester:slow=60", default_phases=SHORT_WORKFLOW
+    )
+    try:
+        project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+        engine, thread, served = engine_in_thread(project)
+        agent = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S, what="tester")
+        [(daemon, started)] = wait_until(
+            lambda: project.daemons("tester") or None, timeout=WAIT_S, what="the daemon"
+        )
+        engine.request_stop()
+        thread.join(60)
+        assert served == [True]
+        assert not process_alive(daemon, started or 0)
+        assert leftovers(project.state) == []
+        assert [(a.id, a.state) for a in project.attempts("tester")] == [(agent.id, "interrupted")]
+        assert project.run().status == "queued"
+        assert project.store.serving_engine() is None
+        assert engine.record is not None
+        assert project.store.engine(engine.record.id).state == "stopped"  # type: ignore[union-attr]
+    finally:
+        project.close()
+
+
+def test_an_engine_whose_lease_is_taken_stops_its_agents_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    project = make_project(
+        tmp_path, fault="tester:detach,tester:slow=60", default_phases=SHORT_WORKFLOW
+    )
+    try:
+        project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+        engine, thread, served = engine_in_thread(project)
+        agent = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S, what="tester")
+        [(daemon, started)] = wait_until(
+            lambda: project.daemons("tester") or None, timeout=WAIT_S, what="the daemon"
+        )
+        fencing = project.run().fencing
+        # What a second engine does when it judges this one dead (its lease expired, say).
+        start_time = process_start_time(os.getpid())
+        assert start_time is not None
+        other, taken = project.store.acquire_lease(
+            pid=os.getpid(), start_time=start_time, boot_id=boot_id(),
+            lease_until=boot_clock() + 60, now="2026-01-01T00:00:00Z", alive=lambda _: False,
+        )  # fmt: skip
+        assert [t.id for t in taken] == [engine.record.id]  # type: ignore[union-attr]
+        recorded = project.attempts()
+
+        thread.join(60)
+
+        assert served == [True]
+        assert engine.lease_lost.is_set()
+        assert not process_alive(daemon, started or 0)
+        assert not process_alive(agent.pid or 0, agent.start_time or 0)
+        assert project.attempts() == recorded  # the run is the new engine's to record
+        run = project.run()
+        assert (run.status, run.fencing) == ("running", fencing + 1)
+        assert project.store.serving_engine() == other
     finally:
         project.close()

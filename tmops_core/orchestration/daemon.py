@@ -355,6 +355,12 @@ class Engine:
             if self._stopping() or self.cancel.is_set() or not self.store.queued_runs():
                 return True
 
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop in order, as on ``signum``: what the signal handler does (safe from any thread,
+        and from a signal handler: it takes no lock)."""
+        if self._signal is None:
+            self._signal = signum
+
     def _stopping(self) -> bool:
         return self._signal is not None or self.lease_lost.is_set()
 
@@ -444,8 +450,7 @@ class Engine:
         return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if self._signal is None:
-            self._signal = signum
+        self.request_stop(signum)
 
     def _stop_in_order(self, record: EngineRecord) -> None:
         """Queue this engine's runs again, stop its agents, record their attempts interrupted."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from tmops_core.lifecycle import EngineState
+from tmops_core.lifecycle import EngineState, RunState
 
 __all__ = ["EngineLeases", "EngineRecord", "LeaseHeld"]
 
@@ -73,8 +73,10 @@ class EngineLeases:
         """Make this process the project's serving engine, in one transaction.
 
         The serving engine, if any, is judged by ``alive``: a live one keeps the lease and
-        :class:`LeaseHeld` is raised; a dead one is marked taken over. Returns the new engine's
-        record and the records of the engines it took over from.
+        :class:`LeaseHeld` is raised; a dead one is marked taken over, and its running runs
+        get a new fencing token in the same transaction, so that nothing it might still write
+        lands (an engine judged dead by its lease alone may wake up). Returns the new
+        engine's record and the records of the engines it took over from.
         """
         with self.transaction() as db:
             rows = db.execute(
@@ -88,6 +90,10 @@ class EngineLeases:
                 db.execute(
                     "UPDATE engines SET state = ?, stopped_at = ? WHERE id = ?",
                     (EngineState.TAKEN_OVER, now, engine.id),
+                )
+                db.execute(
+                    "UPDATE runs SET fencing = fencing + 1 WHERE engine_id = ? AND status = ?",
+                    (engine.id, RunState.RUNNING),
                 )
             cursor = db.execute(
                 """
