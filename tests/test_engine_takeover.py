@@ -42,7 +42,7 @@ from tmops_core.store.sqlite import AttemptRecord
 from tmops_core.workspace.layout import Layout
 
 #: the tester starts a daemon, then sleeps: the window in which the engine is killed
-SLOW_TESTER = "tester:detach,tester:slow=3"
+SLOW_TESTER = "tester:detach,tester:slow=5"
 
 
 @dataclass
