@@ -81,7 +81,10 @@ def _git_label(_git: Any, *args: str, **_: Any) -> str:
 
 def install_tracer() -> Tracer:
     import tmops_core.agents.supervisor as sup
+    import tmops_core.checkpoints.watch as watch_mod
     import tmops_core.git as git_mod
+    import tmops_core.orchestration.judge as judge_mod
+    import tmops_core.orchestration.prompts as prompts_mod
     import tmops_core.orchestration.run as runner_mod
     import tmops_core.plugins as plugins_mod
     import tmops_core.store.sqlite as store_mod
@@ -97,7 +100,7 @@ def install_tracer() -> Tracer:
         if result is not None and threading.current_thread().name.startswith("run-"):
             tracer.point("outcome_seen")
 
-    wrap(runner_mod._Arrivals, "__call__", "inotify_callback")
+    wrap(watch_mod.Arrivals, "__call__", "inotify_callback")
     wrap(sup.AgentProcess, "_has_exited", "has_exited", after=exited)
     wrap(sup, "_terminate", "sweep")
     wrap(sup.AgentProcess, "_finish", "finish")
@@ -105,14 +108,14 @@ def install_tracer() -> Tracer:
     wrap(sup.AgentProcess, "start", "agent_start")
     wrap(sup.AgentProcess, "_popen_now", "popen")
     wrap(runner_mod.RunDriver, "_attempt", "attempt")
-    wrap(runner_mod.RunDriver, "_judge", "judge")
+    wrap(judge_mod.Judge, "judge", "judge")
     wrap(runner_mod.RunDriver, "_run_phase", "run_phase")
-    wrap(runner_mod.RunDriver, "_write_trigger", "write_trigger")
+    wrap(prompts_mod, "write_trigger", "write_trigger")
     wrap(runner_mod.RunDriver, "emit", "emit")
-    wrap(runner_mod, "parse_checkpoint", "parse_checkpoint")
-    wrap(runner_mod, "run_validators", "run_validators")
+    wrap(judge_mod, "parse_checkpoint", "parse_checkpoint")
+    wrap(judge_mod, "run_validators", "run_validators")
     wrap(git_mod.Git, "run", _git_label)
-    wrap(git_mod.Git, "commit_all", "commit_all")
+    wrap(git_mod.Git, "commit_work", "commit_work")
     for method in ("start_attempt", "attempt_process", "finish_attempt", "add_event"):
         wrap(store_mod.Store, method, f"store.{method}")
     for method in ("phase_started", "phase_finished"):
@@ -129,8 +132,8 @@ MILESTONES: list[tuple[str, str, str]] = [
     ("drain output + reap (_finish)", "end", "finish"),
     ("runner notices outcome (wait poll)", "point", "outcome_seen"),
     ("2 events + provider.finish (rest of _attempt)", "end", "attempt"),
-    ("parse + validate + gates (_judge)", "end", "judge"),
-    ("git commit_all (git status --porcelain)", "end", "commit_all"),
+    ("parse + validate + gates (Judge.judge)", "end", "judge"),
+    ("git commit_work (git status --porcelain)", "end", "commit_work"),
     ("store finish_attempt (transition txn)", "end", "store.finish_attempt"),
     ("transition event + phase_finished hooks", "end", "run_phase"),
     ("next phase: trigger + git rev-parse HEAD", "end", "git rev-parse"),

@@ -2,7 +2,8 @@
 
 The model is the one thing no test machine can reach, so it is the one thing faked: the CLI
 runs its whole agent loop against this server (``ANTHROPIC_BASE_URL=fake.url``) and its tools
-really write files, run commands and commit. See ``/work/shared/reference/claude-code-cli.md``.
+really write files, run commands and commit. ``tests/data/claude/README.md`` says what the
+recordings of the real CLI show.
 
 Scripting is stateless, so ``--resume`` and parallel sessions just work: for each
 ``POST /v1/messages`` the fake finds the latest human prompt (the first text in the last user

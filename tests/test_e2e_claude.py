@@ -317,7 +317,7 @@ def test_overloaded_then_fine_is_retried_and_completes(tmp_path: Path, claude_bi
 
     assert outcome.status["status"] == "completed", why
     first, second = outcome.of("orchestrator")
-    assert (first.attempt, first.state, first.outcome) == (1, "retry", "transient_error"), why
+    assert (first.attempt, first.state, first.outcome) == (1, "rejected", "transient_error"), why
     assert "529" in (first.message or ""), why
     assert (second.attempt, second.state, second.outcome) == (2, "completed", "succeeded"), why
     assert [len(outcome.of(role)) for role in ROLES[1:]] == [1, 1, 1], why

@@ -53,7 +53,7 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
 
 def test_a_tester_whose_tests_pass_is_rejected_by_the_tests_fail_gate(gated: Finished) -> None:
     first = gated.attempts("tester")[0]
-    assert first.state == "retry"
+    assert first.state == "rejected"
     assert "gate tests-fail failed" in (first.message or "")
     checks = [e["data"] for e in gated.events("gate.checked") if e["data"]["phase"] == "tester"]
     assert [(c["gate"], c["passed"]) for c in checks] == [
@@ -133,14 +133,14 @@ def test_the_rejection_reason_is_in_the_attempt_row_and_event(rejected: Finished
 
 def test_after_a_rejected_checkpoint_the_resumed_attempt_completes(rejected: Finished) -> None:
     rows = rejected.attempts("tester")
-    assert [a.state for a in rows] == ["retry", "completed"]
+    assert [a.state for a in rows] == ["rejected", "completed"]
     assert rows[1].session_id == rows[0].session_id
     assert rejected.status()["status"] == "completed"
 
 
 def test_an_agent_that_exits_without_a_checkpoint_is_retried(rejected: Finished) -> None:
     rows = rejected.attempts("orchestrator")
-    assert [a.state for a in rows] == ["retry", "completed"]
+    assert [a.state for a in rows] == ["rejected", "completed"]
     assert rows[0].outcome == "succeeded"
     assert "without writing 001-discovery-trigger.md" in (rows[0].message or "")
     assert rows[1].session_id == rows[0].session_id
@@ -311,8 +311,8 @@ def test_an_agent_that_always_crashes_fails_the_run_with_last_error(crashing: Fi
 
 
 def test_the_last_attempt_of_a_failed_run_is_not_marked_retry(crashing: Finished) -> None:
-    assert crashing.attempts()[-1].state != "retry"
-    assert crashing.status()["sessions"]["orchestrator"]["state"] != "retry"
+    assert crashing.attempts()[-1].state != "rejected"
+    assert crashing.status()["sessions"]["orchestrator"]["state"] != "rejected"
 
 
 # -- 2. a checkpoint written by hand, a timeout ---------------------------------------------------

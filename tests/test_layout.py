@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import tomllib
 from importlib.metadata import distribution, entry_points
 from pathlib import Path
@@ -107,3 +108,56 @@ def test_readme_holds_a_run_command_and_a_test_command() -> None:
     commands = _readme_commands()
     assert any(".venv/bin/tmops " in c for c in commands)
     assert any(c.startswith("python3 -m venv .venv") and "pytest" in c for c in commands)
+
+
+_TEXT_SUFFIXES = {".py", ".md", ".toml", ".yaml", ".yml", ".txt", ".sql", ""}
+_THIS = "tests/test_layout.py"  # names the paths it looks for
+
+
+def test_the_project_refers_to_no_path_outside_itself() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    outside = ("/work/shared", "../shared/", "ARCHITECTURE.md", "STYLE.md")
+    offenders = []
+    for name in filter(None, tracked):
+        path = REPO / name
+        if path.suffix not in _TEXT_SUFFIXES or not path.is_file() or name == _THIS:
+            continue
+        text = path.read_text(errors="replace")
+        offenders += [f"{name}: {needle}" for needle in outside if needle in text]
+    assert not offenders
+
+
+#: The wings of the core, lowest first: a module may import its own layer and those below.
+_LAYERS = (
+    {"lifecycle", "config", "events", "plugins", "git", "__init__"},
+    {"agents", "checkpoints", "workspace", "store"},
+    {"orchestration"},
+    {"service"},
+    {"surfaces"},
+)
+
+
+def _layer(module: str) -> int:
+    wing = module.removeprefix("tmops_core.").split(".")[0]
+    return next(i for i, names in enumerate(_LAYERS) if wing in names)
+
+
+def test_the_core_wings_depend_only_downwards() -> None:
+    offenders = []
+    for path in PACKAGES["tmops_core"].rglob("*.py"):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        if module == "tmops_core.__main__":
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                target = node.module
+            elif isinstance(node, ast.Import):
+                target = node.names[0].name
+            else:
+                continue
+            if target.startswith("tmops_core.") and _layer(target) > _layer(module):
+                offenders.append(f"{module} imports {target}")
+    assert not offenders

@@ -259,7 +259,7 @@ async def test_status_sees_a_checkpoint_written_by_hand(connect: Connect) -> Non
     assert data["status"] == "in_progress"
     assert data["current_phase"] == "tester"
     assert [p["status"] for p in data["phase_progress"]["phases"]] == [
-        "completed",
+        "written",
         "in_progress",
         "pending",
         "pending",

@@ -193,10 +193,10 @@ def test_no_allowed_tools_flag_without_tools() -> None:
 
 
 def test_every_extra_dir_follows_add_dir() -> None:
-    dirs = [Path("/work/cp"), Path("/work/shared docs")]
+    dirs = [Path("/work/cp"), Path("/srv/team docs")]
     argv = provider().build_invocation(request(extra_dirs=dirs)).argv
     start = argv.index("--add-dir")
-    assert argv[start + 1 : start + 3] == ("/work/cp", "/work/shared docs")
+    assert argv[start + 1 : start + 3] == ("/work/cp", "/srv/team docs")
 
 
 def test_seed_args_are_dropped_and_reported() -> None:

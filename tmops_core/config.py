@@ -136,6 +136,11 @@ class FeaturesConfig:
     #: seconds an agent may go on running after writing its completion checkpoint
     checkpoint_timeout: int = attrs.field(default=300, validator=_positive)
     max_retries: int = attrs.field(default=2, validator=_not_negative)
+    #: times the verifier's NO (or a score under ``min_quality_score``) sends the work back to
+    #: ``rework_phase`` before the run ends ``needs_review`` for a person to decide
+    rework_rounds: int = attrs.field(default=1, validator=_not_negative)
+    min_quality_score: int = attrs.field(default=0, validator=_not_negative)
+    rework_phase: str = "implementer"
     #: the provider agents run with unless `start` names another
     default_provider: str = "claude-code"
     #: the project's test command (argv, run in the worktree) for the tests-fail/pass gates

@@ -10,15 +10,31 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import attrs
 
 from tmops_hookspecs import WorkspaceError
 
-__all__ = ["Git", "Worktree", "find_git"]
+__all__ = ["BranchMoved", "Git", "Worktree", "find_git"]
 
 _TIMEOUT_S = 60
+_NO_COMMIT = "0" * 40
+
+
+class BranchMoved(WorkspaceError):
+    """The feature branch is not where tmops left it: someone else moved it."""
+
+    def __init__(self, branch: str, expected: str | None, found: str | None) -> None:
+        self.branch, self.expected, self.found = branch, expected, found
+        super().__init__(
+            f"the branch {branch} moved: tmops left it at {(expected or 'nothing')[:12]}, "
+            f"it is now at {(found or 'nothing')[:12]}",
+            hint="check what moved it; continue from the new head with "
+            "`tmops start FEATURE --resume --accept-branch`, or put the branch back first",
+        )
 
 
 def find_git() -> str:
@@ -178,11 +194,28 @@ class Git:
         """Point ``ref`` (a full ``refs/tmops/...`` name) at ``commit``: a phase-start marker."""
         self.run("update-ref", "--no-deref", ref, commit)
 
-    def commit_all(self, message: str) -> tuple[str | None, bool]:
-        """Commit everything the agent left uncommitted; return HEAD and whether it committed.
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether ``descendant`` contains ``ancestor`` (equal commits count)."""
+        result = self.run(
+            "merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant, check=False
+        )
+        return result.returncode == 0
 
-        One ``git status`` answers both "is anything left?" and "where is HEAD?": this runs on
-        every handoff, where each git process costs milliseconds.
+    def commit_work(
+        self,
+        message: str,
+        *,
+        branch: str,
+        expected: str | None,
+        guard: Callable[[], AbstractContextManager[object]],
+    ) -> tuple[str | None, str | None]:
+        """Commit everything left in the worktree onto ``branch``; return (HEAD, new commit).
+
+        ``expected`` is the head tmops last left the branch at: the branch may have moved on
+        from it (the agent's own commits) but not away from it (a reset, a rewrite), else
+        :class:`BranchMoved`. The branch is moved with a compare-and-swap inside ``guard()``
+        (the store's fenced transaction), so a run that lost its fencing token never moves it.
+        One ``git status`` answers "is anything left?" and "where is HEAD?" on the handoff path.
         """
         output = self.run("status", "--porcelain=v2", "--branch").stdout
         head = next(
@@ -191,14 +224,32 @@ class Git:
         )
         if head == "(initial)":
             head = None
+        if expected and head != expected and (head is None or not self.is_ancestor(expected, head)):
+            raise BranchMoved(branch, expected, head)
         if not any(line and not line.startswith("#") for line in output.splitlines()):
-            return head, False
+            return head, None
         self.run("add", "--all")
+        tree = self.run("write-tree").stdout.strip()
         identity: list[str] = []
         if self.run("config", "--get", "user.email", check=False).returncode != 0:
             identity = ["-c", "user.name=tmops", "-c", "user.email=tmops@localhost"]
-        self.run(*identity, "commit", "--quiet", "--no-verify", "-m", message)
-        return self.head(), True
+        parents = ["-p", head] if head else []
+        commit = self.run(*identity, "commit-tree", tree, *parents, "-m", message).stdout.strip()
+        with guard():
+            moved = self.run(
+                "update-ref", "-m", message, f"refs/heads/{branch}", commit, head or _NO_COMMIT,
+                check=False,
+            )  # fmt: skip
+        if moved.returncode != 0:
+            raise BranchMoved(branch, head, self.rev(f"refs/heads/{branch}"))
+        return commit, commit
+
+    def rev(self, ref: str) -> str | None:
+        """The commit ``ref`` names, or ``None`` if it names none."""
+        result = self.run(
+            "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False
+        )
+        return result.stdout.strip() if result.returncode == 0 else None
 
     def log(
         self, since: str | None, *, until: str = "HEAD", limit: int = 50

@@ -60,6 +60,10 @@ class PhaseState(enum.StrEnum):
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     FAILED = "failed"
+    NEEDS_REVIEW = "needs_review"  # its reviewer refused the work; a person decides
+    #: a completion checkpoint written by hand for a run tmops has not started: a fact from the
+    #: files, not a state of the store; ``tmops start`` checks it before it counts
+    WRITTEN = "written"
 
 
 class AttemptState(enum.StrEnum):
@@ -71,6 +75,7 @@ class AttemptState(enum.StrEnum):
     REJECTED = "rejected"  # the checkpoint or a gate refused the work; the phase goes again
     FAILED = "failed"  # the last try of the phase failed; the run failed with it
     REWORK = "rework"  # the verifier said NO; the implementer goes again with its findings
+    REFUSED = "refused"  # the verifier said NO and no rework round was left: a person decides
     PAUSED = "paused"  # the run paused at this attempt (usage limit, branch moved, ...)
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # the engine stopped in order (SIGTERM) while it ran
@@ -153,6 +158,8 @@ def phase_state(attempts: list[AttemptState | str], *, run: RunState | str) -> P
         return PhaseState.COMPLETED
     if states[-1] in LIVE_ATTEMPT_STATES:
         return PhaseState.IN_PROGRESS
+    if states[-1] is AttemptState.REFUSED:
+        return PhaseState.NEEDS_REVIEW
     if RunState(run) in {RunState.FAILED, RunState.NEEDS_REVIEW} and states[-1] in {
         AttemptState.FAILED,
         AttemptState.REJECTED,

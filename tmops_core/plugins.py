@@ -19,6 +19,7 @@ from loguru import logger
 
 from tmops_hookspecs import (
     PROJECT_NAME,
+    ExecutorSpec,
     FeatureContext,
     PhaseSpec,
     PluginError,
@@ -53,9 +54,10 @@ _REGISTRATIONS: dict[str, tuple[str, type[Any]]] = {
     "tmops_register_phases": ("phase", PhaseSpec),
     "tmops_register_validators": ("validator", ValidatorSpec),
     "tmops_register_sinks": ("sink", SinkSpec),
+    "tmops_register_executors": ("executor", ExecutorSpec),
 }
 
-SpecT = TypeVar("SpecT", ProviderSpec, PhaseSpec, ValidatorSpec, SinkSpec)
+SpecT = TypeVar("SpecT", ProviderSpec, PhaseSpec, ValidatorSpec, SinkSpec, ExecutorSpec)
 
 
 @attrs.frozen
@@ -278,6 +280,10 @@ class Plugins:
     def validators(self) -> dict[str, Registered[ValidatorSpec]]:
         """Registered checkpoint validators by name."""
         return dict(self._registry["validator"])
+
+    def executors(self) -> dict[str, Registered[ExecutorSpec]]:
+        """Registered attempt executors by name (the built-in one is not a plugin)."""
+        return dict(self._registry["executor"])
 
     def sinks(self) -> dict[str, Registered[SinkSpec]]:
         """Registered telemetry sinks by name."""

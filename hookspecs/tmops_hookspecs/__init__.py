@@ -21,6 +21,7 @@ from .errors import (
     TmopsError,
     WorkspaceError,
 )
+from .executor import AttemptHooks, AttemptOutcome, AttemptSpec, Executor, ExecutorSpec
 from .records import (
     CHECKPOINT_NAME_PATTERN,
     NAME_PATTERN,
@@ -57,12 +58,17 @@ __all__ = [
     "AgentRequest",
     "AgentResult",
     "Artifact",
+    "AttemptHooks",
+    "AttemptOutcome",
+    "AttemptSpec",
     "Checkpoint",
     "CheckpointError",
     "CheckpointFormat",
     "ConfigError",
     "Event",
     "EventMetadata",
+    "Executor",
+    "ExecutorSpec",
     "FeatureContext",
     "FeatureError",
     "Gate",

@@ -195,7 +195,11 @@ class AgentResult:
 
 @runtime_checkable
 class Provider(Protocol):
-    """A PURE agent provider: it never starts a process itself; the core runs what it asks for."""
+    """A PURE agent provider: it never starts a process itself; the core runs what it asks for.
+
+    A provider that can continue a session (``resume_session_id``) says so with an attribute
+    ``can_resume = True``; without it, a retry runs the role afresh with the whole prompt.
+    """
 
     def build_invocation(self, request: AgentRequest) -> Invocation:
         """Turn a request into the argv, extra environment and stdin of the agent process."""

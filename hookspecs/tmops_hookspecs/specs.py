@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
+from .executor import ExecutorSpec
 from .records import FeatureContext, PhaseSpec, ProviderSpec, SinkSpec, ValidatorSpec
 
 if TYPE_CHECKING:
@@ -65,6 +66,18 @@ def tmops_register_validators() -> Iterable[ValidatorSpec]:  # type: ignore[empt
     :class:`~tmops_hookspecs.Problem` blocks the handoff.
 
     :return: :class:`~tmops_hookspecs.ValidatorSpec` records.
+    """
+
+
+@_hookspec
+def tmops_register_executors() -> Iterable[ExecutorSpec]:  # type: ignore[empty-body]
+    """Register attempt executors (where and how one phase attempt runs).
+
+    The built-in executor runs agents in the engine's process tree; an executor plugin runs
+    them elsewhere (on the workers of a distributed engine) behind the same
+    :class:`~tmops_hookspecs.Executor` protocol.
+
+    :return: :class:`~tmops_hookspecs.ExecutorSpec` records.
     """
 
 

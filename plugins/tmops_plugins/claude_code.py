@@ -196,6 +196,9 @@ def _option(flag: str, value: str) -> list[str]:
 class ClaudeCodeProvider:
     """Builds ``claude -p`` invocations and reads their stream-json output."""
 
+    #: ``claude --resume <session>`` continues a session, so a retry sends only the nudge.
+    can_resume = True
+
     def __init__(
         self, settings: ProviderSettings, *, clock: Callable[[], float] = time.time
     ) -> None:

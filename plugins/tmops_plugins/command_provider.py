@@ -111,6 +111,12 @@ class CommandProvider:
         self._clock = clock
 
     @property
+    def can_resume(self) -> bool:
+        """Only a template that passes ``{resume_session_id}`` can continue a session; without
+        it a retry must run the role afresh with the whole prompt."""
+        return any("{resume_session_id}" in item for item in self.settings.args)
+
+    @property
     def program(self) -> str:
         return PurePath(self.command).name or self.command
 

@@ -8,7 +8,7 @@ spec says, each role does its fixed part of the demo task of :mod:`tmops_core.se
 output says so: the init line has ``"model": "scripted"`` and ``"claude_code_version":
 "scripted"``, and every final text starts with ``[tmops scripted agent, no AI model]``.
 
-Command line (the flags of ``claude``, see ``/work/shared/reference/claude-code-cli.md``)::
+Command line (the flags of ``claude -p``, as Claude Code's headless mode documents them)::
 
     python -m tmops_plugins.scripted_agent -p PROMPT --output-format stream-json --verbose \\
         [--append-system-prompt TEXT] [--permission-mode M] [--add-dir DIR ...] \\
@@ -92,6 +92,8 @@ behaves normally. With the ``:always`` suffix it hits every attempt. Kinds:
 - ``<role>:wrong-feature``: the checkpoint's ``**Feature:**`` names ``<feature>-other``.
 - ``<role>:exit-without-result``: does all the work, checkpoint included, then exits 0 without
   the final text and the result line.
+- ``verifier:refuse``: the review says ``Feature ready for merge: NO`` (score 4/10), once per
+  run (a marker in the checkpoint folder remembers it); ``:always`` refuses every review.
 
 A malformed or unknown item is an error (message on stderr, exit 1). ``TMOPS_SCRIPTED_DELAY_S``
 (float seconds, default 0) is slept before each action, for live-view demos.

@@ -10,7 +10,7 @@ The contract (what each role does, what its checkpoint says) is in the docstring
   the :class:`Tools` the session gives it (Read, Write, Bash, each shown in the stream), and
   the checkpoint each writes;
 - the faults that change the work (``passing-tests``, ``broken-code``, ``no-checkpoint``,
-  ``wrong-feature``); the others are the session's (:mod:`tmops_plugins.scripted_agent`).
+  ``wrong-feature``, ``refuse``); the others are the session's (:mod:`tmops_plugins.scripted_agent`).
 """
 
 from __future__ import annotations
@@ -415,6 +415,8 @@ def _verifier(agent: Tools, faults: Sequence[Fault]) -> Work:
         reasons.append(
             f"the tests do not all pass ({tests.passed}/{tests.total}: {tests.first_error})"
         )
+    if _refuses(agent, faults):
+        reasons.append("the review refuses the work (scripted fault refuse)")
     ready = not reasons
     criteria = "".join(
         f"- AC{i} {criterion}: {'met' if ready else 'not shown'} (`{name}`)\n"
@@ -442,6 +444,19 @@ Feature ready for merge: {"YES" if ready else "NO"}
     done = _checkpoint(agent, faults, "Verifier", body, "complete")
     verdict = "ready for merge" if ready else "NOT ready: " + "; ".join(reasons)
     return Work(f"verifier: {verdict}; {done}.")
+
+
+def _refuses(agent: Tools, faults: Sequence[Fault]) -> bool:
+    """The ``refuse`` fault: the verifier says NO, once per run (a marker file in the
+    checkpoint folder remembers it) unless ``:always``."""
+    fault = next((f for f in faults if f.kind == "refuse"), None)
+    if fault is None:
+        return False
+    marker = agent.context.checkpoint_dir / ".scripted-refused"
+    if marker.exists() and not fault.always:
+        return False
+    marker.touch()
+    return True
 
 
 #: The work of each role.

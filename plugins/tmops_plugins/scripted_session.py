@@ -57,6 +57,7 @@ FAULT_KINDS: Mapping[str, str | None] = {
     "detach": None,
     "wrong-feature": None,
     "exit-without-result": None,
+    "refuse": "verifier",
 }
 
 #: (trigger, completion) checkpoint of each role, when the prompt names none.

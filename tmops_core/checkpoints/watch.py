@@ -8,6 +8,7 @@ import contextlib
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -30,7 +31,7 @@ from tmops_hookspecs import (
     CheckpointError,
 )
 
-__all__ = ["CheckpointWatcher"]
+__all__ = ["Arrivals", "CheckpointWatcher"]
 
 # --------------------------------------------------------------------------------------------
 # Watching
@@ -227,3 +228,28 @@ def _lstat_mode(path: Path) -> int:
         return os.lstat(path).st_mode
     except OSError:
         return 0
+
+
+class Arrivals:
+    """Checkpoint files seen by a watcher, with the time each was first seen (its callback)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+        self._condition = threading.Condition()
+
+    def __call__(self, path: Path) -> None:
+        with self._condition:
+            self._seen.setdefault(path.name, time.time())
+            self._condition.notify_all()
+
+    def seen_at(self, name: str) -> float | None:
+        with self._condition:
+            return self._seen.get(name)
+
+    def forget(self, name: str) -> None:
+        with self._condition:
+            self._seen.pop(name, None)
+
+    def wait(self, name: str, timeout: float) -> bool:
+        with self._condition:
+            return self._condition.wait_for(lambda: name in self._seen, timeout)

@@ -1,62 +1,68 @@
-"""One run of one feature through its workflow: the per-run state machine.
+"""One run of one feature through its workflow: the phase loop.
 
-For each phase: write the trigger checkpoint (unless present), mark the phase-start commit,
-start the agent in the feature's worktree, wait for BOTH its completion checkpoint and its
-exit, validate the checkpoint, run the gates, commit what the agent left, and record the
-transition in one store transaction. A rejected or failed attempt is retried (resuming the
-same agent session, told why) up to ``features.max_retries``. Every store write carries the
-run's fencing token, so an engine that lost the run can never move it on.
+For each phase: take a completion checkpoint already on disk exactly like a live one
+(adoption), or write the trigger checkpoint, mark the phase-start commit and hand an attempt to
+the executor; the judge checks what came back (validators, gates, the reviewer's verdict);
+accepted work is committed under the phase's name and the transition recorded in one store
+transaction. A rejected or failed attempt is retried up to ``features.max_retries`` (resuming
+the session where the provider can, afresh with the whole prompt where it cannot); a verdict of
+NO sends the work back for rework, then ends the run ``needs_review``. Every change is fenced:
+store rows and events by the run's fencing token, the branch by a compare-and-swap against the
+head tmops left it at (the branch guard), so an engine that lost the run never moves it on.
+States come only from :mod:`tmops_core.lifecycle`.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 from loguru import logger
 
-from tmops_core.agents.env import build_env
-from tmops_core.agents.supervisor import AgentProcess, Limits
-from tmops_core.checkpoints.parse import parse_checkpoint
-from tmops_core.checkpoints.validate import run_validators
-from tmops_core.checkpoints.watch import CheckpointWatcher
+from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
 from tmops_core.config import Config, ProviderConfig
 from tmops_core.events import EventBus
-from tmops_core.git import Git
+from tmops_core.git import BranchMoved, Git
+from tmops_core.lifecycle import ENDED_RUN_STATES, AttemptState, PauseReason, RunState
+from tmops_core.orchestration import prompts
 from tmops_core.orchestration.crashpoints import crash_point
-from tmops_core.orchestration.gates import run_gates
+from tmops_core.orchestration.executor import LocalExecutor
+from tmops_core.orchestration.hooks import FencedHooks
+from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.plugins import Plugins
-from tmops_core.store.sqlite import LostOwnership, Store
+from tmops_core.store.sqlite import AttemptRecord, LostOwnership, Store
 from tmops_core.workspace.layout import (
     FeatureLine,
     Layout,
-    atomic_write,
     iso,
     utc_now,
     write_feature_line,
 )
 from tmops_hookspecs import (
-    AgentEvent,
     AgentRequest,
-    AgentResult,
+    AttemptOutcome,
+    AttemptSpec,
+    Executor,
     FeatureContext,
     Outcome,
     PhaseSpec,
     Provider,
-    Severity,
     TmopsError,
 )
 
 __all__ = ["RunDriver", "provider_settings"]
 
 _TRANSIENT_BACKOFF_S = (1.0, 4.0, 15.0)
+#: the longest ``retry_after_s`` honoured before a retry; longer ones are usage limits
+_MAX_RETRY_AFTER_S = 300.0
 
 
 def provider_settings(config: Config, name: str) -> dict[str, Any]:
@@ -65,43 +71,21 @@ def provider_settings(config: Config, name: str) -> dict[str, Any]:
     return attrs.asdict(section or ProviderConfig(), recurse=False)
 
 
-@attrs.define
-class _Attempt:
-    """What one agent attempt produced, for the decision that follows it."""
+class _Ending(NamedTuple):
+    """How a run stopped: its state, why, and for a pause its reason."""
 
-    result: AgentResult
-    stop_reason: str | None
-    checkpoint: bool
-    session_id: str | None
+    state: RunState
+    reason: str | None = None
+    pause: PauseReason | None = None
 
 
-class _Arrivals:
-    """Checkpoint files seen by the watcher, with the time each was seen."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, float] = {}
-        self._condition = threading.Condition()
-
-    def __call__(self, path: Path) -> None:
-        with self._condition:
-            self._seen.setdefault(path.name, time.time())
-            self._condition.notify_all()
-
-    def seen_at(self, name: str) -> float | None:
-        with self._condition:
-            return self._seen.get(name)
-
-    def forget(self, name: str) -> None:
-        with self._condition:
-            self._seen.pop(name, None)
-
-    def wait(self, name: str, timeout: float) -> bool:
-        with self._condition:
-            return self._condition.wait_for(lambda: name in self._seen, timeout)
+class _Accepted(enum.Enum):
+    HANDED_OFF = "handed_off"
+    REWORK = "rework"
 
 
 class RunDriver:
-    """Drives one queued-and-admitted run to its end (completed, failed, paused, cancelled)."""
+    """Drives one queued-and-admitted run to its end (or to a pause)."""
 
     def __init__(
         self,
@@ -137,8 +121,18 @@ class RunDriver:
         self.correlation_id = run_record.run_id or f"{feature}/{run}"
         self.checkpoint_dir = layout.checkpoint_dir(feature, run)
         self.git = Git(self.worktree)
-        self.arrivals = _Arrivals()
-        self._head: str | None = None  # the worktree's HEAD after the last handoff
+        self.arrivals = Arrivals()
+        self.executor: Executor = LocalExecutor()
+        self.judge = Judge(
+            config=config, plugins=plugins, worktree=self.worktree,
+            logs_dir=layout.logs_dir(feature, run), context=self.context, emit=self.emit,
+            forget=self.arrivals.forget,
+        )  # fmt: skip
+        self.workflow: list[str] = list(config.features.default_phases)
+        #: the head tmops left the feature branch at (the branch guard compares it)
+        self.head: str | None = run_record.branch_head
+        #: set once this engine accepted a phase and so knows the branch head first hand
+        self._strict = False
         self._pending_ref: tuple[str, str] | None = None
 
     # -- telemetry ---------------------------------------------------------------------------
@@ -153,7 +147,7 @@ class RunDriver:
         try:
             self.store.add_event(
                 self.feature, self.run, event_type, json.dumps(dict(event.data), default=str),
-                iso(event.timestamp),
+                iso(event.timestamp), fencing=self.fencing,
             )  # fmt: skip
         except Exception as exc:  # the event log must never stop a run
             logger.warning("could not record event {}: {}", event_type, exc)
@@ -171,107 +165,305 @@ class RunDriver:
             phase=phase,
         )
 
+    def _fence(self) -> AbstractContextManager[object]:
+        return self.store.fenced(self.feature, self.run, self.fencing)
+
     # -- the run -----------------------------------------------------------------------------
 
     def drive(self) -> str:
-        """Run every remaining phase; return the run's final status."""
+        """Run every remaining phase; return the state the run stopped in (or ``lost``)."""
         started = time.monotonic()
         try:
-            status, error = self._drive()
+            ending = self._drive()
         except LostOwnership as exc:
             logger.warning("{}/{}: {}", self.feature, self.run, exc)
             return "lost"
+        except BranchMoved as exc:
+            ending = self._branch_moved(exc)
         except TmopsError as exc:
-            status, error = "failed", str(exc)
+            ending = _Ending(RunState.FAILED, str(exc))
         except Exception as exc:  # a bug must end the run visibly, never silently
             logger.opt(exception=exc).error("{}/{} crashed", self.feature, self.run)
-            status, error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+            ending = _Ending(RunState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         now = iso(utc_now())
         duration = time.monotonic() - started
         # Events first: whoever sees the run ended must find its last events recorded.
-        if status == "completed":
+        if ending.state is RunState.COMPLETED:
             self.emit("orchestration.feature.completed", duration_s=round(duration, 3))
-        elif error:
-            self.emit("orchestration.error", status=status, message=error)
+        elif ending.reason:
+            self.emit("orchestration.error", status=ending.state.value, message=ending.reason,
+                      pause_reason=ending.pause.value if ending.pause else None)  # fmt: skip
         try:
-            self.store.end_run(self.feature, self.run, self.fencing, status=status, now=now,
-                               error=error)  # fmt: skip
+            self.store.end_run(
+                self.feature, self.run, self.fencing, status=ending.state, now=now,
+                error=ending.reason, pause_reason=ending.pause.value if ending.pause else None,
+            )  # fmt: skip
         except LostOwnership:
             return "lost"
         write_feature_line(
-            self.layout, FeatureLine(self.feature, status, now, self.branch), replace=True
-        )
-        if status in {"completed", "failed", "cancelled"}:
-            self.plugins.workflow_finished(self.context(), status, duration)
-        return status
+            self.layout, FeatureLine(self.feature, ending.state.value, now, self.branch),
+            replace=True,
+        )  # fmt: skip
+        if ending.state in ENDED_RUN_STATES or ending.state is RunState.NEEDS_REVIEW:
+            self.plugins.workflow_finished(self.context(), ending.state.value, duration)
+        return ending.state.value
 
-    def _drive(self) -> tuple[str, str | None]:
+    def _drive(self) -> _Ending:
         providers = self.plugins.providers()
         registered = providers.get(self.provider_name)
         if registered is None:
             known = ", ".join(sorted(providers)) or "none"
-            return "failed", f"no provider named {self.provider_name!r} (installed: {known})"
+            return _Ending(
+                RunState.FAILED, f"no provider named {self.provider_name!r} (installed: {known})"
+            )
         provider = registered.spec.factory(provider_settings(self.config, self.provider_name))
         phases = self.plugins.phases()
-        workflow = list(self.config.features.default_phases)
-        missing = [name for name in workflow if name not in phases]
+        missing = [name for name in self.workflow if name not in phases]
         if missing:
-            return "failed", f"the workflow names phases no plugin provides: {', '.join(missing)}"
-        specs = [phases[name].spec for name in workflow]
-        accepted = {
-            a.phase for a in self.store.attempts(self.feature, self.run) if a.state == "completed"
-        }
+            return _Ending(
+                RunState.FAILED,
+                f"the workflow names phases no plugin provides: {', '.join(missing)}",
+            )
+        specs = [phases[name].spec for name in self.workflow]
+        if self.head is None:
+            self.head = self.git.head()
+            if self.head:
+                self.store.set_branch_head(self.feature, self.run, self.fencing, self.head)
         with CheckpointWatcher(self.checkpoint_dir, self.arrivals):
-            for spec in specs:
+            index = 0
+            while index < len(specs):
+                spec = specs[index]
                 if self.cancel.is_set():
-                    return "cancelled", "cancelled"
-                # A phase this run already accepted stays accepted: its gates held then, and
-                # later phases changed the code on purpose (the tester's red is green now).
-                if (
-                    spec.name in accepted
-                    and (self.checkpoint_dir / spec.completion_checkpoint).exists()
-                ):
+                    return _Ending(RunState.CANCELLED, "cancelled")
+                if self._accepted(spec):
+                    # Accepted by this run already: its gates held then, and later phases
+                    # changed the code on purpose (the tester's red is green now).
                     self.emit("orchestration.phase.adopted", phase=spec.name, accepted=True)
+                    index += 1
                     continue
-                if self._adopt(spec):
+                self._guard_branch()
+                accepted = self._adopt(spec)
+                if accepted is None:
+                    result = self._run_phase(spec, provider)
+                    if isinstance(result, _Ending):
+                        return result
+                    accepted = result
+                if isinstance(accepted, _Ending):
+                    return accepted
+                if accepted is _Accepted.REWORK:
+                    index = self.workflow.index(self.config.features.rework_phase)
                     continue
-                status, error = self._run_phase(spec, provider)
-                if status != "completed":
-                    return status, error
+                index += 1
         write_summary(self, specs)
-        return "completed", None
+        return _Ending(RunState.COMPLETED)
 
-    def _adopt(self, spec: PhaseSpec) -> bool:
+    def _accepted(self, spec: PhaseSpec) -> bool:
+        """Whether this run accepted ``spec`` and nothing sent it back since."""
+        if not (self.checkpoint_dir / spec.completion_checkpoint).exists():
+            return False
+        attempts = self.store.attempts(self.feature, self.run)
+        mine = [a for a in attempts if a.phase == spec.name]
+        if not mine or mine[-1].state != AttemptState.COMPLETED:
+            return False
+        reworks = [a.id for a in attempts if a.state == AttemptState.REWORK]
+        if reworks and self._reworks(spec.name):
+            # A rework round after this phase's acceptance sends it back.
+            return mine[-1].id > max(reworks)
+        return True
+
+    def _reworks(self, phase: str) -> bool:
+        """Whether a rework round reruns ``phase`` (the rework phase and the ones after it)."""
+        target = self.config.features.rework_phase
+        if target not in self.workflow:
+            return False
+        return self.workflow.index(phase) >= self.workflow.index(target)
+
+    def _guard_branch(self) -> None:
+        """Refuse to go on when the branch is not where tmops left it (or, after a restart,
+        on top of it: an agent of the dead engine may have committed).
+
+        Within one engine the next phase starts a moment after the last commit, which the
+        compare-and-swap in :meth:`Git.commit_work` checked, and every acceptance checks
+        again; so the handoff path pays for no git call here."""
+        if self.head is None or self._strict:
+            return
+        found = self.git.rev(f"refs/heads/{self.branch}")
+        if found == self.head:
+            return
+        if found is not None and self.git.is_ancestor(self.head, found):
+            return
+        raise BranchMoved(self.branch, self.head, found)
+
+    def _branch_moved(self, exc: BranchMoved) -> _Ending:
+        """Pause the run, naming both commits, with a backup ref of what was found."""
+        backup = None
+        if exc.found:
+            backup = f"refs/tmops/{self.feature}/{self.run}/moved-{time.time_ns()}"
+            with self._fence():
+                self.git.set_ref(backup, exc.found)
+        self.emit("orchestration.branch.moved", branch=self.branch, expected=exc.expected,
+                  found=exc.found, backup=backup)  # fmt: skip
+        reason = (
+            f"branch moved: {self.branch} is at {exc.found or 'nothing'}, tmops left it at "
+            f"{exc.expected}" + (f" (backup ref {backup})" if backup else "")
+        )
+        return _Ending(RunState.PAUSED, reason, PauseReason.BRANCH_MOVED)
+
+    def _adopt(self, spec: PhaseSpec) -> _Accepted | _Ending | None:
         """Take a completion checkpoint already on disk (by hand, or written while tmops was
-        down) exactly like an agent's: validators and gates; if it fails, set it aside."""
+        down) exactly like an agent's: validators, gates, verdict, commit under this phase,
+        transition. ``None`` when there is none to take (a rejected one is set aside)."""
         path = self.checkpoint_dir / spec.completion_checkpoint
         if not os.path.lexists(path):
-            return False
-        verdict, reason = self._check_checkpoint(spec, path)
+            return None
+        verdict, reason = self.judge.check_checkpoint(spec, path)
         if verdict != "completed":
             self.emit("orchestration.phase.not_adopted", phase=spec.name, reason=reason)
-            return False
-        self.store.record_adoption(
-            self.feature, self.run, self.fencing, phase=spec.name, now=iso(utc_now())
-        )
+            return None
+        self._make_private(path)
+        accepted = self._accept(spec, attempt=None, started=time.monotonic())
         self.emit("orchestration.phase.adopted", phase=spec.name, checkpoint=path.name)
-        return True
+        return accepted
+
+    @staticmethod
+    def _make_private(path: Path) -> None:
+        """A checkpoint tmops takes is readable by its owner only (0600), never through a link."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.fchmod(fd, 0o600)
+        except OSError as exc:
+            logger.warning("could not make {} private: {}", path, exc)
+        finally:
+            os.close(fd)
+
+    def _accept(
+        self, spec: PhaseSpec, *, attempt: _Live | None, started: float
+    ) -> _Accepted | _Ending:
+        """Commit the phase's work under its name and record the transition (or the rework)."""
+        path = self.checkpoint_dir / spec.completion_checkpoint
+        refusal = self.judge.review(spec, path)
+        crash_point("before-commit")
+        head, commit = self.git.commit_work(
+            f"tmops({self.feature}): {spec.name} work left uncommitted",
+            branch=self.branch, expected=self.head, guard=self._fence,
+        )  # fmt: skip
+        crash_point("after-commit")
+        self.head = head
+        now = iso(utc_now())
+        duration = time.monotonic() - started
+        if refusal is not None:
+            return self._refuse(spec, attempt, refusal, head, duration)
+        next_phase = self._next_phase(spec.name)
+        transition = json.dumps({"from": spec.name, "to": next_phase,
+                                 "duration_s": round(duration, 3)})  # fmt: skip
+        crash_point("before-transition")
+        if attempt is None:
+            self.store.record_adoption(
+                self.feature, self.run, self.fencing, phase=spec.name, now=now,
+                next_phase=next_phase, branch_head=head,
+                event=("orchestration.phase.transition", transition),
+            )  # fmt: skip
+            number = 0
+        else:
+            result = attempt.outcome.result
+            self.store.finish_attempt(
+                attempt.id, self.feature, self.run, self.fencing, state=AttemptState.COMPLETED,
+                outcome=result.outcome.value, message=result.message,
+                session_id=attempt.outcome.session_id, cost_usd=result.cost_usd,
+                turns=result.turns, now=now, duration_s=time.monotonic() - attempt.started,
+                next_phase=next_phase, branch_head=head,
+                event=("orchestration.phase.transition", transition),
+            )  # fmt: skip
+            number = attempt.number
+        crash_point("after-transition")
+        self._strict = True
+        self.events.emit(
+            "orchestration.phase.transition",
+            {"run": self.run, "from": spec.name, "to": next_phase,
+             "duration_s": round(duration, 3), "attempts": number, "commit": commit},
+            feature=self.feature, correlation_id=self.correlation_id,
+        )  # fmt: skip
+        self.plugins.phase_finished(
+            self.context(spec.name), spec.name, number, "completed", duration
+        )
+        return _Accepted.HANDED_OFF
+
+    def _refuse(
+        self, spec: PhaseSpec, attempt: _Live | None, refusal: str, head: str | None,
+        duration: float,
+    ) -> _Accepted | _Ending:  # fmt: skip
+        """The reviewer said NO: send the work back for rework, or end ``needs_review``."""
+        path = self.checkpoint_dir / spec.completion_checkpoint
+        rounds = sum(
+            a.state == AttemptState.REWORK for a in self.store.attempts(self.feature, self.run)
+        )
+        target = self.config.features.rework_phase
+        can_rework = (
+            rounds < self.config.features.rework_rounds
+            and target in self.workflow
+            and self.workflow.index(target) <= self.workflow.index(spec.name)
+        )
+        if can_rework:
+            # Set the reworked phases' checkpoints aside first: a crash before the rework is
+            # recorded must not let the next engine adopt them as they were.
+            review = path.with_name(f".{path.name}.rework-{rounds + 1}")
+            os.replace(path, review)
+            for name in self.workflow[self.workflow.index(target) : self.workflow.index(spec.name)]:
+                done = self.checkpoint_dir / self.plugins.phases()[name].spec.completion_checkpoint
+                if os.path.lexists(done):
+                    os.replace(done, done.with_name(f".{done.name}.rework-{rounds + 1}"))
+                self.arrivals.forget(done.name)
+            self.arrivals.forget(path.name)
+            state, message = AttemptState.REWORK, f"{refusal}; review: {review}"
+        else:
+            state = AttemptState.REFUSED
+            message = f"{refusal}; read {path} and decide"
+        self._record_verdict(spec, attempt, state, message, head)
+        self.emit("orchestration.phase.refused", phase=spec.name, reason=refusal,
+                  rework=can_rework, round=rounds + 1, duration_s=round(duration, 3))  # fmt: skip
+        if can_rework:
+            return _Accepted.REWORK
+        return _Ending(RunState.NEEDS_REVIEW, message)
+
+    def _record_verdict(
+        self, spec: PhaseSpec, attempt: _Live | None, state: AttemptState, message: str,
+        head: str | None,
+    ) -> None:  # fmt: skip
+        now = iso(utc_now())
+        if attempt is None:
+            self.store.record_adoption(
+                self.feature, self.run, self.fencing, phase=spec.name, now=now,
+                branch_head=head, state=state, message=message,
+            )  # fmt: skip
+            return
+        result = attempt.outcome.result
+        self.store.finish_attempt(
+            attempt.id, self.feature, self.run, self.fencing, state=state,
+            outcome=result.outcome.value, message=message,
+            session_id=attempt.outcome.session_id, cost_usd=result.cost_usd, turns=result.turns,
+            now=now, duration_s=time.monotonic() - attempt.started, branch_head=head,
+        )  # fmt: skip
 
     # -- one phase ---------------------------------------------------------------------------
 
-    def _run_phase(self, spec: PhaseSpec, provider: Provider) -> tuple[str, str | None]:
-        self._write_trigger(spec)
+    def _run_phase(self, spec: PhaseSpec, provider: Provider) -> _Accepted | _Ending:
+        prompts.write_trigger(spec, self.context(spec.name))
+        attempts_so_far = self.store.attempts(self.feature, self.run)
         # A phase resumed after a failure keeps the start it had: a rollback must undo all of it.
-        earlier = [a.start_commit for a in self.store.attempts(self.feature, self.run)
+        earlier = [a.start_commit for a in attempts_so_far
                    if a.phase == spec.name and a.start_commit]  # fmt: skip
-        start_commit = earlier[0] if earlier else (self._head or self.git.head())
+        start_commit = earlier[0] if earlier else (self.head or self.git.head())
         if start_commit:
             # Set once the agent runs: the marker is for rollbacks, not for the handoff.
             ref = f"refs/tmops/{self.feature}/{self.run}/{spec.name}-start"
             self._pending_ref = (ref, start_commit)
         started = time.monotonic()
+        resumable = bool(getattr(provider, "can_resume", False))
         session_id: str | None = None
-        nudge: str | None = None
+        note = self._rework_note(spec, attempts_so_far)
         attempts = self.config.features.max_retries + 1
         last_error = "no attempt was made"
         for number in range(1, attempts + 1):
@@ -281,50 +473,29 @@ class RunDriver:
             )  # fmt: skip
             self.plugins.phase_started(self.context(spec.name), spec.name, number)
             attempt_started = time.monotonic()
-            outcome = self._attempt(spec, provider, attempt_id, number, session_id, nudge)
-            session_id = outcome.session_id or session_id
-            verdict, reason = self._judge(spec, outcome)
-            now = iso(utc_now())
+            resume = session_id if resumable else None
+            outcome = self._attempt(spec, provider, attempt_id, number, resume, note)
+            live = _Live(attempt_id, number, outcome, attempt_started)
+            if resumable:
+                session_id = outcome.session_id or session_id
+                if "could not be resumed" in outcome.result.message:
+                    session_id = None
+            checkpoint = self.checkpoint_dir / spec.completion_checkpoint
+            verdict, reason = self.judge.judge(spec, outcome, checkpoint)
             if verdict == "completed":
-                crash_point("before-commit")
-                self._head, committed = self.git.commit_all(
-                    f"tmops({self.feature}): {spec.name} work left uncommitted"
-                )
-                crash_point("after-commit")
-                commit = self._head if committed else None
-                duration = time.monotonic() - started
-                next_phase = self._next_phase(spec.name)
-                crash_point("before-transition")
-                self.store.finish_attempt(
-                    attempt_id, self.feature, self.run, self.fencing, state="completed",
-                    outcome=outcome.result.outcome.value, message=outcome.result.message,
-                    session_id=session_id, cost_usd=outcome.result.cost_usd,
-                    turns=outcome.result.turns, now=now,
-                    duration_s=time.monotonic() - attempt_started, next_phase=next_phase,
-                    event=("orchestration.phase.transition", json.dumps(
-                        {"from": spec.name, "to": next_phase, "duration_s": round(duration, 3)})),
-                )  # fmt: skip
-                crash_point("after-transition")
-                self.events.emit(
-                    "orchestration.phase.transition",
-                    {"run": self.run, "from": spec.name, "to": next_phase,
-                     "duration_s": round(duration, 3), "attempts": number,
-                     "commit": commit},
-                    feature=self.feature, correlation_id=self.correlation_id,
-                )  # fmt: skip
-                self.plugins.phase_finished(
-                    self.context(spec.name), spec.name, number, "completed", duration
-                )
-                return "completed", None
+                self._make_private(checkpoint)
+                try:
+                    return self._accept(spec, attempt=live, started=started)
+                except BranchMoved:
+                    self._finish_attempt(live, AttemptState.PAUSED, "branch moved")
+                    raise
             last_error = f"{spec.name}: {reason}"
             final = verdict in {"failed", "paused", "cancelled"} or number == attempts
-            self.store.finish_attempt(
-                attempt_id, self.feature, self.run, self.fencing,
-                state="failed" if final and verdict == "retry" else verdict,
-                outcome=outcome.result.outcome.value, message=reason, session_id=session_id,
-                cost_usd=outcome.result.cost_usd, turns=outcome.result.turns, now=now,
-                duration_s=time.monotonic() - attempt_started,
-            )  # fmt: skip
+            state = {
+                "failed": AttemptState.FAILED, "paused": AttemptState.PAUSED,
+                "cancelled": AttemptState.CANCELLED,
+            }.get(verdict, AttemptState.FAILED if final else AttemptState.REJECTED)  # fmt: skip
+            self._finish_attempt(live, state, reason)
             self.emit(
                 "orchestration.phase.attempt_failed", phase=spec.name, attempt=number,
                 verdict=verdict, reason=reason,
@@ -334,74 +505,59 @@ class RunDriver:
                 time.monotonic() - started,
             )  # fmt: skip
             if final:
-                status = verdict if verdict in {"paused", "cancelled"} else "failed"
-                return status, last_error
-            if outcome.result.outcome is Outcome.TRANSIENT_ERROR:
-                self.cancel.wait(self.backoff[min(number - 1, len(self.backoff) - 1)])
-            if "could not be resumed" in outcome.result.message:
-                session_id = None
-            nudge = (
-                f"Your previous attempt at the {spec.role} role did not complete: {reason}. "
-                f"Fix that, then write {self.checkpoint_dir / spec.completion_checkpoint} again."
-            )
-        return "failed", last_error
+                if verdict == "paused":
+                    return _Ending(RunState.PAUSED, last_error, PauseReason.USAGE_LIMITED)
+                if verdict == "cancelled":
+                    return _Ending(RunState.CANCELLED, last_error)
+                return _Ending(RunState.FAILED, last_error)
+            self._back_off(outcome, number)
+            note = prompts.retry_note(spec, checkpoint, reason)
+        return _Ending(RunState.FAILED, last_error)
+
+    def _back_off(self, outcome: AttemptOutcome, number: int) -> None:
+        """Wait before a retry: what the API asked for (429/529), else the transient backoff."""
+        asked = outcome.result.retry_after_s
+        if asked is not None and asked > 0:
+            self.cancel.wait(min(asked, _MAX_RETRY_AFTER_S))
+        elif outcome.result.outcome is Outcome.TRANSIENT_ERROR:
+            self.cancel.wait(self.backoff[min(number - 1, len(self.backoff) - 1)])
+
+    def _rework_note(self, spec: PhaseSpec, attempts: list[AttemptRecord]) -> str | None:
+        """The reviewer's findings, when ``spec`` runs again because of a rework round."""
+        if spec.name != self.config.features.rework_phase:
+            return None
+        reworks = [a for a in attempts if a.state == AttemptState.REWORK]
+        if not reworks:
+            return None
+        mine = [a for a in attempts if a.phase == spec.name and a.state == AttemptState.COMPLETED]
+        if mine and mine[-1].id > reworks[-1].id:
+            return None
+        reason, _, review = (reworks[-1].message or "").partition("; review: ")
+        return prompts.rework_note(spec, Path(review or self.checkpoint_dir), reason)
+
+    def _finish_attempt(self, live: _Live, state: AttemptState, reason: str) -> None:
+        result = live.outcome.result
+        self.store.finish_attempt(
+            live.id, self.feature, self.run, self.fencing, state=state,
+            outcome=result.outcome.value, message=reason, session_id=live.outcome.session_id,
+            cost_usd=result.cost_usd, turns=result.turns, now=iso(utc_now()),
+            duration_s=time.monotonic() - live.started,
+        )  # fmt: skip
+
+    def _session_started(
+        self, phase: str, number: int, pid: int, *, resumed: bool, note: str | None
+    ) -> None:
+        """The agent runs: set the phase-start marker (fenced) and say so in the audit trail."""
+        if self._pending_ref is not None:
+            with self._fence():
+                self.git.set_ref(*self._pending_ref)
+            self._pending_ref = None
+        self.emit("orchestration.session.started", phase=phase, attempt=number, pid=pid,
+                  resumed=resumed, told=note)  # fmt: skip
 
     def _next_phase(self, name: str) -> str | None:
-        workflow = list(self.config.features.default_phases)
-        index = workflow.index(name)
-        return workflow[index + 1] if index + 1 < len(workflow) else None
-
-    def _write_trigger(self, spec: PhaseSpec) -> None:
-        if not spec.trigger_checkpoint:
-            return
-        path = self.checkpoint_dir / spec.trigger_checkpoint
-        if os.path.lexists(path):
-            return
-        atomic_write(
-            path,
-            f"# Checkpoint: {spec.trigger_checkpoint}\n"
-            f"**From:** tmops (orchestration)\n"
-            f"**To:** {spec.role.capitalize()}\n"
-            f"**Timestamp:** {utc_now():%Y-%m-%d %H:%M:%S}\n"
-            f"**Feature:** {self.feature}\n"
-            f"**Run:** {self.run}\n"
-            f"**Status:** trigger\n\n"
-            f"## Action Required\n{spec.description or spec.name}\n\n"
-            f"## Expected Response\nWrite {spec.completion_checkpoint} in this folder.\n",
-        )
-
-    def _prompt(self, spec: PhaseSpec) -> str:
-        try:
-            return self._format_prompt(spec)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise TmopsError(
-                f"the prompt of phase {spec.name!r} cannot be filled in: {exc!r}",
-                hint="a phase prompt may use {feature}, {run}, {task_spec}, {checkpoint_dir}, "
-                "{trigger_checkpoint}, {completion_checkpoint}, {worktree} and {branch}",
-            ) from exc
-
-    def _format_prompt(self, spec: PhaseSpec) -> str:
-        return spec.prompt.format(
-            feature=self.feature,
-            run=self.run,
-            task_spec=self.layout.task_spec(self.feature, self.run),
-            checkpoint_dir=self.checkpoint_dir,
-            trigger_checkpoint=spec.trigger_checkpoint or "",
-            completion_checkpoint=spec.completion_checkpoint,
-            worktree=self.worktree,
-            branch=self.branch,
-        )
-
-    def _instructions(self, spec: PhaseSpec, settings: Mapping[str, Any]) -> str:
-        folder = settings.get("instructions_dir") or self.config.paths.instructions
-        if folder:
-            path = Path(folder).expanduser()
-            if not path.is_absolute():
-                path = self.layout.project_root / path
-            candidate = path / f"{spec.role}.md"
-            if candidate.is_file():
-                return candidate.read_text(encoding="utf-8")
-        return spec.instructions
+        index = self.workflow.index(name)
+        return self.workflow[index + 1] if index + 1 < len(self.workflow) else None
 
     def _attempt(
         self,
@@ -410,151 +566,76 @@ class RunDriver:
         attempt_id: int,
         number: int,
         resume: str | None,
-        nudge: str | None,
-    ) -> _Attempt:
+        note: str | None,
+    ) -> AttemptOutcome:
         settings = provider_settings(self.config, self.provider_name)
         completion = spec.completion_checkpoint
         self.arrivals.forget(completion)
+        prompt = (
+            note
+            if (note and resume)
+            else prompts.phase_prompt(
+                spec, self.context(spec.name), self.layout.task_spec(self.feature, self.run)
+            )
+            + (f"\n{note}" if note else "")
+        )
         request = AgentRequest(
             feature=self.feature,
             run=self.run,
             phase=spec.name,
-            role_instructions=self._instructions(spec, settings),
-            prompt=nudge
-            if (nudge and resume)
-            else self._prompt(spec) + (f"\n{nudge}" if nudge else ""),
+            role_instructions=prompts.role_instructions(
+                spec, settings, self.config, self.layout.project_root
+            ),
+            prompt=prompt,
             working_dir=self.worktree,
             extra_dirs=(self.checkpoint_dir,),
             resume_session_id=resume,
             max_turns=settings.get("max_turns"),
             allowed_tools=spec.allowed_tools,
         )
-        invocation = provider.build_invocation(request)
-        env = build_env(
-            {**settings.get("env", {}), **invocation.env},
-            allow=self.config.features.env_allowlist,
-        )
-        events: list[AgentEvent] = []
-        session: dict[str, str | None] = {"id": resume}
-
-        def on_line(line: str) -> None:
-            for event in provider.parse_line(line):
-                events.append(event)
-                if event.session_id and event.session_id != session["id"]:
-                    session["id"] = event.session_id
-                    self.store.attempt_session(attempt_id, event.session_id)
-
-        process = AgentProcess(
-            invocation.argv,
-            cwd=self.worktree,
-            env=env,
+        attempt = AttemptSpec(
+            feature=self.feature,
+            run=self.run,
+            phase=spec.name,
+            attempt=number,
+            fencing=self.fencing,
+            provider=self.provider_name,
+            request=request,
+            checkpoint=self.checkpoint_dir / completion,
             log_path=self.layout.logs_dir(self.feature, self.run) / f"{spec.role}.log",
-            limits=Limits(
-                wall_clock_s=float(settings.get("timeout_s") or 3600),
-                idle_s=float(settings.get("idle_timeout_s") or 600),
-            ),
-            on_line=on_line,
-            stdin=invocation.stdin,
+            env=settings.get("env", {}),
+            env_allow=tuple(self.config.features.env_allowlist),
+            wall_clock_s=float(settings.get("timeout_s") or 3600),
+            idle_s=float(settings.get("idle_timeout_s") or 600),
+            checkpoint_grace_s=float(self.config.features.checkpoint_timeout),
         )
-        pid = process.start()
-        self.store.attempt_process(
-            attempt_id, self.feature, self.run, self.fencing, pid=pid,
-            start_time=process.start_time, mark=process.mark,
+        hooks = FencedHooks(
+            store=self.store, feature=self.feature, run=self.run, fencing=self.fencing,
+            attempt_id=attempt_id, arrivals=self.arrivals, completion=completion,
+            cancel=self.cancel, on_started=lambda pid: self._session_started(
+                spec.name, number, pid, resumed=resume is not None, note=note),
         )  # fmt: skip
-        crash_point("after-spawn")
-        if self._pending_ref is not None:
-            self.git.set_ref(*self._pending_ref)
-            self._pending_ref = None
-        self.emit("orchestration.session.started", phase=spec.name, attempt=number, pid=pid,
-                  resumed=resume is not None)  # fmt: skip
-        outcome = None
-        grace_until: float | None = None
-        while outcome is None:
-            outcome = process.wait(timeout=0.005)
-            if outcome is not None:
-                break
-            if self.cancel.is_set():
-                outcome = process.stop("cancelled")
-            elif self.arrivals.seen_at(completion) is not None:
-                if grace_until is None:
-                    grace_until = time.monotonic() + self.config.features.checkpoint_timeout
-                elif time.monotonic() > grace_until:
-                    outcome = process.stop("stopped")
-        present = (self.checkpoint_dir / completion).exists()
-        if present:
+        outcome = self.executor.execute(attempt, provider, hooks)
+        if outcome.checkpoint_present:
             seen = self.arrivals.seen_at(completion) or time.time()
             try:
-                lag_ms = max(
-                    0.0, (seen - (self.checkpoint_dir / completion).stat().st_mtime) * 1000
-                )
+                lag_ms = max(0.0, (seen - attempt.checkpoint.stat().st_mtime) * 1000)
             except OSError:
                 lag_ms = 0.0
             self.emit("orchestration.checkpoint.detected", phase=spec.name, checkpoint=completion,
                       detection_lag_ms=round(lag_ms, 2))  # fmt: skip
             crash_point("checkpoint-detected")
-        result = provider.finish(outcome.returncode, events, outcome.stderr_tail)
-        if outcome.stop_reason in {"wall_clock", "idle"}:
-            result = attrs.evolve(
-                result, outcome=Outcome.TIMED_OUT,
-                message=f"the agent was stopped: {outcome.stop_reason.replace('_', ' ')} timeout",
-            )  # fmt: skip
-        elif outcome.stop_reason == "cancelled":
-            result = attrs.evolve(result, outcome=Outcome.CANCELLED, message="cancelled")
         self.emit("orchestration.session.ended", phase=spec.name, attempt=number,
-                  outcome=result.outcome.value, returncode=outcome.returncode,
-                  session_id=session["id"], cost_usd=result.cost_usd)  # fmt: skip
-        return _Attempt(result, outcome.stop_reason, present, result.session_id or session["id"])
+                  outcome=outcome.result.outcome.value, returncode=outcome.returncode,
+                  session_id=outcome.session_id, cost_usd=outcome.result.cost_usd)  # fmt: skip
+        return outcome
 
-    def _judge(self, spec: PhaseSpec, attempt: _Attempt) -> tuple[str, str]:
-        """``completed``, ``retry``, ``failed``, ``paused`` or ``cancelled``, and why."""
-        outcome = attempt.result.outcome
-        if outcome is Outcome.CANCELLED:
-            return "cancelled", "cancelled"
-        if outcome is Outcome.AUTH_ERROR:
-            return "failed", f"authentication failed: {attempt.result.message}"
-        if outcome is Outcome.USAGE_LIMITED:
-            return "paused", f"usage limit reached: {attempt.result.message}"
-        if not attempt.checkpoint:
-            if outcome is Outcome.SUCCEEDED:
-                return "retry", f"the agent ended without writing {spec.completion_checkpoint}"
-            return "retry", attempt.result.message or outcome.value
-        return self._check_checkpoint(spec, self.checkpoint_dir / spec.completion_checkpoint)
 
-    def _check_checkpoint(self, spec: PhaseSpec, path: Path) -> tuple[str, str]:
-        """Validators, then the phase's gates; a rejected checkpoint is set aside."""
-        checkpoint = parse_checkpoint(path)
-        problems = run_validators(checkpoint, self.context(spec.name), self.plugins.validators())
-        errors = [p for p in problems if p.severity is Severity.ERROR]
-        for problem in problems:
-            self.emit("orchestration.checkpoint.problem", phase=spec.name, file=str(path),
-                      validator=problem.validator, severity=problem.severity.value,
-                      message=problem.message)  # fmt: skip
-        if errors:
-            self._set_aside(path)
-            first = errors[0]
-            return "retry", f"checkpoint {path.name} rejected by {first.validator}: {first.message}"
-        log = self.layout.logs_dir(self.feature, self.run) / f"gate-{spec.name}.log"
-        for gate in run_gates(
-            spec.gates,
-            command=self.config.features.test_command,
-            cwd=self.worktree,
-            env=build_env({}, allow=self.config.features.env_allowlist),
-            timeout_s=self.config.features.test_timeout,
-            log_path=log,
-        ):
-            self.emit("orchestration.gate.checked", phase=spec.name, gate=gate.gate.value,
-                      passed=gate.passed, reason=gate.reason)  # fmt: skip
-            crash_point("during-gate")
-            if not gate.passed:
-                self._set_aside(path)
-                return "retry", f"gate {gate.gate.value} failed: {gate.reason}"
-        return "completed", "ok"
+@attrs.frozen
+class _Live:
+    """An attempt the executor ran: its store row, number, outcome and start."""
 
-    def _set_aside(self, path: Path) -> None:
-        """Move a rejected checkpoint out of the way so its rewrite is seen as new."""
-        target = path.with_name(f".{path.name}.rejected-{time.time_ns()}")
-        try:
-            os.replace(path, target)
-        except OSError as exc:
-            logger.warning("could not set aside rejected checkpoint {}: {}", path, exc)
-        self.arrivals.forget(path.name)
+    id: int
+    number: int
+    outcome: AttemptOutcome
+    started: float

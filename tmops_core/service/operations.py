@@ -16,7 +16,8 @@ from typing import Any
 
 from tmops_core.config import LoadedConfig, load_config, redacted, to_data
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
-from tmops_core.lifecycle import RunState
+from tmops_core.git import Git
+from tmops_core.lifecycle import PauseReason, RunState
 from tmops_core.orchestration.daemon import (
     HEARTBEAT_S,
     LEASE_S,
@@ -27,7 +28,7 @@ from tmops_core.orchestration.daemon import (
 from tmops_core.orchestration.run import provider_settings
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.status import feature_status, find_project_root, list_features
-from tmops_core.store.sqlite import STORE_NAME, RunRecord, Store
+from tmops_core.store.sqlite import STORE_NAME, FeatureRecord, RunRecord, Store
 from tmops_core.workspace.features import InitRequest, InitResult, init_feature
 from tmops_core.workspace.layout import Layout, iso, utc_now, validate_feature_name
 from tmops_hookspecs import ConfigError, FeatureContext, FeatureError
@@ -134,6 +135,7 @@ class Service:
         *,
         provider: str | None = None,
         resume: bool = False,
+        accept_branch: bool = False,
         workspace: Path | None = None,
         spawn: bool = True,
     ) -> dict[str, Any]:
@@ -173,13 +175,15 @@ class Service:
                 state = "its engine had stopped; a new engine takes the run over"
             return self._start_answer(run, run.provider or name, state)
         ended = f"run '{run.run}' of '{feature}' has {run.status}"
-        if run.status == "completed":
+        if run.status == RunState.COMPLETED:
             raise FeatureError(ended, hint=f"start a new run: tmops init {feature} --retry")
-        if run.status in {"failed", "paused", "cancelled"} and not resume:
+        if run.status != RunState.INITIALIZED and not resume:
             raise FeatureError(
                 f"{ended}: {run.last_error or 'no reason recorded'}",
                 hint="continue it from where it stopped with --resume (MCP: resume: true)",
             )
+        if run.pause_reason == PauseReason.BRANCH_MOVED:
+            self._check_branch(store, record, run, accept=accept_branch)
         run_id = uuid.uuid4().hex[:12]
         store.queue_run(feature, run.run, run_id=run_id, provider=name, now=iso(utc_now()))
         self.events.emit(
@@ -191,6 +195,23 @@ class Service:
         queued = store.run(feature, run.run)
         assert queued is not None  # noqa: S101 - it was just updated
         return self._start_answer(queued, name, "queued")
+
+    @staticmethod
+    def _check_branch(store: Store, record: FeatureRecord, run: RunRecord, *, accept: bool) -> None:
+        """A run paused because its branch moved goes on only from where tmops left it, or
+        from the new head when the person accepts it."""
+        found = Git(Path(record.worktree)).rev(f"refs/heads/{record.branch}")
+        if found is None or found == run.branch_head:
+            return
+        if not accept:
+            raise FeatureError(
+                f"the branch {record.branch} moved: tmops left it at {run.branch_head}, it is "
+                f"now at {found}",
+                hint=f"continue from the new head with `tmops start {run.feature} --resume "
+                f"--accept-branch` (MCP: accept_branch: true), or put the branch back first "
+                f"(git update-ref refs/heads/{record.branch} {run.branch_head})",
+            )
+        store.set_branch_head(run.feature, run.run, None, found)
 
     @staticmethod
     def _start_answer(run: RunRecord, provider: str, state: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from tmops_core.lifecycle import RunState
+from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
 from tmops_core.orchestration.daemon import engine_running, run_engine_alive
 from tmops_core.store.sqlite import AttemptRecord, RunRecord, Store
 from tmops_core.workspace.layout import FEATURE_NAME, FeatureLine, Layout, iso, read_features
@@ -109,9 +109,11 @@ def read_checkpoints(folder: Path) -> list[CheckpointInfo]:
     return sorted(found, key=lambda c: c.name)
 
 
-def _progress(
+def _progress_by_hand(
     workflow: Sequence[str], phases: Mapping[str, PhaseSpec], present: set[str]
 ) -> list[PhaseProgress]:
+    """Phases of a run tmops has not started: what the files written by hand show. A
+    completion checkpoint nobody has checked yet is ``written``, never ``completed``."""
     progress = []
     for name in workflow:
         spec = phases.get(name)
@@ -119,11 +121,30 @@ def _progress(
             progress.append(PhaseProgress(name, name, "unavailable", None))
             continue
         if spec.completion_checkpoint in present:
-            state = "completed"
+            state = PhaseState.WRITTEN
         elif spec.trigger_checkpoint and spec.trigger_checkpoint in present:
-            state = "in_progress"
+            state = PhaseState.IN_PROGRESS
         else:
-            state = "pending"
+            state = PhaseState.PENDING
+        progress.append(PhaseProgress(name, spec.role, state, spec.completion_checkpoint))
+    return progress
+
+
+def _progress_from_store(
+    workflow: Sequence[str],
+    phases: Mapping[str, PhaseSpec],
+    attempts: Sequence[AttemptRecord],
+    run: RunState,
+) -> list[PhaseProgress]:
+    """Phases of a run tmops drives: projected from the store's attempts, never from files."""
+    progress = []
+    for name in workflow:
+        spec = phases.get(name)
+        states = [a.state for a in attempts if a.phase == name]
+        state = phase_state(states, run=run)
+        if spec is None:
+            progress.append(PhaseProgress(name, name, "unavailable", None))
+            continue
         progress.append(PhaseProgress(name, spec.role, state, spec.completion_checkpoint))
     return progress
 
@@ -138,7 +159,12 @@ def feature_status(
     include_sessions: bool = True,
     include_checkpoints: bool = True,
 ) -> dict[str, Any]:
-    """The upstream status shape of one feature; unknown features are a FeatureError."""
+    """The upstream status shape of one feature; unknown features are a FeatureError.
+
+    The state of a run tmops has started is the store's, so ``completed`` appears only once
+    the run record says so (after SUMMARY.md and metrics.json exist). For a run it has not
+    started, the checkpoints written by hand show how far a person got.
+    """
     if not isinstance(feature, str) or not FEATURE_NAME.fullmatch(feature):
         raise FeatureError(f"no feature named {feature!r}: not a valid feature name")
     record = store.feature(feature) if store else None
@@ -150,56 +176,39 @@ def feature_status(
             hint="`tmops list` shows the features; `tmops init <feature>` creates one",
         )
     checkpoints = read_checkpoints(layout.checkpoint_dir(feature, run)) if run else []
-    present = {c.name for c in checkpoints}
     run_record = store.run(feature, run) if store and run else None
     attempts = store.attempts(feature, run) if store and run and run_record else []
-    running = {a.phase for a in attempts if a.state in {"starting", "running"}}
-    progress = [
-        attrs.evolve(p, status="in_progress") if p.phase in running else p
-        for p in _progress(workflow, phases, present)
-    ]
-    completed = sum(p.status == "completed" for p in progress)
-    started = any(p.status != "pending" for p in progress)
-    current = next((p for p in progress if p.status != "completed"), None)
-    waiting = (
-        f"waiting for {current.completion_checkpoint} from the {current.role}"
-        if current and current.completion_checkpoint
-        else "check the workflow's phases in the config"
-    )
-    state = run_record.status if run_record else None
-    engine = _engine(layout, store, run_record)
-    if progress and completed == len(progress):
-        status, current_phase = "completed", None
-        next_action = f"review and merge {_branch(record, line, feature)}"
-    elif state in {"queued", "running", "paused", "failed", "cancelled"}:
-        assert run_record is not None  # noqa: S101 - state comes from it
-        status = state
-        current_phase = run_record.current_phase or (current.phase if current else None)
-        next_action = {
-            "queued": "waiting for a free slot in the engine (features.concurrent_limit)",
-            "running": waiting,
-            "paused": f"resume with `tmops start {feature} --resume` ({run_record.last_error})",
-        }.get(
-            state,
-            f"fix the problem, then `tmops start {feature} --resume`: {run_record.last_error}",
-        )
-        if engine == "dead":
-            next_action = f"its engine stopped: `tmops start {feature}` takes the run over"
-        elif engine == "none":
-            next_action = f"no engine serves the project: `tmops start {feature}` starts one"
-    elif not started:
-        status, current_phase = "initialized", None
-        next_action = f"{NEXT_ACTION_NEW} (tmops start {feature})"
+    state = RunState(run_record.status) if run_record else RunState.INITIALIZED
+    if state is RunState.INITIALIZED:
+        progress = _progress_by_hand(workflow, phases, {c.name for c in checkpoints})
     else:
-        status = "in_progress"
-        current_phase = current.phase if current else None
-        next_action = waiting
+        progress = _progress_from_store(workflow, phases, attempts, state)
+    completed = sum(p.status == PhaseState.COMPLETED for p in progress)
+    current = next((p for p in progress if p.status != PhaseState.COMPLETED), None)
+    branch = _branch(record, line, feature)
+    if state is RunState.INITIALIZED:
+        status, current_phase, next_action = _by_hand(feature, progress)
+    else:
+        assert run_record is not None  # noqa: S101 - state comes from it
+        status = state.value
+        current_phase = (
+            None if state is RunState.COMPLETED
+            else run_record.current_phase or (current.phase if current else None)
+        )  # fmt: skip
+        next_action = _next_action(
+            feature, state, run_record, current, branch, layout.checkpoint_dir(feature, run or "")
+        )
+    engine = _engine(layout, store, run_record)
+    if engine == "dead":
+        next_action = f"its engine stopped: `tmops start {feature}` takes the run over"
+    elif engine == "none":
+        next_action = f"no engine serves the project: `tmops start {feature}` starts one"
     result: dict[str, Any] = {
         "feature": feature,
         "status": status,
         "current_phase": current_phase,
         "run": run,
-        "branch": _branch(record, line, feature),
+        "branch": branch,
         "worktree": record.worktree if record else None,
         "task_spec": str(layout.task_spec(feature, run)) if run else None,
         "phase_progress": {
@@ -213,6 +222,7 @@ def feature_status(
         "provider": run_record.provider if run_record else None,
         "cost_usd": round(run_record.cost_usd, 6) if run_record else 0.0,
         "last_error": run_record.last_error if run_record else None,
+        "pause_reason": run_record.pause_reason if run_record else None,
         "engine": engine,
     }
     if include_sessions:
@@ -220,6 +230,60 @@ def feature_status(
     if include_checkpoints:
         result["checkpoints"] = [attrs.asdict(c) for c in checkpoints]
     return result
+
+
+def _by_hand(feature: str, progress: Sequence[PhaseProgress]) -> tuple[str, str | None, str]:
+    """Status, current phase and next action of a run only a person has worked on."""
+    written = [p for p in progress if p.status == PhaseState.WRITTEN]
+    current = next((p for p in progress if p.status != PhaseState.WRITTEN), None)
+    if not any(p.status != PhaseState.PENDING for p in progress):
+        return RunState.INITIALIZED.value, None, f"{NEXT_ACTION_NEW} (tmops start {feature})"
+    if current is None:
+        return (
+            "in_progress", None,
+            f"tmops start {feature} checks the {len(written)} checkpoint(s) written by hand "
+            "(validators, gates), commits them under their phases and finishes the run",
+        )  # fmt: skip
+    if current.completion_checkpoint is None:
+        return "in_progress", current.phase, "check the workflow's phases in the config"
+    return (
+        "in_progress", current.phase,
+        f"waiting for {current.completion_checkpoint} from the {current.role}",
+    )  # fmt: skip
+
+
+def _next_action(
+    feature: str,
+    state: RunState,
+    run: RunRecord,
+    current: PhaseProgress | None,
+    branch: str,
+    checkpoint_dir: Path,
+) -> str:
+    """What to do next about a run tmops has started, by its state."""
+    if state is RunState.COMPLETED:
+        return f"review and merge {branch}"
+    if state is RunState.QUEUED:
+        return "waiting for a free slot in the engine (features.concurrent_limit)"
+    if state is RunState.RUNNING:
+        if current is None or current.completion_checkpoint is None:
+            return "finishing the run: SUMMARY.md and metrics.json"
+        return f"waiting for {current.completion_checkpoint} from the {current.role}"
+    if state is RunState.NEEDS_REVIEW:
+        refused = (run.last_error or "").rpartition("; read ")[2].removesuffix(" and decide")
+        name = Path(refused).name if refused else "the reviewer's checkpoint"
+        return (
+            f"read {name} and decide ({checkpoint_dir}): fix it and "
+            f"`tmops start {feature} --resume`, or edit the verdict by hand and resume"
+        )
+    if state is RunState.PAUSED:
+        if run.pause_reason == PauseReason.BRANCH_MOVED:
+            return (
+                f"`tmops start {feature} --resume --accept-branch` continues from the branch's "
+                f"new head, or put the branch back and resume ({run.last_error})"
+            )
+        return f"resume with `tmops start {feature} --resume` ({run.last_error})"
+    return f"fix the problem, then `tmops start {feature} --resume`: {run.last_error}"
 
 
 def _engine(layout: Layout, store: Store | None, run: RunRecord | None) -> str | None:
@@ -244,7 +308,7 @@ def _session(progress: PhaseProgress, attempts: Sequence[AttemptRecord]) -> dict
         return {"phase": progress.phase, "state": state, "session_id": None, "attempts": 0,
                 "cost_usd": 0.0, "pid": None}  # fmt: skip
     last = mine[-1]
-    state = {"starting": "active", "running": "active"}.get(last.state, last.state)
+    state = "active" if last.state in LIVE_ATTEMPT_STATES else last.state
     return {
         "phase": progress.phase,
         "state": state,

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import attrs
 
-from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, AttemptState, EngineState, RunState
+from tmops_core.lifecycle import (
+    ACTIVE_RUN_STATES,
+    ENDED_RUN_STATES,
+    LIVE_ATTEMPT_STATES,
+    AttemptState,
+    EngineState,
+    RunState,
+    check_run_transition,
+)
 from tmops_core.store.leases import EngineLeases, EngineRecord, LeaseHeld
 from tmops_hookspecs import WorkspaceError
 
@@ -36,11 +44,10 @@ __all__ = [
 
 STORE_NAME = "tmops.db"
 #: run states in which an engine owns (or will own) the run
-ACTIVE_STATES = frozenset({"queued", "running"})
+ACTIVE_STATES = ACTIVE_RUN_STATES
 
 _MIGRATIONS = files(__package__ or "tmops_core.store").joinpath("migrations")
 _MIGRATION_NAME = re.compile(r"([0-9]{4})_[a-z0-9_]+[.]sql")
-_LIVE = tuple(state.value for state in sorted(LIVE_ATTEMPT_STATES))
 
 
 def migrations() -> list[tuple[int, str, list[str]]]:
@@ -93,6 +100,8 @@ class RunRecord:
     last_error: str | None = None
     engine_pid: int | None = None
     fencing: int = 0
+    pause_reason: str | None = None
+    branch_head: str | None = None
     #: the engine (:class:`EngineRecord`) that owns the run while it is running
     engine_id: int | None = None
 
@@ -248,17 +257,16 @@ class Store(EngineLeases):
     def queue_run(self, feature: str, run: str, *, run_id: str, provider: str, now: str) -> None:
         """Put a run at the end of the queue (FIFO: a sequence number, not a clock)."""
         with self.transaction() as db:
+            self._move_run(db, feature, run, RunState.QUEUED, now, None)
             db.execute(
                 """
-                UPDATE runs SET status = 'queued', run_id = ?, provider = ?, queued_at = ?,
+                UPDATE runs SET run_id = ?, provider = ?, queued_at = ?,
                     queue_seq = (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM runs),
-                    finished_at = NULL, last_error = NULL, updated_at = ?
+                    last_error = NULL, pause_reason = NULL
                 WHERE feature = ? AND run = ?
                 """,
-                (run_id, provider, now, now, feature, run),
+                (run_id, provider, now, feature, run),
             )
-            db.execute("UPDATE features SET status = 'queued', updated_at = ? WHERE name = ?",
-                       (now, feature))  # fmt: skip
 
     def requeue(self, feature: str, run: str, *, now: str) -> bool:
         """Take a running run from its engine and queue it again, keeping its place
@@ -268,17 +276,20 @@ class Store(EngineLeases):
         refused (:class:`LostOwnership`): that engine is dead, or stopping, or hung.
         """
         with self.transaction() as db:
-            cursor = db.execute(
-                "UPDATE runs SET status = ?, fencing = fencing + 1, engine_pid = NULL, "
-                "engine_id = NULL, updated_at = ? WHERE feature = ? AND run = ? AND status = ?",
-                (RunState.QUEUED, now, feature, run, RunState.RUNNING),
+            if self._status(db, feature, run) is not RunState.RUNNING:
+                return False
+            self._move_run(db, feature, run, RunState.QUEUED, now, None)
+            db.execute(
+                "UPDATE runs SET fencing = fencing + 1, engine_pid = NULL, engine_id = NULL "
+                "WHERE feature = ? AND run = ?",
+                (feature, run),
             )
-            return cursor.rowcount == 1
+            return True
 
     def queued_runs(self) -> list[RunRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM runs WHERE status = 'queued' ORDER BY queue_seq"
+                "SELECT * FROM runs WHERE status = ? ORDER BY queue_seq", (RunState.QUEUED,)
             ).fetchall()
         return [RunRecord(**dict(row)) for row in rows]
 
@@ -308,19 +319,18 @@ class Store(EngineLeases):
             row = db.execute(
                 "SELECT fencing, status FROM runs WHERE feature = ? AND run = ?", (feature, run)
             ).fetchone()
-            if row is None or row["status"] != "queued":
+            if row is None or row["status"] != RunState.QUEUED:
                 raise LostOwnership(f"{feature}/{run} is no longer queued")
             fencing = int(row["fencing"]) + 1
+            self._move_run(db, feature, run, RunState.RUNNING, now, None)
             db.execute(
                 """
-                UPDATE runs SET status = 'running', fencing = ?, engine_pid = ?, engine_id = ?,
-                    started_at = COALESCE(started_at, ?), updated_at = ?
+                UPDATE runs SET fencing = ?, engine_pid = ?, engine_id = ?,
+                    started_at = COALESCE(started_at, ?)
                 WHERE feature = ? AND run = ?
                 """,
-                (fencing, engine_pid, engine_id, now, now, feature, run),
+                (fencing, engine_pid, engine_id, now, feature, run),
             )
-            db.execute("UPDATE features SET status = 'running', updated_at = ? WHERE name = ?",
-                       (now, feature))  # fmt: skip
             return fencing
 
     @contextmanager
@@ -354,9 +364,19 @@ class Store(EngineLeases):
                 """
                 INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing,
                     start_commit, started_at)
-                VALUES (?, ?, ?, ?, 'starting', ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
-                (feature, run, phase, attempt, provider, fencing, start_commit, now),
+                (
+                    feature,
+                    run,
+                    phase,
+                    attempt,
+                    AttemptState.STARTING,
+                    provider,
+                    fencing,
+                    start_commit,
+                    now,
+                ),
             )
             db.execute(
                 "UPDATE runs SET current_phase = ?, updated_at = ? WHERE feature = ? AND run = ?",
@@ -365,19 +385,36 @@ class Store(EngineLeases):
             return int(cursor.lastrowid or 0)
 
     def record_adoption(
-        self, feature: str, run: str, fencing: int, *, phase: str, now: str
-    ) -> None:
-        """Record that a phase was accepted from a checkpoint on disk, with no agent run."""
+        self, feature: str, run: str, fencing: int, *, phase: str, now: str,
+        next_phase: str | None = None, branch_head: str | None = None,
+        event: tuple[str, str] | None = None, state: AttemptState = AttemptState.COMPLETED,
+        message: str = "completion checkpoint found on disk",
+    ) -> None:  # fmt: skip
+        """Record a phase judged from a checkpoint found on disk, with no agent run (accepted,
+        or refused by its own verdict), and move the run on in the same transaction."""
         with self.fenced(feature, run, fencing) as db:
             db.execute(
                 """
                 INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing,
                     outcome, message, duration_s, started_at, finished_at)
-                VALUES (?, ?, ?, 0, 'completed', 'none', ?, 'adopted',
-                    'completion checkpoint found on disk', 0, ?, ?)
+                VALUES (?, ?, ?, 0, ?, 'none', ?, 'adopted', ?, 0, ?, ?)
                 """,
-                (feature, run, phase, fencing, now, now),
+                (feature, run, phase, AttemptState(state), fencing, message, now, now),
             )
+            db.execute(
+                """
+                UPDATE runs SET current_phase = COALESCE(?, current_phase),
+                    branch_head = COALESCE(?, branch_head), updated_at = ?
+                WHERE feature = ? AND run = ?
+                """,
+                (next_phase, branch_head, now, feature, run),
+            )
+            if event is not None:
+                db.execute(
+                    "INSERT INTO events (feature, run, event_type, timestamp, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (feature, run, event[0], now, event[1]),
+                )
 
     def attempt_process(
         self,
@@ -393,9 +430,8 @@ class Store(EngineLeases):
         """Record the agent process, so a later engine can find and kill it if this one dies."""
         with self.fenced(feature, run, fencing) as db:
             db.execute(
-                "UPDATE attempts SET state = 'running', pid = ?, start_time = ?, mark = ? "
-                "WHERE id = ?",
-                (pid, start_time, mark, attempt_id),
+                "UPDATE attempts SET state = ?, pid = ?, start_time = ?, mark = ? WHERE id = ?",
+                (AttemptState.RUNNING, pid, start_time, mark, attempt_id),
             )
 
     def attempt_session(self, attempt_id: int, session_id: str) -> None:
@@ -409,7 +445,7 @@ class Store(EngineLeases):
         run: str,
         fencing: int,
         *,
-        state: str,
+        state: AttemptState | str,
         outcome: str,
         message: str,
         session_id: str | None,
@@ -418,10 +454,12 @@ class Store(EngineLeases):
         now: str,
         duration_s: float | None = None,
         next_phase: str | None = None,
-        run_status: str | None = None,
+        branch_head: str | None = None,
         event: tuple[str, str] | None = None,
     ) -> None:
-        """Close an attempt and, in the SAME transaction, move the run on (the transition)."""
+        """Close an attempt and, in the SAME transaction, move the run on (the transition) and
+        record the branch head the accepted work left."""
+        state = AttemptState(state)
         with self.fenced(feature, run, fencing) as db:
             db.execute(
                 """
@@ -438,13 +476,12 @@ class Store(EngineLeases):
                 UPDATE runs SET cost_usd = (SELECT COALESCE(SUM(cost_usd), 0) FROM attempts
                         WHERE feature = ? AND run = ?),
                     last_error = CASE WHEN ? = 'completed' THEN last_error ELSE ? END,
-                    current_phase = COALESCE(?, current_phase), updated_at = ?
+                    current_phase = COALESCE(?, current_phase),
+                    branch_head = COALESCE(?, branch_head), updated_at = ?
                 WHERE feature = ? AND run = ?
                 """,
-                (feature, run, state, message, next_phase, now, feature, run),
+                (feature, run, state, message, next_phase, branch_head, now, feature, run),
             )
-            if run_status is not None:
-                self._set_run_status(db, feature, run, run_status, now, None)
             if event is not None:
                 db.execute(
                     "INSERT INTO events (feature, run, event_type, timestamp, data) "
@@ -453,29 +490,49 @@ class Store(EngineLeases):
                 )
 
     def end_run(
-        self, feature: str, run: str, fencing: int | None, *, status: str, now: str,
-        error: str | None = None,
+        self, feature: str, run: str, fencing: int | None, *, status: RunState | str, now: str,
+        error: str | None = None, pause_reason: str | None = None,
     ) -> None:  # fmt: skip
-        """Set a run's final (or paused) status; ``fencing`` None is for a person's command."""
+        """Move a run to a stopped state; ``fencing`` None is for a person's command."""
         context = self.fenced(feature, run, fencing) if fencing is not None else self.transaction()
         with context as db:
-            self._set_run_status(db, feature, run, status, now, error)
+            self._move_run(db, feature, run, RunState(status), now, error, pause_reason)
+
+    def set_branch_head(self, feature: str, run: str, fencing: int | None, head: str) -> None:
+        """Record the head tmops left the feature branch at (the branch guard compares it)."""
+        context = self.fenced(feature, run, fencing) if fencing is not None else self.transaction()
+        with context as db:
+            db.execute(
+                "UPDATE runs SET branch_head = ? WHERE feature = ? AND run = ?",
+                (head, feature, run),
+            )
 
     @staticmethod
-    def _set_run_status(
-        db: sqlite3.Connection, feature: str, run: str, status: str, now: str, error: str | None
-    ) -> None:
-        finished = now if status in {"completed", "failed", "cancelled"} else None
+    def _status(db: sqlite3.Connection, feature: str, run: str) -> RunState:
+        row = db.execute(
+            "SELECT status FROM runs WHERE feature = ? AND run = ?", (feature, run)
+        ).fetchone()
+        if row is None:
+            raise WorkspaceError(f"run {run} of feature {feature} is not in the store")
+        return RunState(row["status"])
+
+    def _move_run(
+        self, db: sqlite3.Connection, feature: str, run: str, target: RunState, now: str,
+        error: str | None, pause_reason: str | None = None,
+    ) -> None:  # fmt: skip
+        """The one place a run changes state, checked against the lifecycle's table."""
+        check_run_transition(self._status(db, feature, run), target)
+        finished = now if target in ENDED_RUN_STATES else None
         db.execute(
             """
-            UPDATE runs SET status = ?, finished_at = ?, updated_at = ?,
+            UPDATE runs SET status = ?, finished_at = ?, updated_at = ?, pause_reason = ?,
                 last_error = CASE WHEN ? = 'completed' THEN NULL ELSE COALESCE(?, last_error) END
             WHERE feature = ? AND run = ?
             """,
-            (status, finished, now, status, error, feature, run),
+            (target, finished, now, pause_reason, target, error, feature, run),
         )
         db.execute(
-            "UPDATE features SET status = ?, updated_at = ? WHERE name = ?", (status, now, feature)
+            "UPDATE features SET status = ?, updated_at = ? WHERE name = ?", (target, now, feature)
         )
 
     def attempts(self, feature: str, run: str) -> list[AttemptRecord]:
@@ -489,7 +546,8 @@ class Store(EngineLeases):
         """Attempts whose process may still run (for orphan reaping at start-up)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM attempts WHERE state IN ('starting', 'running') ORDER BY id"
+                "SELECT * FROM attempts WHERE state IN (?, ?) ORDER BY id",
+                tuple(sorted(LIVE_ATTEMPT_STATES)),
             ).fetchall()
         return [AttemptRecord(**dict(row)) for row in rows]
 
@@ -505,18 +563,24 @@ class Store(EngineLeases):
         with self.transaction() as db:
             for attempt_id in ids:
                 cursor = db.execute(
-                    f"UPDATE attempts SET state = ?, outcome = ?, message = ?, finished_at = ? "  # noqa: S608 - placeholders only
-                    f"WHERE id = ? AND state IN ({', '.join('?' for _ in _LIVE)})",
-                    (state, outcome, message, now, attempt_id, *_LIVE),
+                    "UPDATE attempts SET state = ?, outcome = ?, message = ?, finished_at = ? "
+                    "WHERE id = ? AND state IN (?, ?)",
+                    (state, outcome, message, now, attempt_id, *sorted(LIVE_ATTEMPT_STATES)),
                 )
                 count += cursor.rowcount
         return count
 
-    # -- events ------------------------------------------------------------------------------
-
-    def add_event(self, feature: str | None, run: str | None, event_type: str, data: str,
-                  now: str) -> None:  # fmt: skip
-        with self.transaction() as db:
+    def add_event(
+        self, feature: str | None, run: str | None, event_type: str, data: str, now: str, *,
+        fencing: int | None = None,
+    ) -> None:  # fmt: skip
+        """Append to the audit trail; with ``fencing``, only while that token owns the run."""
+        context = (
+            self.fenced(feature, run, fencing)
+            if fencing is not None and feature is not None and run is not None
+            else self.transaction()
+        )
+        with context as db:
             db.execute(
                 "INSERT INTO events (feature, run, event_type, timestamp, data) "
                 "VALUES (?, ?, ?, ?, ?)",

@@ -308,6 +308,11 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
 @click.argument("feature")
 @click.option("--provider", help="Agent provider (default: features.default_provider).")
 @click.option("--resume", is_flag=True, help="Continue a failed, paused or cancelled run.")
+@click.option(
+    "--accept-branch",
+    is_flag=True,
+    help="With --resume: continue a run paused because its branch moved, from the new head.",
+)
 @click.option("--wait", is_flag=True, help="Follow the run to its end; the exit code says how.")
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -317,12 +322,16 @@ def start_command(
     feature: str,
     provider: str | None,
     resume: bool,
+    accept_branch: bool,
     wait: bool,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
     """Queue FEATURE's run through the workflow; returns at once unless --wait."""
-    answer = state.service.start(feature, provider=provider, resume=resume, workspace=workspace)
+    answer = state.service.start(
+        feature, provider=provider, resume=resume, accept_branch=accept_branch,
+        workspace=workspace,
+    )  # fmt: skip
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
     if wait:
         sys.exit(follow_run(state.service, feature, workspace=workspace))

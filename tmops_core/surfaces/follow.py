@@ -12,14 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tmops_core.lifecycle import ACTIVE_RUN_STATES
+from tmops_core.lifecycle import EXIT_CODES as RUN_EXIT_CODES
+
 if TYPE_CHECKING:
     from tmops_core.service.operations import Service
 
 __all__ = ["EXIT_CODES", "follow_run", "format_event"]
 
 #: how a run ended -> exit code of watch / start --wait / demo
-EXIT_CODES = {"completed": 0, "failed": 1, "paused": 3, "cancelled": 4}
-_ACTIVE = {"queued", "running"}
+EXIT_CODES = {state.value: code for state, code in RUN_EXIT_CODES.items()}
+_ACTIVE = {state.value for state in ACTIVE_RUN_STATES}
+#: a feature whose run tmops never started has nothing to follow
+_NOT_STARTED_EXIT = 1
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -57,7 +62,7 @@ def follow_run(
                     last = event["id"]
                     echo(format_event(event))
                 echo(f"{feature}: {status['status']}; next: {status['next_action']}")
-                return EXIT_CODES.get(status["status"], 0)
+                return EXIT_CODES.get(status["status"], _NOT_STARTED_EXIT)
             time.sleep(poll_s)
     except KeyboardInterrupt:
         echo("stopped watching; the run goes on (tmops watch to follow it again)")

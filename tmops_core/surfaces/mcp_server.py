@@ -194,6 +194,13 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         resume: Annotated[
             bool, Field(description="Continue a failed, paused or cancelled run")
         ] = False,
+        accept_branch: Annotated[
+            bool,
+            Field(
+                description="With resume: continue a run paused because its branch moved, "
+                "from the branch's new head"
+            ),
+        ] = False,
         workspace: Workspace = None,
     ) -> Annotated[CallToolResult, StartOutput]:
         """Start the automated workflow for an initialised feature (orchestrator, tester,
@@ -202,7 +209,11 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         try:
             answer = await anyio.to_thread.run_sync(
                 lambda: service.start(
-                    feature, provider=provider, resume=resume, workspace=resolve(workspace)
+                    feature,
+                    provider=provider,
+                    resume=resume,
+                    accept_branch=accept_branch,
+                    workspace=resolve(workspace),
                 )
             )
         except TmopsError as exc:

@@ -1,0 +1,115 @@
+"""The executor seam: one phase attempt as a self-contained unit, ``AttemptSpec`` -> outcome.
+
+The run loop hands each attempt to an executor. The built-in one runs the agent in the engine's
+own process tree through the core's supervisor; a plugin may run it elsewhere (on workers of a
+distributed engine). Whatever runs it reports back through :class:`AttemptHooks`, and the core
+checks every change an attempt causes against the attempt's fencing token where it records it,
+so a late or duplicate runner can never move a run on. This module holds data and protocols
+only: no I/O, no imports of tmops_core or tmops_plugins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .records import (
+    AgentEvent,
+    AgentRequest,
+    AgentResult,
+    Provider,
+    _check_callable,
+    _check_name,
+    _strs,
+)
+
+__all__ = ["AttemptHooks", "AttemptOutcome", "AttemptSpec", "Executor", "ExecutorSpec"]
+
+
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"AttemptSpec.{attribute.name} must be positive, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class AttemptSpec:
+    """Everything one attempt needs, so it can run wherever its executor puts it.
+
+    ``fencing`` is the run's fencing token when the attempt was issued: the core refuses every
+    change reported under an older token. ``request`` carries the prompt, the role
+    instructions, the working directory and the session to resume. ``env`` is added to the
+    agent's environment, which otherwise holds only the allowlisted variables of the
+    executor's own (``env_allow`` names more, ``NAME_*`` a prefix). ``checkpoint`` is the
+    completion checkpoint the agent must write; once it exists, the agent has
+    ``checkpoint_grace_s`` to exit.
+    """
+
+    feature: str
+    run: str
+    phase: str
+    attempt: int
+    fencing: int
+    provider: str
+    request: AgentRequest
+    checkpoint: Path
+    log_path: Path
+    env: Mapping[str, str] = attrs.field(factory=dict)
+    env_allow: tuple[str, ...] = attrs.field(default=(), converter=_strs)
+    wall_clock_s: float = attrs.field(default=3600.0, validator=_positive)
+    idle_s: float = attrs.field(default=600.0, validator=_positive)
+    checkpoint_grace_s: float = attrs.field(default=30.0, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class AttemptOutcome:
+    """How one attempt ended, before the judge looks at the checkpoint.
+
+    ``stop_reason`` is why the executor stopped the agent (``wall_clock``, ``idle``,
+    ``cancelled``, ``stopped`` after the checkpoint grace), ``None`` if it exited by itself.
+    """
+
+    result: AgentResult
+    checkpoint_present: bool
+    session_id: str | None = None
+    stop_reason: str | None = None
+    returncode: int | None = None
+
+
+@runtime_checkable
+class AttemptHooks(Protocol):
+    """The run's side of the seam. Each call may raise if the attempt lost its run (fencing)."""
+
+    def started(self, pid: int, start_time: int, mark: str | None) -> None:
+        """The agent process runs: record it so a later engine can find and stop it."""
+
+    def session(self, session_id: str) -> None:
+        """The agent's session id is known (it is resumed from it on a retry)."""
+
+    def event(self, event: AgentEvent) -> None:
+        """One thing the provider understood from the agent's output."""
+
+    def cancelled(self) -> bool:
+        """Whether the attempt must stop now (a cancel, pause or engine stop)."""
+
+    def checkpoint_seen(self) -> bool:
+        """Whether the completion checkpoint has been seen (the grace period starts)."""
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs one attempt to its end and reports how it ended."""
+
+    def execute(self, spec: AttemptSpec, provider: Provider, hooks: AttemptHooks) -> AttemptOutcome:
+        """Run the agent ``provider`` describes for ``spec``; return when it has ended."""
+
+
+@attrs.frozen(kw_only=True)
+class ExecutorSpec:
+    """Registers an executor: ``factory(settings)`` gets the executor's config section."""
+
+    name: str = attrs.field(validator=_check_name)
+    factory: Callable[[Mapping[str, Any]], Executor] = attrs.field(validator=_check_callable)
+    description: str = ""
