@@ -97,6 +97,7 @@ pytest.register_assert_rewrite(
     "tests.features_support",
     "tests.mcp_support",
     "tests.scripted_support",
+    "tests.takeover_support",
 )
 
 import io  # noqa: E402

@@ -33,7 +33,7 @@ from tests.engine_support import (
     wait_for,
     write_config,
 )
-from tmops_core.orchestration.engine import Engine, engine_running
+from tmops_core.orchestration.daemon import Engine, engine_running
 from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
 from tmops_core.service.operations import Service
 from tmops_core.workspace.layout import Layout

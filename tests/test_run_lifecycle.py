@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tmops_core.agents.processes import boot_clock, boot_id, process_start_time
 from tmops_core.git import Git
 from tmops_core.lifecycle import AttemptState
+from tmops_core.orchestration.daemon import engine_alive
 from tmops_core.store.sqlite import LostOwnership
 from tmops_core.surfaces.follow import follow_run
 from tmops_core.workspace.layout import iso, utc_now
@@ -259,7 +261,15 @@ def test_a_stale_attempt_can_neither_commit_nor_move_the_run(
     feature, run = finished.feature, "initial"
     stale = store.run(feature, run).fencing  # type: ignore[union-attr]
     store.queue_run(feature, run, run_id="new", provider="claude-code", now=iso(utc_now()))
-    store.admit_run(feature, run, engine_pid=os.getpid(), now=iso(utc_now()))  # a new owner
+    # a new owner: an engine that holds the lease admits the run again
+    start_time = process_start_time(os.getpid())
+    assert start_time is not None
+    owner, _ = store.acquire_lease(
+        pid=os.getpid(), start_time=start_time, boot_id=boot_id(),
+        lease_until=boot_clock() + 60, now=iso(utc_now()), alive=engine_alive,
+    )  # fmt: skip
+    store.admit_run(feature, run, engine_id=owner.id, engine_pid=os.getpid(), now=iso(utc_now()))
+    store.release_lease(owner.id, now=iso(utc_now()))
     worktree = _worktree(finished)
     head = _git(worktree, "rev-parse", "HEAD")
     (worktree / "late.txt").write_text("written by a runner that lost the run\n")

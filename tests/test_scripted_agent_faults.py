@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tmops_core.agents.processes import process_alive, process_start_time
 from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_plugins.scripted_roles import ARTEFACT_VENV
-from tmops_plugins.scripted_session import CRASH_EXIT_CODE, FAULT_ENV
+from tmops_plugins.scripted_session import CRASH_EXIT_CODE, FAULT_ENV, STATE_ENV
 
 from .conftest import log_subjects
 from .scripted_support import (
@@ -187,3 +189,22 @@ def test_leave_artefacts_leaves_a_venv_byte_code_and_coverage_uncommitted(
     ).stdout.split()  # fmt: skip
     assert committed == ["tests/test_slug.py"]
     assert header(demo.checkpoint("tester"))["Status"] == "complete"
+
+
+def test_detach_leaves_a_daemon_in_a_session_of_its_own(demo: Demo, agent_env: Path) -> None:
+    session = run_subprocess(demo, demo.argv("orchestrator"), fault="orchestrator:detach")
+    check_stream(session)
+    [pid_file] = agent_env.glob("detached-orchestrator-*.pid")
+    agent_pid = int(pid_file.stem.rsplit("-", 1)[1])
+    daemon = int(pid_file.read_text())
+    try:
+        start_time = process_start_time(daemon)
+        assert start_time is not None
+        assert process_alive(daemon, start_time)  # it outlived the agent
+        assert os.getsid(daemon) not in {os.getsid(0), agent_pid}  # a session of its own
+        stat = Path(f"/proc/{daemon}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[1]) != agent_pid  # re-parented: not the agent's child
+        environ = Path(f"/proc/{daemon}/environ").read_bytes().split(b"\0")
+        assert f"{STATE_ENV}={agent_env}".encode() in environ
+    finally:
+        os.kill(daemon, signal.SIGKILL)

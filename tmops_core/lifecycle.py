@@ -18,6 +18,7 @@ __all__ = [
     "LIVE_ATTEMPT_STATES",
     "RUN_TRANSITIONS",
     "AttemptState",
+    "EngineState",
     "IllegalTransition",
     "PauseReason",
     "PhaseState",
@@ -79,6 +80,14 @@ class AttemptState(enum.StrEnum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # the engine stopped in order (SIGTERM) while it ran
     ABANDONED = "abandoned"  # the engine died while it ran; a new engine took over
+
+
+class EngineState(enum.StrEnum):
+    """An engine process as the store knows it (at most one is ``serving`` a project)."""
+
+    SERVING = "serving"  # holds the project's lease, renewed by its heartbeat
+    STOPPED = "stopped"  # gave the lease back: it went idle, or stopped in order on a signal
+    TAKEN_OVER = "taken_over"  # found dead (or its lease expired): another engine took over
 
 
 class Verdict(enum.StrEnum):

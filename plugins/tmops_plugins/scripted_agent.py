@@ -83,6 +83,12 @@ behaves normally. With the ``:always`` suffix it hits every attempt. Kinds:
 - ``<role>:crash``: prints the init line, then exits 3 with no result and no work done.
 - ``<role>:slow=<seconds>``: sleeps that long after the init line, before working (timeouts,
   no-output watchdogs).
+- ``<role>:detach``: after the init line, starts a daemon the way a dev server does (a new
+  session, then a second fork, so it is re-parented away from the agent, with its standard
+  streams on ``/dev/null``); it writes its pid to ``detached-<role>-<agent pid>.pid`` in the
+  state folder and sleeps :data:`DETACHED_LIFETIME_S` unless it is killed. Then the session
+  goes on (with ``slow``, it sleeps first). Tests use it to prove that nothing of an agent is
+  left behind.
 - ``<role>:wrong-feature``: the checkpoint's ``**Feature:**`` names ``<feature>-other``.
 - ``<role>:exit-without-result``: does all the work, checkpoint included, then exits 0 without
   the final text and the result line.
@@ -97,7 +103,8 @@ A malformed or unknown item is an error (message on stderr, exit 1). ``TMOPS_SCR
 
 This module is the entry (``tmops-scripted-agent``, ``python -m tmops_plugins.scripted_agent``):
 it owns the command line, :func:`main`, the stream (and the Read, Write and Bash tools that
-show in it) and the faults that end a session (``crash``, ``slow``, ``exit-without-result``).
+show in it) and the faults that end a session (``crash``, ``slow``, ``exit-without-result``) or
+outlive it (``detach``).
 The role work and the demo task's files are :mod:`tmops_plugins.scripted_roles`'; the faults,
 the prompt's context and the saved sessions are :mod:`tmops_plugins.scripted_session`'s.
 """
@@ -135,9 +142,25 @@ from .scripted_session import (
     state_dir,
 )
 
-__all__ = ["DELAY_ENV", "main"]
+__all__ = ["DELAY_ENV", "DETACHED_LIFETIME_S", "main"]
 
 DELAY_ENV = "TMOPS_SCRIPTED_DELAY_S"
+#: How long the daemon of the ``detach`` fault sleeps when nobody kills it.
+DETACHED_LIFETIME_S = 300
+#: The daemon of the ``detach`` fault: a fresh interpreter (never a fork of the agent, which may
+#: run inside a test process) that forks once more, so the middle process exits and the
+#: daemon is re-parented; argv: pid file, seconds.
+_DAEMON = """
+import os, sys, time
+if os.fork():
+    os._exit(0)
+path = sys.argv[1]
+temp = path + ".tmp"
+with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as f:
+    f.write(str(os.getpid()))
+os.replace(temp, path)
+time.sleep(float(sys.argv[2]))
+"""
 
 _TOOLS = ("Read", "Write", "Bash")
 _PERMISSION_MODES = ("acceptEdits", "bypassPermissions", "default", "dontAsk", "plan")
@@ -551,10 +574,30 @@ def main(
             f"scripted agent: fault {context.role}:crash, exit {CRASH_EXIT_CODE}", file=sys.stderr
         )
         return CRASH_EXIT_CODE
+    if any(f.kind == "detach" for f in hits):
+        _detach(store / f"detached-{context.role}-{os.getpid()}.pid")
     for fault in hits:
         if fault.kind == "slow":
             time.sleep(fault.seconds)
     return _do_work(agent, options, hits, started)
+
+
+def _detach(pid_file: Path) -> None:
+    """Start the ``detach`` fault's daemon and wait until it has written its pid."""
+    pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    middle = subprocess.Popen(
+        [sys.executable, "-c", _DAEMON, str(pid_file), str(DETACHED_LIFETIME_S)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+    middle.wait()
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(f"scripted agent: fault detach, daemon pid file {pid_file}", file=sys.stderr)
 
 
 def _terminated(signum: int, frame: object) -> NoReturn:

@@ -54,6 +54,7 @@ FAULT_KINDS: Mapping[str, str | None] = {
     "no-checkpoint": None,
     "crash": None,
     "slow": None,
+    "detach": None,
     "wrong-feature": None,
     "exit-without-result": None,
     "refuse": "verifier",

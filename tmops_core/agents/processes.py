@@ -1,7 +1,9 @@
 """OS processes found through ``/proc``: start times, trees, marks, signals and orphans.
 
 This module owns everything tmops knows about a process it did not spawn itself: reading
-``/proc/<pid>/stat`` (state, ppid, process group, start time), walking descendants through
+``/proc/<pid>/stat`` (state, ppid, process group, start time), the boot a start time belongs
+to (:func:`boot_id`, and :func:`boot_clock`, a clock every process of one boot shares), walking
+descendants through
 ppid links, finding processes by the agent mark in their environment (:data:`MARK_ENV`),
 signalling through pidfds after a start-time check, and terminating whole trees
 (:func:`kill_process_tree`, :func:`reap_orphans`, and the sweep the supervisor runs when an
@@ -26,6 +28,7 @@ checked by start time only).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -36,6 +39,8 @@ from loguru import logger
 
 __all__ = [
     "MARK_ENV",
+    "boot_clock",
+    "boot_id",
     "kill_process_tree",
     "process_alive",
     "process_start_time",
@@ -102,6 +107,23 @@ def process_start_time(pid: int) -> int | None:
     """When ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat`` field 22), or None."""
     info = _read_stat(pid)
     return info.start_time if info is not None else None
+
+
+@functools.cache
+def boot_id() -> str:
+    """This boot of the machine (``/proc/sys/kernel/random/boot_id``).
+
+    A pid and a start time name one process only within one boot: after a reboot both start
+    again from zero, so a record from another boot names no process that runs now.
+    """
+    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+        return file.read().strip()
+
+
+def boot_clock() -> float:
+    """Seconds since boot (``CLOCK_BOOTTIME``): the same clock for every process of one boot,
+    it never jumps with the wall clock and it goes on while the machine sleeps."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def process_alive(pid: int, start_time: int) -> bool:

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from tmops_core.config import LoadedConfig, load_config, redacted, to_data
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
 from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
-from tmops_core.orchestration.engine import READY, Engine, spawn_engine
+from tmops_core.orchestration.daemon import (
+    HEARTBEAT_S,
+    LEASE_S,
+    READY,
+    Engine,
+    run_engine_alive,
+    spawn_engine,
+)
 from tmops_core.orchestration.run import provider_settings
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.status import feature_status, find_project_root, list_features
@@ -26,7 +36,7 @@ from tmops_core.workspace.features import InitRequest, InitResult, init_feature
 from tmops_core.workspace.layout import Layout, iso, utc_now, validate_feature_name
 from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsError, WorkspaceError
 
-__all__ = ["Service"]
+__all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
 
 
 class Service:
@@ -38,6 +48,8 @@ class Service:
         self.plugins = plugins
         self._bus: EventBus | None = None
         self._stores: dict[Path, Store] = {}
+        #: when a status read last started an engine to take a run over, per project
+        self._take_overs: dict[Path, float] = {}
 
     @classmethod
     def load(
@@ -157,10 +169,14 @@ class Service:
                 hint="enable it, or start with another --provider",
             )
         if run.active:
-            # Already queued or running; make sure an engine serves it (it may have died).
+            # Already queued or running; make sure an engine serves it (it may have died: the
+            # engine started now takes the run over, at its place in the queue).
             if spawn:
                 self._spawn_engine(layout, store, feature, run.run)
-            return self._start_answer(run, run.provider or name, "already " + run.status)
+            state = "already " + run.status
+            if run.status == RunState.RUNNING and not run_engine_alive(store, run):
+                state = "its engine had stopped; a new engine takes the run over"
+            return self._start_answer(run, run.provider or name, state)
         ended = f"run '{run.run}' of '{feature}' has {run.status}"
         if run.status == RunState.COMPLETED:
             raise FeatureError(ended, hint=f"start a new run: tmops init {feature} --retry")
@@ -187,7 +203,7 @@ class Service:
         """Make sure an engine serves the project; if none can start, the run that waits for
         it fails with the reason, and the caller gets that reason as an error."""
         try:
-            spawn_engine(layout, config_path=self.loaded.source)
+            spawn_engine(layout, config_path=self.loaded.source, store=store)
         except TmopsError as exc:
             reason = f"the engine could not start: {exc.message}"
             now = iso(utc_now())
@@ -235,17 +251,22 @@ class Service:
         workspace: Path | None = None,
         idle_exit_s: float = 2.0,
         retry_backoff_s: tuple[float, ...] | None = None,
+        handle_signals: bool = False,
+        lock_fd: int | None = None,
         ready_fd: int | None = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        lease_s: float = LEASE_S,
     ) -> bool:
-        """Drive this project's queue in this process until idle (``tmops engine``).
-
-        ``ready_fd`` (the pipe of the ``start`` that spawned this engine) gets
-        :data:`~tmops_core.orchestration.engine.READY` once this engine holds the lock.
-        """
+        """Drive this project's queue in this process until idle (``tmops engine``); False
+        if another engine serves the project. See :class:`~tmops_core.orchestration.daemon.
+        Engine` for the signals, the handed-over lock and the lease. ``ready_fd`` (the pipe of
+        the ``start`` that spawned this engine) gets :data:`~tmops_core.orchestration.daemon.
+        READY` once this engine holds the lease."""
         layout = self._layout(workspace)
         engine = Engine(
             config=self.config, plugins=self.plugins, events=self.events,
             store=self._create_store(layout), layout=layout, retry_backoff_s=retry_backoff_s,
+            heartbeat_s=heartbeat_s, lease_s=lease_s,
         )  # fmt: skip
 
         def ready() -> None:
@@ -253,7 +274,10 @@ class Service:
                 os.write(ready_fd, READY)
                 os.close(ready_fd)
 
-        return engine.serve(idle_exit_s=idle_exit_s, on_serving=ready)
+        return engine.serve(
+            idle_exit_s=idle_exit_s, handle_signals=handle_signals, lock_fd=lock_fd,
+            on_serving=ready,
+        )  # fmt: skip
 
     def events_since(
         self, feature: str, *, after_id: int = 0, workspace: Path | None = None
@@ -280,18 +304,42 @@ class Service:
         workspace: Path | None = None,
         include_sessions: bool = True,
         include_checkpoints: bool = True,
+        take_over: bool = True,
     ) -> dict[str, Any]:
-        """The state of one feature, from the store and the files: no git, no subprocess."""
+        """The state of one feature, from the store and the files: no git.
+
+        A running run whose engine died is taken over (``take_over``): an engine is started
+        in the background, the only time a status read starts anything.
+        """
         layout = self._layout(workspace)
-        return feature_status(
+        store = self._store(layout, create=False)
+        status = feature_status(
             layout,
-            self._store(layout, create=False),
+            store,
             feature,
             workflow=self.config.features.default_phases,
             phases={name: r.spec for name, r in self.plugins.phases().items()},
             include_sessions=include_sessions,
             include_checkpoints=include_checkpoints,
         )
+        if take_over and store is not None and status["engine"] == "dead":
+            self._take_over(layout, store)
+            status["next_action"] = "its engine stopped: a new engine takes the run over"
+        return status
+
+    def _take_over(self, layout: Layout, store: Store) -> None:
+        """Start an engine that takes over; from a status poll at most once per lease period:
+        a hung engine still holds the lock, which then cannot hold back a second start."""
+        now = time.monotonic()
+        if now - self._take_overs.get(layout.project_root, -LEASE_S) < LEASE_S:
+            return
+        try:
+            spawned = spawn_engine(layout, config_path=self.loaded.source, store=store)
+        except TmopsError as exc:  # a status read reports; `start` says why it cannot start
+            logger.warning("could not start an engine to take over: {}", exc)
+            return
+        if spawned is not None:
+            self._take_overs[layout.project_root] = now
 
     def list_features(self, *, workspace: Path | None = None) -> list[dict[str, Any]]:
         """Every feature of the project with its branch, run, status and last update."""

@@ -1,7 +1,9 @@
 """Reading the state of features: ``list`` and ``status``.
 
-Reads the store and the files of ``.tmops/`` only: never git, never a subprocess, so it stays
-fast enough to be polled. A checkpoint written by hand counts exactly like an agent's.
+Reads the store and the files of ``.tmops/`` only (and ``/proc``, to judge whether the engine
+of a run is alive): never git, never a subprocess, so it stays fast enough to be polled. A
+checkpoint written by hand counts exactly like an agent's. It never changes anything: taking
+over a run whose engine died is :class:`~tmops_core.service.operations.Service`'s.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import attrs
 
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
+from tmops_core.orchestration.daemon import engine_running, run_engine_alive
 from tmops_core.store.sqlite import AttemptRecord, RunRecord, Store
 from tmops_core.workspace.layout import (
     FEATURE_NAME,
@@ -210,6 +213,11 @@ def feature_status(
         next_action = _next_action(
             feature, state, run_record, current, branch, layout.checkpoint_dir(feature, run or "")
         )
+    engine = _engine(layout, store, run_record)
+    if engine == "dead":
+        next_action = f"its engine stopped: `tmops start {feature}` takes the run over"
+    elif engine == "none":
+        next_action = f"no engine serves the project: `tmops start {feature}` starts one"
     result: dict[str, Any] = {
         "feature": feature,
         "status": status,
@@ -230,6 +238,7 @@ def feature_status(
         "cost_usd": round(run_record.cost_usd, 6) if run_record else 0.0,
         "last_error": run_record.last_error if run_record else None,
         "pause_reason": run_record.pause_reason if run_record else None,
+        "engine": engine,
     }
     if include_sessions:
         result["sessions"] = {p.role: _session(p, attempts) for p in progress}
@@ -290,6 +299,19 @@ def _next_action(
             )
         return f"resume with `tmops start {feature} --resume` ({run.last_error})"
     return f"fix the problem, then `tmops start {feature} --resume`: {run.last_error}"
+
+
+def _engine(layout: Layout, store: Store | None, run: RunRecord | None) -> str | None:
+    """The engine of a queued or running run: ``alive``; ``dead`` (a running run whose engine
+    died: no progress until another engine takes it over); ``none`` (a queued run and no
+    engine serves the project). None for a run in any other state."""
+    if store is None or run is None:
+        return None
+    if run.status == RunState.RUNNING:
+        return "alive" if run_engine_alive(store, run) else "dead"
+    if run.status == RunState.QUEUED:
+        return "alive" if engine_running(layout, store) else "none"
+    return None
 
 
 def _session(progress: PhaseProgress, attempts: Sequence[AttemptRecord]) -> dict[str, Any]:

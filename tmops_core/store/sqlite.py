@@ -1,10 +1,11 @@
-"""Durable state in SQLite (WAL) under ``.tmops/``: features and their runs.
+"""Durable state in SQLite (WAL) under ``.tmops/``: features, their runs and attempts, events.
 
 Every change is one transaction. The schema is versioned from the first release: the migration
 files in ``migrations/`` run in order and are recorded in ``schema_migrations``. The database
 file is created 0600, and it (with its ``-wal``, ``-shm`` and ``-journal`` files) is never opened
 through a symlink: the path is checked component by component before SQLite gets it. This module
-owns SQL; nothing else writes to the database.
+owns SQL, with :mod:`tmops_core.store.leases` (the engines and the project's lease, a part of
+:class:`Store`); nothing else writes to the database.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -25,16 +26,20 @@ from tmops_core.lifecycle import (
     ENDED_RUN_STATES,
     LIVE_ATTEMPT_STATES,
     AttemptState,
+    EngineState,
     RunState,
     check_run_transition,
 )
+from tmops_core.store.leases import EngineLeases, EngineRecord, LeaseHeld
 from tmops_core.workspace.layout import lstat_checked, open_file
 from tmops_hookspecs import WorkspaceError
 
 __all__ = [
     "ACTIVE_STATES",
     "AttemptRecord",
+    "EngineRecord",
     "FeatureRecord",
+    "LeaseHeld",
     "LostOwnership",
     "RunRecord",
     "Store",
@@ -107,6 +112,8 @@ class RunRecord:
     fencing: int = 0
     pause_reason: str | None = None
     branch_head: str | None = None
+    #: the engine (:class:`EngineRecord`) that owns the run while it is running
+    engine_id: int | None = None
 
     @property
     def active(self) -> bool:
@@ -141,7 +148,7 @@ class LostOwnership(Exception):
     """A run's fencing token changed: another engine owns it now, so this one must stop."""
 
 
-class Store:
+class Store(EngineLeases):
     """One SQLite database; safe to share between threads of one process."""
 
     def __init__(self, path: Path) -> None:
@@ -274,15 +281,23 @@ class Store:
                 (run_id, provider, now, feature, run),
             )
 
-    def requeue(self, feature: str, run: str, *, now: str) -> None:
-        """Put a run whose engine died back in the queue, keeping its place (``queue_seq``)."""
+    def requeue(self, feature: str, run: str, *, now: str) -> bool:
+        """Take a running run from its engine and queue it again, keeping its place
+        (``queue_seq``); False if it was not running.
+
+        The run gets a new fencing token, so every later write of the engine that ran it is
+        refused (:class:`LostOwnership`): that engine is dead, or stopping, or hung.
+        """
         with self.transaction() as db:
             if self._status(db, feature, run) is not RunState.RUNNING:
-                return
+                return False
             self._move_run(db, feature, run, RunState.QUEUED, now, None)
             db.execute(
-                "UPDATE runs SET engine_pid = NULL WHERE feature = ? AND run = ?", (feature, run)
+                "UPDATE runs SET fencing = fencing + 1, engine_pid = NULL, engine_id = NULL "
+                "WHERE feature = ? AND run = ?",
+                (feature, run),
             )
+            return True
 
     def fail_queued_run(self, feature: str, run: str, *, error: str, now: str) -> bool:
         """Fail a run that is still queued (no engine could start to take it), with ``error``
@@ -310,9 +325,20 @@ class Store:
             ).fetchall()
         return [RunRecord(**dict(row)) for row in rows]
 
-    def admit_run(self, feature: str, run: str, *, engine_pid: int, now: str) -> int:
-        """Take a queued run for this engine; return its new fencing token."""
+    def admit_run(
+        self, feature: str, run: str, *, engine_id: int, engine_pid: int, now: str
+    ) -> int:
+        """Take a queued run for the engine ``engine_id``; return its new fencing token.
+
+        Only the engine that holds the project's lease admits: one whose lease was taken over
+        gets :class:`LostOwnership`.
+        """
         with self.transaction() as db:
+            serving = db.execute(
+                "SELECT 1 FROM engines WHERE id = ? AND state = ?", (engine_id, EngineState.SERVING)
+            ).fetchone()
+            if serving is None:
+                raise LostOwnership(f"engine {engine_id} no longer holds the project's lease")
             row = db.execute(
                 "SELECT fencing, status FROM runs WHERE feature = ? AND run = ?", (feature, run)
             ).fetchone()
@@ -322,10 +348,11 @@ class Store:
             self._move_run(db, feature, run, RunState.RUNNING, now, None)
             db.execute(
                 """
-                UPDATE runs SET fencing = ?, engine_pid = ?, started_at = COALESCE(started_at, ?)
+                UPDATE runs SET fencing = ?, engine_pid = ?, engine_id = ?,
+                    started_at = COALESCE(started_at, ?)
                 WHERE feature = ? AND run = ?
                 """,
-                (fencing, engine_pid, now, feature, run),
+                (fencing, engine_pid, engine_id, now, feature, run),
             )
             return fencing
 
@@ -337,7 +364,10 @@ class Store:
                 "SELECT fencing FROM runs WHERE feature = ? AND run = ?", (feature, run)
             ).fetchone()
             if row is None or int(row["fencing"]) != fencing:
-                raise LostOwnership(f"{feature}/{run} is owned by another engine now")
+                raise LostOwnership(
+                    f"{feature}/{run} was taken from this engine (queued again, or owned by "
+                    "another engine)"
+                )
             yield db
 
     def start_attempt(
@@ -543,6 +573,25 @@ class Store:
                 tuple(sorted(LIVE_ATTEMPT_STATES)),
             ).fetchall()
         return [AttemptRecord(**dict(row)) for row in rows]
+
+    def close_attempts(
+        self, ids: Iterable[int], *, state: AttemptState, outcome: str, message: str, now: str
+    ) -> int:
+        """End those of the attempts ``ids`` that are still live; return how many.
+
+        No fencing token: this is for the engine that holds the lease, once the attempts'
+        agents are gone (``abandoned`` by a dead engine, ``interrupted`` by a stopping one).
+        """
+        count = 0
+        with self.transaction() as db:
+            for attempt_id in ids:
+                cursor = db.execute(
+                    "UPDATE attempts SET state = ?, outcome = ?, message = ?, finished_at = ? "
+                    "WHERE id = ? AND state IN (?, ?)",
+                    (state, outcome, message, now, attempt_id, *sorted(LIVE_ATTEMPT_STATES)),
+                )
+                count += cursor.rowcount
+        return count
 
     def add_event(
         self, feature: str | None, run: str | None, event_type: str, data: str, now: str, *,

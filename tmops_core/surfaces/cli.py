@@ -18,7 +18,7 @@ import click
 import yaml
 
 from tmops_core import __version__
-from tmops_core.service.operations import Service
+from tmops_core.service.operations import HEARTBEAT_S, LEASE_S, Service
 from tmops_core.surfaces.follow import follow_run
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
@@ -349,15 +349,47 @@ def watch_command(state: AppState, feature: str, workspace: Path | None) -> None
 @cli.command("engine", hidden=True)
 @click.option("--workspace", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--idle-exit", type=float, default=2.0, show_default=True)
-@click.option("--ready-fd", type=int, help="A pipe told once this engine holds the lock.")
+@click.option(
+    "--heartbeat",
+    type=float,
+    default=HEARTBEAT_S,
+    show_default=True,
+    help="Seconds between two renewals of the engine's lease.",
+)
+@click.option(
+    "--lease",
+    type=float,
+    default=LEASE_S,
+    show_default=True,
+    help="Seconds a lease lasts unless renewed; then the engine counts as dead.",
+)
+@click.option("--lock-fd", type=int, hidden=True, help="The engine lock, handed over by start.")
+@click.option("--ready-fd", type=int, hidden=True, help="A pipe told once this engine serves.")
 @click.pass_obj
 def engine_command(
-    state: AppState, workspace: Path | None, idle_exit: float, ready_fd: int | None
+    state: AppState,
+    workspace: Path | None,
+    idle_exit: float,
+    heartbeat: float,
+    lease: float,
+    lock_fd: int | None,
+    ready_fd: int | None,
 ) -> None:
-    """Drive the project's queued runs until idle (started in the background by `start`)."""
+    """Drive the project's queued runs until idle (started in the background by `start`).
+
+    SIGTERM or SIGINT stops it in order: its runs go back to the queue, its agents are stopped
+    with everything they started, and it exits 0.
+    """
+    if not 0 < heartbeat < lease:
+        raise click.BadParameter(
+            f"the heartbeat ({heartbeat} s) must be more than 0 and less than the lease "
+            f"({lease} s)",
+            param_hint="--heartbeat",
+        )
     served = state.service.serve_engine(
-        workspace=workspace, idle_exit_s=idle_exit, ready_fd=ready_fd
-    )
+        workspace=workspace, idle_exit_s=idle_exit, handle_signals=True, lock_fd=lock_fd,
+        ready_fd=ready_fd, heartbeat_s=heartbeat, lease_s=lease,
+    )  # fmt: skip
     if not served:
         click.echo("another engine serves this project", err=True)
 

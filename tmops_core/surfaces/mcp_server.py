@@ -104,6 +104,8 @@ class StatusOutput(BaseModel):
     provider: str | None
     cost_usd: float
     last_error: str | None
+    #: a queued or running run's engine: alive, dead (taken over on this read) or none
+    engine: str | None = None
     sessions: dict[str, dict[str, Any]] | None = None
     checkpoints: list[dict[str, Any]] | None = None
 
