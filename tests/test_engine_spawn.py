@@ -29,7 +29,7 @@ from tests.engine_support import (
     write_config,
 )
 from tests.links_support import KINDS, Outside, says_remove_the_link
-from tmops_core.orchestration.engine import first_error
+from tmops_core.orchestration.daemon import first_error
 from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
 from tmops_core.service.operations import Service
 from tmops_core.store.sqlite import STORE_NAME

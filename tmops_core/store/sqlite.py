@@ -10,6 +10,7 @@ owns SQL, with :mod:`tmops_core.store.leases` (the engines and the project's lea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -154,8 +155,12 @@ class Store(EngineLeases):
     def __init__(self, path: Path) -> None:
         self.path = path
         _check_files(path)
-        # Create the file ourselves so it is private from the first byte (and not a link).
-        os.close(open_file(path, os.O_WRONLY | os.O_CREAT))
+        if lstat_checked(path) is None:
+            # Create the file ourselves so it is private from the first byte (and not a link).
+            # Only when it is missing: closing any descriptor of a database this process has
+            # open drops the POSIX locks SQLite holds on it (another Store of this process).
+            with contextlib.suppress(FileExistsError):
+                os.close(open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
         try:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
             self._db = sqlite3.connect(
