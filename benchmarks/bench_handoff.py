@@ -78,9 +78,9 @@ def bench_plugin(count: int) -> object:
 
 def _store_synchronous(repo: Path) -> str | None:
     """The ``PRAGMA synchronous`` of a tmops store connection (FULL: an fsync per commit)."""
-    from tmops_core.store.sqlite import STORE_NAME, Store
+    from tmops_core.store import STORE_NAME, open_existing_store
 
-    store = Store.open_existing(repo / ".tmops" / STORE_NAME)
+    store = open_existing_store(repo / ".tmops" / STORE_NAME)
     if store is None:
         return None
     try:

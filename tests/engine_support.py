@@ -23,7 +23,7 @@ from tmops_core.config import LoadedConfig, load_config, parse_config
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
 from tmops_core.service.operations import Service
-from tmops_core.store.sqlite import STORE_NAME, AttemptRecord, Store
+from tmops_core.store import STORE_NAME, AttemptRecord, SQLiteStore, Store
 from tmops_core.workspace.features import InitRequest, InitResult
 
 AGENT = str(Path(sys.executable).with_name("tmops-scripted-agent"))
@@ -107,7 +107,7 @@ def serve(service: Service, root: Path) -> None:
 
 
 def open_store(root: Path) -> Store:
-    store = Store.open_existing(root / ".tmops" / STORE_NAME)
+    store = SQLiteStore.open_existing(root / ".tmops" / STORE_NAME)
     assert store is not None
     return store
 

@@ -30,7 +30,7 @@ from tests.engine_support import (
 from tmops_core.agents.processes import process_alive, process_start_time
 from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
 from tmops_core.service.operations import Service
-from tmops_core.store.sqlite import AttemptRecord, RunRecord, Store
+from tmops_core.store import AttemptRecord, RunRecord, Store
 from tmops_plugins.scripted_session import STATE_ENV
 
 TMOPS = str(Path(sys.executable).with_name("tmops"))

@@ -34,7 +34,7 @@ from tests.engine_support import (
 )
 from tmops_core.service.demo_project import create_demo_project
 from tmops_core.service.operations import Service
-from tmops_core.store.sqlite import AttemptRecord, Store
+from tmops_core.store import AttemptRecord, Store
 from tmops_core.workspace.features import InitResult
 
 MARKER_SUBJECT = "chore: marker of "

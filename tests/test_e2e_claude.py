@@ -26,7 +26,7 @@ from tmops_core.config import LoadedConfig, parse_config
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
 from tmops_core.service.operations import Service
-from tmops_core.store.sqlite import AttemptRecord, Store
+from tmops_core.store import AttemptRecord, SQLiteStore
 from tmops_core.workspace.features import InitRequest
 from tmops_plugins.phases import load_instructions
 
@@ -132,7 +132,7 @@ def run_tmops(tmp_path: Path, data: Mapping[str, Any]) -> Outcome:
         status = service.status(DEMO_FEATURE, workspace=root)
     finally:
         service.close()
-    store = Store(root / ".tmops" / "tmops.db")
+    store = SQLiteStore(root / ".tmops" / "tmops.db")
     try:
         attempts = store.attempts(DEMO_FEATURE, RUN)
     finally:

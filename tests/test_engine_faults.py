@@ -35,7 +35,7 @@ from tests.engine_support import (
 )
 from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_core.service.operations import Service
-from tmops_core.store.sqlite import AttemptRecord
+from tmops_core.store import AttemptRecord
 from tmops_core.workspace.features import InitResult
 from tmops_hookspecs import FeatureError
 

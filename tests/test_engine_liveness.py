@@ -20,12 +20,13 @@ from tests.takeover_support import is_zombie, wait_until
 from tmops_core.agents.processes import boot_clock, boot_id, process_start_time
 from tmops_core.lifecycle import AttemptState, EngineState
 from tmops_core.orchestration.daemon import engine_alive
-from tmops_core.store.sqlite import (
+from tmops_core.store import (
     EngineRecord,
     FeatureRecord,
     LeaseHeld,
     LostOwnership,
     RunRecord,
+    SQLiteStore,
     Store,
 )
 
@@ -91,7 +92,7 @@ def test_an_engine_that_is_a_zombie_is_dead() -> None:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "tmops.db")
+    store = SQLiteStore(tmp_path / "tmops.db")
     store.record_init(
         FeatureRecord("slug", "feature/slug", "/w", "worktree", "initial", "initialized", NOW,
                       NOW),

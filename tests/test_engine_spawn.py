@@ -32,7 +32,7 @@ from tests.links_support import KINDS, Outside, says_remove_the_link
 from tmops_core.orchestration.daemon import first_error
 from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
 from tmops_core.service.operations import Service
-from tmops_core.store.sqlite import STORE_NAME
+from tmops_core.store import STORE_NAME
 from tmops_core.surfaces.cli import cli
 from tmops_core.surfaces.mcp_server import build_server
 

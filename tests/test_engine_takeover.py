@@ -38,7 +38,7 @@ from tmops_core.agents.processes import boot_clock, boot_id, process_alive, proc
 from tmops_core.orchestration.daemon import Engine
 from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_core.service.status import feature_status
-from tmops_core.store.sqlite import AttemptRecord
+from tmops_core.store import AttemptRecord
 from tmops_core.workspace.layout import Layout
 
 #: the tester starts a daemon, then sleeps: the window in which the engine is killed

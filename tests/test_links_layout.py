@@ -15,7 +15,7 @@ import pytest
 
 from tests.links_support import KINDS, OUTSIDE_TEXT, Outside, says_remove_the_link
 from tmops_core.agents.io import AgentIO
-from tmops_core.store.sqlite import STORE_NAME, Store
+from tmops_core.store import STORE_NAME, SQLiteStore
 from tmops_core.workspace.layout import (
     FeatureLine,
     Layout,
@@ -168,7 +168,7 @@ def test_the_store_is_not_opened_through_a_link(
     layout: Layout, outside: Outside, kind: str, name: str
 ) -> None:
     link = outside.plant(layout.tmops_dir / name, kind)
-    refused(lambda: Store(layout.tmops_dir / STORE_NAME), link)
+    refused(lambda: SQLiteStore(layout.tmops_dir / STORE_NAME), link)
     assert outside.unchanged()
 
 
@@ -177,7 +177,7 @@ def test_a_reader_refuses_a_linked_store_rather_than_ignoring_it(
     layout: Layout, outside: Outside, kind: str
 ) -> None:
     link = outside.plant(layout.tmops_dir / STORE_NAME, kind)
-    refused(lambda: Store.open_existing(link), link)
+    refused(lambda: SQLiteStore.open_existing(link), link)
     assert outside.unchanged()
 
 
@@ -188,7 +188,7 @@ def test_the_store_is_not_created_in_a_linked_tmops(
     root = (tmp_path / "p").resolve()
     root.mkdir()
     link = outside.plant(root / ".tmops", kind)
-    refused(lambda: Store(link / STORE_NAME), link)
+    refused(lambda: SQLiteStore(link / STORE_NAME), link)
     assert outside.unchanged()
 
 

@@ -16,7 +16,7 @@ from tmops_core.agents.processes import boot_clock, boot_id, process_start_time
 from tmops_core.git import Git
 from tmops_core.lifecycle import AttemptState
 from tmops_core.orchestration.daemon import engine_alive
-from tmops_core.store.sqlite import LostOwnership
+from tmops_core.store import LostOwnership
 from tmops_core.surfaces.follow import follow_run
 from tmops_core.workspace.layout import iso, utc_now
 from tmops_hookspecs import FeatureError

@@ -13,7 +13,7 @@ import pytest
 from tmops_core.config import LoadedConfig, parse_config
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.operations import Service
-from tmops_core.store.sqlite import Store
+from tmops_core.store import SQLiteStore
 from tmops_core.workspace.features import InitRequest
 
 from .conftest import make_repo
@@ -102,7 +102,7 @@ def test_a_phase_from_a_pip_installed_plugin_runs_when_listed(tmp_path: Path) ->
     [call] = [json.loads(line) for line in record.read_text().splitlines()]
     assert call["phase"] == "security-review"
     assert "SECURITY REVIEWER" in call["instructions"]
-    attempts = Store(root / ".tmops" / "tmops.db").attempts("audit", "initial")
+    attempts = SQLiteStore(root / ".tmops" / "tmops.db").attempts("audit", "initial")
     assert [(a.phase, a.state) for a in attempts] == [("security-review", "completed")]
 
 

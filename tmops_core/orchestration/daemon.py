@@ -66,7 +66,7 @@ from tmops_core.events import EventBus
 from tmops_core.lifecycle import AttemptState, EngineState, RunState
 from tmops_core.orchestration.scheduler import Scheduler
 from tmops_core.plugins import Plugins
-from tmops_core.store.sqlite import EngineRecord, LeaseHeld, RunRecord, Store
+from tmops_core.store import EngineRecord, LeaseHeld, RunRecord, Store
 from tmops_core.workspace.layout import (
     Layout,
     ensure_private_dir,

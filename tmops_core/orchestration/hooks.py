@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 
 from tmops_core.checkpoints.watch import Arrivals
-from tmops_core.store.sqlite import Store
+from tmops_core.store import Store
 from tmops_hookspecs import AgentEvent
 
 __all__ = ["FencedHooks"]

@@ -38,7 +38,7 @@ from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.plugins import Plugins
-from tmops_core.store.sqlite import AttemptRecord, LostOwnership, Store
+from tmops_core.store import AttemptRecord, LostOwnership, Store
 from tmops_core.workspace.layout import (
     FeatureLine,
     Layout,

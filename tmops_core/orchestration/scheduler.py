@@ -20,7 +20,7 @@ from tmops_core.config import Config
 from tmops_core.events import EventBus
 from tmops_core.orchestration.run import RunDriver
 from tmops_core.plugins import Plugins
-from tmops_core.store.sqlite import LostOwnership, Store
+from tmops_core.store import LostOwnership, Store
 from tmops_core.workspace.layout import Layout, iso, utc_now
 
 __all__ = ["Scheduler"]

@@ -31,7 +31,14 @@ from tmops_core.orchestration.daemon import (
 from tmops_core.orchestration.run import provider_settings
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.status import feature_status, find_project_root, list_features
-from tmops_core.store.sqlite import STORE_NAME, FeatureRecord, RunRecord, Store
+from tmops_core.store import (
+    STORE_NAME,
+    FeatureRecord,
+    RunRecord,
+    Store,
+    open_existing_store,
+    open_store,
+)
 from tmops_core.workspace.features import InitRequest, InitResult, init_feature
 from tmops_core.workspace.layout import Layout, iso, utc_now, validate_feature_name
 from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsError, WorkspaceError
@@ -88,7 +95,7 @@ class Service:
         path = layout.tmops_dir / STORE_NAME
         store = self._stores.get(path)
         if store is None:
-            store = Store(path) if create else Store.open_existing(path)
+            store = open_store(path) if create else open_existing_store(path)
             if store is not None:
                 self._stores[path] = store
         return store

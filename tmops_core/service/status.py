@@ -20,7 +20,7 @@ import attrs
 
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
 from tmops_core.orchestration.daemon import engine_running, run_engine_alive
-from tmops_core.store.sqlite import AttemptRecord, RunRecord, Store
+from tmops_core.store import AttemptRecord, RunRecord, Store
 from tmops_core.workspace.layout import (
     FEATURE_NAME,
     FeatureLine,

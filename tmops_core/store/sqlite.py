@@ -23,7 +23,6 @@ from pathlib import Path
 import attrs
 
 from tmops_core.lifecycle import (
-    ACTIVE_RUN_STATES,
     ENDED_RUN_STATES,
     LIVE_ATTEMPT_STATES,
     AttemptState,
@@ -31,24 +30,17 @@ from tmops_core.lifecycle import (
     RunState,
     check_run_transition,
 )
-from tmops_core.store.leases import EngineLeases, EngineRecord, LeaseHeld
+from tmops_core.store.leases import EngineLeases
+from tmops_core.store.records import (
+    AttemptRecord,
+    FeatureRecord,
+    LostOwnership,
+    RunRecord,
+)
 from tmops_core.workspace.layout import lstat_checked, open_file
 from tmops_hookspecs import WorkspaceError
 
-__all__ = [
-    "ACTIVE_STATES",
-    "AttemptRecord",
-    "EngineRecord",
-    "FeatureRecord",
-    "LeaseHeld",
-    "LostOwnership",
-    "RunRecord",
-    "Store",
-]
-
-STORE_NAME = "tmops.db"
-#: run states in which an engine owns (or will own) the run
-ACTIVE_STATES = ACTIVE_RUN_STATES
+__all__ = ["SQLiteStore", "migrations"]
 
 _MIGRATIONS = files(__package__ or "tmops_core.store").joinpath("migrations")
 _MIGRATION_NAME = re.compile(r"([0-9]{4})_[a-z0-9_]+[.]sql")
@@ -81,76 +73,9 @@ def _check_files(path: Path) -> None:
         lstat_checked(path.with_name(path.name + suffix))
 
 
-@attrs.frozen
-class FeatureRecord:
-    name: str
-    branch: str
-    worktree: str
-    isolation: str
-    current_run: str
-    status: str
-    created_at: str
-    updated_at: str
-
-
-@attrs.frozen
-class RunRecord:
-    feature: str
-    run: str
-    status: str
-    created_at: str
-    updated_at: str
-    run_id: str | None = None
-    provider: str | None = None
-    queued_at: str | None = None
-    queue_seq: int | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    current_phase: str | None = None
-    cost_usd: float = 0.0
-    last_error: str | None = None
-    engine_pid: int | None = None
-    fencing: int = 0
-    pause_reason: str | None = None
-    branch_head: str | None = None
-    #: the engine (:class:`EngineRecord`) that owns the run while it is running
-    engine_id: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE_STATES
-
-
-@attrs.frozen
-class AttemptRecord:
-    id: int
-    feature: str
-    run: str
-    phase: str
-    attempt: int
-    state: str
-    provider: str
-    fencing: int
-    started_at: str
-    pid: int | None = None
-    start_time: int | None = None
-    mark: str | None = None
-    session_id: str | None = None
-    cost_usd: float | None = None
-    turns: int | None = None
-    start_commit: str | None = None
-    outcome: str | None = None
-    message: str | None = None
-    duration_s: float | None = None
-    finished_at: str | None = None
-
-
-class LostOwnership(Exception):
-    """A run's fencing token changed: another engine owns it now, so this one must stop."""
-
-
-class Store(EngineLeases):
-    """One SQLite database; safe to share between threads of one process."""
+class SQLiteStore(EngineLeases):
+    """The :class:`~tmops_core.store.protocol.Store` in one SQLite database (WAL); safe to share
+    between threads of one process."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -179,7 +104,7 @@ class Store(EngineLeases):
         self._migrate()
 
     @classmethod
-    def open_existing(cls, path: Path) -> Store | None:
+    def open_existing(cls, path: Path) -> SQLiteStore | None:
         """The store at ``path`` if there is one (readers must never create it).
 
         :raises WorkspaceError: it, or a folder on the way to it, is a symlink.

@@ -22,7 +22,7 @@ import attrs
 
 from tmops_core.config import Config
 from tmops_core.git import Git
-from tmops_core.store.sqlite import FeatureRecord, RunRecord, Store
+from tmops_core.store import FeatureRecord, RunRecord, Store
 from tmops_core.workspace.layout import (
     DOC_SUBDIRS,
     RUN_SUBDIRS,

@@ -1,0 +1,201 @@
+"""The Store protocol: every read and write of tmops' durable state, whatever keeps it.
+
+SQLite (:mod:`tmops_core.store.sqlite`) is the embedded default; another backend (PostgreSQL,
+for several machines) is a module beside it that satisfies this protocol and passes the same
+store tests. Every change is one transaction; a change a run's attempt causes is checked
+against the run's fencing token in that same transaction (:meth:`Store.fenced`), and every
+change of a run's state goes through the lifecycle's table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
+
+from tmops_core.lifecycle import AttemptState, RunState
+from tmops_core.store.leases import EngineRecord
+from tmops_core.store.records import AttemptRecord, FeatureRecord, RunRecord
+
+#: a connection of the backend, as handed out by :meth:`Store.transaction` (opaque to callers)
+Connection = Any
+#: a row of the event log: its columns by name (``id``, ``event_type``, ``timestamp``, ...)
+Row = Any
+
+__all__ = ["Connection", "Row", "Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """tmops' durable state: features, runs, attempts, the event log, engines and the lease."""
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """One atomic unit of change: everything in the block commits together or not at all."""
+
+    @property
+    def schema_version(self) -> int: ...
+
+    def record_init(self, feature: FeatureRecord, run: RunRecord) -> None:
+        """Record an initialised feature and its run in one transaction."""
+
+    def feature(self, name: str) -> FeatureRecord | None: ...
+
+    def features(self) -> list[FeatureRecord]: ...
+
+    def runs(self, feature: str) -> list[RunRecord]: ...
+
+    def run(self, feature: str, run: str) -> RunRecord | None: ...
+
+    def queue_run(self, feature: str, run: str, *, run_id: str, provider: str, now: str) -> None:
+        """Put a run at the end of the queue (FIFO: a sequence number, not a clock)."""
+
+    def requeue(self, feature: str, run: str, *, now: str) -> bool:
+        """Take a running run from its engine and queue it again, keeping its place..."""
+
+    def fail_queued_run(self, feature: str, run: str, *, error: str, now: str) -> bool:
+        """Fail a run that is still queued (no engine could start to take it), with ``error`` as
+        its last..."""
+
+    def queued_runs(self) -> list[RunRecord]: ...
+
+    def runs_in_state(self, *states: str) -> list[RunRecord]: ...
+
+    def admit_run(
+        self, feature: str, run: str, *, engine_id: int, engine_pid: int, now: str
+    ) -> int:
+        """Take a queued run for the engine ``engine_id``; return its new fencing token."""
+
+    def fenced(self, feature: str, run: str, fencing: int) -> AbstractContextManager[Connection]:
+        """A transaction that commits only while ``fencing`` still owns the run."""
+
+    def start_attempt(
+        self,
+        feature: str,
+        run: str,
+        fencing: int,
+        *,
+        phase: str,
+        attempt: int,
+        provider: str,
+        start_commit: str | None,
+        now: str,
+    ) -> int: ...
+
+    def record_adoption(
+        self,
+        feature: str,
+        run: str,
+        fencing: int,
+        *,
+        phase: str,
+        now: str,
+        next_phase: str | None = None,
+        branch_head: str | None = None,
+        event: tuple[str, str] | None = None,
+        state: AttemptState = AttemptState.COMPLETED,
+        message: str = "completion checkpoint found on disk",
+    ) -> None:
+        """Record a phase judged from a checkpoint found on disk, with no agent run (accepted,
+        or refused by its own verdict), and move the run on in the same..."""
+
+    def attempt_process(
+        self,
+        attempt_id: int,
+        feature: str,
+        run: str,
+        fencing: int,
+        *,
+        pid: int,
+        start_time: int,
+        mark: str | None,
+    ) -> None:
+        """Record the agent process, so a later engine can find and kill it if this one dies."""
+
+    def attempt_session(self, attempt_id: int, session_id: str) -> None: ...
+
+    def finish_attempt(
+        self,
+        attempt_id: int,
+        feature: str,
+        run: str,
+        fencing: int,
+        *,
+        state: AttemptState | str,
+        outcome: str,
+        message: str,
+        session_id: str | None,
+        cost_usd: float | None,
+        turns: int | None,
+        now: str,
+        duration_s: float | None = None,
+        next_phase: str | None = None,
+        branch_head: str | None = None,
+        event: tuple[str, str] | None = None,
+    ) -> None:
+        """Close an attempt and, in the SAME transaction, move the run on (the transition) and
+        record the branch head the accepted work..."""
+
+    def end_run(
+        self,
+        feature: str,
+        run: str,
+        fencing: int | None,
+        *,
+        status: RunState | str,
+        now: str,
+        error: str | None = None,
+        pause_reason: str | None = None,
+    ) -> None:
+        """Move a run to a stopped state; ``fencing`` None is for a person's command."""
+
+    def set_branch_head(self, feature: str, run: str, fencing: int | None, head: str) -> None:
+        """Record the head tmops left the feature branch at (the branch guard compares it)."""
+
+    def attempts(self, feature: str, run: str) -> list[AttemptRecord]: ...
+
+    def live_attempts(self) -> list[AttemptRecord]:
+        """Attempts whose process may still run (for orphan reaping at start-up)."""
+
+    def close_attempts(
+        self, ids: Iterable[int], *, state: AttemptState, outcome: str, message: str, now: str
+    ) -> int:
+        """End those of the attempts ``ids`` that are still live; return how many."""
+
+    def add_event(
+        self,
+        feature: str | None,
+        run: str | None,
+        event_type: str,
+        data: str,
+        now: str,
+        *,
+        fencing: int | None = None,
+    ) -> None:
+        """Append to the audit trail; with ``fencing``, only while that token owns the run."""
+
+    def events_for(self, feature: str, *, after_id: int = 0) -> list[Row]: ...
+
+    def acquire_lease(
+        self,
+        *,
+        pid: int,
+        start_time: int,
+        boot_id: str,
+        lease_until: float,
+        now: str,
+        alive: Callable[[EngineRecord], bool],
+    ) -> tuple[EngineRecord, list[EngineRecord]]:
+        """Make this process the project's serving engine, in one transaction."""
+
+    def renew_lease(self, engine_id: int, *, lease_until: float, now: str) -> bool:
+        """Extend the lease of a serving engine; False if it is no longer serving (taken over)."""
+
+    def release_lease(self, engine_id: int, *, now: str) -> None:
+        """Give the lease back (the engine stops); nothing if it was taken over meanwhile."""
+
+    def engine(self, engine_id: int) -> EngineRecord | None: ...
+
+    def serving_engine(self) -> EngineRecord | None:
+        """The engine that holds the lease, dead or alive (judging that is the caller's)."""

@@ -1,0 +1,90 @@
+"""The records the store hands out, whatever the backend: features, runs, attempts, and the
+exception that tells a runner it lost its run. Data only."""
+
+from __future__ import annotations
+
+import attrs
+
+from tmops_core.lifecycle import ACTIVE_RUN_STATES
+
+__all__ = [
+    "ACTIVE_STATES",
+    "STORE_NAME",
+    "AttemptRecord",
+    "FeatureRecord",
+    "LostOwnership",
+    "RunRecord",
+]
+
+#: the SQLite database under ``.tmops/``
+STORE_NAME = "tmops.db"
+#: run states in which an engine owns (or will own) the run
+ACTIVE_STATES = ACTIVE_RUN_STATES
+
+
+@attrs.frozen
+class FeatureRecord:
+    name: str
+    branch: str
+    worktree: str
+    isolation: str
+    current_run: str
+    status: str
+    created_at: str
+    updated_at: str
+
+
+@attrs.frozen
+class RunRecord:
+    feature: str
+    run: str
+    status: str
+    created_at: str
+    updated_at: str
+    run_id: str | None = None
+    provider: str | None = None
+    queued_at: str | None = None
+    queue_seq: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    current_phase: str | None = None
+    cost_usd: float = 0.0
+    last_error: str | None = None
+    engine_pid: int | None = None
+    fencing: int = 0
+    pause_reason: str | None = None
+    branch_head: str | None = None
+    #: the engine (:class:`EngineRecord`) that owns the run while it is running
+    engine_id: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATES
+
+
+@attrs.frozen
+class AttemptRecord:
+    id: int
+    feature: str
+    run: str
+    phase: str
+    attempt: int
+    state: str
+    provider: str
+    fencing: int
+    started_at: str
+    pid: int | None = None
+    start_time: int | None = None
+    mark: str | None = None
+    session_id: str | None = None
+    cost_usd: float | None = None
+    turns: int | None = None
+    start_commit: str | None = None
+    outcome: str | None = None
+    message: str | None = None
+    duration_s: float | None = None
+    finished_at: str | None = None
+
+
+class LostOwnership(Exception):
+    """A run's fencing token changed: another engine owns it now, so this one must stop."""
