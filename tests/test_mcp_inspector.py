@@ -133,7 +133,7 @@ def test_ci_installs_the_pinned_inspector_and_requires_it() -> None:
     require_line = lines.index("export TMOPS_REQUIRE_INSPECTOR=1")
     assert install_line < require_line < test_line
     assert all("@modelcontextprotocol/inspector@" not in line for line in lines[test_line:])
-    assert ".ci/cache/" in (REPO_ROOT / ".gitignore").read_text().splitlines()
+    assert ".ci/cache" in (REPO_ROOT / ".gitignore").read_text().splitlines()
     installed = INSPECTOR_DEFAULT.parent / "@modelcontextprotocol" / "inspector" / "package.json"
     if installed.is_file():
         assert json.loads(installed.read_text())["version"] == INSPECTOR_VERSION
