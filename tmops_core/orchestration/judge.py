@@ -19,6 +19,7 @@ from tmops_core.agents.env import build_env
 from tmops_core.checkpoints.parse import parse_checkpoint
 from tmops_core.checkpoints.validate import run_validators
 from tmops_core.config import Config
+from tmops_core.lifecycle import Verdict
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.gates import run_gates
 from tmops_core.plugins import Plugins
@@ -40,22 +41,27 @@ class Judge:
     emit: Callable[..., None]
     forget: Callable[[str], None]
 
-    def judge(self, spec: PhaseSpec, attempt: AttemptOutcome, checkpoint: Path) -> tuple[str, str]:
-        """``completed``, ``retry``, ``failed``, ``paused`` or ``cancelled``, and why."""
+    def judge(
+        self, spec: PhaseSpec, attempt: AttemptOutcome, checkpoint: Path
+    ) -> tuple[Verdict, str]:
+        """Accept, retry, fail, pause or cancel, and why."""
         outcome = attempt.result.outcome
         if outcome is Outcome.CANCELLED:
-            return "cancelled", "cancelled"
+            return Verdict.CANCEL, "cancelled"
         if outcome is Outcome.AUTH_ERROR:
-            return "failed", f"authentication failed: {attempt.result.message}"
+            return Verdict.FAIL, f"authentication failed: {attempt.result.message}"
         if outcome is Outcome.USAGE_LIMITED:
-            return "paused", f"usage limit reached: {attempt.result.message}"
+            return Verdict.PAUSE, f"usage limit reached: {attempt.result.message}"
         if not attempt.checkpoint_present:
             if outcome is Outcome.SUCCEEDED:
-                return "retry", f"the agent ended without writing {spec.completion_checkpoint}"
-            return "retry", attempt.result.message or outcome.value
+                return (
+                    Verdict.RETRY,
+                    f"the agent ended without writing {spec.completion_checkpoint}",
+                )
+            return Verdict.RETRY, attempt.result.message or outcome.value
         return self.check_checkpoint(spec, checkpoint)
 
-    def check_checkpoint(self, spec: PhaseSpec, path: Path) -> tuple[str, str]:
+    def check_checkpoint(self, spec: PhaseSpec, path: Path) -> tuple[Verdict, str]:
         """Validators, then the phase's gates; a rejected checkpoint is set aside."""
         make_private(path)  # an agent's or a person's file, made 0600 like every tmops file
         checkpoint = parse_checkpoint(path)
@@ -70,7 +76,10 @@ class Judge:
         if errors:
             self.set_aside(path)
             first = errors[0]
-            return "retry", f"checkpoint {path.name} rejected by {first.validator}: {first.message}"
+            return (
+                Verdict.RETRY,
+                f"checkpoint {path.name} rejected by {first.validator}: {first.message}",
+            )
         for gate in run_gates(
             spec.gates,
             command=self.config.features.test_command,
@@ -84,8 +93,8 @@ class Judge:
             crash_point("during-gate")
             if not gate.passed:
                 self.set_aside(path)
-                return "retry", f"gate {gate.gate.value} failed: {gate.reason}"
-        return "completed", "ok"
+                return Verdict.RETRY, f"gate {gate.gate.value} failed: {gate.reason}"
+        return Verdict.ACCEPT, "ok"
 
     def set_aside(self, path: Path) -> None:
         """Move a rejected checkpoint out of the way so its rewrite is seen as new."""

@@ -30,7 +30,13 @@ from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
 from tmops_core.config import Config, ProviderConfig
 from tmops_core.events import EventBus
 from tmops_core.git import BranchMoved, Git
-from tmops_core.lifecycle import ENDED_RUN_STATES, AttemptState, PauseReason, RunState
+from tmops_core.lifecycle import (
+    ENDED_RUN_STATES,
+    AttemptState,
+    PauseReason,
+    RunState,
+    Verdict,
+)
 from tmops_core.orchestration import prompts
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.executor import LocalExecutor
@@ -320,7 +326,7 @@ class RunDriver:
         if not os.path.lexists(path):
             return None
         verdict, reason = self.judge.check_checkpoint(spec, path)
-        if verdict != "completed":
+        if verdict is not Verdict.ACCEPT:
             self.emit("orchestration.phase.not_adopted", phase=spec.name, reason=reason)
             return None
         accepted = self._accept(spec, attempt=None, started=time.monotonic())
@@ -375,7 +381,7 @@ class RunDriver:
             feature=self.feature, correlation_id=self.correlation_id,
         )  # fmt: skip
         self.plugins.phase_finished(
-            self.context(spec.name), spec.name, number, "completed", duration
+            self.context(spec.name), spec.name, number, AttemptState.COMPLETED.value, duration
         )
         return _Accepted.HANDED_OFF
 
@@ -479,31 +485,31 @@ class RunDriver:
                     session_id = None
             checkpoint = self.checkpoint_dir / spec.completion_checkpoint
             verdict, reason = self.judge.judge(spec, outcome, checkpoint)
-            if verdict == "completed":
+            if verdict is Verdict.ACCEPT:
                 try:
                     return self._accept(spec, attempt=live, started=started)
                 except BranchMoved:
                     self._finish_attempt(live, AttemptState.PAUSED, "branch moved")
                     raise
             last_error = f"{spec.name}: {reason}"
-            final = verdict in {"failed", "paused", "cancelled"} or number == attempts
+            final = verdict is not Verdict.RETRY or number == attempts
             state = {
-                "failed": AttemptState.FAILED, "paused": AttemptState.PAUSED,
-                "cancelled": AttemptState.CANCELLED,
+                Verdict.FAIL: AttemptState.FAILED, Verdict.PAUSE: AttemptState.PAUSED,
+                Verdict.CANCEL: AttemptState.CANCELLED,
             }.get(verdict, AttemptState.FAILED if final else AttemptState.REJECTED)  # fmt: skip
             self._finish_attempt(live, state, reason)
             self.emit(
                 "orchestration.phase.attempt_failed", phase=spec.name, attempt=number,
-                verdict=verdict, reason=reason,
+                verdict=verdict.value, reason=reason,
             )  # fmt: skip
             self.plugins.phase_finished(
                 self.context(spec.name), spec.name, number, outcome.result.outcome.value,
                 time.monotonic() - started,
             )  # fmt: skip
             if final:
-                if verdict == "paused":
+                if verdict is Verdict.PAUSE:
                     return _Ending(RunState.PAUSED, last_error, PauseReason.USAGE_LIMITED)
-                if verdict == "cancelled":
+                if verdict is Verdict.CANCEL:
                     return _Ending(RunState.CANCELLED, last_error)
                 return _Ending(RunState.FAILED, last_error)
             self._back_off(outcome, number)

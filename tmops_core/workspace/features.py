@@ -22,6 +22,7 @@ import attrs
 
 from tmops_core.config import Config
 from tmops_core.git import Git
+from tmops_core.lifecycle import RunState
 from tmops_core.store import FeatureRecord, RunRecord, Store
 from tmops_core.workspace.layout import (
     DOC_SUBDIRS,
@@ -268,7 +269,7 @@ def _init_native(
             else:
                 undo.push(lambda: point_current(layout, feature, previous_run))
         _exclude_tmops(git)
-        line = FeatureLine(feature, "initialized", iso(utc_now()), branch)
+        line = FeatureLine(feature, RunState.INITIALIZED.value, iso(utc_now()), branch)
         if write_feature_line(layout, line, replace=False):
             changes.append("FEATURES.txt line")
     except BaseException:
@@ -522,11 +523,15 @@ def _record(
             worktree=str(worktree),
             isolation=config.features.isolation,
             current_run=run,
-            status=existing.status if existing else "initialized",
+            status=existing.status if existing else RunState.INITIALIZED.value,
             created_at=existing.created_at if existing else stamp,
             updated_at=stamp,
         ),
         RunRecord(
-            feature=feature, run=run, status="initialized", created_at=stamp, updated_at=stamp
+            feature=feature,
+            run=run,
+            status=RunState.INITIALIZED.value,
+            created_at=stamp,
+            updated_at=stamp,
         ),
     )
