@@ -52,6 +52,7 @@ __all__ = [
     "check_project",
     "engine_processes",
     "marked_processes",
+    "process_state",
 ]
 
 CATEGORIES = ("stuck", "failed", "lost", "miscredited", "duplicates", "orphans", "store")
@@ -123,7 +124,7 @@ def _live_pids() -> Iterator[int]:
             yield int(name)
 
 
-def _process_state(pid: int) -> str:
+def process_state(pid: int) -> str:
     """How ``pid`` is now, for a message: gone, a zombie, or what it runs."""
     stat = _proc_read(pid, "stat")
     if not stat:
@@ -176,7 +177,7 @@ def _check_store(store: Store, subject: Subject, findings: Findings) -> list[Att
     if run.status in {RunState.QUEUED, RunState.RUNNING}:
         owner = ""
         if run.engine_pid:
-            owner = f", engine {run.engine_pid} {_process_state(run.engine_pid)}"
+            owner = f", engine {run.engine_pid} {process_state(run.engine_pid)}"
         findings.add("stuck", f"{name}: still {run.status} (phase {run.current_phase}{owner})")
     elif run.status != RunState.COMPLETED:
         findings.add("failed", f"{name}: ended {run.status}: {run.last_error}")
