@@ -148,17 +148,29 @@ def engine_processes(root: Path) -> list[int]:
     return found
 
 
-def marked_processes(marks: Iterable[str]) -> dict[int, str]:
-    """Live processes whose environment carries one of the agent ``marks``: pid -> mark."""
+def marked_processes(marks: Iterable[str], *, under: Path | None = None) -> dict[int, str]:
+    """Live processes whose environment carries one of the agent ``marks``, or any agent mark
+    at all when they run in a folder ``under`` the given one: pid -> mark. (The folder finds an
+    agent whose mark never reached the store or the journal.)"""
     needles = {f"{MARK_ENV}={mark}".encode(): mark for mark in marks if mark}
+    prefix = f"{MARK_ENV}=".encode()
+    inside = str(under.resolve()) if under is not None else None
     found: dict[int, str] = {}
-    if not needles:
-        return found
     for pid in _live_pids():
         for entry in _proc_read(pid, "environ").split(b"\0"):
             if entry in needles:
                 found[pid] = needles[entry]
+            elif inside is not None and entry.startswith(prefix) and _cwd_under(pid, inside):
+                found[pid] = entry[len(prefix) :].decode(errors="replace")
     return found
+
+
+def _cwd_under(pid: int, folder: str) -> bool:
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return cwd == folder or cwd.startswith(folder + os.sep)
 
 
 # -- the checks ----------------------------------------------------------------------------------
@@ -372,7 +384,7 @@ def check_project(root: Path, journal_dir: Path, subjects: Iterable[Subject], *,
                 _check_files(subject, root, findings)
     finally:
         store.close()
-    for pid, mark in sorted(marked_processes(marks).items()):
+    for pid, mark in sorted(marked_processes(marks, under=root).items()):
         findings.add("orphans", f"process {pid} still carries the agent mark {mark}")
     for pid in engine_processes(root):
         findings.add("orphans", f"engine {pid} of {root} still runs")
