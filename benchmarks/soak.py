@@ -228,14 +228,14 @@ def print_report(results: dict[str, Any]) -> None:
     print(f"\nsoak: {fig['kills']} kills over {fig['runs']} runs in "
           f"{len(results['projects'])} projects, {results['meta']['duration_s']} s "
           f"(seed {results['meta']['seed']})")  # fmt: skip
-    print(f"  kills by kind:    {fig['kills_by_kind']}")
-    print(f"  at named points:  {fig['kills_at_named_points']}")
-    print(f"  kills landed at:  {fig['kill_moments']}")
+    print(f"  kills by kind:     {fig['kills_by_kind']}")
+    print(f"  at named points:   {fig['kills_at_named_points']}")
+    print(f"  runs at the kills: {fig['kill_moments']}")
     print(
         f"  restarts:         {fig['restarts']}; "
         f"{fig['restarts_with_a_dead_engine_unreaped']} while a killed engine was a zombie"
     )
-    print(f"  runs completed:   {fig['runs_completed']}/{fig['runs']}")
+    print(f"  runs completed:    {fig['runs_completed']}/{fig['runs']}")
     print(f"\n  {'figure':<12} {'findings':>8} {'runs':>6}")
     for category in CATEGORIES:
         print(f"  {category:<12} {fig[category]['findings']:>8} {fig[category]['runs']:>6}")
