@@ -232,7 +232,7 @@ def print_report(results: dict[str, Any]) -> None:
     print(f"  at named points:   {fig['kills_at_named_points']}")
     print(f"  runs at the kills: {fig['kill_moments']}")
     print(
-        f"  restarts:         {fig['restarts']}; "
+        f"  restarts:          {fig['restarts']}; "
         f"{fig['restarts_with_a_dead_engine_unreaped']} while a killed engine was a zombie"
     )
     print(f"  runs completed:    {fig['runs_completed']}/{fig['runs']}")
