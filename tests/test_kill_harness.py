@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine_support import WAIT_S, git
-from tests.kill_checks import check_project
+from tests.engine_support import WAIT_S, git, new_feature
+from tests.kill_checks import Subject, check_project
 from tests.kill_support import KillProject, kill_project, start_engine, user_start
 from tmops_core.orchestration.crashpoints import CRASH_POINTS
 from tmops_core.service.demo_project import DEMO_FEATURE
@@ -249,24 +249,28 @@ def test_a_process_left_with_an_agents_mark_is_an_orphan(
 
 
 def test_an_attempt_left_open_and_a_run_left_running_are_found(clean: KillProject) -> None:
+    # A second feature of the project, queued and admitted as an engine would, then left: its
+    # run stays running and its attempt open (the engine "died" before closing them).
+    left = new_feature(clean.service, clean.root, "left-open")
+    clean.service.start(left.feature, workspace=clean.root, spawn=False)
     store = Store.open_existing(clean.root / ".tmops" / STORE_NAME)
     assert store is not None
-    feature, run = DEMO_FEATURE, clean.inits[DEMO_FEATURE].run
-    record = store.run(feature, run)
-    assert record is not None
     now = iso(utc_now())
-    attempt = store.start_attempt(feature, run, record.fencing, phase="verifier", attempt=9,
-                                  provider="claude-code", start_commit=None, now=now)  # fmt: skip
-    store.queue_run(feature, run, run_id="left", provider="claude-code", now=now)
+    fencing = store.admit_run(left.feature, left.run, engine_pid=os.getpid(), now=now)
+    attempt = store.start_attempt(left.feature, left.run, fencing, phase="orchestrator",
+                                  attempt=1, provider="claude-code", start_commit=None,
+                                  now=now)  # fmt: skip
+    subject = Subject(left.feature, left.run, left.branch, left.worktree, left.checkpoint_dir,
+                      left.run_dir)  # fmt: skip
     try:
-        found = _check(clean)
-        left_open = f"{feature}/{run}: attempt {attempt} (verifier) is still starting"
-        assert found["store"] == [left_open]
+        found = check_project(clean.root, clean.journal, [subject]).by_category
+        name = f"{left.feature}/{left.run}"
+        assert found["store"] == [f"{name}: attempt {attempt} (orchestrator) is still starting"]
         [stuck] = found["stuck"]
-        assert stuck.startswith(f"{feature}/{run}: still queued (phase verifier, engine ")
+        assert stuck.startswith(f"{name}: still running (phase orchestrator, engine {os.getpid()}")
     finally:
-        store.finish_attempt(attempt, feature, run, record.fencing, state="abandoned",
+        store.finish_attempt(attempt, left.feature, left.run, fencing, state="abandoned",
                              outcome="crashed", message="test", session_id=None, cost_usd=None,
                              turns=None, now=now)  # fmt: skip
-        store.end_run(feature, run, None, status="completed", now=now)
+        store.end_run(left.feature, left.run, fencing, status="cancelled", now=now)
         store.close()
