@@ -105,6 +105,7 @@ import io  # noqa: E402
 from tmops_core.config import CONFIG_ENV  # noqa: E402
 from tmops_core.service.demo_project import create_demo_project  # noqa: E402
 from tmops_plugins.scripted_agent import DELAY_ENV, main  # noqa: E402
+from tmops_plugins.scripted_journal import JOURNAL_ENV  # noqa: E402
 from tmops_plugins.scripted_session import FAULT_ENV, STATE_ENV  # noqa: E402
 
 from .scripted_support import Demo, Runner, Session, run_subprocess  # noqa: E402
@@ -128,9 +129,10 @@ def no_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def agent_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No fault or delay from outside; sessions saved under tmp_path."""
+    """No fault, delay or journal from outside; sessions saved under tmp_path."""
     monkeypatch.delenv(FAULT_ENV, raising=False)
     monkeypatch.delenv(DELAY_ENV, raising=False)
+    monkeypatch.delenv(JOURNAL_ENV, raising=False)
     state = tmp_path / "state"
     monkeypatch.setenv(STATE_ENV, str(state))
     return state

@@ -101,12 +101,19 @@ behaves normally. With the ``:always`` suffix it hits every attempt. Kinds:
 A malformed or unknown item is an error (message on stderr, exit 1). ``TMOPS_SCRIPTED_DELAY_S``
 (float seconds, default 0) is slept before each action, for live-view demos.
 
+Journal, for the kill harness and the soak: with ``TMOPS_SCRIPTED_JOURNAL=<folder>`` every
+session that knows its role writes a ``start`` line (pid, role, feature, session, agent mark,
+time, and the other live agents of its feature) and, unless it is killed, an ``end`` line to
+``<folder>/journal.jsonl``, and holds a lock in ``<folder>/live/`` while it lives
+(:mod:`tmops_plugins.scripted_journal`).
+
 This module is the entry (``tmops-scripted-agent``, ``python -m tmops_plugins.scripted_agent``):
 it owns the command line, :func:`main`, the stream (and the Read, Write and Bash tools that
 show in it) and the faults that end a session (``crash``, ``slow``, ``exit-without-result``) or
 outlive it (``detach``).
 The role work and the demo task's files are :mod:`tmops_plugins.scripted_roles`'; the faults,
-the prompt's context and the saved sessions are :mod:`tmops_plugins.scripted_session`'s.
+the prompt's context and the saved sessions are :mod:`tmops_plugins.scripted_session`'s; the
+journal is :mod:`tmops_plugins.scripted_journal`'s.
 """
 
 from __future__ import annotations
@@ -128,6 +135,7 @@ from typing import Any, NoReturn, TextIO
 
 import attrs
 
+from .scripted_journal import JOURNAL_ENV, open_journal
 from .scripted_roles import LABEL, ROLE_WORK, Ran
 from .scripted_session import (
     CRASH_EXIT_CODE,
@@ -204,7 +212,8 @@ def _parser() -> _Parser:
             "with no AI model behind it. Same flags as claude."
         ),
         epilog=f"Fault injection: {FAULT_ENV}=<role>:<kind>[:always],...; "
-        f"pause before each action: {DELAY_ENV}=<seconds>.",
+        f"pause before each action: {DELAY_ENV}=<seconds>; "
+        f"journal of sessions: {JOURNAL_ENV}=<folder>.",
         allow_abbrev=False,
     )
     parser.add_argument("prompt", nargs="?", help="the prompt (default: read stdin)")
@@ -567,12 +576,25 @@ def main(
         )
         return 0
     save_session(store, session_id, context, sys.stderr)
+    journal = open_journal(context, session_id=session_id, resumed=resumed, err=sys.stderr)
+    code = 1
+    try:
+        code = _session(agent, options, resumed, started)
+    except SystemExit as exc:  # SIGTERM: the journal still gets its end line
+        code = exc.code if isinstance(exc.code, int) else 1
+        raise
+    finally:
+        if journal is not None:
+            journal.close(code)
+    return code
 
-    hits = [f for f in options.faults if f.hits(context.role, resumed=resumed)]
+
+def _session(agent: _Agent, options: _Options, resumed: bool, started: float) -> int:
+    """The faults that end or delay a session, then the role's work; the exit code."""
+    role = agent.context.role
+    hits = [f for f in options.faults if f.hits(role, resumed=resumed)]
     if any(f.kind == "crash" for f in hits):
-        print(
-            f"scripted agent: fault {context.role}:crash, exit {CRASH_EXIT_CODE}", file=sys.stderr
-        )
+        print(f"scripted agent: fault {role}:crash, exit {CRASH_EXIT_CODE}", file=sys.stderr)
         return CRASH_EXIT_CODE
     if any(f.kind == "detach" for f in hits):
         _detach(store / f"detached-{context.role}-{os.getpid()}.pid")

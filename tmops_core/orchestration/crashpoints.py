@@ -11,7 +11,10 @@ import os
 import signal
 import threading
 
-__all__ = ["CRASH_POINTS", "crash_point"]
+__all__ = ["CRASH_ENV", "CRASH_POINTS", "crash_point"]
+
+#: The variable naming the point (and its occurrence) to die at.
+CRASH_ENV = "TMOPS_CRASH_AT"
 
 #: Every crash point the engine passes, in the order a phase reaches them.
 CRASH_POINTS = (
@@ -30,7 +33,7 @@ _lock = threading.Lock()
 
 
 def _target() -> tuple[str, int] | None:
-    raw = os.environ.get("TMOPS_CRASH_AT", "")
+    raw = os.environ.get(CRASH_ENV, "")
     if not raw:
         return None
     name, _, nth = raw.partition(":")
