@@ -41,7 +41,7 @@ from typing import Any
 
 from tests.engine_support import COMPLETIONS, TRIGGERS, git
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, RunState
-from tmops_core.store.sqlite import STORE_NAME, AttemptRecord, Store
+from tmops_core.store import STORE_NAME, AttemptRecord, SQLiteStore, Store
 from tmops_plugins.scripted_journal import MARK_ENV, read_journal
 from tmops_plugins.scripted_roles import CODE_FILE, CODE_SOURCE, TEST_FILE, TEST_SOURCE
 
@@ -368,7 +368,7 @@ def check_project(root: Path, journal_dir: Path, subjects: Iterable[Subject], *,
     if integrity != "ok":
         findings.add("store", f"PRAGMA integrity_check: {integrity}")
     journal = read_journal(journal_dir)
-    store = Store.open_existing(root / ".tmops" / STORE_NAME)
+    store = SQLiteStore.open_existing(root / ".tmops" / STORE_NAME)
     assert store is not None, f"no store in {root}"
     marks: list[str] = []
     try:

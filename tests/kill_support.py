@@ -33,7 +33,7 @@ from tmops_core.lifecycle import LIVE_ATTEMPT_STATES
 from tmops_core.orchestration.crashpoints import CRASH_ENV
 from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
 from tmops_core.service.operations import Service
-from tmops_core.store.sqlite import STORE_NAME, Store
+from tmops_core.store import STORE_NAME, SQLiteStore
 from tmops_core.workspace.features import InitResult
 from tmops_plugins.scripted_journal import JOURNAL_ENV
 
@@ -81,7 +81,7 @@ class KillProject:
 
     def statuses(self) -> dict[str, str]:
         """Each feature's run status, read from a fresh connection to the store."""
-        store = Store.open_existing(self.root / ".tmops" / STORE_NAME)
+        store = SQLiteStore.open_existing(self.root / ".tmops" / STORE_NAME)
         assert store is not None
         try:
             found = {}
@@ -96,7 +96,7 @@ class KillProject:
         """Where each run stands now: ``queued``; ``agent:<phase>`` (an attempt of that phase
         is open: its agent runs, or ran when the engine died); ``handoff:<phase>`` (running
         with no agent: checkpoint, gates, commit, transition, summary); or how it ended."""
-        store = Store.open_existing(self.root / ".tmops" / STORE_NAME)
+        store = SQLiteStore.open_existing(self.root / ".tmops" / STORE_NAME)
         assert store is not None
         try:
             found = {}

@@ -38,9 +38,11 @@ import pytest
 from tests.engine_support import WAIT_S, git, new_feature
 from tests.kill_checks import Subject, check_project
 from tests.kill_support import KillProject, kill_project, start_engine, user_start
+from tmops_core.agents.processes import boot_clock, boot_id, process_start_time
 from tmops_core.orchestration.crashpoints import CRASH_POINTS
+from tmops_core.orchestration.daemon import engine_alive
 from tmops_core.service.demo_project import DEMO_FEATURE
-from tmops_core.store.sqlite import STORE_NAME, AttemptRecord, RunRecord, Store
+from tmops_core.store import STORE_NAME, AttemptRecord, RunRecord, SQLiteStore
 from tmops_core.workspace.layout import iso, utc_now
 from tmops_plugins.scripted_journal import JOURNAL_ENV, MARK_ENV
 from tmops_plugins.scripted_session import FAULT_ENV, STATE_ENV
@@ -121,7 +123,7 @@ def test_a_run_whose_dead_engine_is_not_reaped_yet_is_taken_over(tmp_path: Path)
 
 
 def _run(project: KillProject) -> RunRecord:
-    store = Store.open_existing(project.root / ".tmops" / STORE_NAME)
+    store = SQLiteStore.open_existing(project.root / ".tmops" / STORE_NAME)
     assert store is not None
     try:
         run = store.run(DEMO_FEATURE, project.inits[DEMO_FEATURE].run)
@@ -191,7 +193,7 @@ def _tester_again(
 
 
 def _attempts(project: KillProject) -> list[AttemptRecord]:
-    store = Store.open_existing(project.root / ".tmops" / STORE_NAME)
+    store = SQLiteStore.open_existing(project.root / ".tmops" / STORE_NAME)
     assert store is not None
     try:
         return store.attempts(DEMO_FEATURE, project.inits[DEMO_FEATURE].run)
@@ -244,10 +246,18 @@ def test_an_attempt_left_open_and_a_run_left_running_are_found(clean: KillProjec
     # run stays running and its attempt open (the engine "died" before closing them).
     left = new_feature(clean.service, clean.root, "left-open")
     clean.service.start(left.feature, workspace=clean.root, spawn=False)
-    store = Store.open_existing(clean.root / ".tmops" / STORE_NAME)
+    store = SQLiteStore.open_existing(clean.root / ".tmops" / STORE_NAME)
     assert store is not None
     now = iso(utc_now())
-    fencing = store.admit_run(left.feature, left.run, engine_pid=os.getpid(), now=now)
+    start_time = process_start_time(os.getpid())
+    assert start_time is not None
+    owner, _ = store.acquire_lease(
+        pid=os.getpid(), start_time=start_time, boot_id=boot_id(),
+        lease_until=boot_clock() + 60, now=now, alive=engine_alive,
+    )  # fmt: skip
+    fencing = store.admit_run(
+        left.feature, left.run, engine_id=owner.id, engine_pid=os.getpid(), now=now
+    )
     attempt = store.start_attempt(left.feature, left.run, fencing, phase="orchestrator",
                                   attempt=1, provider="claude-code", start_commit=None,
                                   now=now)  # fmt: skip
@@ -264,4 +274,5 @@ def test_an_attempt_left_open_and_a_run_left_running_are_found(clean: KillProjec
                              outcome="crashed", message="test", session_id=None, cost_usd=None,
                              turns=None, now=now)  # fmt: skip
         store.end_run(left.feature, left.run, fencing, status="cancelled", now=now)
+        store.release_lease(owner.id, now=now)
         store.close()

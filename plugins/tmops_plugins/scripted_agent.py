@@ -597,7 +597,7 @@ def _session(agent: _Agent, options: _Options, resumed: bool, started: float) ->
         print(f"scripted agent: fault {role}:crash, exit {CRASH_EXIT_CODE}", file=sys.stderr)
         return CRASH_EXIT_CODE
     if any(f.kind == "detach" for f in hits):
-        _detach(store / f"detached-{context.role}-{os.getpid()}.pid")
+        _detach(state_dir() / f"detached-{role}-{os.getpid()}.pid")
     for fault in hits:
         if fault.kind == "slow":
             time.sleep(fault.seconds)
