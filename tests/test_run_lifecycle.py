@@ -323,3 +323,47 @@ def test_retries_of_a_provider_that_cannot_resume_run_the_role_afresh(tmp_path: 
         assert [a.state for a in finished.attempts("orchestrator")] == ["rejected", "completed"]
     finally:
         finished.close()
+
+
+def test_a_retry_after_the_api_asked_for_is_waited_out(tmp_path: Path) -> None:
+    """A 429 that says when to come back is retried after that, not after the short backoff
+    (0.05 s in these tests)."""
+    wrapper = tmp_path / "agent.py"
+    wrapper.write_text(
+        "import json, os, sys, time\n"
+        "log = os.path.join(sys.argv[1], 'starts')\n"
+        "with open(log, 'a') as out: out.write(f'{sys.argv[2]} {time.time()}\\n')\n"
+        "marker = os.path.join(sys.argv[1], 'limited-' + sys.argv[2])\n"
+        "if not os.path.exists(marker):\n"
+        "    open(marker, 'w').close()\n"
+        "    print(json.dumps({'type': 'result', 'subtype': 'success', 'is_error': True,\n"
+        "        'api_error_status': 429, 'session_id': 'x', 'num_turns': 1,\n"
+        "        'result': 'API Error: 429 rate_limit_error. Retry after 2 seconds'}),\n"
+        "        flush=True)\n"
+        "    with open(os.path.join(sys.argv[1], 'ended'), 'w') as out:\n"
+        "        out.write(str(time.time()))\n"
+        "    sys.exit(1)\n"
+        f"os.execv({AGENT!r}, [{AGENT!r}, '-p', sys.argv[3], '--output-format', 'stream-json',"
+        " '--verbose'])\n"
+    )
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    data = scripted_config(tmp_path / "state", max_retries=1, default_phases=["orchestrator"])
+    data["providers"] = {
+        "command": {
+            "command": sys.executable,
+            "args": [str(wrapper), str(markers), "{phase}", "{prompt}"],
+            "env": {"TMOPS_SCRIPTED_STATE_DIR": str(tmp_path / "state")},
+        }
+    }
+    data["features"]["default_provider"] = "command"
+    finished = run_workflow(tmp_path, data)
+    try:
+        assert finished.status()["status"] == "completed", finished.status()["last_error"]
+        first = finished.attempts("orchestrator")[0]
+        assert (first.state, first.outcome) == ("rejected", "transient_error")
+        ended = float((markers / "ended").read_text())
+        second = float((markers / "starts").read_text().splitlines()[1].split()[1])
+        assert second - ended >= 2.0  # the API's 2 s, not the 0.05 s backoff
+    finally:
+        finished.close()
