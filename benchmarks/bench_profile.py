@@ -117,7 +117,7 @@ def install_tracer() -> Tracer:
     wrap(git_mod.Git, "run", _git_label)
     wrap(git_mod.Git, "commit_work", "commit_work")
     for method in ("start_attempt", "attempt_process", "finish_attempt", "add_event"):
-        wrap(store_mod.Store, method, f"store.{method}")
+        wrap(store_mod.SQLiteStore, method, f"store.{method}")
     for method in ("phase_started", "phase_finished"):
         wrap(plugins_mod.Plugins, method, f"hook.{method}")
     return tracer

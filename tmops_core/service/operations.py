@@ -55,6 +55,7 @@ class Service:
         self.plugins = plugins
         self._bus: EventBus | None = None
         self._stores: dict[Path, Store] = {}
+        self._layouts: dict[str, Layout] = {}
         #: when a status read last started an engine to take a run over, per project
         self._take_overs: dict[Path, float] = {}
 
@@ -135,7 +136,13 @@ class Service:
         )
 
     def _layout(self, workspace: Path | None) -> Layout:
-        return Layout(find_project_root(workspace or Path.cwd()))
+        # Found once per folder asked about: status is polled, and the search stats every
+        # folder up to the root.
+        start = str(workspace or Path.cwd())
+        layout = self._layouts.get(start)
+        if layout is None:
+            layout = self._layouts[start] = Layout(find_project_root(Path(start)))
+        return layout
 
     # -- orchestration -----------------------------------------------------------------------
 

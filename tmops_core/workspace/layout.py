@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import secrets
@@ -107,11 +108,14 @@ def iso(moment: datetime) -> str:
 
 @attrs.frozen
 class Layout:
-    """Where everything of a project lives; ``project_root`` is absolute and resolved."""
+    """Where everything of a project lives; ``project_root`` is absolute and resolved.
+
+    The paths are computed once per layout (status builds them on every poll)."""
 
     project_root: Path
 
     @property
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - layouts are few, frozen and long-lived
     def tmops_dir(self) -> Path:
         return self.project_root / TMOPS_DIR
 
@@ -123,12 +127,14 @@ class Layout:
     def backups_dir(self) -> Path:
         return self.tmops_dir / ".backups"
 
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - see tmops_dir
     def feature_dir(self, feature: str) -> Path:
         return self.tmops_dir / validate_feature_name(feature)
 
     def runs_dir(self, feature: str) -> Path:
         return self.feature_dir(feature) / "runs"
 
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - see tmops_dir
     def run_dir(self, feature: str, run: str) -> Path:
         return self.runs_dir(feature) / validate_run_name(run)
 
@@ -265,14 +271,17 @@ def _walk(path: Path, root: Path | None, *, create: bool) -> tuple[int, bool]:
     whether its last component was created. ``FileNotFoundError`` if missing and not created."""
     path = _absolute(path)
     root = _trusted_root(path) if root is None else _absolute(root)
+    # Names as strings, Paths only for an error: status walks here on every poll.
     names = path.relative_to(root).parts
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     made = False
-    current = root
     try:
-        for name in names:
-            current = current / name
-            child, made = _child_dir(fd, current, create=create)
+        for index, name in enumerate(names):
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                made = False
+            except OSError:
+                child, made = _child_dir(fd, root.joinpath(*names[: index + 1]), create=create)
             os.close(fd)
             fd = child
     except BaseException:
