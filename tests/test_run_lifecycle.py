@@ -286,6 +286,10 @@ def test_a_stale_attempt_can_neither_commit_nor_move_the_run(
             message="late", session_id=None, cost_usd=None, turns=None, now=iso(utc_now()),
         )  # fmt: skip
     with pytest.raises(LostOwnership):
+        store.attempt_session(attempt.id, feature, run, stale, "a-stale-session")
+    with pytest.raises(LostOwnership):
+        store.add_event(feature, run, "orchestration.late", "{}", iso(utc_now()), fencing=stale)
+    with pytest.raises(LostOwnership):
         store.end_run(feature, run, stale, status="completed", now=iso(utc_now()))
     assert store.run(feature, run).status == "running"  # type: ignore[union-attr]
 

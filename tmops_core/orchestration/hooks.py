@@ -51,7 +51,9 @@ class FencedHooks:
         self._on_started(pid)
 
     def session(self, session_id: str) -> None:
-        self._store.attempt_session(self._attempt_id, session_id)
+        self._store.attempt_session(
+            self._attempt_id, self._feature, self._run, self._fencing, session_id
+        )
 
     def event(self, event: AgentEvent) -> None:
         return None

@@ -263,7 +263,8 @@ class RunDriver:
                     index = self.workflow.index(self.config.features.rework_phase)
                     continue
                 index += 1
-        write_summary(self, specs)
+        with self._fence():  # a runner that lost the run writes no summary of it
+            write_summary(self, specs)
         return _Ending(RunState.COMPLETED)
 
     def _accepted(self, spec: PhaseSpec) -> bool:
@@ -453,7 +454,8 @@ class RunDriver:
             logs=(f"{spec.role}.log", f"gate-{spec.name}.log"),
             checkpoints=[spec.trigger_checkpoint] if spec.trigger_checkpoint else [],
         )  # fmt: skip
-        prompts.write_trigger(spec, self.context(spec.name))
+        with self._fence():  # nor a trigger
+            prompts.write_trigger(spec, self.context(spec.name))
         attempts_so_far = self.store.attempts(self.feature, self.run)
         # A phase resumed after a failure keeps the start it had: a rollback must undo all of it.
         earlier = [a.start_commit for a in attempts_so_far

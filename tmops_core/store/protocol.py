@@ -113,7 +113,10 @@ class Store(Protocol):
     ) -> None:
         """Record the agent process, so a later engine can find and kill it if this one dies."""
 
-    def attempt_session(self, attempt_id: int, session_id: str) -> None: ...
+    def attempt_session(
+        self, attempt_id: int, feature: str, run: str, fencing: int, session_id: str
+    ) -> None:
+        """Record the agent's session id (fenced: a stale runner's session is not the run's)."""
 
     def finish_attempt(
         self,

@@ -387,8 +387,11 @@ class SQLiteStore(EngineLeases):
                 (AttemptState.RUNNING, pid, start_time, mark, attempt_id),
             )
 
-    def attempt_session(self, attempt_id: int, session_id: str) -> None:
-        with self.transaction() as db:
+    def attempt_session(
+        self, attempt_id: int, feature: str, run: str, fencing: int, session_id: str
+    ) -> None:
+        """Record the agent's session id (fenced: a stale runner's session is not the run's)."""
+        with self.fenced(feature, run, fencing) as db:
             db.execute("UPDATE attempts SET session_id = ? WHERE id = ?", (session_id, attempt_id))
 
     def finish_attempt(
