@@ -206,3 +206,30 @@ def test_the_installed_script_reports_user_errors_without_a_traceback(tmp_path: 
     assert "writable by every user" in result.stderr
     assert f"chmod o-w {config}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_config_check_cross_references_phases_providers_and_permission_modes(
+    tmp_path: Path,
+) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        "providers:\n  claude-code:\n    permission_mode: yolo\n"
+        "features:\n  default_provider: claude_cod\n"
+        "  default_phases: [orchestrator, tester, implementer, testr]\n",
+    )
+    result = run("--config", str(config), "config", "check")
+    assert result.exit_code == 2
+    assert "no installed plugin provides the phase 'testr'" in result.stderr
+    assert "@ $.features.default_phases[3]" in result.stderr
+    assert "no installed provider is named 'claude_cod'" in result.stderr
+    assert "@ $.features.default_provider" in result.stderr
+    assert "permission_mode must be one of" in result.stderr
+    assert "'yolo' @ $.providers.claude-code" in result.stderr
+    assert "3 error(s)" in result.stderr
+
+
+def test_config_check_warns_about_a_section_of_a_provider_not_installed(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", "providers:\n  codex:\n    command: codex\n")
+    result = run("--config", str(config), "config", "check")
+    assert result.exit_code == 0
+    assert "warning: providers.codex configures a provider that is not installed" in result.stderr

@@ -391,10 +391,57 @@ class Service:
                     f"settings for {name!r}, which is not an installed plugin "
                     f"(installed: {installed}) @ $.plugins.settings.{name}"
                 )
+        warnings = [f"plugin {f.name} was skipped: {f.reason}" for f in self.plugins.failures]
+        problems += self._check_workflow(warnings)
+        problems += self._check_providers(warnings)
         if problems:
             source = self.loaded.source or "built-in defaults"
             raise ConfigError(f"config {source} has {len(problems)} error(s):", problems)
-        return [f"plugin {f.name} was skipped: {f.reason}" for f in self.plugins.failures]
+        return warnings
+
+    def _check_workflow(self, warnings: list[str]) -> list[str]:
+        """The workflow's phases against the installed phase plugins."""
+        features = self.config.features
+        installed = self.plugins.phases()
+        known = ", ".join(sorted(installed)) or "none"
+        problems = [
+            f"no installed plugin provides the phase {name!r} (installed: {known}) "
+            f"@ $.features.default_phases[{index}]"
+            for index, name in enumerate(features.default_phases)
+            if name not in installed
+        ]
+        if features.rework_phase not in features.default_phases:
+            warnings.append(
+                f"features.rework_phase {features.rework_phase!r} is not in the workflow: a "
+                "verdict of NO ends the run needs_review without a rework round"
+            )
+        return problems
+
+    def _check_providers(self, warnings: list[str]) -> list[str]:
+        """The default provider and every provider section against the installed providers,
+        each section checked by its own provider (permission modes, argv templates...)."""
+        installed = self.plugins.providers()
+        known = ", ".join(sorted(installed)) or "none"
+        problems = []
+        default = self.config.features.default_provider
+        if default not in installed and default.replace("_", "-") not in installed:
+            problems.append(
+                f"no installed provider is named {default!r} (installed: {known}) "
+                "@ $.features.default_provider"
+            )
+        for name in self.config.providers:
+            registered = installed.get(name) or installed.get(name.replace("_", "-"))
+            if registered is None:
+                warnings.append(
+                    f"providers.{name} configures a provider that is not installed "
+                    f"(installed: {known}); it is not used"
+                )
+                continue
+            try:
+                registered.spec.factory(provider_settings(self.config, registered.spec.name))
+            except TmopsError as exc:
+                problems.append(f"{exc.message} @ $.providers.{name}")
+        return problems
 
     def effective_config(self) -> dict[str, Any]:
         """The config in force, as data, with secrets redacted."""
