@@ -15,6 +15,7 @@ from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.operations import Service
 from tmops_core.store import SQLiteStore
 from tmops_core.workspace.features import InitRequest
+from tmops_hookspecs import FeatureError
 
 from .conftest import make_repo
 
@@ -126,11 +127,13 @@ def test_a_configured_instructions_folder_replaces_the_builtin_role_text(
     assert call["cwd"] == str(root / ".tmops" / "worktrees" / "audit")
 
 
-def test_a_workflow_naming_a_phase_nobody_provides_fails_with_the_name(tmp_path: Path) -> None:
+def test_a_workflow_naming_a_phase_nobody_provides_is_refused_at_start(tmp_path: Path) -> None:
     service, root, _ = _service(tmp_path, ["orchestrator", "no-such-phase"])
     try:
-        status = _run(service, root)
+        service.init(InitRequest(feature="audit", workspace=root))
+        with pytest.raises(FeatureError, match="no-such-phase"):
+            service.start("audit", workspace=root, spawn=False)
+        status = service.status("audit", workspace=root)
     finally:
         service.close()
-    assert status["status"] == "failed"
-    assert "no-such-phase" in status["last_error"]
+    assert status["status"] == "initialized"  # nothing was queued

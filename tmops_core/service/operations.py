@@ -30,6 +30,7 @@ from tmops_core.orchestration.daemon import (
 )
 from tmops_core.orchestration.run import provider_settings
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
+from tmops_core.service.preflight import check_before_start
 from tmops_core.service.status import feature_status, find_project_root, list_features
 from tmops_core.store import (
     STORE_NAME,
@@ -199,6 +200,10 @@ class Service:
                 f"{ended}: {run.last_error or 'no reason recorded'}",
                 hint="continue it from where it stopped with --resume (MCP: resume: true)",
             )
+        check_before_start(
+            self.config, self.plugins, layout, feature=feature, run=run.run,
+            worktree=Path(record.worktree), provider_name=name,
+        )  # fmt: skip
         if run.pause_reason == PauseReason.BRANCH_MOVED:
             self._check_branch(store, record, run, accept=accept_branch)
         run_id = uuid.uuid4().hex[:12]

@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 NEXT_ACTION_NEW = "edit TASK_SPEC.md, then start"
+#: a phase of the workflow that no installed plugin provides
+_UNAVAILABLE = "unavailable"
 
 
 def find_project_root(start: Path) -> Path:
@@ -133,7 +135,7 @@ def _progress_by_hand(
     for name in workflow:
         spec = phases.get(name)
         if spec is None:
-            progress.append(PhaseProgress(name, name, "unavailable", None))
+            progress.append(PhaseProgress(name, name, _UNAVAILABLE, None))
             continue
         if spec.completion_checkpoint in present:
             state = PhaseState.WRITTEN
@@ -158,7 +160,7 @@ def _progress_from_store(
         states = [a.state for a in attempts if a.phase == name]
         state = phase_state(states, run=run)
         if spec is None:
-            progress.append(PhaseProgress(name, name, "unavailable", None))
+            progress.append(PhaseProgress(name, name, _UNAVAILABLE, None))
             continue
         progress.append(PhaseProgress(name, spec.role, state, spec.completion_checkpoint))
     return progress
@@ -251,7 +253,7 @@ def _by_hand(feature: str, progress: Sequence[PhaseProgress]) -> tuple[str, str 
     """Status, current phase and next action of a run only a person has worked on."""
     written = [p for p in progress if p.status == PhaseState.WRITTEN]
     current = next((p for p in progress if p.status != PhaseState.WRITTEN), None)
-    if not any(p.status != PhaseState.PENDING for p in progress):
+    if all(p.status in {PhaseState.PENDING, _UNAVAILABLE} for p in progress):
         return RunState.INITIALIZED.value, None, f"{NEXT_ACTION_NEW} (tmops start {feature})"
     if current is None:
         return (

@@ -1,0 +1,78 @@
+"""What ``start`` checks before it queues anything: that the run can get past its first step.
+
+A run sure to fail (a workflow naming a phase no plugin provides, a provider section its
+provider refuses, an agent program that is not installed) is refused with a message saying
+what to do, before a run is queued and before any paid agent session starts. It never starts a
+process and never writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from tmops_core.agents.env import build_env
+from tmops_core.config import Config
+from tmops_core.orchestration.run import provider_settings
+from tmops_core.plugins import Plugins
+from tmops_core.workspace.layout import Layout
+from tmops_hookspecs import AgentRequest, FeatureError
+
+__all__ = ["check_before_start"]
+
+_FIX_CONFIG = "fix the config (`tmops config check` lists every problem), then start again"
+
+
+def check_before_start(
+    config: Config, plugins: Plugins, layout: Layout, *, feature: str, run: str, worktree: Path,
+    provider_name: str,
+) -> None:  # fmt: skip
+    """Raise :class:`~tmops_hookspecs.FeatureError` (or the provider's ConfigError) for a run
+    that cannot start."""
+    phases = plugins.phases()
+    workflow = list(config.features.default_phases)
+    missing = [name for name in workflow if name not in phases]
+    if missing:
+        raise FeatureError(
+            f"the workflow names phases no installed plugin provides: {', '.join(missing)} "
+            f"(installed: {', '.join(sorted(phases)) or 'none'})",
+            hint=f"{_FIX_CONFIG}: features.default_phases",
+        )
+    if not workflow:
+        raise FeatureError(
+            "the workflow has no phases", hint=f"{_FIX_CONFIG}: features.default_phases"
+        )
+    settings = provider_settings(config, provider_name)
+    # The provider checks its own section (permission modes, templates) as it is built.
+    provider = plugins.providers()[provider_name].spec.factory(settings)
+    first = phases[workflow[0]].spec
+    # Providers are pure: building an invocation starts nothing, and names the program.
+    invocation = provider.build_invocation(
+        AgentRequest(
+            feature=feature,
+            run=run,
+            phase=first.name,
+            role_instructions="",
+            prompt="preflight",
+            working_dir=worktree,
+            extra_dirs=(layout.checkpoint_dir(feature, run),),
+        )
+    )
+    program = invocation.argv[0]
+    env = build_env(
+        {**settings.get("env", {}), **invocation.env}, allow=config.features.env_allowlist
+    )
+    if not _runnable(program, env.get("PATH", os.defpath)):
+        raise FeatureError(
+            f"the agent program {program!r} of provider {provider_name!r} is not installed "
+            "(not found on the agents' PATH)",
+            hint=f"install it, set providers.{provider_name}.command to its path, or start "
+            "with another --provider",
+        )
+
+
+def _runnable(program: str, path: str) -> bool:
+    if os.sep in program:
+        return os.path.isfile(program) and os.access(program, os.X_OK)
+    return shutil.which(program, path=path) is not None
