@@ -14,6 +14,7 @@ TOOLS = {
     "tmops_start_orchestration",
     "tmops_list_features",
     "tmops_get_status",
+    "tmops_cancel",
 }
 PHASES = ["orchestrator", "tester", "implementer", "verifier"]
 ALLOWED_NAME = "a feature name is 3 to 20 characters of lowercase letters a-z, digits 0-9"

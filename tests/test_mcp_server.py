@@ -533,3 +533,21 @@ async def test_init_in_an_empty_feature_folder_backs_up_nothing(
     assert result.structured_content is not None
     assert [c for c in result.structured_content["changes"] if "saved to" in c] == []
     assert not (repo / ".tmops" / ".backups").exists()
+
+
+@pytest.mark.anyio
+async def test_cancel_over_mcp_ends_the_run_cancelled_and_a_second_cancel_changes_nothing(
+    connect: Connect,
+) -> None:
+    async with connect() as client:
+        await client.call_tool("tmops_init_feature", {"feature": "auth-api"})
+        first = await client.call_tool("tmops_cancel", {"feature": "auth-api"})
+        again = await client.call_tool("tmops_cancel", {"feature": "auth-api"})
+        status = await client.call_tool("tmops_get_status", {"feature": "auth-api"})
+        unknown = await client.call_tool("tmops_cancel", {"feature": "no-such"})
+    assert first.is_error is False
+    assert first.structured_content is not None
+    assert first.structured_content["status"] == "cancelled"
+    assert "was cancelled already" in again.structured_content["message"]  # type: ignore[index]
+    assert status.structured_content["status"] == "cancelled"  # type: ignore[index]
+    assert unknown.is_error is True

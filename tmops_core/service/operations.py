@@ -16,6 +16,7 @@ from typing import Any
 
 from loguru import logger
 
+from tmops_core.agents.processes import reap_orphans
 from tmops_core.config import LoadedConfig, load_config, redacted, to_data
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
 from tmops_core.git import Git
@@ -234,6 +235,49 @@ class Service:
                 f"run '{run}' of '{feature}' failed: {reason}",
                 hint=f"{exc.hint or 'fix that'}, then `tmops start {feature} --resume`",
             ) from exc
+
+    def cancel(self, feature: str, *, workspace: Path | None = None) -> dict[str, Any]:
+        """Stop a run for good: it ends ``cancelled``, its agents are stopped with everything
+        they started; the branch, the worktree and every file stay."""
+        validate_feature_name(feature)
+        layout = self._layout(workspace)
+        store = self._store(layout, create=False)
+        record = store.feature(feature) if store else None
+        if store is None or record is None:
+            raise FeatureError(
+                f"feature '{feature}' was not initialised by tmops in {layout.project_root}",
+                hint="`tmops list` shows the features",
+            )
+        run = store.run(feature, record.current_run)
+        if run is None or run.status == RunState.COMPLETED:
+            raise FeatureError(
+                f"run '{record.current_run}' of '{feature}' has completed: nothing to cancel",
+                hint=f"start a new run with `tmops init {feature} --retry`",
+            )
+        if run.status == RunState.CANCELLED:
+            return self._cancel_answer(run.feature, run.run, 0, "was cancelled already")
+        stopped = store.cancel_run(feature, run.run, now=iso(utc_now()))
+        # The run's engine lost it in that transaction; its agents go now, trees and all.
+        killed = reap_orphans(
+            [(a.pid, a.start_time) for a in stopped if a.pid and a.start_time is not None],
+            marks=[a.mark for a in stopped if a.mark],
+        )
+        data = {"run": run.run, "status": RunState.CANCELLED.value, "agents_stopped": len(killed)}
+        self.events.emit("orchestration.run.cancelled", data, feature=feature)
+        store.add_event(feature, run.run, "orchestration.run.cancelled", json.dumps(data),
+                        iso(utc_now()))  # fmt: skip
+        return self._cancel_answer(feature, run.run, len(killed), "cancelled")
+
+    @staticmethod
+    def _cancel_answer(feature: str, run: str, killed: int, state: str) -> dict[str, Any]:
+        return {
+            "feature": feature,
+            "run": run,
+            "status": RunState.CANCELLED.value,
+            "agents_stopped": killed,
+            "message": f"{feature} run {run}: {state}; the branch, the worktree and the files "
+            f"stay (continue it with `tmops start {feature} --resume`)",
+        }
 
     @staticmethod
     def _check_branch(store: Store, record: FeatureRecord, run: RunRecord, *, accept: bool) -> None:

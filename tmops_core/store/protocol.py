@@ -54,6 +54,9 @@ class Store(Protocol):
     def requeue(self, feature: str, run: str, *, now: str) -> bool:
         """Take a running run from its engine and queue it again, keeping its place..."""
 
+    def cancel_run(self, feature: str, run: str, *, now: str) -> list[AttemptRecord]:
+        """A person's cancel: the run ends cancelled, its live attempts too; those returned."""
+
     def fail_queued_run(self, feature: str, run: str, *, error: str, now: str) -> bool:
         """Fail a run that is still queued (no engine could start to take it), with ``error`` as
         its last..."""

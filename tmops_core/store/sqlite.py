@@ -229,6 +229,32 @@ class SQLiteStore(EngineLeases):
             )
             return True
 
+    def cancel_run(self, feature: str, run: str, *, now: str) -> list[AttemptRecord]:
+        """A person's cancel: the run ends ``cancelled`` and gets a new fencing token (whatever
+        its engine writes next is refused), its live attempts end ``cancelled``; in one
+        transaction. Returns those attempts, whose agents the caller stops.
+
+        :raises IllegalTransition: the run cannot be cancelled (it has completed).
+        """
+        with self.transaction() as db:
+            self._move_run(db, feature, run, RunState.CANCELLED, now, "cancelled by a person")
+            db.execute(
+                "UPDATE runs SET fencing = fencing + 1, engine_pid = NULL, engine_id = NULL "
+                "WHERE feature = ? AND run = ?",
+                (feature, run),
+            )
+            rows = db.execute(
+                "SELECT * FROM attempts WHERE feature = ? AND run = ? AND state IN (?, ?)",
+                (feature, run, *sorted(LIVE_ATTEMPT_STATES)),
+            ).fetchall()
+            db.execute(
+                "UPDATE attempts SET state = ?, outcome = 'cancelled', "
+                "message = 'cancelled by a person', finished_at = ? "
+                "WHERE feature = ? AND run = ? AND state IN (?, ?)",
+                (AttemptState.CANCELLED, now, feature, run, *sorted(LIVE_ATTEMPT_STATES)),
+            )
+        return [AttemptRecord(**dict(row)) for row in rows]
+
     def fail_queued_run(self, feature: str, run: str, *, error: str, now: str) -> bool:
         """Fail a run that is still queued (no engine could start to take it), with ``error``
         as its last error; return whether it was queued. A run an engine took meanwhile is

@@ -346,6 +346,18 @@ def watch_command(state: AppState, feature: str, workspace: Path | None) -> None
     sys.exit(follow_run(state.service, feature, workspace=workspace))
 
 
+@cli.command("cancel")
+@click.argument("feature")
+@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def cancel_command(state: AppState, feature: str, workspace: Path | None, as_json: bool) -> None:
+    """Stop FEATURE's run for good: its agents are stopped, the run ends cancelled; the
+    branch, the worktree and the files stay."""
+    answer = state.service.cancel(feature, workspace=workspace)
+    click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
+
+
 @cli.command("engine", hidden=True)
 @click.option("--workspace", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--idle-exit", type=float, default=2.0, show_default=True)

@@ -32,8 +32,9 @@ _FEATURE_PATTERN = "^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$"
 INSTRUCTIONS = """\
 tmops runs the TeamOps test-first workflow (orchestrator -> tester -> implementer -> verifier)
 with one coding-agent session per role. Create a feature with tmops_init_feature, let the user
-edit the TASK_SPEC.md it returns, then follow it with tmops_get_status; tmops_list_features
-shows every feature of the project."""
+edit the TASK_SPEC.md it returns, start it with tmops_start_orchestration, then follow it with
+tmops_get_status; tmops_list_features shows every feature of the project; tmops_cancel stops a
+run for good (its files stay)."""
 
 FeatureName = Annotated[
     str,
@@ -104,10 +105,22 @@ class StatusOutput(BaseModel):
     provider: str | None
     cost_usd: float
     last_error: str | None
+    #: why a paused run is paused (requested, awaiting_approval, branch_moved, ...)
+    pause_reason: str | None = None
     #: a queued or running run's engine: alive, dead (taken over on this read) or none
     engine: str | None = None
     sessions: dict[str, dict[str, Any]] | None = None
     checkpoints: list[dict[str, Any]] | None = None
+
+
+class CancelOutput(BaseModel):
+    """What tmops_cancel answers."""
+
+    feature: str
+    run: str
+    status: str
+    agents_stopped: int
+    message: str
 
 
 def _strict(tool: Tool) -> Tool:
@@ -186,6 +199,20 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         )
         return _result(text, status)
 
+    async def tmops_cancel(
+        feature: FeatureName, workspace: Workspace = None
+    ) -> Annotated[CallToolResult, CancelOutput]:
+        """Stop a feature's run for good: its agents are stopped and the run ends cancelled;
+        the branch, the worktree and the files stay (resume it with tmops_start_orchestration
+        and resume: true)."""
+        try:
+            answer = await anyio.to_thread.run_sync(
+                lambda: service.cancel(feature, workspace=resolve(workspace))
+            )
+        except TmopsError as exc:
+            raise ToolError(str(exc)) from exc
+        return _result(answer["message"], answer)
+
     async def tmops_start_orchestration(
         feature: FeatureName,
         provider: Annotated[
@@ -227,6 +254,7 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
             tmops_start_orchestration,
             tmops_list_features,
             tmops_get_status,
+            tmops_cancel,
         )
     ]
     return MCPServer(
