@@ -137,6 +137,21 @@ class Service:
             checkpoint_dir=result.checkpoint_dir,
         )
 
+    def _tracked(
+        self, feature: str, workspace: Path | None
+    ) -> tuple[Layout, Store, FeatureRecord]:
+        """The project, its store and the feature's record, or an error saying what to do."""
+        validate_feature_name(feature)
+        layout = self._layout(workspace)
+        store = self._store(layout, create=False)
+        record = store.feature(feature) if store else None
+        if store is None or record is None:
+            raise FeatureError(
+                f"feature '{feature}' was not initialised by tmops in {layout.project_root}",
+                hint=f"run `tmops init {feature}` first (it adopts folders made by hand)",
+            )
+        return layout, store, record
+
     def _layout(self, workspace: Path | None) -> Layout:
         # Found once per folder asked about: status is polled, and the search stats every
         # folder up to the root.
@@ -159,15 +174,7 @@ class Service:
         spawn: bool = True,
     ) -> dict[str, Any]:
         """Queue the feature's current run and make sure an engine serves it; returns at once."""
-        validate_feature_name(feature)
-        layout = self._layout(workspace)
-        store = self._store(layout, create=False)
-        record = store.feature(feature) if store else None
-        if store is None or record is None:
-            raise FeatureError(
-                f"feature '{feature}' was not initialised by tmops in {layout.project_root}",
-                hint=f"run `tmops init {feature}` first (it adopts folders made by hand)",
-            )
+        layout, store, record = self._tracked(feature, workspace)
         run = store.run(feature, record.current_run)
         if run is None:
             raise FeatureError(f"feature '{feature}' has no run '{record.current_run}'")
@@ -239,15 +246,7 @@ class Service:
     def cancel(self, feature: str, *, workspace: Path | None = None) -> dict[str, Any]:
         """Stop a run for good: it ends ``cancelled``, its agents are stopped with everything
         they started; the branch, the worktree and every file stay."""
-        validate_feature_name(feature)
-        layout = self._layout(workspace)
-        store = self._store(layout, create=False)
-        record = store.feature(feature) if store else None
-        if store is None or record is None:
-            raise FeatureError(
-                f"feature '{feature}' was not initialised by tmops in {layout.project_root}",
-                hint="`tmops list` shows the features",
-            )
+        _, store, record = self._tracked(feature, workspace)
         run = store.run(feature, record.current_run)
         if run is None or run.status == RunState.COMPLETED:
             raise FeatureError(
