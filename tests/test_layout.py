@@ -161,3 +161,11 @@ def test_the_core_wings_depend_only_downwards() -> None:
             if target.startswith("tmops_core.") and _layer(target) > _layer(module):
                 offenders.append(f"{module} imports {target}")
     assert not offenders
+
+
+def test_every_document_the_readme_links_exists() -> None:
+    text = (REPO / "README.md").read_text()
+    linked = [part.split(")")[0] for part in text.split("](")[1:]]
+    local = [link for link in linked if not link.startswith(("http://", "https://", "#"))]
+    assert local
+    assert [link for link in local if not (REPO / link).exists()] == []
