@@ -15,6 +15,7 @@ TOOLS = {
     "tmops_list_features",
     "tmops_get_status",
     "tmops_cancel",
+    "tmops_get_prompt",
 }
 PHASES = ["orchestrator", "tester", "implementer", "verifier"]
 ALLOWED_NAME = "a feature name is 3 to 20 characters of lowercase letters a-z, digits 0-9"

@@ -551,3 +551,21 @@ async def test_cancel_over_mcp_ends_the_run_cancelled_and_a_second_cancel_change
     assert "was cancelled already" in again.structured_content["message"]  # type: ignore[index]
     assert status.structured_content["status"] == "cancelled"  # type: ignore[index]
     assert unknown.is_error is True
+
+
+@pytest.mark.anyio
+async def test_get_prompt_over_mcp_gives_the_phase_to_do_by_hand(connect: Connect) -> None:
+    async with connect() as client:
+        init = await client.call_tool("tmops_init_feature", {"feature": "auth-api"})
+        answer = await client.call_tool(
+            "tmops_get_prompt", {"feature": "auth-api", "phase": "implementer"}
+        )
+        unknown = await client.call_tool(
+            "tmops_get_prompt", {"feature": "auth-api", "phase": "nobody"}
+        )
+    assert init.structured_content is not None
+    assert answer.structured_content is not None
+    assert answer.structured_content["role"] == "implementer"
+    checkpoints = Path(init.structured_content["checkpoint_dir"])
+    assert answer.structured_content["checkpoint"] == str(checkpoints / "005-impl-complete.md")
+    assert unknown.is_error is True

@@ -21,6 +21,7 @@ from tmops_core.config import LoadedConfig, load_config, redacted, to_data
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
 from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
+from tmops_core.orchestration import prompts
 from tmops_core.orchestration.daemon import (
     HEARTBEAT_S,
     LEASE_S,
@@ -137,9 +138,7 @@ class Service:
             checkpoint_dir=result.checkpoint_dir,
         )
 
-    def _tracked(
-        self, feature: str, workspace: Path | None
-    ) -> tuple[Layout, Store, FeatureRecord]:
+    def _tracked(self, feature: str, workspace: Path | None) -> tuple[Layout, Store, FeatureRecord]:
         """The project, its store and the feature's record, or an error saying what to do."""
         validate_feature_name(feature)
         layout = self._layout(workspace)
@@ -242,6 +241,43 @@ class Service:
                 f"run '{run}' of '{feature}' failed: {reason}",
                 hint=f"{exc.hint or 'fix that'}, then `tmops start {feature} --resume`",
             ) from exc
+
+    def prompt(self, feature: str, phase: str, *, workspace: Path | None = None) -> dict[str, Any]:
+        """What a person pastes into a manual agent session to do ``phase`` by hand: the role
+        instructions and the prompt, with absolute paths, and the checkpoint to write (taken
+        exactly like an agent's by the next ``tmops start --resume``)."""
+        layout, store, record = self._tracked(feature, workspace)
+        phases = self.plugins.phases()
+        if phase not in phases:
+            raise FeatureError(
+                f"no phase named {phase!r}",
+                hint=f"installed phases: {', '.join(sorted(phases)) or 'none'}; the workflow: "
+                f"{', '.join(self.config.features.default_phases)}",
+            )
+        spec = phases[phase].spec
+        run = record.current_run
+        context = FeatureContext(
+            feature=feature, run=run, workspace=self.config.server.workspace_id,
+            project_root=layout.project_root, worktree=Path(record.worktree),
+            branch=record.branch, run_dir=layout.run_dir(feature, run),
+            checkpoint_dir=layout.checkpoint_dir(feature, run), phase=phase,
+        )  # fmt: skip
+        run_record = store.run(feature, run)
+        provider = (run_record.provider if run_record else None) or (
+            self.config.features.default_provider
+        )
+        return {
+            "feature": feature,
+            "run": run,
+            "phase": phase,
+            "role": spec.role,
+            "instructions": prompts.role_instructions(
+                spec, provider_settings(self.config, provider), self.config, layout.project_root
+            ),
+            "prompt": prompts.phase_prompt(spec, context, layout.task_spec(feature, run)),
+            "worktree": record.worktree,
+            "checkpoint": str(context.checkpoint_dir / spec.completion_checkpoint),
+        }
 
     def cancel(self, feature: str, *, workspace: Path | None = None) -> dict[str, Any]:
         """Stop a run for good: it ends ``cancelled``, its agents are stopped with everything

@@ -10,6 +10,7 @@ Nothing but protocol goes to stdout: logs go to stderr and the telemetry sinks.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,8 +34,9 @@ INSTRUCTIONS = """\
 tmops runs the TeamOps test-first workflow (orchestrator -> tester -> implementer -> verifier)
 with one coding-agent session per role. Create a feature with tmops_init_feature, let the user
 edit the TASK_SPEC.md it returns, start it with tmops_start_orchestration, then follow it with
-tmops_get_status; tmops_list_features shows every feature of the project; tmops_cancel stops a
-run for good (its files stay)."""
+tmops_get_status; tmops_list_features shows every feature of the project; tmops_get_prompt
+gives what a person needs to do a phase by hand; tmops_cancel stops a run for good (its files
+stay)."""
 
 FeatureName = Annotated[
     str,
@@ -113,6 +115,19 @@ class StatusOutput(BaseModel):
     checkpoints: list[dict[str, Any]] | None = None
 
 
+class PromptOutput(BaseModel):
+    """What tmops_get_prompt answers."""
+
+    feature: str
+    run: str
+    phase: str
+    role: str
+    instructions: str
+    prompt: str
+    worktree: str
+    checkpoint: str
+
+
 class CancelOutput(BaseModel):
     """What tmops_cancel answers."""
 
@@ -134,6 +149,42 @@ def _strict(tool: Tool) -> Tool:
 
 def _result(text: str, data: dict[str, Any]) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def _person_tools(
+    service: Service, resolve: Callable[[str | None], Path]
+) -> tuple[Callable[..., Any], ...]:
+    """The tools of a person in control of a run: the prompt of a phase to do by hand, cancel."""
+
+    async def tmops_get_prompt(
+        feature: FeatureName,
+        phase: Annotated[str, Field(description="A phase of the workflow, e.g. 'tester'")],
+        workspace: Workspace = None,
+    ) -> Annotated[CallToolResult, PromptOutput]:
+        """What to paste into a manual agent session to do one phase by hand: the role
+        instructions and the prompt, with absolute paths, and the checkpoint to write; the next
+        start with resume: true takes that checkpoint exactly like an agent's."""
+        try:
+            answer = service.prompt(feature, phase, workspace=resolve(workspace))
+        except TmopsError as exc:
+            raise ToolError(str(exc)) from exc
+        return _result(f"{answer['role']} of {feature}: write {answer['checkpoint']}", answer)
+
+    async def tmops_cancel(
+        feature: FeatureName, workspace: Workspace = None
+    ) -> Annotated[CallToolResult, CancelOutput]:
+        """Stop a feature's run for good: its agents are stopped and the run ends cancelled;
+        the branch, the worktree and the files stay (resume it with tmops_start_orchestration
+        and resume: true)."""
+        try:
+            answer = await anyio.to_thread.run_sync(
+                lambda: service.cancel(feature, workspace=resolve(workspace))
+            )
+        except TmopsError as exc:
+            raise ToolError(str(exc)) from exc
+        return _result(answer["message"], answer)
+
+    return (tmops_get_prompt, tmops_cancel)
 
 
 def build_server(service: Service, *, workspace: Path | None = None) -> MCPServer:
@@ -199,20 +250,6 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         )
         return _result(text, status)
 
-    async def tmops_cancel(
-        feature: FeatureName, workspace: Workspace = None
-    ) -> Annotated[CallToolResult, CancelOutput]:
-        """Stop a feature's run for good: its agents are stopped and the run ends cancelled;
-        the branch, the worktree and the files stay (resume it with tmops_start_orchestration
-        and resume: true)."""
-        try:
-            answer = await anyio.to_thread.run_sync(
-                lambda: service.cancel(feature, workspace=resolve(workspace))
-            )
-        except TmopsError as exc:
-            raise ToolError(str(exc)) from exc
-        return _result(answer["message"], answer)
-
     async def tmops_start_orchestration(
         feature: FeatureName,
         provider: Annotated[
@@ -247,15 +284,16 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
             raise ToolError(str(exc)) from exc
         return _result(answer["message"], answer)
 
+    functions: tuple[Callable[..., Any], ...] = (
+        tmops_init_feature,
+        tmops_start_orchestration,
+        tmops_list_features,
+        tmops_get_status,
+        *_person_tools(service, resolve),
+    )
     tools = [
         _strict(Tool.from_function(function, description=inspect.cleandoc(function.__doc__ or "")))
-        for function in (
-            tmops_init_feature,
-            tmops_start_orchestration,
-            tmops_list_features,
-            tmops_get_status,
-            tmops_cancel,
-        )
+        for function in functions
     ]
     return MCPServer(
         name=service.config.server.name,
