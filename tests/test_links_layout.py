@@ -17,17 +17,15 @@ from tests.links_support import KINDS, OUTSIDE_TEXT, Outside, says_remove_the_li
 from tmops_core.agents.io import AgentIO
 from tmops_core.store import STORE_NAME, SQLiteStore
 from tmops_core.workspace.layout import (
-    FeatureLine,
     Layout,
     atomic_write,
     ensure_private_dir,
     locked,
     open_dir,
     open_file,
-    read_features,
     read_text_checked,
-    write_feature_line,
 )
+from tmops_core.workspace.project_files import FeatureLine, read_features, write_feature_line
 from tmops_hookspecs import WorkspaceError
 
 

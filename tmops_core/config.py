@@ -45,6 +45,7 @@ __all__ = [
     "find_config",
     "load_config",
     "parse_config",
+    "provider_settings",
     "redacted",
     "to_data",
 ]
@@ -503,3 +504,9 @@ def redacted(node: Any) -> Any:
     if isinstance(node, list):
         return [redacted(item) for item in node]
     return node
+
+
+def provider_settings(config: Config, name: str) -> dict[str, Any]:
+    """The config section of provider ``name`` (the seed spells ``claude-code`` ``claude_code``)."""
+    section = config.providers.get(name) or config.providers.get(name.replace("-", "_"))
+    return attrs.asdict(section or ProviderConfig(), recurse=False)

@@ -86,9 +86,9 @@ behaves normally. With the ``:always`` suffix it hits every attempt. Kinds:
 - ``<role>:detach``: after the init line, starts a daemon the way a dev server does (a new
   session, then a second fork, so it is re-parented away from the agent, with its standard
   streams on ``/dev/null``); it writes its pid to ``detached-<role>-<agent pid>.pid`` in the
-  state folder and sleeps :data:`DETACHED_LIFETIME_S` unless it is killed. Then the session
-  goes on (with ``slow``, it sleeps first). Tests use it to prove that nothing of an agent is
-  left behind.
+  state folder and sleeps ``scripted_detach.DETACHED_LIFETIME_S`` unless it is killed. Then
+  the session goes on (with ``slow``, it sleeps first). Tests use it to prove that nothing of
+  an agent is left behind.
 - ``<role>:wrong-feature``: the checkpoint's ``**Feature:**`` names ``<feature>-other``.
 - ``<role>:exit-without-result``: does all the work, checkpoint included, then exits 0 without
   the final text and the result line.
@@ -135,6 +135,7 @@ from typing import Any, NoReturn, TextIO
 
 import attrs
 
+from .scripted_detach import detach_daemon
 from .scripted_journal import JOURNAL_ENV, open_journal
 from .scripted_roles import LABEL, ROLE_WORK, Ran
 from .scripted_session import (
@@ -150,26 +151,9 @@ from .scripted_session import (
     state_dir,
 )
 
-__all__ = ["DELAY_ENV", "DETACHED_LIFETIME_S", "main"]
+__all__ = ["DELAY_ENV", "main"]
 
 DELAY_ENV = "TMOPS_SCRIPTED_DELAY_S"
-#: How long the daemon of the ``detach`` fault sleeps when nobody kills it.
-DETACHED_LIFETIME_S = 300
-#: The daemon of the ``detach`` fault: a fresh interpreter (never a fork of the agent, which may
-#: run inside a test process) that forks once more, so the middle process exits and the
-#: daemon is re-parented; argv: pid file, seconds.
-_DAEMON = """
-import os, sys, time
-if os.fork():
-    os._exit(0)
-path = sys.argv[1]
-temp = path + ".tmp"
-with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), "w") as f:
-    f.write(str(os.getpid()))
-os.replace(temp, path)
-time.sleep(float(sys.argv[2]))
-"""
-
 _TOOLS = ("Read", "Write", "Bash")
 _PERMISSION_MODES = ("acceptEdits", "bypassPermissions", "default", "dontAsk", "plan")
 _OUTPUT_FORMATS = ("text", "json", "stream-json")
@@ -597,29 +581,11 @@ def _session(agent: _Agent, options: _Options, resumed: bool, started: float) ->
         print(f"scripted agent: fault {role}:crash, exit {CRASH_EXIT_CODE}", file=sys.stderr)
         return CRASH_EXIT_CODE
     if any(f.kind == "detach" for f in hits):
-        _detach(state_dir() / f"detached-{role}-{os.getpid()}.pid")
+        detach_daemon(state_dir() / f"detached-{role}-{os.getpid()}.pid")
     for fault in hits:
         if fault.kind == "slow":
             time.sleep(fault.seconds)
     return _do_work(agent, options, hits, started)
-
-
-def _detach(pid_file: Path) -> None:
-    """Start the ``detach`` fault's daemon and wait until it has written its pid."""
-    pid_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    middle = subprocess.Popen(
-        [sys.executable, "-c", _DAEMON, str(pid_file), str(DETACHED_LIFETIME_S)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
-    middle.wait()
-    deadline = time.monotonic() + 10
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    print(f"scripted agent: fault detach, daemon pid file {pid_file}", file=sys.stderr)
 
 
 def _terminated(signum: int, frame: object) -> NoReturn:

@@ -14,20 +14,18 @@ States come only from :mod:`tmops_core.lifecycle`.
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import threading
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import attrs
 from loguru import logger
 
 from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
-from tmops_core.config import Config, ProviderConfig
+from tmops_core.config import Config, provider_settings
 from tmops_core.events import EventBus
 from tmops_core.git import BranchMoved, Git
 from tmops_core.lifecycle import (
@@ -39,21 +37,15 @@ from tmops_core.lifecycle import (
 )
 from tmops_core.orchestration import prompts
 from tmops_core.orchestration.crashpoints import crash_point
+from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt
 from tmops_core.orchestration.executor import LocalExecutor
 from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.plugins import Plugins
 from tmops_core.store import AttemptRecord, LostOwnership, Store
-from tmops_core.workspace.layout import (
-    FeatureLine,
-    Layout,
-    check_run_paths,
-    iso,
-    rename_checked,
-    utc_now,
-    write_feature_line,
-)
+from tmops_core.workspace.layout import Layout, check_run_paths, iso, rename_checked, utc_now
+from tmops_core.workspace.project_files import FeatureLine, write_feature_line
 from tmops_hookspecs import (
     AgentRequest,
     AttemptOutcome,
@@ -66,30 +58,11 @@ from tmops_hookspecs import (
     TmopsError,
 )
 
-__all__ = ["RunDriver", "provider_settings"]
+__all__ = ["RunDriver"]
 
 _TRANSIENT_BACKOFF_S = (1.0, 4.0, 15.0)
 #: the longest ``retry_after_s`` honoured before a retry; longer ones are usage limits
 _MAX_RETRY_AFTER_S = 300.0
-
-
-def provider_settings(config: Config, name: str) -> dict[str, Any]:
-    """The config section of provider ``name`` (the seed spells ``claude-code`` ``claude_code``)."""
-    section = config.providers.get(name) or config.providers.get(name.replace("-", "_"))
-    return attrs.asdict(section or ProviderConfig(), recurse=False)
-
-
-class _Ending(NamedTuple):
-    """How a run stopped: its state, why, and for a pause its reason."""
-
-    state: RunState
-    reason: str | None = None
-    pause: PauseReason | None = None
-
-
-class _Accepted(enum.Enum):
-    HANDED_OFF = "handed_off"
-    REWORK = "rework"
 
 
 class RunDriver:
@@ -189,10 +162,10 @@ class RunDriver:
         except BranchMoved as exc:
             ending = self._branch_moved(exc)
         except TmopsError as exc:
-            ending = _Ending(RunState.FAILED, str(exc))
+            ending = Ending(RunState.FAILED, str(exc))
         except Exception as exc:  # a bug must end the run visibly, never silently
             logger.opt(exception=exc).error("{}/{} crashed", self.feature, self.run)
-            ending = _Ending(RunState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            ending = Ending(RunState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         now = iso(utc_now())
         duration = time.monotonic() - started
         # Events first: whoever sees the run ended must find its last events recorded.
@@ -216,20 +189,20 @@ class RunDriver:
             self.plugins.workflow_finished(self.context(), ending.state.value, duration)
         return ending.state.value
 
-    def _drive(self) -> _Ending:
+    def _drive(self) -> Ending:
         check_run_paths(self.layout, self.feature, self.run, self.worktree)  # no link, or fail
         providers = self.plugins.providers()
         registered = providers.get(self.provider_name)
         if registered is None:
             known = ", ".join(sorted(providers)) or "none"
-            return _Ending(
+            return Ending(
                 RunState.FAILED, f"no provider named {self.provider_name!r} (installed: {known})"
             )
         provider = registered.spec.factory(provider_settings(self.config, self.provider_name))
         phases = self.plugins.phases()
         missing = [name for name in self.workflow if name not in phases]
         if missing:
-            return _Ending(
+            return Ending(
                 RunState.FAILED,
                 f"the workflow names phases no plugin provides: {', '.join(missing)}",
             )
@@ -243,7 +216,7 @@ class RunDriver:
             while index < len(specs):
                 spec = specs[index]
                 if self.cancel.is_set():
-                    return _Ending(RunState.CANCELLED, "cancelled")
+                    return Ending(RunState.CANCELLED, "cancelled")
                 if self._accepted(spec):
                     # Accepted by this run already: its gates held then, and later phases
                     # changed the code on purpose (the tester's red is green now).
@@ -254,18 +227,18 @@ class RunDriver:
                 accepted = self._adopt(spec)
                 if accepted is None:
                     result = self._run_phase(spec, provider)
-                    if isinstance(result, _Ending):
+                    if isinstance(result, Ending):
                         return result
                     accepted = result
-                if isinstance(accepted, _Ending):
+                if isinstance(accepted, Ending):
                     return accepted
-                if accepted is _Accepted.REWORK:
+                if accepted is Accepted.REWORK:
                     index = self.workflow.index(self.config.features.rework_phase)
                     continue
                 index += 1
         with self._fence():  # a runner that lost the run writes no summary of it
             write_summary(self, specs)
-        return _Ending(RunState.COMPLETED)
+        return Ending(RunState.COMPLETED)
 
     def _accepted(self, spec: PhaseSpec) -> bool:
         """Whether this run accepted ``spec`` and nothing sent it back since."""
@@ -304,7 +277,7 @@ class RunDriver:
             return
         raise BranchMoved(self.branch, self.head, found)
 
-    def _branch_moved(self, exc: BranchMoved) -> _Ending:
+    def _branch_moved(self, exc: BranchMoved) -> Ending:
         """Pause the run, naming both commits, with a backup ref of what was found."""
         backup = None
         if exc.found:
@@ -317,9 +290,9 @@ class RunDriver:
             f"branch moved: {self.branch} is at {exc.found or 'nothing'}, tmops left it at "
             f"{exc.expected}" + (f" (backup ref {backup})" if backup else "")
         )
-        return _Ending(RunState.PAUSED, reason, PauseReason.BRANCH_MOVED)
+        return Ending(RunState.PAUSED, reason, PauseReason.BRANCH_MOVED)
 
-    def _adopt(self, spec: PhaseSpec) -> _Accepted | _Ending | None:
+    def _adopt(self, spec: PhaseSpec) -> Accepted | Ending | None:
         """Take a completion checkpoint already on disk (by hand, or written while tmops was
         down) exactly like an agent's: validators, gates, verdict, commit under this phase,
         transition. ``None`` when there is none to take (a rejected one is set aside)."""
@@ -335,8 +308,8 @@ class RunDriver:
         return accepted
 
     def _accept(
-        self, spec: PhaseSpec, *, attempt: _Live | None, started: float
-    ) -> _Accepted | _Ending:
+        self, spec: PhaseSpec, *, attempt: LiveAttempt | None, started: float
+    ) -> Accepted | Ending:
         """Commit the phase's work under its name and record the transition (or the rework)."""
         path = self.checkpoint_dir / spec.completion_checkpoint
         refusal = self.judge.review(spec, path)
@@ -384,12 +357,12 @@ class RunDriver:
         self.plugins.phase_finished(
             self.context(spec.name), spec.name, number, AttemptState.COMPLETED.value, duration
         )
-        return _Accepted.HANDED_OFF
+        return Accepted.HANDED_OFF
 
     def _refuse(
-        self, spec: PhaseSpec, attempt: _Live | None, refusal: str, head: str | None,
+        self, spec: PhaseSpec, attempt: LiveAttempt | None, refusal: str, head: str | None,
         duration: float,
-    ) -> _Accepted | _Ending:  # fmt: skip
+    ) -> Accepted | Ending:  # fmt: skip
         """The reviewer said NO: send the work back for rework, or end ``needs_review``."""
         path = self.checkpoint_dir / spec.completion_checkpoint
         rounds = sum(
@@ -423,11 +396,11 @@ class RunDriver:
         self.emit("orchestration.phase.refused", phase=spec.name, reason=refusal,
                   rework=can_rework, round=rounds + 1, duration_s=round(duration, 3))  # fmt: skip
         if can_rework:
-            return _Accepted.REWORK
-        return _Ending(RunState.NEEDS_REVIEW, message)
+            return Accepted.REWORK
+        return Ending(RunState.NEEDS_REVIEW, message)
 
     def _record_verdict(
-        self, spec: PhaseSpec, attempt: _Live | None, state: AttemptState, message: str,
+        self, spec: PhaseSpec, attempt: LiveAttempt | None, state: AttemptState, message: str,
         head: str | None,
     ) -> None:  # fmt: skip
         now = iso(utc_now())
@@ -447,7 +420,7 @@ class RunDriver:
 
     # -- one phase ---------------------------------------------------------------------------
 
-    def _run_phase(self, spec: PhaseSpec, provider: Provider) -> _Accepted | _Ending:
+    def _run_phase(self, spec: PhaseSpec, provider: Provider) -> Accepted | Ending:
         # Nothing the agent is handed, nor a file written for it, may be a link (else: failed).
         check_run_paths(
             self.layout, self.feature, self.run, self.worktree,
@@ -480,7 +453,7 @@ class RunDriver:
             attempt_started = time.monotonic()
             resume = session_id if resumable else None
             outcome = self._attempt(spec, provider, attempt_id, number, resume, note)
-            live = _Live(attempt_id, number, outcome, attempt_started)
+            live = LiveAttempt(attempt_id, number, outcome, attempt_started)
             if resumable:
                 session_id = outcome.session_id or session_id
                 if "could not be resumed" in outcome.result.message:
@@ -510,13 +483,13 @@ class RunDriver:
             )  # fmt: skip
             if final:
                 if verdict is Verdict.PAUSE:
-                    return _Ending(RunState.PAUSED, last_error, PauseReason.USAGE_LIMITED)
+                    return Ending(RunState.PAUSED, last_error, PauseReason.USAGE_LIMITED)
                 if verdict is Verdict.CANCEL:
-                    return _Ending(RunState.CANCELLED, last_error)
-                return _Ending(RunState.FAILED, last_error)
+                    return Ending(RunState.CANCELLED, last_error)
+                return Ending(RunState.FAILED, last_error)
             self._back_off(outcome, number)
             note = prompts.retry_note(spec, checkpoint, reason)
-        return _Ending(RunState.FAILED, last_error)
+        return Ending(RunState.FAILED, last_error)
 
     def _back_off(self, outcome: AttemptOutcome, number: int) -> None:
         """Wait before a retry: what the API asked for (429/529), else the transient backoff."""
@@ -539,7 +512,7 @@ class RunDriver:
         reason, _, review = (reworks[-1].message or "").partition("; review: ")
         return prompts.rework_note(spec, Path(review or self.checkpoint_dir), reason)
 
-    def _finish_attempt(self, live: _Live, state: AttemptState, reason: str) -> None:
+    def _finish_attempt(self, live: LiveAttempt, state: AttemptState, reason: str) -> None:
         result = live.outcome.result
         self.store.finish_attempt(
             live.id, self.feature, self.run, self.fencing, state=state,
@@ -633,13 +606,3 @@ class RunDriver:
                   outcome=outcome.result.outcome.value, returncode=outcome.returncode,
                   session_id=outcome.session_id, cost_usd=outcome.result.cost_usd)  # fmt: skip
         return outcome
-
-
-@attrs.frozen
-class _Live:
-    """An attempt the executor ran: its store row, number, outcome and start."""
-
-    id: int
-    number: int
-    outcome: AttemptOutcome
-    started: float

@@ -17,7 +17,7 @@ from typing import Any
 from loguru import logger
 
 from tmops_core.agents.processes import reap_orphans
-from tmops_core.config import LoadedConfig, load_config, redacted, to_data
+from tmops_core.config import LoadedConfig, load_config, provider_settings, redacted, to_data
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
 from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
@@ -30,7 +30,6 @@ from tmops_core.orchestration.daemon import (
     run_engine_alive,
     spawn_engine,
 )
-from tmops_core.orchestration.run import provider_settings
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.preflight import check_before_start
 from tmops_core.service.status import feature_status, find_project_root, list_features

@@ -13,8 +13,7 @@ import shutil
 from pathlib import Path
 
 from tmops_core.agents.env import build_env
-from tmops_core.config import Config
-from tmops_core.orchestration.run import provider_settings
+from tmops_core.config import Config, provider_settings
 from tmops_core.plugins import Plugins
 from tmops_core.workspace.layout import Layout
 from tmops_hookspecs import AgentRequest, FeatureError

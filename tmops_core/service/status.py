@@ -21,14 +21,8 @@ import attrs
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
 from tmops_core.orchestration.daemon import engine_running, run_engine_alive
 from tmops_core.store import AttemptRecord, RunRecord, Store
-from tmops_core.workspace.layout import (
-    FEATURE_NAME,
-    FeatureLine,
-    Layout,
-    iso,
-    open_dir,
-    read_features,
-)
+from tmops_core.workspace.layout import FEATURE_NAME, Layout, iso, open_dir
+from tmops_core.workspace.project_files import FeatureLine, read_features
 from tmops_hookspecs import CHECKPOINT_NAME_PATTERN, FeatureError, PhaseSpec, WorkspaceError
 
 __all__ = [

@@ -27,24 +27,26 @@ from tmops_core.store import FeatureRecord, RunRecord, Store
 from tmops_core.workspace.layout import (
     DOC_SUBDIRS,
     RUN_SUBDIRS,
-    FeatureLine,
     Layout,
     atomic_write,
     backup,
     ensure_private_dir,
-    is_preflight_spec,
     iso,
     locked,
     lstat_checked,
     open_dir,
     point_current,
-    read_features,
     read_text_checked,
     rename_checked,
-    task_spec_template,
     utc_now,
     validate_feature_name,
     validate_run_name,
+)
+from tmops_core.workspace.project_files import (
+    FeatureLine,
+    is_preflight_spec,
+    read_features,
+    task_spec_template,
     write_feature_line,
 )
 from tmops_hookspecs import FeatureError, WorkspaceError

@@ -33,10 +33,8 @@ from tmops_hookspecs import FeatureError, WorkspaceError
 
 __all__ = [
     "FEATURE_NAME",
-    "PREFLIGHT_MARKERS",
     "RUN_NAME",
     "TMOPS_DIR",
-    "FeatureLine",
     "Layout",
     "atomic_write",
     "check_run_paths",
@@ -47,18 +45,14 @@ __all__ = [
     "open_dir",
     "open_file",
     "read_checked",
-    "read_features",
     "read_text_checked",
     "rename_checked",
-    "task_spec_template",
     "validate_feature_name",
     "validate_run_name",
-    "write_feature_line",
 ]
 
 FEATURE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,18}[a-z0-9]")
 RUN_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-PREFLIGHT_MARKERS = ("Created by preflight workflow", "Refined by preflight")
 RUN_SUBDIRS = ("checkpoints", "logs")
 DOC_SUBDIRS = ("internal", "external", "archive", "images")
 DIR_MODE = 0o700
@@ -554,83 +548,3 @@ def check_run_paths(
     for name in checkpoints:
         lstat_checked(layout.checkpoint_dir(feature, run) / name)
     check_worktree(layout, worktree)
-
-
-# --------------------------------------------------------------------------------------------
-# TASK_SPEC.md
-# --------------------------------------------------------------------------------------------
-
-
-def task_spec_template(feature: str, run: str, moment: datetime) -> str:
-    return f"""# Task Specification: {feature}
-
-<!-- Created by tmops init on {iso(moment)} for run {run}. Edit this file, then start. -->
-
-## User Story
-As a <role>, I want <capability>, so that <benefit>.
-
-## Acceptance Criteria
-- [ ] Given <context>, when <action>, then <outcome>.
-- [ ] ...
-
-## Technical Constraints
-- Language, frameworks and versions:
-- Where the code and the tests live:
-- The command that runs the tests:
-
-## Definition of Done
-- [ ] Every acceptance criterion has a test that failed before the code was written.
-- [ ] All tests pass on branch feature/{feature}.
-- [ ] The verifier's review is recorded in 007-verify-complete.md.
-"""
-
-
-def is_preflight_spec(path: Path) -> bool:
-    """Whether an existing TASK_SPEC.md says the preflight workflow created or refined it."""
-    head = (read_checked(path, limit=64 * 1024) or b"").decode("utf-8", errors="replace")
-    return any(marker in head for marker in PREFLIGHT_MARKERS)
-
-
-# --------------------------------------------------------------------------------------------
-# FEATURES.txt: <feature>:<status>:<ISO-8601 time>:<branch>
-# --------------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class FeatureLine:
-    feature: str
-    status: str
-    updated: str
-    branch: str
-
-    def render(self) -> str:
-        return f"{self.feature}:{self.status}:{self.updated}:{self.branch}"
-
-
-def read_features(layout: Layout) -> dict[str, FeatureLine]:
-    """The lines of FEATURES.txt by feature; lines that do not parse are skipped."""
-    text = read_text_checked(layout.features_file) or ""
-    found: dict[str, FeatureLine] = {}
-    for line in text.splitlines():
-        parts = line.strip().split(":")
-        # The time holds colons itself; the feature and status come first, the branch last.
-        if len(parts) < 4 or not FEATURE_NAME.fullmatch(parts[0]):
-            continue
-        found[parts[0]] = FeatureLine(parts[0], parts[1], ":".join(parts[2:-1]), parts[-1])
-    return found
-
-
-def write_feature_line(layout: Layout, line: FeatureLine, *, replace: bool) -> bool:
-    """Add (or with ``replace``, update) the line of one feature; return whether it changed."""
-    with locked(layout.tmops_dir / ".features.lock"):
-        lines = (read_text_checked(layout.features_file) or "").splitlines()
-        prefix = f"{line.feature}:"
-        index = next((i for i, text in enumerate(lines) if text.startswith(prefix)), None)
-        if index is not None and (not replace or lines[index] == line.render()):
-            return False
-        if index is None:
-            lines.append(line.render())
-        else:
-            lines[index] = line.render()
-        atomic_write(layout.features_file, "\n".join(lines) + "\n")
-        return True
