@@ -13,36 +13,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import attrs
 import click
 import yaml
 
 from tmops_core import __version__
-from tmops_core.service.operations import HEARTBEAT_S, LEASE_S, Service
+from tmops_core.service.operations import HEARTBEAT_S, LEASE_S
+from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
+from tmops_core.surfaces.cli_state import AppState
 from tmops_core.surfaces.follow import follow_run
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
 
 __all__ = ["cli", "main"]
-
-
-@attrs.define
-class AppState:
-    """What every command shares: the global options and the service, loaded on first use."""
-
-    config_path: Path | None
-    debug: bool
-    _service: Service | None = None
-
-    @property
-    def service(self) -> Service:
-        if self._service is None:
-            self._service = Service.load(self.config_path, debug=self.debug)
-        return self._service
-
-    def close(self) -> None:
-        if self._service is not None:
-            self._service.close()
 
 
 class TmopsGroup(click.Group):
@@ -346,40 +328,6 @@ def watch_command(state: AppState, feature: str, workspace: Path | None) -> None
     sys.exit(follow_run(state.service, feature, workspace=workspace))
 
 
-@cli.command("prompt")
-@click.argument("feature")
-@click.argument("phase")
-@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.pass_obj
-def prompt_command(
-    state: AppState, feature: str, phase: str, workspace: Path | None, as_json: bool
-) -> None:
-    """Print what to paste into a manual agent session to do PHASE of FEATURE by hand."""
-    answer = state.service.prompt(feature, phase, workspace=workspace)
-    if as_json:
-        click.echo(json.dumps(answer, indent=2))
-        return
-    click.echo(f"# {answer['role']} of {feature} (run {answer['run']}): role instructions\n")
-    click.echo(answer["instructions"].rstrip() + "\n")
-    click.echo("# the prompt\n")
-    click.echo(answer["prompt"].rstrip() + "\n")
-    click.echo(f"# work in {answer['worktree']}; when done, write {answer['checkpoint']}")
-    click.echo(f"# then `tmops start {feature} --resume` checks it and goes on")
-
-
-@cli.command("cancel")
-@click.argument("feature")
-@click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.pass_obj
-def cancel_command(state: AppState, feature: str, workspace: Path | None, as_json: bool) -> None:
-    """Stop FEATURE's run for good: its agents are stopped, the run ends cancelled; the
-    branch, the worktree and the files stay."""
-    answer = state.service.cancel(feature, workspace=workspace)
-    click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
-
-
 @cli.command("engine", hidden=True)
 @click.option("--workspace", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--idle-exit", type=float, default=2.0, show_default=True)
@@ -461,6 +409,10 @@ def mcp_command(state: AppState, workspace: Path | None) -> None:
     from tmops_core.surfaces.mcp_server import serve_stdio  # the SDK is imported only when serving
 
     serve_stdio(state.service, workspace=workspace)
+
+
+for _command in CONTROL_COMMANDS:
+    cli.add_command(_command)
 
 
 def _echo_table(rows: Sequence[tuple[str, ...]]) -> None:
