@@ -22,11 +22,17 @@ def test_every_run_state_has_a_row_in_the_table() -> None:
     assert set(RUN_TRANSITIONS) == set(RunState)
 
 
-def test_a_completed_run_never_changes_again() -> None:
-    assert RUN_TRANSITIONS[RunState.COMPLETED] == frozenset()
-    for target in RunState:
+def test_a_completed_run_is_reopened_only_by_a_rollback_which_pauses_it() -> None:
+    assert RUN_TRANSITIONS[RunState.COMPLETED] == frozenset({RunState.PAUSED})
+    for target in set(RunState) - {RunState.PAUSED}:
         with pytest.raises(IllegalTransition, match="from completed"):
             check_run_transition(RunState.COMPLETED, target)
+
+
+def test_every_run_but_a_new_one_can_pause() -> None:
+    # active runs by a person's pause (or a usage limit...), stopped ones by a rollback
+    for state in RunState:
+        assert (RunState.PAUSED in RUN_TRANSITIONS[state]) is (state is not RunState.INITIALIZED)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +71,6 @@ def test_phase_state_is_projected_from_attempts() -> None:
     assert phase_state(["rejected", "failed"], run="failed") is PhaseState.FAILED
     assert phase_state(["abandoned"], run="queued") is PhaseState.IN_PROGRESS
     assert phase_state([AttemptState.INTERRUPTED], run="paused") is PhaseState.PENDING
+    # sent back by a person: pending again, also while the run is queued to redo it
+    assert phase_state(["completed", "reset"], run="queued") is PhaseState.PENDING
+    assert phase_state(["completed", "reset", "running"], run="running") is PhaseState.IN_PROGRESS

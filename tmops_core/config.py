@@ -142,6 +142,9 @@ class FeaturesConfig:
     rework_rounds: int = attrs.field(default=1, validator=_not_negative)
     min_quality_score: int = attrs.field(default=0, validator=_not_negative)
     rework_phase: str = "implementer"
+    #: approval gates: the run pauses ``awaiting_approval`` before each of these phases until
+    #: a person runs ``tmops approve FEATURE``
+    approve_before: tuple[str, ...] = ()
     #: the provider agents run with unless `start` names another
     default_provider: str = "claude-code"
     #: the project's test command (argv, run in the worktree) for the tests-fail/pass gates

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -286,6 +287,84 @@ class Git:
                 self.run("reset", "--quiet", "--", *artefact_pathspecs(venvs))
             paths = [path for path in paths if not is_artefact(path, venvs)]
         return bool(paths)
+
+    # -- rollbacks ---------------------------------------------------------------------------
+
+    def snapshot(self, message: str) -> str | None:
+        """A commit of the worktree as it is (tracked and untracked files, no artefacts) on top
+        of HEAD, made through a private index: neither the index nor any ref moves. HEAD
+        itself when nothing is left uncommitted; ``None`` in a repository with no commit."""
+        head = self.head()
+        if head is None:
+            return None
+        fd, index = tempfile.mkstemp(prefix="tmops-index-", dir=self.git_dir())
+        os.close(fd)
+        try:
+            private = Git(self.cwd, executable=self._git)
+            private._env["GIT_INDEX_FILE"] = index
+            private.run("read-tree", head)
+            private._stage_work(head)
+            tree = private.run("write-tree").stdout.strip()
+        finally:
+            os.unlink(index)
+        if tree == self.run("rev-parse", f"{head}^{{tree}}").stdout.strip():
+            return head
+        identity: list[str] = []
+        if self.run("config", "--get", "user.email", check=False).returncode != 0:
+            identity = ["-c", "user.name=tmops", "-c", "user.email=tmops@localhost"]
+        return self.run(*identity, "commit-tree", tree, "-p", head, "-m", message).stdout.strip()
+
+    def changed_paths(self, old: str, new: str) -> list[str]:
+        """The repository paths whose content differs between two commits."""
+        output = self.run("diff", "--name-only", "--no-renames", "-z", old, new, "--").stdout
+        return [path for path in output.split("\0") if path]
+
+    def paths_in(self, commit: str, paths: Sequence[str]) -> set[str]:
+        """Which of ``paths`` exist in ``commit``."""
+        if not paths:
+            return set()
+        output = self.run(
+            "--literal-pathspecs", "ls-tree", "-r", "-z", "--name-only", commit, "--", *paths
+        ).stdout
+        return {path for path in output.split("\0") if path}
+
+    def reset_branch(self, branch: str, target: str, *, expected: str) -> None:
+        """Move ``branch`` (checked out here) back to ``target`` and make the worktree match it:
+        tracked files reset, untracked ones removed (artefacts, ignored files and ``.tmops``
+        stay). A compare-and-swap against ``expected``: a branch moved meanwhile is refused.
+        The caller has taken a :meth:`snapshot` first: nothing removed here is lost."""
+        moved = self.run(
+            "update-ref", "-m", f"tmops: rollback to {target}", f"refs/heads/{branch}", target,
+            expected, check=False,
+        )  # fmt: skip
+        if moved.returncode != 0:
+            raise BranchMoved(branch, expected, self.rev(f"refs/heads/{branch}"))
+        self.run("reset", "--hard", "--quiet", target)
+        untracked = self.run(
+            "ls-files", "-z", "--others", "--exclude-standard",
+            *(f"--exclude={pattern}" for pattern in exclude_patterns()), "--", ".",
+            ":(exclude).tmops",
+        ).stdout  # fmt: skip
+        venvs = venv_roots(path for path in untracked.split("\0") if path.endswith(VENV_MARKER))
+        doomed = [p for p in untracked.split("\0") if p and not is_artefact(p, venvs)]
+        for start in range(0, len(doomed), 500):  # argv stays short
+            self.run("--literal-pathspecs", "clean", "-f", "-q", "--", *doomed[start : start + 500])
+
+    def restore_paths(self, source: str, paths: Sequence[str]) -> None:
+        """Make ``paths`` in the worktree what they are in ``source`` (deleted where absent
+        there), leaving the change uncommitted for the next phase to commit."""
+        present = self.paths_in(source, paths)
+        known = present | self.paths_in("HEAD", paths)
+        wanted = [path for path in paths if path in known]
+        for start in range(0, len(wanted), 500):
+            self.run(
+                "--literal-pathspecs", "restore", f"--source={source}", "--worktree", "--",
+                *wanted[start : start + 500],
+            )  # fmt: skip
+
+    def delete_ref(self, ref: str) -> None:
+        """Delete a ``refs/tmops/...`` marker (no error when it is already gone)."""
+        self.run("update-ref", "-d", ref, check=False)
 
     def rev(self, ref: str) -> str | None:
         """The commit ``ref`` names, or ``None`` if it names none."""

@@ -51,6 +51,7 @@ class PauseReason(enum.StrEnum):
     BRANCH_MOVED = "branch_moved"
     USAGE_LIMITED = "usage_limited"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    ROLLED_BACK = "rolled_back"  # a person rolled phases back; resuming runs them again
 
 
 class PhaseState(enum.StrEnum):
@@ -80,6 +81,9 @@ class AttemptState(enum.StrEnum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # the engine stopped in order (SIGTERM) while it ran
     ABANDONED = "abandoned"  # the engine died while it ran; a new engine took over
+    #: a person sent the phase back (retry, rollback): the attempts before this one no longer
+    #: count, and the phase runs again
+    RESET = "reset"
 
 
 class EngineState(enum.StrEnum):
@@ -106,7 +110,8 @@ ACTIVE_RUN_STATES = frozenset({RunState.QUEUED, RunState.RUNNING})
 ENDED_RUN_STATES = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED})
 LIVE_ATTEMPT_STATES = frozenset({AttemptState.STARTING, AttemptState.RUNNING})
 
-_RESUMABLE = frozenset({RunState.QUEUED, RunState.CANCELLED})
+# A stopped run may be queued again, cancelled, or rolled back (which leaves it paused).
+_RESUMABLE = frozenset({RunState.QUEUED, RunState.CANCELLED, RunState.PAUSED})
 RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
     RunState.INITIALIZED: frozenset({RunState.QUEUED, RunState.CANCELLED}),
     RunState.QUEUED: frozenset({RunState.RUNNING, RunState.PAUSED, RunState.CANCELLED,
@@ -118,8 +123,9 @@ RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
     RunState.PAUSED: _RESUMABLE,
     RunState.NEEDS_REVIEW: _RESUMABLE,
     RunState.FAILED: _RESUMABLE,
-    RunState.CANCELLED: frozenset({RunState.QUEUED}),
-    RunState.COMPLETED: frozenset(),
+    RunState.CANCELLED: frozenset({RunState.QUEUED, RunState.PAUSED}),
+    # only a rollback reopens a completed run: it pauses, to be resumed by a person
+    RunState.COMPLETED: frozenset({RunState.PAUSED}),
 }  # fmt: skip
 
 #: The exit code of ``start --wait`` and ``watch`` for a run that stopped in this state.
@@ -152,7 +158,7 @@ def exit_code(state: RunState | str) -> int | None:
 def phase_state(attempts: list[AttemptState | str], *, run: RunState | str) -> PhaseState:
     """Project a phase's state from its attempts (oldest first) and the run's state."""
     states = [AttemptState(a) for a in attempts]
-    if not states:
+    if not states or states[-1] is AttemptState.RESET:
         return PhaseState.PENDING
     if AttemptState.COMPLETED in states and states[-1] is AttemptState.COMPLETED:
         return PhaseState.COMPLETED

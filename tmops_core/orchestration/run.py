@@ -58,11 +58,18 @@ from tmops_hookspecs import (
     TmopsError,
 )
 
-__all__ = ["RunDriver"]
+__all__ = ["RunDriver", "since_reset"]
 
 _TRANSIENT_BACKOFF_S = (1.0, 4.0, 15.0)
 #: the longest ``retry_after_s`` honoured before a retry; longer ones are usage limits
 _MAX_RETRY_AFTER_S = 300.0
+
+
+def since_reset(attempts: list[AttemptRecord], phase: str) -> list[AttemptRecord]:
+    """The attempts at ``phase`` after a person last sent it back (retry, rollback)."""
+    mine = [a for a in attempts if a.phase == phase]
+    resets = [i for i, a in enumerate(mine) if a.state == AttemptState.RESET]
+    return mine[resets[-1] + 1 :] if resets else mine
 
 
 class RunDriver:
@@ -223,13 +230,7 @@ class RunDriver:
                     self.emit("orchestration.phase.adopted", phase=spec.name, accepted=True)
                     index += 1
                     continue
-                self._guard_branch()
-                accepted = self._adopt(spec)
-                if accepted is None:
-                    result = self._run_phase(spec, provider)
-                    if isinstance(result, Ending):
-                        return result
-                    accepted = result
+                accepted = self._step(spec, provider)
                 if isinstance(accepted, Ending):
                     return accepted
                 if accepted is Accepted.REWORK:
@@ -239,6 +240,19 @@ class RunDriver:
         with self._fence():  # a runner that lost the run writes no summary of it
             write_summary(self, specs)
         return Ending(RunState.COMPLETED)
+
+    def _step(self, spec: PhaseSpec, provider: Provider) -> Accepted | Ending:
+        """One phase not yet accepted: a pause asked for, a checkpoint to adopt, an approval
+        gate, or an agent to run."""
+        if self.store.pause_requested(self.feature, self.run):
+            return Ending(
+                RunState.PAUSED, f"paused by a person before {spec.name}", PauseReason.REQUESTED
+            )
+        self._guard_branch()
+        adopted = self._adopt(spec)
+        if adopted is not None:
+            return adopted
+        return self._awaiting_approval(spec) or self._run_phase(spec, provider)
 
     def _accepted(self, spec: PhaseSpec) -> bool:
         """Whether this run accepted ``spec`` and nothing sent it back since."""
@@ -253,6 +267,19 @@ class RunDriver:
             # A rework round after this phase's acceptance sends it back.
             return mine[-1].id > max(reworks)
         return True
+
+    def _awaiting_approval(self, spec: PhaseSpec) -> Ending | None:
+        """An approval gate (``features.approve_before``): pause until a person approves."""
+        if spec.name not in self.config.features.approve_before:
+            return None
+        if spec.name in self.store.approved(self.feature, self.run):
+            return None
+        self.emit("orchestration.phase.awaiting_approval", phase=spec.name)
+        return Ending(
+            RunState.PAUSED,
+            f"awaiting approval before {spec.name}: `tmops approve {self.feature}` lets it go on",
+            PauseReason.AWAITING_APPROVAL,
+        )
 
     def _reworks(self, phase: str) -> bool:
         """Whether a rework round reruns ``phase`` (the rework phase and the ones after it)."""
@@ -313,6 +340,7 @@ class RunDriver:
         """Commit the phase's work under its name and record the transition (or the rework)."""
         path = self.checkpoint_dir / spec.completion_checkpoint
         refusal = self.judge.review(spec, path)
+        start = self.head
         crash_point("before-commit")
         head, commit = self.git.commit_work(
             f"tmops({self.feature}): {spec.name} work left uncommitted",
@@ -323,7 +351,7 @@ class RunDriver:
         now = iso(utc_now())
         duration = time.monotonic() - started
         if refusal is not None:
-            return self._refuse(spec, attempt, refusal, head, duration)
+            return self._refuse(spec, attempt, refusal, head, duration, start)
         next_phase = self._next_phase(spec.name)
         transition = json.dumps({"from": spec.name, "to": next_phase,
                                  "duration_s": round(duration, 3)})  # fmt: skip
@@ -331,7 +359,7 @@ class RunDriver:
         if attempt is None:
             self.store.record_adoption(
                 self.feature, self.run, self.fencing, phase=spec.name, now=now,
-                next_phase=next_phase, branch_head=head,
+                next_phase=next_phase, branch_head=head, start_commit=start,
                 event=("orchestration.phase.transition", transition),
             )  # fmt: skip
             number = 0
@@ -361,12 +389,13 @@ class RunDriver:
 
     def _refuse(
         self, spec: PhaseSpec, attempt: LiveAttempt | None, refusal: str, head: str | None,
-        duration: float,
+        duration: float, start: str | None,
     ) -> Accepted | Ending:  # fmt: skip
         """The reviewer said NO: send the work back for rework, or end ``needs_review``."""
         path = self.checkpoint_dir / spec.completion_checkpoint
         rounds = sum(
-            a.state == AttemptState.REWORK for a in self.store.attempts(self.feature, self.run)
+            a.state == AttemptState.REWORK
+            for a in since_reset(self.store.attempts(self.feature, self.run), spec.name)
         )
         target = self.config.features.rework_phase
         can_rework = (
@@ -392,7 +421,7 @@ class RunDriver:
         else:
             state = AttemptState.REFUSED
             message = f"{refusal}; read {path} and decide"
-        self._record_verdict(spec, attempt, state, message, head)
+        self._record_verdict(spec, attempt, state, message, head, start)
         self.emit("orchestration.phase.refused", phase=spec.name, reason=refusal,
                   rework=can_rework, round=rounds + 1, duration_s=round(duration, 3))  # fmt: skip
         if can_rework:
@@ -401,13 +430,13 @@ class RunDriver:
 
     def _record_verdict(
         self, spec: PhaseSpec, attempt: LiveAttempt | None, state: AttemptState, message: str,
-        head: str | None,
+        head: str | None, start: str | None,
     ) -> None:  # fmt: skip
         now = iso(utc_now())
         if attempt is None:
             self.store.record_adoption(
                 self.feature, self.run, self.fencing, phase=spec.name, now=now,
-                branch_head=head, state=state, message=message,
+                branch_head=head, state=state, message=message, start_commit=start,
             )  # fmt: skip
             return
         result = attempt.outcome.result
@@ -431,8 +460,8 @@ class RunDriver:
             prompts.write_trigger(spec, self.context(spec.name))
         attempts_so_far = self.store.attempts(self.feature, self.run)
         # A phase resumed after a failure keeps the start it had: a rollback must undo all of it.
-        earlier = [a.start_commit for a in attempts_so_far
-                   if a.phase == spec.name and a.start_commit]  # fmt: skip
+        earlier = [a.start_commit for a in since_reset(attempts_so_far, spec.name)
+                   if a.start_commit]  # fmt: skip
         start_commit = earlier[0] if earlier else (self.head or self.git.head())
         if start_commit:
             # Set once the agent runs: the marker is for rollbacks, not for the handoff.

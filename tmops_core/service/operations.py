@@ -31,6 +31,7 @@ from tmops_core.orchestration.daemon import (
     spawn_engine,
 )
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
+from tmops_core.service.control import Controls
 from tmops_core.service.preflight import check_before_start
 from tmops_core.service.status import feature_status, find_project_root, list_features
 from tmops_core.store import (
@@ -48,7 +49,7 @@ from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsErro
 __all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
 
 
-class Service:
+class Service(Controls):
     """The loaded config and plugins of one tmops process, and the operations over them."""
 
     def __init__(self, loaded: LoadedConfig, plugins: Plugins) -> None:
@@ -492,6 +493,12 @@ class Service:
             f"@ $.features.default_phases[{index}]"
             for index, name in enumerate(features.default_phases)
             if name not in installed
+        ]
+        problems += [
+            f"approve_before names {name!r}, which is not a phase of the workflow "
+            f"({', '.join(features.default_phases)}) @ $.features.approve_before[{index}]"
+            for index, name in enumerate(features.approve_before)
+            if name not in features.default_phases
         ]
         if features.rework_phase not in features.default_phases:
             warnings.append(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
-from tmops_core.lifecycle import AttemptState, RunState
+from tmops_core.lifecycle import AttemptState, PauseReason, RunState
 from tmops_core.store.leases import EngineRecord
 from tmops_core.store.records import AttemptRecord, FeatureRecord, RunRecord
 
@@ -57,6 +57,32 @@ class Store(Protocol):
     def cancel_run(self, feature: str, run: str, *, now: str) -> list[AttemptRecord]:
         """A person's cancel: the run ends cancelled, its live attempts too; those returned."""
 
+    def stop_run(
+        self, feature: str, run: str, *, state: RunState, pause_reason: PauseReason | None,
+        attempts: AttemptState, message: str, now: str,
+    ) -> list[AttemptRecord]:  # fmt: skip
+        """A person's cancel or pause-now: the run moves to ``state`` with a new fencing token,
+        its live attempts end as ``attempts``; those returned, for the caller to stop."""
+
+    def request_pause(self, feature: str, run: str, *, now: str) -> RunState:
+        """Pause a queued run at once, mark a running one to pause before its next phase."""
+
+    def pause_requested(self, feature: str, run: str) -> bool:
+        """Whether a person asked this run to pause before its next phase."""
+
+    def reset_phases(
+        self, feature: str, run: str, phases: Iterable[str], *, message: str, now: str,
+        branch_head: str | None = None, pause: PauseReason | None = None,
+    ) -> None:  # fmt: skip
+        """Send phases back (a ``reset`` attempt each, approvals dropped), optionally pausing
+        the run; refused for a queued or running run."""
+
+    def approve(self, feature: str, run: str, phase: str, *, now: str) -> bool:
+        """Record a person's approval of ``phase``; False if it was approved already."""
+
+    def approved(self, feature: str, run: str) -> frozenset[str]:
+        """The phases of the run a person has approved."""
+
     def fail_queued_run(self, feature: str, run: str, *, error: str, now: str) -> bool:
         """Fail a run that is still queued (no engine could start to take it), with ``error`` as
         its last..."""
@@ -99,6 +125,7 @@ class Store(Protocol):
         event: tuple[str, str] | None = None,
         state: AttemptState = AttemptState.COMPLETED,
         message: str = "completion checkpoint found on disk",
+        start_commit: str | None = None,
     ) -> None:
         """Record a phase judged from a checkpoint found on disk, with no agent run (accepted,
         or refused by its own verdict), and move the run on in the same..."""

@@ -56,6 +56,8 @@ class RunRecord:
     branch_head: str | None = None
     #: the engine (:class:`EngineRecord`) that owns the run while it is running
     engine_id: int | None = None
+    #: a person asked the run to pause before its next phase
+    pause_requested: bool = attrs.field(default=False, converter=bool)
 
     @property
     def active(self) -> bool:

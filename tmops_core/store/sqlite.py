@@ -30,6 +30,7 @@ from tmops_core.lifecycle import (
     RunState,
     check_run_transition,
 )
+from tmops_core.store.controls import RunControls
 from tmops_core.store.leases import EngineLeases
 from tmops_core.store.records import (
     AttemptRecord,
@@ -73,7 +74,7 @@ def _check_files(path: Path) -> None:
         lstat_checked(path.with_name(path.name + suffix))
 
 
-class SQLiteStore(EngineLeases):
+class SQLiteStore(EngineLeases, RunControls):
     """The :class:`~tmops_core.store.protocol.Store` in one SQLite database (WAL); safe to share
     between threads of one process."""
 
@@ -205,7 +206,7 @@ class SQLiteStore(EngineLeases):
                 """
                 UPDATE runs SET run_id = ?, provider = ?, queued_at = ?,
                     queue_seq = (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM runs),
-                    last_error = NULL, pause_reason = NULL
+                    last_error = NULL, pause_reason = NULL, pause_requested = 0
                 WHERE feature = ? AND run = ?
                 """,
                 (run_id, provider, now, feature, run),
@@ -230,30 +231,14 @@ class SQLiteStore(EngineLeases):
             return True
 
     def cancel_run(self, feature: str, run: str, *, now: str) -> list[AttemptRecord]:
-        """A person's cancel: the run ends ``cancelled`` and gets a new fencing token (whatever
-        its engine writes next is refused), its live attempts end ``cancelled``; in one
-        transaction. Returns those attempts, whose agents the caller stops.
+        """A person's cancel: the run ends ``cancelled`` (see :meth:`stop_run`).
 
         :raises IllegalTransition: the run cannot be cancelled (it has completed).
         """
-        with self.transaction() as db:
-            self._move_run(db, feature, run, RunState.CANCELLED, now, "cancelled by a person")
-            db.execute(
-                "UPDATE runs SET fencing = fencing + 1, engine_pid = NULL, engine_id = NULL "
-                "WHERE feature = ? AND run = ?",
-                (feature, run),
-            )
-            rows = db.execute(
-                "SELECT * FROM attempts WHERE feature = ? AND run = ? AND state IN (?, ?)",
-                (feature, run, *sorted(LIVE_ATTEMPT_STATES)),
-            ).fetchall()
-            db.execute(
-                "UPDATE attempts SET state = ?, outcome = 'cancelled', "
-                "message = 'cancelled by a person', finished_at = ? "
-                "WHERE feature = ? AND run = ? AND state IN (?, ?)",
-                (AttemptState.CANCELLED, now, feature, run, *sorted(LIVE_ATTEMPT_STATES)),
-            )
-        return [AttemptRecord(**dict(row)) for row in rows]
+        return self.stop_run(
+            feature, run, state=RunState.CANCELLED, pause_reason=None,
+            attempts=AttemptState.CANCELLED, message="cancelled by a person", now=now,
+        )  # fmt: skip
 
     def fail_queued_run(self, feature: str, run: str, *, error: str, now: str) -> bool:
         """Fail a run that is still queued (no engine could start to take it), with ``error``
@@ -367,7 +352,7 @@ class SQLiteStore(EngineLeases):
         self, feature: str, run: str, fencing: int, *, phase: str, now: str,
         next_phase: str | None = None, branch_head: str | None = None,
         event: tuple[str, str] | None = None, state: AttemptState = AttemptState.COMPLETED,
-        message: str = "completion checkpoint found on disk",
+        message: str = "completion checkpoint found on disk", start_commit: str | None = None,
     ) -> None:  # fmt: skip
         """Record a phase judged from a checkpoint found on disk, with no agent run (accepted,
         or refused by its own verdict), and move the run on in the same transaction."""
@@ -375,10 +360,20 @@ class SQLiteStore(EngineLeases):
             db.execute(
                 """
                 INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing,
-                    outcome, message, duration_s, started_at, finished_at)
-                VALUES (?, ?, ?, 0, ?, 'none', ?, 'adopted', ?, 0, ?, ?)
+                    outcome, message, duration_s, started_at, finished_at, start_commit)
+                VALUES (?, ?, ?, 0, ?, 'none', ?, 'adopted', ?, 0, ?, ?, ?)
                 """,
-                (feature, run, phase, AttemptState(state), fencing, message, now, now),
+                (
+                    feature,
+                    run,
+                    phase,
+                    AttemptState(state),
+                    fencing,
+                    message,
+                    now,
+                    now,
+                    start_commit,
+                ),
             )
             db.execute(
                 """
