@@ -95,7 +95,7 @@ class Controls:
 
     def resume(
         self, feature: str, *, accept_branch: bool = False, provider: str | None = None,
-        workspace: Path | None = None,
+        workspace: Path | None = None, spawn: bool = True,
     ) -> dict[str, Any]:  # fmt: skip
         """Queue a paused (or failed, cancelled, needs_review) run again where it stopped."""
         _, store, record = self._tracked(feature, workspace)
@@ -114,14 +114,15 @@ class Controls:
         self._audit(store, run, "orchestration.run.resumed", status=state.value)
         return self.start(
             feature, provider=provider, resume=True, accept_branch=accept_branch,
-            workspace=workspace,
+            workspace=workspace, spawn=spawn,
         )  # fmt: skip
 
     # -- retry and approve -------------------------------------------------------------------
 
     def retry(
-        self, feature: str, *, phase: str | None = None, workspace: Path | None = None
-    ) -> dict[str, Any]:
+        self, feature: str, *, phase: str | None = None, workspace: Path | None = None,
+        spawn: bool = True,
+    ) -> dict[str, Any]:  # fmt: skip
         """Run a stopped run again from ``phase`` (default: where it stopped; for a run that
         needs review, the rework phase): that phase and every one after it run again, their
         checkpoints set aside first. The branch stays (``rollback`` moves it)."""
@@ -154,7 +155,7 @@ class Controls:
         )  # fmt: skip
         self._audit(store, run, "orchestration.run.retried", phase=phase, phases=phases,
                     set_aside=set_aside)  # fmt: skip
-        answer = self.start(feature, resume=True, workspace=workspace)
+        answer = self.start(feature, resume=True, workspace=workspace, spawn=spawn)
         answer["retry_from"] = phase
         answer["set_aside"] = set_aside
         answer["message"] += f"; from {phase} again"
@@ -190,8 +191,9 @@ class Controls:
         return [str(target / path.name) for path in found]
 
     def approve(
-        self, feature: str, *, phase: str | None = None, workspace: Path | None = None
-    ) -> dict[str, Any]:
+        self, feature: str, *, phase: str | None = None, workspace: Path | None = None,
+        spawn: bool = True,
+    ) -> dict[str, Any]:  # fmt: skip
         """Approve the phase an approval gate holds the run before (or ``phase``, ahead of
         time); a run waiting for it is queued again."""
         _, store, record = self._tracked(feature, workspace)
@@ -214,7 +216,7 @@ class Controls:
         new = store.approve(feature, run.run, phase, now=iso(utc_now()))
         self._audit(store, run, "orchestration.phase.approved", phase=phase, new=new)
         if waiting and phase == run.current_phase:
-            answer = self.start(feature, resume=True, workspace=workspace)
+            answer = self.start(feature, resume=True, workspace=workspace, spawn=spawn)
             answer["approved"] = phase
             answer["message"] += f"; {phase} approved"
             return answer

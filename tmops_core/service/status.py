@@ -290,10 +290,16 @@ def _next_action(
     if state is RunState.PAUSED:
         if run.pause_reason == PauseReason.BRANCH_MOVED:
             return (
-                f"`tmops start {feature} --resume --accept-branch` continues from the branch's "
-                f"new head, or put the branch back and resume ({run.last_error})"
+                f"`tmops resume {feature} --accept-branch` continues from the branch's new "
+                f"head, or put the branch back (or `tmops rollback {feature} --phase P`) and "
+                f"resume ({run.last_error})"
             )
-        return f"resume with `tmops start {feature} --resume` ({run.last_error})"
+        if run.pause_reason == PauseReason.AWAITING_APPROVAL:
+            return (
+                f"`tmops approve {feature}` lets {run.current_phase} start (or `tmops cancel "
+                f"{feature}`)"
+            )
+        return f"`tmops resume {feature}` goes on ({run.last_error})"
     return f"fix the problem, then `tmops start {feature} --resume`: {run.last_error}"
 
 
