@@ -70,28 +70,31 @@ class Controls:
                 f"run '{run.run}' of '{feature}' is {state}: there is nothing to pause",
                 hint=f"`tmops status {feature}` says what it needs",
             )
-        stopped = 0
+        stopped = processes = 0
         if now:
             interrupted = store.stop_run(
                 feature, run.run, state=RunState.PAUSED, pause_reason=PauseReason.REQUESTED,
                 attempts=AttemptState.INTERRUPTED, message="paused now by a person",
                 now=iso(utc_now()),
             )  # fmt: skip
-            stopped = len(_stop_agents(interrupted))
+            processes = len(_stop_agents(interrupted))
+            stopped = sum(1 for a in interrupted if a.pid)
             state = RunState.PAUSED
         else:
             state = store.request_pause(feature, run.run, now=iso(utc_now()))
         self._audit(store, run, "orchestration.run.paused", now=now, agents_stopped=stopped,
-                    status=state.value)  # fmt: skip
+                    processes_stopped=processes, status=state.value)  # fmt: skip
         after = self._current_run(store, record)
         if state is RunState.PAUSED:
-            message = "paused" + (f"; {stopped} agent(s) stopped" if now else "")
+            message = "paused" + (
+                f"; {stopped} agent(s) stopped ({processes} process(es) in all)" if now else ""
+            )
         else:
             message = (
                 f"pauses before its next phase (the {after.current_phase or 'current'} phase "
                 f"finishes first; `tmops pause {feature} --now` stops it at once)"
             )
-        return self._answer(after, message, agents_stopped=stopped)
+        return self._answer(after, message, agents_stopped=stopped, processes_stopped=processes)
 
     def resume(
         self, feature: str, *, accept_branch: bool = False, provider: str | None = None,
