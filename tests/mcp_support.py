@@ -16,6 +16,11 @@ TOOLS = {
     "tmops_get_status",
     "tmops_cancel",
     "tmops_get_prompt",
+    "tmops_pause",
+    "tmops_resume",
+    "tmops_retry",
+    "tmops_approve",
+    "tmops_rollback",
 }
 PHASES = ["orchestrator", "tester", "implementer", "verifier"]
 ALLOWED_NAME = "a feature name is 3 to 20 characters of lowercase letters a-z, digits 0-9"

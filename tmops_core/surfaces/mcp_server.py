@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from tmops_core import __version__
 from tmops_core.service.operations import Service
+from tmops_core.surfaces.mcp_control import control_tools
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
 
@@ -35,8 +36,10 @@ tmops runs the TeamOps test-first workflow (orchestrator -> tester -> implemente
 with one coding-agent session per role. Create a feature with tmops_init_feature, let the user
 edit the TASK_SPEC.md it returns, start it with tmops_start_orchestration, then follow it with
 tmops_get_status; tmops_list_features shows every feature of the project; tmops_get_prompt
-gives what a person needs to do a phase by hand; tmops_cancel stops a run for good (its files
-stay)."""
+gives what a person needs to do a phase by hand; tmops_pause (now: at once) and tmops_resume
+stop and continue a run; tmops_retry runs it again from a phase; tmops_approve lets it past an
+approval gate; tmops_rollback sends phases back by their preserve rules after a backup;
+tmops_cancel stops a run for good (its files stay)."""
 
 FeatureName = Annotated[
     str,
@@ -290,6 +293,7 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         tmops_list_features,
         tmops_get_status,
         *_person_tools(service, resolve),
+        *control_tools(service, resolve),
     )
     tools = [
         _strict(Tool.from_function(function, description=inspect.cleandoc(function.__doc__ or "")))
