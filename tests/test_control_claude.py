@@ -1,8 +1,8 @@
 """The control verbs on a live run of the REAL Claude Code CLI (only the model is faked, by
 ``tests/fake_anthropic.py``): pause --now stops an agent that is in the middle of a tool call,
 resume runs the phase afresh, an approval gate holds the run until approved, rollback undoes
-the implementer's code and keeps the tests, retry runs it again; all through the `tmops` CLI
-against a background engine, as a person would."""
+the implementer's code and keeps the tests, retry runs it again, cancel stops it at the gate;
+all through the `tmops` CLI against a background engine, as a person would."""
 
 from __future__ import annotations
 
@@ -95,6 +95,11 @@ def test_every_verb_on_a_live_run_of_the_real_cli(tmp_path: Path, claude_bin: Pa
             # retry from the implementer: its approval went with the rollback, so it waits
             retried = _answer(project, "retry", DEMO_FEATURE, "--phase", "implementer")
             assert retried["retry_from"] == "implementer"
+            assert _watch(project) == 3
+            # cancel it there, resume it (back to the gate), approve it
+            assert _answer(project, "cancel", DEMO_FEATURE)["status"] == "cancelled"
+            assert _watch(project) == 4
+            assert _answer(project, "resume", DEMO_FEATURE)["status"] == "queued"
             assert _watch(project) == 3
             _answer(project, "approve", DEMO_FEATURE)
             assert _watch(project) == 0, project.run()
