@@ -21,8 +21,12 @@ def test_the_prompt_of_a_phase_has_its_instructions_and_absolute_paths(tmp_path:
     try:
         init = new_feature(service, root)
         answer = service.prompt(init.feature, "tester", workspace=root)
+        events = service.events_since(init.feature, workspace=root)
     finally:
         service.close()
+    # a person took the phase over: the audit trail says so
+    given = [e for e in events if e["event_type"] == "orchestration.phase.prompt_given"]
+    assert [e["data"]["phase"] for e in given] == ["tester"]
     assert answer["role"] == "tester"
     assert answer["instructions"] == load_instructions("tester")
     assert "You are the TESTER." in answer["prompt"]

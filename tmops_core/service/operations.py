@@ -266,6 +266,9 @@ class Service(Controls):
         provider = (run_record.provider if run_record else None) or (
             self.config.features.default_provider
         )
+        if run_record is not None:  # a person takes the phase over: the audit trail says so
+            self._audit(store, run_record, "orchestration.phase.prompt_given",
+                        phase=phase)  # fmt: skip
         return {
             "feature": feature,
             "run": run,
