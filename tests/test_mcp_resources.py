@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from mcp import Client, MCPError
-from mcp.types import INVALID_PARAMS, TextResourceContents
+from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, TextResourceContents
 
 from tmops_core.service import status as status_module
 from tmops_core.service.operations import Service
@@ -285,6 +285,7 @@ async def test_a_checkpoint_that_is_a_link_to_outside_is_refused_unread(
         summary = await refused(client, "tmops://features/auth-api/summary")
     assert json.loads(status)["checkpoints"] == []  # a link is no checkpoint
     link = checkpoints_of(repo) / name
+    assert checkpoint.error.code == INTERNAL_ERROR  # the request is fine, the file is refused
     assert f"{link} is a symlink; tmops never follows links" in checkpoint.error.message
     if name == "SUMMARY.md":
         assert f"{link} is a symlink" in summary.error.message
