@@ -445,3 +445,17 @@ async def test_the_instructions_name_every_tool_resource_template_and_prompt(
     missing = [name for name in names if name not in instructions]
     assert missing == []
     assert len(instructions) < 2000  # concise: it is sent to the model on every connection
+
+
+@pytest.mark.anyio
+async def test_docs_show_each_tools_title_and_hints(connect: Connect) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "mcp.md").read_text()
+    async with connect() as client:
+        tools = (await client.list_tools()).tools
+    for tool in tools:
+        hints = tool.annotations
+        assert hints is not None
+        flags = (hints.read_only_hint, hints.destructive_hint, hints.idempotent_hint,
+                 hints.open_world_hint)  # fmt: skip
+        row = " | ".join([f"| `{tool.name}`", str(tool.title), *(str(f).lower() for f in flags)])
+        assert row + " |" in docs.splitlines(), row
