@@ -247,7 +247,11 @@ async def test_an_unknown_or_invalid_feature_is_a_clear_error(
         (".hidden.md", "invalid checkpoint name '.hidden.md'"),
         ("a%00b.md", "invalid checkpoint name 'a\\x00b.md'"),
         ("003-tests-complete.md", "run 'initial' of 'auth-api' has no checkpoint"),
-        ("TASK_SPEC.md", "has no checkpoint 'TASK_SPEC.md'; its checkpoints: 001-discovery"),
+        (
+            "TASK_SPEC.md",
+            "has no checkpoint 'TASK_SPEC.md'; its checkpoints: 001-discovery-trigger.md (see "
+            "tmops://features/auth-api/status)",
+        ),
     ],
 )
 async def test_a_bad_or_absent_checkpoint_name_is_a_clear_error_and_reads_nothing(

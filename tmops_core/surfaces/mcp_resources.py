@@ -112,9 +112,10 @@ class _Reader:
         if name not in listed:
             # status lists no link: say it is one rather than "absent"
             self._refuse_link(folder / name, layout)
+            status_uri = STATUS_URI.format(feature=feature)
             raise ResourceNotFoundError(
                 f"run '{status['run']}' of '{feature}' has no checkpoint {name!r}; its "
-                f"checkpoints: {', '.join(listed) or 'none yet'} (see {STATUS_URI})"
+                f"checkpoints: {', '.join(listed) or 'none yet'} (see {status_uri})"
             )
         text = self._read(folder / name, layout)
         if text is None:  # listed, then removed

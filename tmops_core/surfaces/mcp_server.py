@@ -50,8 +50,9 @@ tmops_get_status; tmops_list_features shows every feature of the project; tmops_
 gives what a person needs to do a phase by hand; tmops_cancel stops a run for good (its files
 stay).
 Resources (the server's workspace; a read starts nothing): {FEATURES_URI} lists the features;
-{STATUS_URI} is a feature's status, {CHECKPOINT_URI} one checkpoint its status
-lists, {SUMMARY_URI} its SUMMARY.md once the run completes.
+{STATUS_URI} is a feature's status;
+{CHECKPOINT_URI} is one checkpoint its status lists;
+{SUMMARY_URI} is its SUMMARY.md once the run completes.
 Prompts, one per phase, take a feature: the role's instructions and the phase's prompt, to do
 that phase by hand:"""
 
