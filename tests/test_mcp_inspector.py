@@ -122,6 +122,111 @@ def test_inspector_sees_errors_as_is_error(inspector: Path, repo: Path, tmp_path
     assert not (repo / ".tmops").exists()
 
 
+def test_inspector_shows_each_tools_title_and_hints(
+    inspector: Path, repo: Path, tmp_path: Path
+) -> None:
+    answer = run_inspector(inspector, repo, tmp_path / "work", "--method", "tools/list")
+    hints = {tool["name"]: (tool["title"], tool["annotations"]) for tool in answer["tools"]}
+    keys = {"title", "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"}
+    for name, (title, shown) in hints.items():
+        assert set(shown) == keys, name
+        assert shown["title"] == title, name
+    assert hints["tmops_list_features"][1]["readOnlyHint"] is True
+    assert hints["tmops_get_status"][1]["readOnlyHint"] is True
+    assert hints["tmops_get_prompt"][1]["readOnlyHint"] is True
+    assert hints["tmops_cancel"][1]["readOnlyHint"] is False
+    assert hints["tmops_cancel"][1]["destructiveHint"] is True
+    assert hints["tmops_cancel"][1]["idempotentHint"] is True
+    assert hints["tmops_init_feature"][1]["idempotentHint"] is True
+    assert hints["tmops_init_feature"][1]["destructiveHint"] is False
+
+
+def test_inspector_lists_the_resources_and_reads_the_status_template(
+    inspector: Path, repo: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    listed = run_inspector(inspector, repo, work, "--method", "resources/list")
+    templates = run_inspector(inspector, repo, work, "--method", "resources/templates/list")
+    init = call_tool(inspector, repo, work, "tmops_init_feature", "feature=auth-api")
+    checkpoints = Path(init["structuredContent"]["checkpoint_dir"])
+    (checkpoints / "001-discovery-trigger.md").write_text("# plan, by hand\n")
+    uri = "tmops://features/auth-api/status"
+    status = run_inspector(inspector, repo, work, "--method", "resources/read", "--uri", uri)
+    features = run_inspector(
+        inspector, repo, work, "--method", "resources/read", "--uri", "tmops://features"
+    )
+
+    assert [(r["uri"], r["mimeType"]) for r in listed["resources"]] == [
+        ("tmops://features", "application/json")
+    ]
+    assert {t["uriTemplate"] for t in templates["resourceTemplates"]} == {
+        "tmops://features/{feature}/status",
+        "tmops://features/{feature}/checkpoints/{name}",
+        "tmops://features/{feature}/summary",
+    }
+    [content] = status["contents"]
+    assert (content["uri"], content["mimeType"]) == (uri, "application/json")
+    data = json.loads(content["text"])
+    assert (data["feature"], data["status"], data["current_phase"]) == (
+        "auth-api", "in_progress", "tester",
+    )  # fmt: skip
+    assert [p["phase"] for p in data["phase_progress"]["phases"]] == PHASES
+    assert [c["name"] for c in data["checkpoints"]] == ["001-discovery-trigger.md"]
+    rows = json.loads(features["contents"][0]["text"])["features"]
+    assert [row["feature"] for row in rows] == ["auth-api"]
+
+
+def test_inspector_reads_a_checkpoint_and_refuses_a_path(
+    inspector: Path, repo: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    init = call_tool(inspector, repo, work, "tmops_init_feature", "feature=auth-api")
+    checkpoints = Path(init["structuredContent"]["checkpoint_dir"])
+    (checkpoints / "001-discovery-trigger.md").write_text("# plan, by hand\n")
+    base = "tmops://features/auth-api/checkpoints/"
+    plan = run_inspector(
+        inspector, repo, work, "--method", "resources/read", "--uri",
+        base + "001-discovery-trigger.md",
+    )  # fmt: skip
+    assert plan["contents"][0]["text"] == "# plan, by hand\n"
+    argv = [str(inspector), "--cli", str(TMOPS), "mcp", "--workspace", str(repo),
+            "--method", "resources/read", "--uri", base + "..%2F..%2FTASK_SPEC.md"]  # fmt: skip
+    refused = subprocess.run(
+        argv, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=work, env=server_env(),
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "MCP error -32602: invalid checkpoint name '../../TASK_SPEC.md'" in refused.stderr
+    assert "Task Specification" not in refused.stdout + refused.stderr
+
+
+def test_inspector_lists_a_prompt_per_phase_and_gets_one(
+    inspector: Path, repo: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    listed = run_inspector(inspector, repo, work, "--method", "prompts/list")
+    init = call_tool(inspector, repo, work, "tmops_init_feature", "feature=auth-api")
+    answer = run_inspector(
+        inspector, repo, work, "--method", "prompts/get", "--prompt-name", "implementer",
+        "--prompt-args", "feature=auth-api",
+    )  # fmt: skip
+    names = [prompt["name"] for prompt in listed["prompts"]]
+    assert names[: len(PHASES)] == PHASES
+    for prompt in listed["prompts"]:
+        assert prompt["arguments"] == [
+            {"name": "feature", "description": prompt["arguments"][0]["description"],
+             "required": True}
+        ]  # fmt: skip
+    [message] = answer["messages"]
+    assert message["role"] == "user"
+    text = message["content"]["text"]
+    assert text.startswith("# implementer of auth-api (run initial): role instructions\n")
+    data = init["structuredContent"]
+    for path in (data["worktree"], data["task_spec"], data["checkpoint_dir"]):
+        assert path in text
+    assert f"write {Path(data['checkpoint_dir']) / '005-impl-complete.md'}\n" in text
+
+
 def test_ci_installs_the_pinned_inspector_and_requires_it() -> None:
     lines = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
     install = (

@@ -16,7 +16,8 @@ from typing import IO
 
 import anyio
 import pytest
-from mcp import Client, ClientSession, StdioServerParameters, stdio_client
+from mcp import Client, ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.types import INTERNAL_ERROR, INVALID_PARAMS
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_PROTOCOL_VERSION
 
 from tmops_core import __version__
@@ -99,6 +100,87 @@ async def test_stdio_client_speaks_the_current_protocol_too(repo: Path, tmp_path
     assert [f["feature"] for f in listing.structured_content["features"]] == ["auth-api"]
     assert bad.is_error is True
     assert "Extra inputs are not permitted" in text_of(bad)
+
+
+def tmops_prompt(repo: Path, cwd: Path, feature: str, phase: str) -> str:
+    """What `tmops prompt FEATURE PHASE` prints, from the real command."""
+    result = subprocess.run(
+        [str(TMOPS), "prompt", feature, phase, "--workspace", str(repo)],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd, env=server_env(), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.anyio
+async def test_stdio_resources_prompts_and_tool_hints(repo: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.md"
+    outside.write_text("text of a file outside the project\n")
+    status_uri = "tmops://features/auth-api/status"
+    with anyio.fail_after(TIMEOUT_S * 2):
+        async with (
+            stdio_client(stdio_params(repo, tmp_path / "work")) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            tools = (await session.list_tools()).tools
+            resources = (await session.list_resources()).resources
+            templates = (await session.list_resource_templates()).resource_templates
+            init = await session.call_tool("tmops_init_feature", {"feature": "auth-api"})
+            assert init.structured_content is not None
+            checkpoints = Path(init.structured_content["checkpoint_dir"])
+            (checkpoints / "001-discovery-trigger.md").write_text("# plan, by hand\n")
+            (checkpoints / "003-tests-complete.md").symlink_to(outside)
+            features = await session.read_resource("tmops://features")
+            status = await session.read_resource(status_uri)
+            plan = await session.read_resource(
+                "tmops://features/auth-api/checkpoints/001-discovery-trigger.md"
+            )
+            errors = {}
+            for tail in ("checkpoints/..%2Foutside.md", "checkpoints/003-tests-complete.md",
+                         "summary"):  # fmt: skip
+                with pytest.raises(MCPError) as caught:
+                    await session.read_resource(f"tmops://features/auth-api/{tail}")
+                errors[tail] = caught.value.error
+            prompts = (await session.list_prompts()).prompts
+            texts = {}
+            for prompt in prompts:
+                answer = await session.get_prompt(prompt.name, {"feature": "auth-api"})
+                assert answer.messages[0].content.type == "text"
+                texts[prompt.name] = answer.messages[0].content.text
+
+    assert all(tool.annotations is not None and tool.title for tool in tools)
+    hints = {tool.name: tool.annotations for tool in tools}
+    assert hints["tmops_get_status"].read_only_hint is True  # type: ignore[union-attr]
+    assert hints["tmops_cancel"].destructive_hint is True  # type: ignore[union-attr]
+    assert [str(r.uri) for r in resources] == ["tmops://features"]
+    assert {t.uri_template for t in templates} == {
+        "tmops://features/{feature}/status",
+        "tmops://features/{feature}/checkpoints/{name}",
+        "tmops://features/{feature}/summary",
+    }
+    rows = json.loads(features.contents[0].text)["features"]  # type: ignore[union-attr]
+    assert [(r["feature"], r["status"]) for r in rows] == [("auth-api", "in_progress")]
+    data = json.loads(status.contents[0].text)  # type: ignore[union-attr]
+    assert status.contents[0].mime_type == "application/json"
+    assert [c["name"] for c in data["checkpoints"]] == ["001-discovery-trigger.md"]
+    assert plan.contents[0].text == "# plan, by hand\n"  # type: ignore[union-attr]
+    # a bad or absent name is invalid params; a file tmops refuses to open, an internal error
+    assert {tail: e.code for tail, e in errors.items()} == {
+        "checkpoints/..%2Foutside.md": INVALID_PARAMS,
+        "checkpoints/003-tests-complete.md": INTERNAL_ERROR,
+        "summary": INVALID_PARAMS,
+    }
+    assert (
+        "invalid checkpoint name '../outside.md'" in errors["checkpoints/..%2Foutside.md"].message
+    )
+    assert "is a symlink" in errors["checkpoints/003-tests-complete.md"].message
+    assert "SUMMARY.md of 'auth-api' run 'initial' is not written yet" in errors["summary"].message
+    assert all("outside the project" not in e.message for e in errors.values())
+    # each prompt is exactly what `tmops prompt FEATURE PHASE` prints
+    assert [p.name for p in prompts][: len(PHASES)] == PHASES
+    for phase, text in texts.items():
+        assert text == tmops_prompt(repo, tmp_path / "work", "auth-api", phase), phase
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:

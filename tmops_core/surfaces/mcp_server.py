@@ -1,10 +1,13 @@
 """The MCP server: a thin adapter exposing the operations of
-:class:`~tmops_core.service.operations.Service` as MCP tools.
+:class:`~tmops_core.service.operations.Service` as MCP tools, resources and prompts.
 
 Built on the official SDK (major version 2, ``MCPServer``). Tool schemas come from the type
-hints and refuse unknown arguments (``additionalProperties: false``). Errors are raised as
-``ToolError`` so the client sees ``isError`` with a clear message, never a success text.
-Nothing but protocol goes to stdout: logs go to stderr and the telemetry sinks.
+hints and refuse unknown arguments (``additionalProperties: false``); each tool's title and
+hints (read-only, destructive, idempotent) come from one table, :data:`TOOL_HINTS`. Errors are
+raised as ``ToolError`` so the client sees ``isError`` with a clear message, never a success
+text. The resources are in :mod:`~tmops_core.surfaces.mcp_resources`; the prompts are the
+phases' role instructions. Nothing but protocol goes to stdout: logs go to stderr and the
+telemetry sinks.
 """
 
 from __future__ import annotations
@@ -17,21 +20,30 @@ from typing import Annotated, Any, Literal
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.prompts.base import Prompt
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from tmops_core import __version__
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.mcp_control import control_tools
+from tmops_core.surfaces.mcp_resources import (
+    CHECKPOINT_URI,
+    FEATURES_URI,
+    STATUS_URI,
+    SUMMARY_URI,
+    add_resources,
+)
 from tmops_core.workspace.features import InitRequest
-from tmops_hookspecs import TmopsError
+from tmops_hookspecs import PhaseSpec, TmopsError
 
-__all__ = ["build_server", "serve_stdio"]
+__all__ = ["TOOL_HINTS", "build_server", "prompt_text", "serve_stdio"]
 
 _FEATURE_PATTERN = "^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$"
 
-INSTRUCTIONS = """\
+INSTRUCTIONS = f"""\
 tmops runs the TeamOps test-first workflow (orchestrator -> tester -> implementer -> verifier)
 with one coding-agent session per role. Create a feature with tmops_init_feature, let the user
 edit the TASK_SPEC.md it returns, start it with tmops_start_orchestration, then follow it with
@@ -39,7 +51,54 @@ tmops_get_status; tmops_list_features shows every feature of the project; tmops_
 gives what a person needs to do a phase by hand; tmops_pause (now: at once) and tmops_resume
 stop and continue a run; tmops_retry runs it again from a phase; tmops_approve lets it past an
 approval gate; tmops_rollback sends phases back by their preserve rules after a backup;
-tmops_cancel stops a run for good (its files stay)."""
+tmops_cancel stops a run for good (its files stay).
+Resources (the server's workspace; a read starts nothing): {FEATURES_URI} lists the features;
+{STATUS_URI} is a feature's status;
+{CHECKPOINT_URI} is one checkpoint its status lists;
+{SUMMARY_URI} is its SUMMARY.md once the run completes.
+Prompts, one per phase, take a feature: the role's instructions and the phase's prompt, to do
+that phase by hand:"""
+
+
+def _hints(
+    title: str, *, destructive: bool = False, idempotent: bool = False, open_world: bool = False
+) -> ToolAnnotations:
+    """A tool that changes something. Every hint is explicit: an unset destructiveHint means
+    true to a client."""
+    return ToolAnnotations(
+        title=title, read_only_hint=False, destructive_hint=destructive,
+        idempotent_hint=idempotent, open_world_hint=open_world,
+    )  # fmt: skip
+
+
+def _read_only(title: str) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=title, read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+        open_world_hint=False,
+    )  # fmt: skip
+
+
+#: Each tool's title and hints, one line a tool; a tool without a line is refused at start.
+#: tmops_get_status counts as a read: its one side effect, an engine started to take over a run
+#: whose engine died, carries the run on without changing it.
+TOOL_HINTS: dict[str, ToolAnnotations] = {
+    "tmops_init_feature": _hints("Initialise a feature", idempotent=True),
+    # a second start of a queued or running run answers with the same run id; the agents it
+    # starts reach the model's service, outside this machine
+    "tmops_start_orchestration": _hints("Start a feature's workflow", idempotent=True,
+                                        open_world=True),
+    "tmops_list_features": _read_only("List the features"),
+    "tmops_get_status": _read_only("Status of a feature"),
+    "tmops_get_prompt": _read_only("Prompt of a phase to do by hand"),
+    "tmops_cancel": _hints("Cancel a feature's run", destructive=True, idempotent=True),
+    # stopping an agent (pause now) or undoing commits destroys work in progress (backed up)
+    "tmops_pause": _hints("Pause a feature's run", destructive=True, idempotent=True),
+    "tmops_rollback": _hints("Roll back a feature's run", destructive=True),
+    # these queue the run again: its agents reach the model's service
+    "tmops_resume": _hints("Resume a feature's run", open_world=True),
+    "tmops_retry": _hints("Retry a feature's run from a phase", open_world=True),
+    "tmops_approve": _hints("Approve a gated phase", idempotent=True, open_world=True),
+}  # fmt: skip
 
 FeatureName = Annotated[
     str,
@@ -190,6 +249,61 @@ def _person_tools(
     return (tmops_get_prompt, tmops_cancel)
 
 
+def prompt_text(answer: dict[str, Any]) -> str:
+    """The text ``tmops prompt FEATURE PHASE`` prints for ``answer`` (a ``Service.prompt``)."""
+    feature = answer["feature"]
+    return (
+        f"# {answer['role']} of {feature} (run {answer['run']}): role instructions\n\n"
+        f"{answer['instructions'].rstrip()}\n\n"
+        "# the prompt\n\n"
+        f"{answer['prompt'].rstrip()}\n\n"
+        f"# work in {answer['worktree']}; when done, write {answer['checkpoint']}\n"
+        f"# then `tmops start {feature} --resume` checks it and goes on\n"
+    )
+
+
+def _phase_names(service: Service) -> list[str]:
+    """Every installed phase: the workflow's in order, then any other (an extra phase can be
+    done by hand too)."""
+    installed = service.plugins.phases()
+    workflow = [name for name in service.config.features.default_phases if name in installed]
+    return workflow + sorted(set(installed) - set(workflow))
+
+
+def _phase_prompt(service: Service, workspace: Path, spec: PhaseSpec) -> Prompt:
+    def render(feature: FeatureName) -> str:
+        try:
+            answer = service.prompt(feature, spec.name, workspace=workspace)
+        except TmopsError as exc:
+            # An MCPError reaches the client as is; any other error would be only "Error
+            # rendering prompt".
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
+        return prompt_text(answer)
+
+    return Prompt.from_function(
+        render,
+        name=spec.name,
+        title=f"Do the {spec.role}'s phase by hand",
+        description=f"The {spec.role}'s instructions and the {spec.name} phase's prompt for a "
+        f"feature, with absolute paths ({spec.description or spec.name}); when done, write "
+        f"{spec.completion_checkpoint}.",
+    )
+
+
+def _tool(function: Callable[..., Any]) -> Tool:
+    hints = TOOL_HINTS.get(function.__name__)
+    if hints is None:
+        raise LookupError(f"{function.__name__} has no line in TOOL_HINTS (title and hints)")
+    return _strict(
+        Tool.from_function(
+            function,
+            title=hints.title,
+            description=inspect.cleandoc(function.__doc__ or ""),
+            annotations=hints,
+        )
+    )
+
+
 def build_server(service: Service, *, workspace: Path | None = None) -> MCPServer:
     """An MCP server whose tools call ``service``; ``workspace`` is the default project."""
     default_workspace = (workspace or Path.cwd()).resolve()
@@ -295,16 +409,18 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         *_person_tools(service, resolve),
         *control_tools(service, resolve),
     )
-    tools = [
-        _strict(Tool.from_function(function, description=inspect.cleandoc(function.__doc__ or "")))
-        for function in functions
-    ]
-    return MCPServer(
+    phases = _phase_names(service)
+    server = MCPServer(
         name=service.config.server.name,
         version=service.config.server.version or __version__,
-        instructions=INSTRUCTIONS,
-        tools=tools,
+        instructions=f"{INSTRUCTIONS} {', '.join(phases)}.",
+        tools=[_tool(function) for function in functions],
     )
+    add_resources(server, service, default_workspace)
+    installed = service.plugins.phases()
+    for name in phases:
+        server.add_prompt(_phase_prompt(service, default_workspace, installed[name].spec))
+    return server
 
 
 def serve_stdio(service: Service, *, workspace: Path | None = None) -> None:
