@@ -372,7 +372,7 @@ async def test_a_prompt_is_the_role_instructions_and_the_phase_prompt_with_absol
         expected = service.prompt("auth-api", phase, workspace=repo)
         assert expected["instructions"].strip() in text
         assert expected["prompt"].strip() in text
-        last = "# then `tmops start auth-api --resume` checks it and goes on\n"
+        last = "# then `tmops resume auth-api` checks it and goes on\n"
         assert text.endswith(f"write {expected['checkpoint']}\n{last}")
         for path in paths:
             assert Path(path).is_absolute()

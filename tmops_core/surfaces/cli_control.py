@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from tmops_core.surfaces.cli_state import AppState
+from tmops_core.surfaces.manual import prompt_text
 
 __all__ = ["CONTROL_COMMANDS"]
 
@@ -29,12 +30,7 @@ def prompt_command(
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
-    click.echo(f"# {answer['role']} of {feature} (run {answer['run']}): role instructions\n")
-    click.echo(answer["instructions"].rstrip() + "\n")
-    click.echo("# the prompt\n")
-    click.echo(answer["prompt"].rstrip() + "\n")
-    click.echo(f"# work in {answer['worktree']}; when done, write {answer['checkpoint']}")
-    click.echo(f"# then `tmops start {feature} --resume` checks it and goes on")
+    click.echo(prompt_text(answer), nl=False)
 
 
 @click.command("cancel")

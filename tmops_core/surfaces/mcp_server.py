@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from tmops_core import __version__
 from tmops_core.service.operations import Service
+from tmops_core.surfaces.manual import prompt_text
 from tmops_core.surfaces.mcp_control import control_tools
 from tmops_core.surfaces.mcp_resources import (
     CHECKPOINT_URI,
@@ -39,7 +40,7 @@ from tmops_core.surfaces.mcp_resources import (
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import PhaseSpec, TmopsError
 
-__all__ = ["TOOL_HINTS", "build_server", "prompt_text", "serve_stdio"]
+__all__ = ["TOOL_HINTS", "build_server", "serve_stdio"]
 
 _FEATURE_PATTERN = "^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$"
 
@@ -247,19 +248,6 @@ def _person_tools(
         return _result(answer["message"], answer)
 
     return (tmops_get_prompt, tmops_cancel)
-
-
-def prompt_text(answer: dict[str, Any]) -> str:
-    """The text ``tmops prompt FEATURE PHASE`` prints for ``answer`` (a ``Service.prompt``)."""
-    feature = answer["feature"]
-    return (
-        f"# {answer['role']} of {feature} (run {answer['run']}): role instructions\n\n"
-        f"{answer['instructions'].rstrip()}\n\n"
-        "# the prompt\n\n"
-        f"{answer['prompt'].rstrip()}\n\n"
-        f"# work in {answer['worktree']}; when done, write {answer['checkpoint']}\n"
-        f"# then `tmops start {feature} --resume` checks it and goes on\n"
-    )
 
 
 def _phase_names(service: Service) -> list[str]:
