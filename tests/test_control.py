@@ -195,3 +195,29 @@ def test_retry_of_a_run_that_needs_review_sets_the_refused_work_aside(tmp_path: 
         service.close()
     finally:
         done.close()
+
+
+def test_retry_of_refused_work_tells_the_implementer_what_the_reviewer_found(
+    tmp_path: Path,
+) -> None:
+    refusing = scripted_config(tmp_path / "state", fault="verifier:refuse:always", rework_rounds=0)
+    done = run_workflow(tmp_path, refusing)
+    try:
+        assert done.status()["status"] == "needs_review"
+        service = in_memory_service(scripted_config(tmp_path / "state"))
+        answer = service.retry(done.feature, workspace=done.root, spawn=False)
+        assert answer["retry_from"] == "implementer"
+        review = answer["set_aside"][-1]
+        serve(service, done.root)
+        service.close()
+        assert done.status()["status"] == "completed"
+        told = [
+            e["data"]["told"] for e in done.events("session.started")
+            if e["data"]["phase"] == "implementer"
+        ]  # fmt: skip
+        assert told[0] is None
+        assert f"Read the review in {review}" in told[-1]
+        assert "Feature ready for merge: NO" in Path(review).read_text()
+        assert str(done.init.checkpoint_dir / "005-impl-complete.md") in told[-1]
+    finally:
+        done.close()

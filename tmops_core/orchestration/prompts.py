@@ -63,12 +63,12 @@ def retry_note(spec: PhaseSpec, checkpoint: Path, reason: str) -> str:
     )
 
 
-def rework_note(spec: PhaseSpec, review: Path, reason: str) -> str:
+def rework_note(spec: PhaseSpec, review: Path, reason: str, checkpoint_dir: Path) -> str:
     """What a rework round is told: the reviewer refused the work, and where its findings are."""
     return (
         f"The work was sent back for rework: {reason}. Read the review in {review}, fix what it "
         f"finds without weakening the tests, then write "
-        f"{review.parent / spec.completion_checkpoint} again."
+        f"{checkpoint_dir / spec.completion_checkpoint} again."
     )
 
 

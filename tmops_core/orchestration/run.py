@@ -61,6 +61,8 @@ from tmops_hookspecs import (
 __all__ = ["RunDriver", "since_reset"]
 
 _TRANSIENT_BACKOFF_S = (1.0, 4.0, 15.0)
+#: in a rework's (or a retry's) message, what precedes the path of the refused review
+_REVIEW = "; review: "
 #: the longest ``retry_after_s`` honoured before a retry; longer ones are usage limits
 _MAX_RETRY_AFTER_S = 300.0
 
@@ -417,7 +419,7 @@ class RunDriver:
                     )  # fmt: skip
                 self.arrivals.forget(done.name)
             self.arrivals.forget(path.name)
-            state, message = AttemptState.REWORK, f"{refusal}; review: {review}"
+            state, message = AttemptState.REWORK, f"{refusal}{_REVIEW}{review}"
         else:
             state = AttemptState.REFUSED
             message = f"{refusal}; read {path} and decide"
@@ -529,17 +531,24 @@ class RunDriver:
             self.cancel.wait(self.backoff[min(number - 1, len(self.backoff) - 1)])
 
     def _rework_note(self, spec: PhaseSpec, attempts: list[AttemptRecord]) -> str | None:
-        """The reviewer's findings, when ``spec`` runs again because of a rework round."""
+        """The reviewer's findings, when ``spec`` runs again because of a rework round or of a
+        person's retry of work the reviewer refused."""
         if spec.name != self.config.features.rework_phase:
             return None
-        reworks = [a for a in attempts if a.state == AttemptState.REWORK]
-        if not reworks:
+        sent_back = [
+            a for a in attempts
+            if a.state == AttemptState.REWORK
+            or (a.state == AttemptState.RESET and _REVIEW in (a.message or ""))
+        ]  # fmt: skip
+        if not sent_back:
             return None
         mine = [a for a in attempts if a.phase == spec.name and a.state == AttemptState.COMPLETED]
-        if mine and mine[-1].id > reworks[-1].id:
+        if mine and mine[-1].id > sent_back[-1].id:
             return None
-        reason, _, review = (reworks[-1].message or "").partition("; review: ")
-        return prompts.rework_note(spec, Path(review or self.checkpoint_dir), reason)
+        reason, _, review = (sent_back[-1].message or "").partition(_REVIEW)
+        return prompts.rework_note(
+            spec, Path(review or self.checkpoint_dir), reason, self.checkpoint_dir
+        )
 
     def _finish_attempt(self, live: LiveAttempt, state: AttemptState, reason: str) -> None:
         result = live.outcome.result

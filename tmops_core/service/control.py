@@ -152,10 +152,11 @@ class Controls:
             )
         phases = workflow[workflow.index(phase) :]
         set_aside = self._set_aside_checkpoints(layout, run, phases)
-        store.reset_phases(
-            feature, run.run, phases, message=f"sent back by a person: retry from {phase}",
-            now=iso(utc_now()),
-        )  # fmt: skip
+        message = f"sent back by a person: retry from {phase}"
+        review = self._refused_review(store, run, set_aside)
+        if review is not None:  # the phase that runs again is told what the reviewer found
+            message += f": {review[0]}; review: {review[1]}"
+        store.reset_phases(feature, run.run, phases, message=message, now=iso(utc_now()))
         self._audit(store, run, "orchestration.run.retried", phase=phase, phases=phases,
                     set_aside=set_aside)  # fmt: skip
         answer = self.start(feature, resume=True, workspace=workspace, spawn=spawn)
@@ -163,6 +164,24 @@ class Controls:
         answer["set_aside"] = set_aside
         answer["message"] += f"; from {phase} again"
         return answer
+
+    def _refused_review(
+        self, store: Store, run: RunRecord, set_aside: list[str]
+    ) -> tuple[str, str] | None:
+        """For a run that needs review: the reviewer's refusal and where its checkpoint went."""
+        if run.status != RunState.NEEDS_REVIEW:
+            return None
+        refused = [
+            a for a in store.attempts(run.feature, run.run) if a.state == AttemptState.REFUSED
+        ]
+        installed = self.plugins.phases()
+        if not refused or refused[-1].phase not in installed:
+            return None
+        name = installed[refused[-1].phase].spec.completion_checkpoint
+        moved = next((path for path in set_aside if Path(path).name == name), None)
+        if moved is None:
+            return None
+        return (refused[-1].message or "refused").partition("; read ")[0], moved
 
     def _retry_phase(self, run: RunRecord, workflow: list[str]) -> str:
         if run.status == RunState.NEEDS_REVIEW and self.config.features.rework_phase in workflow:
