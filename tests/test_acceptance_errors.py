@@ -250,20 +250,37 @@ def test_a_feature_folder_without_write_permission_of_its_own_does_not_stop_the_
 # -- 4. the branch rewritten by an outside process during a phase -----------------------------
 
 
+def _freeze_an_agent(site: Site, feature: str, phase: str | None = None) -> int:
+    """SIGSTOP a live agent of the feature (of the phase, if given): its run stays where it
+    is, holding its slot, while the test looks; the caller sends SIGCONT."""
+    while True:
+        agent = wait_until(lambda: site.live_agent(feature, phase), timeout=WAIT_S, what="an agent")
+        assert agent.pid is not None
+        assert agent.start_time is not None
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile: take the next one
+            os.kill(agent.pid, signal.SIGSTOP)
+        if process_alive(agent.pid, agent.start_time):
+            return agent.pid
+
+
 def test_a_branch_rewritten_during_a_phase_pauses_the_run_with_a_backup_and_can_go_on(
     tmp_path: Path, sites: list[Site]
 ) -> None:
     site = _site(sites, tmp_path, fault="tester:slow=3")
     assert site.cli("start", F).returncode == 0
-    wait_until(lambda: site.live_agent(F, "tester"), timeout=WAIT_S, what="the tester")
     worktree = site.worktree(F)
-    left = site.git("rev-parse", f"feature/{F}")
-    # someone amends the branch's last commit with plain git while the tester works
-    (worktree / "OUTSIDE.txt").write_text("changed by someone else\n")
-    site.git("-C", str(worktree), "add", "OUTSIDE.txt")
-    site.git("-C", str(worktree), "commit", "-q", "--amend", "-m", "amended outside tmops")
-    outside = site.git("rev-parse", f"feature/{F}")
-    assert not (site.checkpoints(F) / "003-tests-complete.md").exists(), "the tester was done"
+    tester = _freeze_an_agent(site, F, "tester")  # held still while someone else works
+    try:
+        left = site.git("rev-parse", f"feature/{F}")
+        assert left == site.git("rev-parse", f"refs/tmops/{F}/{RUN}/tester-start")
+        assert not (site.checkpoints(F) / "003-tests-complete.md").exists()
+        # someone amends the branch's last commit with plain git while the tester works
+        (worktree / "OUTSIDE.txt").write_text("changed by someone else\n")
+        site.git("-C", str(worktree), "add", "OUTSIDE.txt")
+        site.git("-C", str(worktree), "commit", "-q", "--amend", "-m", "amended outside tmops")
+        outside = site.git("rev-parse", f"feature/{F}")
+    finally:
+        os.kill(tester, signal.SIGCONT)
 
     watched = site.cli("watch", F)
     assert watched.returncode == PAUSED, watched.stdout + watched.stderr
@@ -295,18 +312,6 @@ def test_a_branch_rewritten_during_a_phase_pauses_the_run_with_a_backup_and_can_
 # -- 5. more features than the limit: queued, with their place shown -------------------------
 
 QUEUE = ["first-api", "second-api", "third-api"]  # started in this order
-
-
-def _freeze_an_agent(site: Site, feature: str) -> int:
-    """SIGSTOP a live agent of the feature: its run holds its slot while the test looks."""
-    while True:
-        agent = wait_until(lambda: site.live_agent(feature), timeout=WAIT_S, what="an agent")
-        assert agent.pid is not None
-        assert agent.start_time is not None
-        with contextlib.suppress(ProcessLookupError):  # ended meanwhile: take the next one
-            os.kill(agent.pid, signal.SIGSTOP)
-        if process_alive(agent.pid, agent.start_time):
-            return agent.pid
 
 
 def test_features_beyond_the_limit_are_queued_in_order_with_their_place_shown(
