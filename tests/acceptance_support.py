@@ -9,7 +9,10 @@ A plain module, not a conftest: it holds no fixture.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -146,8 +149,9 @@ class Site:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-        for pid in leftovers(self.state):  # pragma: no cover - only when a test failed
-            subprocess.run(["kill", "-9", str(pid)], check=False)
+        for pid in leftovers(self.state):  # agents a failed test left running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def make_site(base: Path, **settings: Any) -> Site:
