@@ -92,6 +92,7 @@ def repo(tmp_path: Path) -> Path:
 
 # The support modules of the tests assert too: rewrite them, as pytest does test modules.
 pytest.register_assert_rewrite(
+    "tests.acceptance_support",
     "tests.checkpoint_support",
     "tests.config_support",
     "tests.features_support",

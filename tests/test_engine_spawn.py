@@ -178,7 +178,7 @@ def test_the_run_is_failed_with_the_reason_not_left_queued(died: Died) -> None:
 def test_status_shows_the_failed_run_and_its_reason(died: Died) -> None:
     assert died.after["status"] == "failed"
     assert BROKEN in str(died.after["last_error"])
-    assert "--resume" in str(died.after["next_action"])
+    assert "tmops resume" in str(died.after["next_action"])
 
 
 # -- the MCP tool ------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 NEXT_ACTION_NEW = "edit TASK_SPEC.md, then start"
+#: the fields of a feature in ``list``
+_ROW_KEYS = ("feature", "branch", "run", "status", "queue_position", "current_phase", "updated")
 #: a phase of the workflow that no installed plugin provides
 _UNAVAILABLE = "unavailable"
 
@@ -209,6 +211,7 @@ def feature_status(
         next_action = _next_action(
             feature, state, run_record, current, branch, layout.checkpoint_dir(feature, run or "")
         )
+    queue_position = _queue_position(store, run_record)
     engine = _engine(layout, store, run_record)
     if engine == "dead":
         next_action = f"its engine stopped: `tmops start {feature}` takes the run over"
@@ -234,6 +237,7 @@ def feature_status(
         "cost_usd": round(run_record.cost_usd, 6) if run_record else 0.0,
         "last_error": run_record.last_error if run_record else None,
         "pause_reason": run_record.pause_reason if run_record else None,
+        "queue_position": queue_position,
         "engine": engine,
     }
     if include_sessions:
@@ -300,7 +304,24 @@ def _next_action(
                 f"{feature}`)"
             )
         return f"`tmops resume {feature}` goes on ({run.last_error})"
-    return f"fix the problem, then `tmops start {feature} --resume`: {run.last_error}"
+    by_hand = ""
+    if current is not None:
+        by_hand = (
+            f", or do the {current.phase} by hand (`tmops prompt {feature} {current.phase}` "
+            "says how) and resume"
+        )
+    return f"fix the problem, then `tmops resume {feature}`{by_hand}: {run.last_error}"
+
+
+def _queue_position(store: Store | None, run: RunRecord | None) -> int | None:
+    """1-based place of a queued run among the queued runs, in the order the engine admits
+    them (FIFO by queue order); None for a run that is not queued."""
+    if store is None or run is None or run.status != RunState.QUEUED:
+        return None
+    for place, queued in enumerate(store.queued_runs(), start=1):
+        if (queued.feature, queued.run) == (run.feature, run.run):
+            return place
+    return None
 
 
 def _engine(layout: Layout, store: Store | None, run: RunRecord | None) -> str | None:
@@ -386,10 +407,5 @@ def list_features(
             )
         except FeatureError:
             continue
-        rows.append(
-            {
-                key: status[key]
-                for key in ("feature", "branch", "run", "status", "current_phase", "updated")
-            }
-        )
+        rows.append({key: status[key] for key in _ROW_KEYS})
     return rows

@@ -248,9 +248,16 @@ def list_command(state: AppState, workspace: Path | None, as_json: bool) -> None
         return
     table = [("FEATURE", "BRANCH", "RUN", "STATUS", "UPDATED")]
     table += [
-        (r["feature"], r["branch"], r["run"] or "-", r["status"], r["updated"] or "-") for r in rows
+        (r["feature"], r["branch"], r["run"] or "-", _status_text(r), r["updated"] or "-")
+        for r in rows
     ]
     _echo_table(table)
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    """The status, with its place in the queue for a queued run (``queued #2``)."""
+    place = status.get("queue_position")
+    return f"{status['status']} #{place}" if place else str(status["status"])
 
 
 @cli.command("status")
@@ -266,6 +273,8 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
         return
     progress = status["phase_progress"]
     click.echo(f"{status['feature']}: {status['status']} (run {status['run']}, {status['branch']})")
+    if status.get("queue_position"):
+        click.echo(f"queue position: {status['queue_position']}")
     click.echo(f"phases: {progress['completed']}/{progress['total']} completed")
     sessions = status.get("sessions") or {}
     for phase in progress["phases"]:

@@ -145,6 +145,8 @@ class FeatureRow(BaseModel):
     branch: str
     run: str | None
     status: str
+    #: a queued run's place in the queue (1 starts next), else None
+    queue_position: int | None = None
     current_phase: str | None
     updated: str | None
 
@@ -172,6 +174,8 @@ class StatusOutput(BaseModel):
     last_error: str | None
     #: why a paused run is paused (requested, awaiting_approval, branch_moved, ...)
     pause_reason: str | None = None
+    #: a queued run's place among the queued runs, 1-based, in the order the engine admits them
+    queue_position: int | None = None
     #: a queued or running run's engine: alive, dead (taken over on this read) or none
     engine: str | None = None
     sessions: dict[str, dict[str, Any]] | None = None
