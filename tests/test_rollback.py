@@ -85,6 +85,10 @@ def test_implementer_rollback_keeps_the_tests_and_undoes_the_code(finished: Fini
         "orchestrator": "completed", "tester": "completed",
         "implementer": "pending", "verifier": "pending",
     }  # fmt: skip
+    # the sessions count from the reset: nothing ran since
+    sessions = status["sessions"]
+    assert (sessions["implementer"]["attempts"], sessions["implementer"]["session_id"]) == (0, None)
+    assert sessions["tester"]["attempts"] == 1
     # their checkpoints and the run's outputs are set aside, not deleted
     backup_dir = Path(answer["backup_dir"])
     assert sorted(p.name for p in backup_dir.iterdir()) == [

@@ -43,7 +43,7 @@ from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.plugins import Plugins
-from tmops_core.store import AttemptRecord, LostOwnership, Store
+from tmops_core.store import AttemptRecord, LostOwnership, Store, since_reset
 from tmops_core.workspace.layout import Layout, check_run_paths, iso, rename_checked, utc_now
 from tmops_core.workspace.project_files import FeatureLine, write_feature_line
 from tmops_hookspecs import (
@@ -58,20 +58,13 @@ from tmops_hookspecs import (
     TmopsError,
 )
 
-__all__ = ["RunDriver", "since_reset"]
+__all__ = ["RunDriver"]
 
 _TRANSIENT_BACKOFF_S = (1.0, 4.0, 15.0)
 #: in a rework's (or a retry's) message, what precedes the path of the refused review
 _REVIEW = "; review: "
 #: the longest ``retry_after_s`` honoured before a retry; longer ones are usage limits
 _MAX_RETRY_AFTER_S = 300.0
-
-
-def since_reset(attempts: list[AttemptRecord], phase: str) -> list[AttemptRecord]:
-    """The attempts at ``phase`` after a person last sent it back (retry, rollback)."""
-    mine = [a for a in attempts if a.phase == phase]
-    resets = [i for i, a in enumerate(mine) if a.state == AttemptState.RESET]
-    return mine[resets[-1] + 1 :] if resets else mine
 
 
 class RunDriver:

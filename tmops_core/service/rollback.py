@@ -20,9 +20,8 @@ import attrs
 from tmops_core.config import Config
 from tmops_core.git import Git
 from tmops_core.lifecycle import ACTIVE_RUN_STATES, PauseReason, RunState
-from tmops_core.orchestration.run import since_reset
 from tmops_core.plugins import Plugins
-from tmops_core.store import FeatureRecord, RunRecord, Store
+from tmops_core.store import FeatureRecord, RunRecord, Store, since_reset
 from tmops_core.workspace.layout import (
     Layout,
     ensure_private_dir,

@@ -20,7 +20,7 @@ import attrs
 
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
 from tmops_core.orchestration.daemon import engine_running, run_engine_alive
-from tmops_core.store import AttemptRecord, RunRecord, Store
+from tmops_core.store import AttemptRecord, RunRecord, Store, since_reset
 from tmops_core.workspace.layout import FEATURE_NAME, Layout, iso, open_dir
 from tmops_core.workspace.project_files import FeatureLine, read_features
 from tmops_hookspecs import CHECKPOINT_NAME_PATTERN, FeatureError, PhaseSpec, WorkspaceError
@@ -338,13 +338,15 @@ def _engine(layout: Layout, store: Store | None, run: RunRecord | None) -> str |
 
 
 def _session(progress: PhaseProgress, attempts: Sequence[AttemptRecord]) -> dict[str, Any]:
-    mine = [a for a in attempts if a.phase == progress.phase and a.outcome != "adopted"]
+    # the attempts since a person last sent the phase back; its cost counts them all
+    spent = sum(a.cost_usd or 0.0 for a in attempts if a.phase == progress.phase)
+    mine = [a for a in since_reset(list(attempts), progress.phase) if a.outcome != "adopted"]
     if not mine:
         state = {"completed": "completed", "in_progress": "active"}.get(
             progress.status, "not_started"
         )
         return {"phase": progress.phase, "state": state, "session_id": None, "attempts": 0,
-                "cost_usd": 0.0, "pid": None}  # fmt: skip
+                "cost_usd": round(spent, 6), "pid": None}  # fmt: skip
     last = mine[-1]
     state = "active" if last.state in LIVE_ATTEMPT_STATES else last.state
     return {
@@ -352,7 +354,7 @@ def _session(progress: PhaseProgress, attempts: Sequence[AttemptRecord]) -> dict
         "state": state,
         "session_id": next((a.session_id for a in reversed(mine) if a.session_id), None),
         "attempts": len(mine),
-        "cost_usd": round(sum(a.cost_usd or 0.0 for a in mine), 6),
+        "cost_usd": round(spent, 6),
         "pid": last.pid if state == "active" else None,
     }
 

@@ -17,6 +17,7 @@ from tmops_core.store.records import (
     FeatureRecord,
     LostOwnership,
     RunRecord,
+    since_reset,
 )
 from tmops_core.store.sqlite import SQLiteStore
 
@@ -33,6 +34,7 @@ __all__ = [
     "Store",
     "open_existing_store",
     "open_store",
+    "since_reset",
 ]
 
 

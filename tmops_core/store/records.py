@@ -1,11 +1,11 @@
 """The records the store hands out, whatever the backend: features, runs, attempts, and the
-exception that tells a runner it lost its run. Data only."""
+exception that tells a runner it lost its run; data, and one pure helper over it."""
 
 from __future__ import annotations
 
 import attrs
 
-from tmops_core.lifecycle import ACTIVE_RUN_STATES
+from tmops_core.lifecycle import ACTIVE_RUN_STATES, AttemptState
 
 __all__ = [
     "ACTIVE_STATES",
@@ -14,6 +14,7 @@ __all__ = [
     "FeatureRecord",
     "LostOwnership",
     "RunRecord",
+    "since_reset",
 ]
 
 #: the SQLite database under ``.tmops/``
@@ -86,6 +87,13 @@ class AttemptRecord:
     message: str | None = None
     duration_s: float | None = None
     finished_at: str | None = None
+
+
+def since_reset(attempts: list[AttemptRecord], phase: str) -> list[AttemptRecord]:
+    """The attempts at ``phase`` after a person last sent it back (retry, rollback)."""
+    mine = [a for a in attempts if a.phase == phase]
+    resets = [i for i, a in enumerate(mine) if a.state == AttemptState.RESET]
+    return mine[resets[-1] + 1 :] if resets else mine
 
 
 class LostOwnership(Exception):
