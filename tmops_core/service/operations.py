@@ -27,7 +27,9 @@ from tmops_core.orchestration.daemon import (
     LEASE_S,
     READY,
     Engine,
+    engine_running,
     run_engine_alive,
+    serving_engine_alive,
     spawn_engine,
 )
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
@@ -170,8 +172,10 @@ class Service:
         accept_branch: bool = False,
         workspace: Path | None = None,
         spawn: bool = True,
+        force: bool = False,
     ) -> dict[str, Any]:
-        """Queue the feature's current run and make sure an engine serves it; returns at once."""
+        """Queue the feature's current run and make sure an engine serves it; returns at once.
+        ``force`` starts it on a TASK_SPEC.md that is still the untouched template."""
         layout, store, record = self._tracked(feature, workspace)
         run = store.run(feature, record.current_run)
         if run is None:
@@ -190,14 +194,7 @@ class Service:
                 hint="enable it, or start with another --provider",
             )
         if run.active:
-            # Already queued or running; make sure an engine serves it (it may have died: the
-            # engine started now takes the run over, at its place in the queue).
-            if spawn:
-                self._spawn_engine(layout, store, feature, run.run)
-            state = "already " + run.status
-            if run.status == RunState.RUNNING and not run_engine_alive(store, run):
-                state = "its engine had stopped; a new engine takes the run over"
-            return self._start_answer(run, run.provider or name, state)
+            return self._start_active(layout, store, run, name, spawn=spawn)
         ended = f"run '{run.run}' of '{feature}' has {run.status}"
         if run.status == RunState.COMPLETED:
             raise FeatureError(ended, hint=f"start a new run: tmops init {feature} --retry")
@@ -208,7 +205,7 @@ class Service:
             )
         check_before_start(
             self.config, self.plugins, layout, feature=feature, run=run.run,
-            worktree=Path(record.worktree), provider_name=name,
+            worktree=Path(record.worktree), provider_name=name, force=force,
         )  # fmt: skip
         if run.pause_reason == PauseReason.BRANCH_MOVED:
             self._check_branch(store, record, run, accept=accept_branch)
@@ -223,6 +220,33 @@ class Service:
         if spawn:
             self._spawn_engine(layout, store, feature, run.run)
         return self._start_answer(queued, name, "queued")
+
+    def _start_active(
+        self, layout: Layout, store: Store, run: RunRecord, provider: str, *, spawn: bool
+    ) -> dict[str, Any]:
+        """A run already queued or running: an error while a live engine serves it; if its
+        engine died, the engine started now takes the run over, at its place in the queue."""
+        # A serving engine holds the project's lock; one whose lock is free is dead or dying,
+        # though its record may still read alive for a moment after a kill -9.
+        served = engine_running(layout) and (
+            run_engine_alive(store, run)
+            if run.status == RunState.RUNNING
+            else serving_engine_alive(store)
+        )
+        if served:
+            raise FeatureError(
+                f"run '{run.run}' of '{run.feature}' is already {run.status} (run id "
+                f"{run.run_id}): an engine serves it",
+                hint=f"follow it with `tmops watch {run.feature}`, or stop it with "
+                f"`tmops cancel {run.feature}` (then `tmops start {run.feature} --resume`)",
+            )
+        if spawn:
+            self._spawn_engine(layout, store, run.feature, run.run)
+        if run.status == RunState.RUNNING:
+            state = "its engine had stopped; a new engine takes the run over"
+        else:
+            state = "already queued" + ("; no engine served it: one was started" if spawn else "")
+        return self._start_answer(run, run.provider or provider, state)
 
     def _spawn_engine(self, layout: Layout, store: Store, feature: str, run: str) -> None:
         """Make sure an engine serves the project; if none can start, the run that waits for

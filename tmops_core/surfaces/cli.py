@@ -296,6 +296,9 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
     help="With --resume: continue a run paused because its branch moved, from the new head.",
 )
 @click.option("--wait", is_flag=True, help="Follow the run to its end; the exit code says how.")
+@click.option(
+    "--force", is_flag=True, help="Start even though TASK_SPEC.md is still the untouched template."
+)
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_obj
@@ -306,13 +309,14 @@ def start_command(
     resume: bool,
     accept_branch: bool,
     wait: bool,
+    force: bool,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
     """Queue FEATURE's run through the workflow; returns at once unless --wait."""
     answer = state.service.start(
         feature, provider=provider, resume=resume, accept_branch=accept_branch,
-        workspace=workspace,
+        workspace=workspace, force=force,
     )  # fmt: skip
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
     if wait:
