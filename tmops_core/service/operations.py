@@ -17,7 +17,15 @@ from typing import Any
 from loguru import logger
 
 from tmops_core.agents.processes import reap_orphans
-from tmops_core.config import LoadedConfig, load_config, provider_settings, redacted, to_data
+from tmops_core.config import (
+    Config,
+    LoadedConfig,
+    ProviderConfig,
+    load_config,
+    provider_settings,
+    redacted,
+    to_data,
+)
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
 from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
@@ -551,6 +559,13 @@ class Service:
         return problems
 
     def effective_config(self) -> dict[str, Any]:
-        """The config in force, as data, with secrets redacted."""
-        data: dict[str, Any] = redacted(to_data(self.config))
-        return data
+        """The config in force, as data, with secrets redacted: every key with its value,
+        defaults included, and the default provider's section even when the file has none
+        (it runs with those built-in settings)."""
+        data = to_data(self.config)
+        default = self.config.features.default_provider
+        if not {default, default.replace("-", "_")} & set(self.config.providers):
+            builtin = Config(providers={default: ProviderConfig()})
+            data["providers"][default] = to_data(builtin)["providers"][default]
+        shown: dict[str, Any] = redacted(data)
+        return shown
