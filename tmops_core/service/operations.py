@@ -10,7 +10,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +81,9 @@ class Service:
         """Read the config (every error at once) and load the plugins it does not disable."""
         loaded = load_config(config_path, cwd=cwd)
         configure_logging(loaded.config.telemetry.level, debug=debug)
-        plugins = create_plugin_manager(disabled=loaded.config.plugins.disabled)
+        plugins = create_plugin_manager(
+            disabled=loaded.config.plugins.disabled, settings=loaded.config.plugins.settings
+        )
         return cls(loaded, plugins)
 
     # -- telemetry ---------------------------------------------------------------------------
@@ -482,10 +483,6 @@ class Service:
 
     # -- plugins -----------------------------------------------------------------------------
 
-    def plugin_settings(self, plugin: str) -> Mapping[str, Any]:
-        """The config section of one plugin (``plugins.settings.<name>``), empty if none."""
-        return self.config.plugins.settings.get(plugin, {})
-
     def plugin_report(self) -> tuple[list[PluginInfo], list[PluginFailure]]:
         return self.plugins.info(), list(self.plugins.failures)
 
@@ -506,7 +503,11 @@ class Service:
                     f"settings for {name!r}, which is not an installed plugin "
                     f"(installed: {installed}) @ $.plugins.settings.{name}"
                 )
-        warnings = [f"plugin {f.name} was skipped: {f.reason}" for f in self.plugins.failures]
+        failures = self.plugins.failures
+        problems += [f"{f.reason} @ {f.config_path}" for f in failures if f.config_path]
+        warnings = [
+            f"plugin {f.name} was skipped: {f.reason}" for f in failures if not f.config_path
+        ]
         problems += self._check_workflow(warnings)
         problems += self._check_providers(warnings)
         if problems:
