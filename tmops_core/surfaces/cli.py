@@ -20,7 +20,7 @@ from tmops_core import __version__
 from tmops_core.service.operations import HEARTBEAT_S, LEASE_S
 from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
 from tmops_core.surfaces.cli_state import AppState
-from tmops_core.surfaces.follow import follow_run
+from tmops_core.surfaces.follow import follow_run, last_event_id
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
 
@@ -314,13 +314,16 @@ def start_command(
     as_json: bool,
 ) -> None:
     """Queue FEATURE's run through the workflow; returns at once unless --wait."""
+    # --wait follows this run only: a resumed run keeps its name, and the events of its
+    # earlier attempts are already in the log.
+    since = last_event_id(state.service, feature, workspace=workspace) if wait else 0
     answer = state.service.start(
         feature, provider=provider, resume=resume, accept_branch=accept_branch,
         workspace=workspace, force=force,
     )  # fmt: skip
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
     if wait:
-        sys.exit(follow_run(state.service, feature, workspace=workspace))
+        sys.exit(follow_run(state.service, feature, workspace=workspace, after_id=since))
 
 
 @cli.command("watch")
