@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from tmops_core.config import Config, ProviderConfig, to_data
 from tmops_core.surfaces.cli import cli
 
 from .conftest import MakeDist
@@ -233,3 +236,41 @@ def test_config_check_warns_about_a_section_of_a_provider_not_installed(tmp_path
     result = run("--config", str(config), "config", "check")
     assert result.exit_code == 0
     assert "warning: providers.codex configures a provider that is not installed" in result.stderr
+
+
+def _model_keys(model: type[Any], prefix: str = "") -> set[str]:
+    """Every key path of an attrs config class, nested sections included."""
+    keys = set()
+    for field in attrs.fields(attrs.resolve_types(model)):
+        path = f"{prefix}{field.name}"
+        keys.add(path)
+        if attrs.has(field.type):
+            keys |= _model_keys(field.type, f"{path}.")
+    return keys
+
+
+def _shown_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in data.items():
+        keys.add(f"{prefix}{key}")
+        if isinstance(value, dict) and prefix.count(".") < 1:  # sections, not their mappings
+            keys |= _shown_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def test_config_show_of_a_minimal_file_shows_every_key_with_its_default(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", "features: {max_retries: 5}\n")
+    shown = run("--config", str(config), "config", "show", "--json")
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.stdout)
+    assert _model_keys(Config) <= _shown_keys(data)
+    assert data["features"]["max_retries"] == 5
+    assert data["features"]["concurrent_limit"] == 1
+    defaults = to_data(Config())
+    assert data["paths"] == defaults["paths"]
+    assert data["telemetry"] == defaults["telemetry"]
+    # the default provider runs with its built-in settings: they are shown, every key of them
+    provider = data["providers"]["claude-code"]
+    assert set(provider) == {field.name for field in attrs.fields(ProviderConfig)}
+    assert provider["permission_mode"] == "acceptEdits"
+    assert provider["timeout_s"] == 3600

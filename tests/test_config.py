@@ -151,9 +151,9 @@ def test_missing_variable_without_default_is_reported_with_its_path(
 ) -> None:
     monkeypatch.delenv("TMOPS_TEST_MISSING", raising=False)
 
-    error = load_error(tmp_path, "paths: {checkpoints: '${TMOPS_TEST_MISSING}/cp'}\n")
+    error = load_error(tmp_path, "paths: {instructions: '${TMOPS_TEST_MISSING}/cp'}\n")
 
-    assert problem_paths(error) == ["$.paths.checkpoints"]
+    assert problem_paths(error) == ["$.paths.instructions"]
     assert "TMOPS_TEST_MISSING" in error.problems[0]
 
 

@@ -133,7 +133,7 @@ features:
 telemetry:
   level: loud
 paths:
-  checkpoints: "${TMOPS_TEST_MISSING}"
+  instructions: "${TMOPS_TEST_MISSING}"
 extra_section: {}
 """
     error = load_error(tmp_path, text)
@@ -149,7 +149,7 @@ extra_section: {}
             "$.features.default_phases",
             "$.features.checkpoint_timeout",
             "$.telemetry.level",
-            "$.paths.checkpoints",
+            "$.paths.instructions",
         ]
     )
     assert f"has {len(error.problems)} error(s)" in error.message

@@ -10,7 +10,7 @@ import pytest
 
 from tmops_core.config import Config, parse_config, redacted, to_data
 
-from .config_support import load_text
+from .config_support import load_error, load_text, problem_paths
 
 pytestmark = pytest.mark.usefixtures("no_config_env")
 
@@ -47,8 +47,22 @@ paths:
 # --------------------------------------------------------------------------------------------
 
 
-def test_seed_example_config_loads(tmp_path: Path) -> None:
-    config = load_text(tmp_path, SEED_CONFIG, name="tmops.yaml")
+#: the seed's keys tmops does not read (see RETIRED_KEYS): refused, each with what to do
+SEED_RETIRED = ('  tmops_tools: "./tmops_v6_portable/tmops_tools"\n',
+                '  checkpoints: ".tmops/{feature}/runs/initial/checkpoints"\n')  # fmt: skip
+SEED_WITHOUT_RETIRED = SEED_CONFIG.replace(SEED_RETIRED[0], "").replace(SEED_RETIRED[1], "")
+
+
+def test_the_seed_example_is_refused_only_for_the_keys_tmops_does_not_read(
+    tmp_path: Path,
+) -> None:
+    error = load_error(tmp_path, SEED_CONFIG, name="tmops.yaml")
+    assert sorted(problem_paths(error)) == ["$.paths.checkpoints", "$.paths.tmops_tools"]
+    assert all("is no longer supported" in problem for problem in error.problems)
+
+
+def test_seed_example_config_loads_without_those_keys(tmp_path: Path) -> None:
+    config = load_text(tmp_path, SEED_WITHOUT_RETIRED, name="tmops.yaml")
 
     assert list(config.providers) == ["claude_code"]
     claude = config.providers["claude_code"]
@@ -58,13 +72,13 @@ def test_seed_example_config_loads(tmp_path: Path) -> None:
     assert config.features.checkpoint_timeout == 300
     assert config.telemetry.outputs["console"] is True
     assert config.telemetry.outputs["file"] == "./logs/tmops.log"
-    assert config.paths.checkpoints == ".tmops/{feature}/runs/initial/checkpoints"
+    assert config.paths.instructions == "./tmops_v6_portable/instance_instructions"
     assert config.server.name == "tmops-mcp"
 
 
 @pytest.fixture
 def seed_config(tmp_path: Path) -> Config:
-    return load_text(tmp_path, SEED_CONFIG, name="tmops.yaml")
+    return load_text(tmp_path, SEED_WITHOUT_RETIRED, name="tmops.yaml")
 
 
 def test_config_attributes_cannot_be_assigned(seed_config: Config) -> None:

@@ -61,7 +61,59 @@ def test_tmops_plugins_lists_the_example(plugin_env: dict[str, str], tmp_path: P
         "phases": ["security-review"],
         "validators": ["no-secrets"],
         "sinks": ["security-audit"],
+        "hooks": ["tmops_configure"],
     }
+
+
+def test_the_example_reads_its_setting_from_plugins_settings(
+    plugin_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``plugins.settings.security-review.ignore`` reaches the plugin through tmops_configure:
+    the kinds it lists are no longer reported by its validator."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tmops_core.service.operations import Service\n"
+        "from tmops_hookspecs import Checkpoint, CheckpointFormat, FeatureContext\n"
+        "here = Path.cwd()\n"
+        "context = FeatureContext(feature='auth', run='initial', workspace='default',\n"
+        "    project_root=here, worktree=here, branch='feature/auth', run_dir=here,\n"
+        "    checkpoint_dir=here)\n"
+        "leaked = Checkpoint(name='005-impl-complete.md', path=here / '005-impl-complete.md',\n"
+        "    format=CheckpointFormat.PLAIN, body='key AKIAABCDEFGHIJKLMNOP\\n')\n"
+        "service = Service.load(sys.argv[1])\n"
+        "validate = service.plugins.validators()['no-secrets'].spec.validate\n"
+        "print(len(list(validate(leaked, context))))\n"
+        "service.close()\n"
+    )
+
+    def problems_with(config_text: str) -> str:
+        config = tmp_path / "tmops.yaml"
+        config.write_text(config_text)
+        config.chmod(0o600)
+        return subprocess.run(
+            [sys.executable, "-c", script, str(config)], capture_output=True, text=True,
+            check=True, env=plugin_env, cwd=tmp_path, timeout=60,
+        ).stdout.strip()  # fmt: skip
+
+    assert problems_with("{}\n") == "1"
+    ignoring = "plugins:\n  settings:\n    security-review: {ignore: [AWS access key]}\n"
+    assert problems_with(ignoring) == "0"
+
+
+def test_a_bad_setting_of_the_example_fails_config_check(
+    plugin_env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "tmops.yaml"
+    config.write_text("plugins:\n  settings:\n    security-review: {ignore: [passwords]}\n")
+    config.chmod(0o600)
+    result = subprocess.run(
+        [TMOPS, "--config", str(config), "config", "check"],
+        capture_output=True, text=True, check=False, env=plugin_env, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'ignore' must be a list of secret kinds" in result.stderr
+    assert "@ $.plugins.settings.security-review" in result.stderr
 
 
 def test_an_emitted_event_reaches_the_example_sink(

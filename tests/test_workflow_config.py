@@ -82,8 +82,14 @@ def _service(tmp_path: Path, phases: list[str], **extra: Any) -> tuple[Service, 
     return service, root, record
 
 
+def _init(service: Service, root: Path, feature: str = "audit") -> None:
+    """Create the feature with a task spec of its own: start refuses the untouched template."""
+    spec = service.init(InitRequest(feature=feature, workspace=root)).task_spec
+    spec.write_text(f"# Task Specification: {feature}\n\nRecord what each phase is given.\n")
+
+
 def _run(service: Service, root: Path, feature: str = "audit") -> dict[str, Any]:
-    service.init(InitRequest(feature=feature, workspace=root))
+    _init(service, root, feature)
     service.start(feature, workspace=root, spawn=False)
     service.serve_engine(workspace=root, idle_exit_s=0.1, retry_backoff_s=(0.05,))
     return service.status(feature, workspace=root)
@@ -130,7 +136,7 @@ def test_a_configured_instructions_folder_replaces_the_builtin_role_text(
 def test_a_workflow_naming_a_phase_nobody_provides_is_refused_at_start(tmp_path: Path) -> None:
     service, root, _ = _service(tmp_path, ["orchestrator", "no-such-phase"])
     try:
-        service.init(InitRequest(feature="audit", workspace=root))
+        _init(service, root)
         with pytest.raises(FeatureError, match="no-such-phase"):
             service.start("audit", workspace=root, spawn=False)
         status = service.status("audit", workspace=root)

@@ -34,6 +34,7 @@ from tmops_hookspecs import ConfigError
 __all__ = [
     "CONFIG_ENV",
     "MAX_CONFIG_BYTES",
+    "RETIRED_KEYS",
     "Config",
     "FeaturesConfig",
     "LoadedConfig",
@@ -166,12 +167,21 @@ class TelemetryConfig:
 
 @attrs.frozen(kw_only=True)
 class PathsConfig:
-    tmops_tools: str | None = None
     #: a legacy ``init_feature_multi.sh`` run instead of the native init, relative to the root
     init_script: str | None = None
     init_timeout: int = attrs.field(default=120, validator=_positive)
-    checkpoints: str = ".tmops/{feature}/runs/{run}/checkpoints"
+    #: folder of ``<role>.md`` files replacing the built-in role instructions
     instructions: str | None = None
+
+
+#: Keys of the seed's config that tmops does not read, refused with why and what to do rather
+#: than kept as settings that silently change nothing.
+RETIRED_KEYS: Mapping[tuple[str, str], str] = {
+    ("paths", "checkpoints"): "checkpoints are always in .tmops/<feature>/runs/<run>/checkpoints, "
+    "where the engine, status and the agents' prompts look for them; remove the key",
+    ("paths", "tmops_tools"): "tmops runs no script from that folder; to run the upstream init "
+    "script, set paths.init_script to its path, and remove the key",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -434,6 +444,7 @@ def parse_config(
     if not isinstance(data, dict):
         raise ConfigError(f"config {source} must be a mapping of sections, got {_describe(data)}")
     problems: list[str] = []
+    data = _without_retired_keys(data, problems)
     expanded = _expand(data, os.environ if env is None else env, "$", problems)
     try:
         config = _CONVERTER.structure(expanded, Config)
@@ -449,6 +460,25 @@ def parse_config(
             problems,
         )
     return config
+
+
+def _without_retired_keys(data: dict[Any, Any], problems: list[str]) -> dict[Any, Any]:
+    """``data`` without the :data:`RETIRED_KEYS`, each reported as a problem saying why."""
+    found = [
+        (section, key)
+        for section, key in RETIRED_KEYS
+        if isinstance(data.get(section), dict) and key in data[section]
+    ]
+    if not found:
+        return data
+    kept = dict(data)
+    for section, key in found:
+        problems.append(
+            f"{section}.{key} is no longer supported: {RETIRED_KEYS[section, key]} "
+            f"@ $.{section}.{key}"
+        )
+        kept[section] = {k: v for k, v in kept[section].items() if k != key}
+    return kept
 
 
 def find_config(

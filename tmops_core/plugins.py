@@ -9,6 +9,7 @@ and dropped; the others still load. :class:`Plugins` is the only code that touch
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -25,6 +26,7 @@ from tmops_hookspecs import (
     PluginError,
     ProviderSpec,
     SinkSpec,
+    TmopsError,
     ValidatorSpec,
     specs,
 )
@@ -77,6 +79,9 @@ class PluginFailure:
 
     name: str
     reason: str
+    #: where in the config the cause is (``$.plugins.settings.<name>`` for settings the plugin
+    #: refused): a config error then, not a warning
+    config_path: str | None = None
 
 
 @attrs.frozen
@@ -102,14 +107,17 @@ def create_plugin_manager(
     disabled: Iterable[str] = (),
     autoload: bool | None = None,
     extra: Iterable[tuple[str, object]] = (),
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plugins:
-    """Build a fresh plugin manager: specs, entry points, ``extra`` plugins, ``check_pending()``.
+    """Build a fresh plugin manager: specs, entry points, ``extra`` plugins, ``check_pending()``,
+    then each plugin's ``tmops_configure`` with its section of ``settings``.
 
     :param disabled: plugin names not to load (config ``plugins.disabled``); names from
         ``$TMOPS_DISABLE_PLUGINS`` are added.
     :param autoload: load entry points; ``None`` means yes unless
         ``TMOPS_DISABLE_PLUGIN_AUTOLOAD=1``.
     :param extra: ``(name, plugin)`` pairs registered after the entry points (tests, embedding).
+    :param settings: config ``plugins.settings``: plugin name -> that plugin's own section.
     """
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(specs)
@@ -127,7 +135,7 @@ def create_plugin_manager(
         if name not in blocked:
             _register(pm, plugin, name, failures, origins, origin=(None, None))
     _check_pending(pm, failures)
-    return Plugins(pm, failures, origins)
+    return Plugins(pm, failures, origins, settings or {})
 
 
 def _entry_points() -> list[EntryPoint]:
@@ -215,6 +223,7 @@ class Plugins:
         pm: pluggy.PluginManager,
         failures: list[PluginFailure],
         origins: Mapping[str, tuple[str | None, str | None]],
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self._pm = pm
         self._failures = failures
@@ -223,7 +232,23 @@ class Plugins:
         self._registry: dict[str, dict[str, Registered[Any]]] = {
             kind: {} for kind, _ in _REGISTRATIONS.values()
         }
+        self._configure(settings or {})
         self._collect_registrations()
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def _configure(self, settings: Mapping[str, Mapping[str, Any]]) -> None:
+        """Hand each plugin its own section before it registers anything, so what it
+        registers can depend on it; a plugin that refuses its settings is skipped."""
+        for impl in self._pm.hook.tmops_configure.get_hookimpls():
+            name = impl.plugin_name
+            section = settings.get(name, types.MappingProxyType({}))
+            try:
+                impl.function(**({"settings": section} if "settings" in impl.argnames else {}))
+            except (Exception, SystemExit) as exc:
+                message = exc.message if isinstance(exc, TmopsError) else _why(exc)
+                self._drop(name, f"plugin {name!r} refused its settings: {message}",
+                           config_path=f"$.plugins.settings.{name}")  # fmt: skip
 
     # -- registration ------------------------------------------------------------------------
 
@@ -260,8 +285,8 @@ class Plugins:
                 )
             )
 
-    def _drop(self, plugin_name: str, reason: str) -> None:
-        self._failures.append(PluginFailure(plugin_name, reason))
+    def _drop(self, plugin_name: str, reason: str, *, config_path: str | None = None) -> None:
+        self._failures.append(PluginFailure(plugin_name, reason, config_path))
         plugin = self._pm.get_plugin(plugin_name)
         if plugin is not None:
             self._pm.unregister(plugin)

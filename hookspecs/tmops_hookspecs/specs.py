@@ -1,6 +1,7 @@
 """The tmops hook specifications.
 
-Two kinds of hooks:
+``tmops_configure`` comes first: each plugin gets its own config section
+(``plugins.settings.<name>``). Then two kinds of hooks:
 
 * **Registration hooks** (``tmops_register_*``) return iterables of frozen records. The core calls
   each plugin's implementation on its own, checks what comes back, refuses a name registered by
@@ -14,8 +15,8 @@ Every hook here must be documented in ``docs/plugins.md``; a test enforces it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -32,6 +33,26 @@ PROJECT_NAME = "tmops"
 _hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 #: Marks a plugin's hook implementations: ``@hookimpl def tmops_register_sinks(): ...``.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration: called first
+# --------------------------------------------------------------------------------------------
+
+
+@_hookspec
+def tmops_configure(settings: Mapping[str, Any]) -> None:
+    """Receive the plugin's own section of the config, before any other hook of the plugin.
+
+    Called once on each loaded plugin that implements it, each time tmops loads its plugins
+    (every ``tmops`` command, MCP server and engine process).
+
+    :param settings: ``plugins.settings.<plugin name>`` (the entry-point name), read-only; an
+        empty mapping when the config has no such section. Raise
+        :class:`~tmops_hookspecs.ConfigError` for settings the plugin cannot use: the plugin is
+        then skipped, and ``tmops config check`` reports the message at
+        ``$.plugins.settings.<plugin name>``.
+    """
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,16 +61,23 @@ _SIGKILL = int(signal.SIGKILL)
 # --------------------------------------------------------------------------------------------
 
 
+#: the kernel's flag of a task that has begun to exit (include/linux/sched.h)
+_PF_EXITING = 0x4
+
+
 class _Stat(NamedTuple):
     pid: int
     state: str
     ppid: int
     pgid: int
     start_time: int
+    flags: int = 0
 
     @property
     def alive(self) -> bool:
-        return self.state not in ("Z", "X", "x")
+        # An exiting process may have closed its files (released its locks) a moment before
+        # it turns zombie: it is dead for whoever waits for those locks.
+        return self.state not in ("Z", "X", "x") and not self.flags & _PF_EXITING
 
 
 def _read_stat(pid: int) -> _Stat | None:
@@ -84,7 +91,10 @@ def _read_stat(pid: int) -> _Stat | None:
     fields = data[end + 2 :].split()
     try:
         # fields[0] is field 3 (state): field N of proc(5) is fields[N - 3].
-        return _Stat(pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
+        return _Stat(
+            pid, fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]),
+            int(fields[6]),
+        )  # fmt: skip
     except (IndexError, ValueError):
         return None
 

@@ -10,14 +10,21 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from tmops_core.agents.processes import reap_orphans
-from tmops_core.config import LoadedConfig, load_config, provider_settings, redacted, to_data
+from tmops_core.config import (
+    Config,
+    LoadedConfig,
+    ProviderConfig,
+    load_config,
+    provider_settings,
+    redacted,
+    to_data,
+)
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
 from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
@@ -27,7 +34,9 @@ from tmops_core.orchestration.daemon import (
     LEASE_S,
     READY,
     Engine,
+    engine_running,
     run_engine_alive,
+    serving_engine_alive,
     spawn_engine,
 )
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
@@ -73,7 +82,9 @@ class Service(Controls):
         """Read the config (every error at once) and load the plugins it does not disable."""
         loaded = load_config(config_path, cwd=cwd)
         configure_logging(loaded.config.telemetry.level, debug=debug)
-        plugins = create_plugin_manager(disabled=loaded.config.plugins.disabled)
+        plugins = create_plugin_manager(
+            disabled=loaded.config.plugins.disabled, settings=loaded.config.plugins.settings
+        )
         return cls(loaded, plugins)
 
     # -- telemetry ---------------------------------------------------------------------------
@@ -171,8 +182,10 @@ class Service(Controls):
         accept_branch: bool = False,
         workspace: Path | None = None,
         spawn: bool = True,
+        force: bool = False,
     ) -> dict[str, Any]:
-        """Queue the feature's current run and make sure an engine serves it; returns at once."""
+        """Queue the feature's current run and make sure an engine serves it; returns at once.
+        ``force`` starts it on a TASK_SPEC.md that is still the untouched template."""
         layout, store, record = self._tracked(feature, workspace)
         run = store.run(feature, record.current_run)
         if run is None:
@@ -191,14 +204,7 @@ class Service(Controls):
                 hint="enable it, or start with another --provider",
             )
         if run.active:
-            # Already queued or running; make sure an engine serves it (it may have died: the
-            # engine started now takes the run over, at its place in the queue).
-            if spawn:
-                self._spawn_engine(layout, store, feature, run.run)
-            state = "already " + run.status
-            if run.status == RunState.RUNNING and not run_engine_alive(store, run):
-                state = "its engine had stopped; a new engine takes the run over"
-            return self._start_answer(run, run.provider or name, state)
+            return self._start_active(layout, store, run, name, spawn=spawn)
         ended = f"run '{run.run}' of '{feature}' has {run.status}"
         if run.status == RunState.COMPLETED:
             raise FeatureError(ended, hint=f"start a new run: tmops init {feature} --retry")
@@ -209,7 +215,7 @@ class Service(Controls):
             )
         check_before_start(
             self.config, self.plugins, layout, feature=feature, run=run.run,
-            worktree=Path(record.worktree), provider_name=name,
+            worktree=Path(record.worktree), provider_name=name, force=force,
         )  # fmt: skip
         if run.pause_reason == PauseReason.BRANCH_MOVED:
             self._check_branch(store, record, run, accept=accept_branch)
@@ -224,6 +230,33 @@ class Service(Controls):
         if spawn:
             self._spawn_engine(layout, store, feature, run.run)
         return self._start_answer(queued, name, "queued")
+
+    def _start_active(
+        self, layout: Layout, store: Store, run: RunRecord, provider: str, *, spawn: bool
+    ) -> dict[str, Any]:
+        """A run already queued or running: an error while a live engine serves it; if its
+        engine died, the engine started now takes the run over, at its place in the queue."""
+        # A serving engine holds the project's lock; one whose lock is free is dead or dying,
+        # though its record may still read alive for a moment after a kill -9.
+        served = engine_running(layout) and (
+            run_engine_alive(store, run)
+            if run.status == RunState.RUNNING
+            else serving_engine_alive(store)
+        )
+        if served:
+            raise FeatureError(
+                f"run '{run.run}' of '{run.feature}' is already {run.status} (run id "
+                f"{run.run_id}): an engine serves it",
+                hint=f"follow it with `tmops watch {run.feature}`, or stop it with "
+                f"`tmops cancel {run.feature}` (then `tmops start {run.feature} --resume`)",
+            )
+        if spawn:
+            self._spawn_engine(layout, store, run.feature, run.run)
+        if run.status == RunState.RUNNING:
+            state = "its engine had stopped; a new engine takes the run over"
+        else:
+            state = "already queued" + ("; no engine served it: one was started" if spawn else "")
+        return self._start_answer(run, run.provider or provider, state)
 
     def _spawn_engine(self, layout: Layout, store: Store, feature: str, run: str) -> None:
         """Make sure an engine serves the project; if none can start, the run that waits for
@@ -454,10 +487,6 @@ class Service(Controls):
 
     # -- plugins -----------------------------------------------------------------------------
 
-    def plugin_settings(self, plugin: str) -> Mapping[str, Any]:
-        """The config section of one plugin (``plugins.settings.<name>``), empty if none."""
-        return self.config.plugins.settings.get(plugin, {})
-
     def plugin_report(self) -> tuple[list[PluginInfo], list[PluginFailure]]:
         return self.plugins.info(), list(self.plugins.failures)
 
@@ -478,7 +507,11 @@ class Service(Controls):
                     f"settings for {name!r}, which is not an installed plugin "
                     f"(installed: {installed}) @ $.plugins.settings.{name}"
                 )
-        warnings = [f"plugin {f.name} was skipped: {f.reason}" for f in self.plugins.failures]
+        failures = self.plugins.failures
+        problems += [f"{f.reason} @ {f.config_path}" for f in failures if f.config_path]
+        warnings = [
+            f"plugin {f.name} was skipped: {f.reason}" for f in failures if not f.config_path
+        ]
         problems += self._check_workflow(warnings)
         problems += self._check_providers(warnings)
         if problems:
@@ -537,6 +570,13 @@ class Service(Controls):
         return problems
 
     def effective_config(self) -> dict[str, Any]:
-        """The config in force, as data, with secrets redacted."""
-        data: dict[str, Any] = redacted(to_data(self.config))
-        return data
+        """The config in force, as data, with secrets redacted: every key with its value,
+        defaults included, and the default provider's section even when the file has none
+        (it runs with those built-in settings)."""
+        data = to_data(self.config)
+        default = self.config.features.default_provider
+        if not {default, default.replace("-", "_")} & set(self.config.providers):
+            builtin = Config(providers={default: ProviderConfig()})
+            data["providers"][default] = to_data(builtin)["providers"][default]
+        shown: dict[str, Any] = redacted(data)
+        return shown

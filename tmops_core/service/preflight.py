@@ -1,9 +1,10 @@
 """What ``start`` checks before it queues anything: that the run can get past its first step.
 
-A run sure to fail (a workflow naming a phase no plugin provides, a provider section its
-provider refuses, an agent program that is not installed) is refused with a message saying
-what to do, before a run is queued and before any paid agent session starts. It never starts a
-process and never writes anything.
+A run sure to fail or to waste its agents' time (a TASK_SPEC.md still the untouched template, a
+workflow naming a phase no plugin provides, a provider section its provider refuses, an agent
+program that is not installed) is refused with a message saying what to do, before a run is
+queued and before any paid agent session starts. It never starts a process and never writes
+anything.
 """
 
 from __future__ import annotations
@@ -15,20 +16,25 @@ from pathlib import Path
 from tmops_core.agents.env import build_env
 from tmops_core.config import Config, provider_settings
 from tmops_core.plugins import Plugins
-from tmops_core.workspace.layout import Layout
-from tmops_hookspecs import AgentRequest, FeatureError
+from tmops_core.workspace.layout import Layout, read_checked
+from tmops_core.workspace.project_files import is_untouched_template
+from tmops_hookspecs import AgentRequest, FeatureError, TmopsError
 
 __all__ = ["check_before_start"]
 
+#: the template is under 1 KiB: a longer spec is not it
+_SPEC_READ_LIMIT = 64 * 1024
 _FIX_CONFIG = "fix the config (`tmops config check` lists every problem), then start again"
 
 
 def check_before_start(
     config: Config, plugins: Plugins, layout: Layout, *, feature: str, run: str, worktree: Path,
-    provider_name: str,
+    provider_name: str, force: bool = False,
 ) -> None:  # fmt: skip
     """Raise :class:`~tmops_hookspecs.FeatureError` (or the provider's ConfigError) for a run
-    that cannot start."""
+    that cannot start; ``force`` lets a run start on the untouched TASK_SPEC.md template."""
+    if not force:
+        _check_task_spec(layout, feature, run)
     phases = plugins.phases()
     workflow = list(config.features.default_phases)
     missing = [name for name in workflow if name not in phases]
@@ -68,6 +74,24 @@ def check_before_start(
             "(not found on the agents' PATH)",
             hint=f"install it, set providers.{provider_name}.command to its path, or start "
             "with another --provider",
+        )
+
+
+def _check_task_spec(layout: Layout, feature: str, run: str) -> None:
+    # Agents given the template would invent a task and spend a whole paid run on it.
+    spec = layout.task_spec(feature, run)
+    try:
+        data = read_checked(spec, limit=_SPEC_READ_LIMIT)
+    except (TmopsError, OSError):
+        return  # a link or an unreadable spec fails the run with its reason, as before
+    # a missing spec is reported where the run checks its paths
+    if data is not None and is_untouched_template(data.decode("utf-8", "replace"), feature):
+        raise FeatureError(
+            f"the task spec {spec} is still the template `tmops init` wrote: the agents would "
+            "have no task to work on",
+            hint=f"write the feature's user story, acceptance criteria and constraints in {spec}, "
+            f"then start again; or start anyway with `tmops start {feature} --force` "
+            "(MCP: force: true)",
         )
 
 

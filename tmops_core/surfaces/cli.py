@@ -20,7 +20,7 @@ from tmops_core import __version__
 from tmops_core.service.operations import HEARTBEAT_S, LEASE_S
 from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
 from tmops_core.surfaces.cli_state import AppState
-from tmops_core.surfaces.follow import follow_run
+from tmops_core.surfaces.follow import follow_run, last_event_id
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
 
@@ -305,6 +305,9 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
     help="With --resume: continue a run paused because its branch moved, from the new head.",
 )
 @click.option("--wait", is_flag=True, help="Follow the run to its end; the exit code says how.")
+@click.option(
+    "--force", is_flag=True, help="Start even though TASK_SPEC.md is still the untouched template."
+)
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_obj
@@ -315,17 +318,21 @@ def start_command(
     resume: bool,
     accept_branch: bool,
     wait: bool,
+    force: bool,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
     """Queue FEATURE's run through the workflow; returns at once unless --wait."""
+    # --wait follows this run only: a resumed run keeps its name, and the events of its
+    # earlier attempts are already in the log.
+    since = last_event_id(state.service, feature, workspace=workspace) if wait else 0
     answer = state.service.start(
         feature, provider=provider, resume=resume, accept_branch=accept_branch,
-        workspace=workspace,
+        workspace=workspace, force=force,
     )  # fmt: skip
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
     if wait:
-        sys.exit(follow_run(state.service, feature, workspace=workspace))
+        sys.exit(follow_run(state.service, feature, workspace=workspace, after_id=since))
 
 
 @cli.command("watch")

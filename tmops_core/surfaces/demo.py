@@ -11,10 +11,11 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import yaml
 
 from tmops_core.config import LoadedConfig, parse_config
 from tmops_core.events import configure_logging
@@ -22,9 +23,9 @@ from tmops_core.git import Git
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
 from tmops_core.service.operations import Service
-from tmops_core.surfaces.follow import follow_run
+from tmops_core.surfaces.follow import INTERRUPTED_EXIT, follow_run
 from tmops_core.workspace.features import InitRequest
-from tmops_core.workspace.layout import atomic_write
+from tmops_core.workspace.layout import Layout, atomic_write, ensure_private_dir
 from tmops_hookspecs import WorkspaceError
 
 __all__ = ["run_demo", "scripted_agent_config"]
@@ -79,7 +80,8 @@ def _demo_config(provider: str) -> dict[str, object]:
 def run_demo(*, provider: str, directory: Path | None, echo: Callable[[str], None] = print) -> int:
     """Create the scratch project, run the workflow with a live view, show the commits."""
     configure_logging("warning")
-    config = parse_config(_demo_config(provider), source="the demo's built-in config")
+    data = _demo_config(provider)
+    config = parse_config(data, source="the demo's built-in config")
     root = directory or Path(tempfile.mkdtemp(prefix="tmops-demo-"))
     if directory is not None and directory.exists() and any(directory.iterdir()):
         raise WorkspaceError(f"{directory} is not empty", hint="give --dir a new or empty folder")
@@ -90,21 +92,23 @@ def run_demo(*, provider: str, directory: Path | None, echo: Callable[[str], Non
     )
     echo(f"tmops demo: feature '{DEMO_FEATURE}' in {root}, played by {label}")
     create_demo_project(root)
-    service = Service(LoadedConfig(config, None), create_plugin_manager())
+    # The run is driven by a background engine, as for `tmops start`, so that it goes on after
+    # a Ctrl-C; the engine reads the demo's config from the project's own config file, which
+    # `tmops watch` and `tmops cancel` run in the project find too.
+    layout = Layout(root)
+    ensure_private_dir(layout.tmops_dir)
+    config_file = layout.tmops_dir / "config.yaml"
+    atomic_write(config_file, yaml.safe_dump(data, sort_keys=False))
+    service = Service(LoadedConfig(config, config_file), create_plugin_manager())
     try:
         result = service.init(InitRequest(feature=DEMO_FEATURE, workspace=root))
         atomic_write(result.task_spec, DEMO_TASK_SPEC)
         echo(f"initialised: branch {result.branch}, worktree {result.worktree}")
         started = time.monotonic()
-        service.start(DEMO_FEATURE, workspace=root, spawn=False)
-        engine = threading.Thread(
-            target=service.serve_engine,
-            kwargs={"workspace": root, "idle_exit_s": 0.2},
-            name="demo-engine",
-        )
-        engine.start()
+        service.start(DEMO_FEATURE, workspace=root)
         code = follow_run(service, DEMO_FEATURE, workspace=root, echo=echo, poll_s=0.05)
-        engine.join()
+        if code == INTERRUPTED_EXIT:
+            return code
         echo(f"\nfinished in {time.monotonic() - started:.1f} s. Commits on {result.branch}:")
         for sha, subject in Git(root).log("main", until=result.branch):
             echo(f"  {sha[:10]} {subject}")

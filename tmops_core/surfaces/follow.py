@@ -18,13 +18,22 @@ from tmops_core.lifecycle import EXIT_CODES as RUN_EXIT_CODES
 if TYPE_CHECKING:
     from tmops_core.service.operations import Service
 
-__all__ = ["EXIT_CODES", "follow_run", "format_event"]
+__all__ = [
+    "EXIT_CODES",
+    "INTERRUPTED_EXIT",
+    "follow_run",
+    "format_event",
+    "interrupted_message",
+    "last_event_id",
+]
 
 #: how a run ended -> exit code of watch / start --wait / demo
 EXIT_CODES = {state.value: code for state, code in RUN_EXIT_CODES.items()}
 _ACTIVE = {state.value for state in ACTIVE_RUN_STATES}
 #: a feature whose run tmops never started has nothing to follow
 _NOT_STARTED_EXIT = 1
+#: Ctrl-C stopped the following (128 + SIGINT, as shells report it)
+INTERRUPTED_EXIT = 130
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -39,6 +48,12 @@ def format_event(event: dict[str, Any]) -> str:
     return f"{clock} {kind} {details}".rstrip()
 
 
+def last_event_id(service: Service, feature: str, *, workspace: Path | None = None) -> int:
+    """The id of the feature's latest recorded event (0 if none): following from it shows only
+    what happens next, not the events of an earlier run."""
+    return max((e["id"] for e in service.events_since(feature, workspace=workspace)), default=0)
+
+
 def follow_run(
     service: Service,
     feature: str,
@@ -46,9 +61,12 @@ def follow_run(
     workspace: Path | None = None,
     echo: Callable[[str], None] = click.echo,
     poll_s: float = 0.1,
+    after_id: int = 0,
 ) -> int:
-    """Print the run's events as they happen until it is no longer queued or running."""
-    last = 0
+    """Print the run's events (those after ``after_id``) as they happen until it is no longer
+    queued or running. Ctrl-C stops the following only, at once (exit 130): the run is the
+    background engine's, which goes on with it."""
+    last = after_id
     try:
         while True:
             for event in service.events_since(feature, after_id=last, workspace=workspace):
@@ -65,5 +83,15 @@ def follow_run(
                 return EXIT_CODES.get(status["status"], _NOT_STARTED_EXIT)
             time.sleep(poll_s)
     except KeyboardInterrupt:
-        echo("stopped watching; the run goes on (tmops watch to follow it again)")
-        return 130
+        echo(interrupted_message(feature, workspace))
+        return INTERRUPTED_EXIT
+
+
+def interrupted_message(feature: str, workspace: Path | None = None) -> str:
+    """What goes on after Ctrl-C stopped the following of a run, and what the person can do."""
+    where = f" --workspace {workspace}" if workspace is not None else ""
+    return (
+        f"stopped following {feature}; its run goes on in the background engine: "
+        f"`tmops watch {feature}{where}` follows it again, `tmops cancel {feature}{where}` "
+        "stops it"
+    )

@@ -374,6 +374,9 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
                 "from the branch's new head"
             ),
         ] = False,
+        force: Annotated[
+            bool, Field(description="Start even though TASK_SPEC.md is still the template")
+        ] = False,
         workspace: Workspace = None,
     ) -> Annotated[CallToolResult, StartOutput]:
         """Start the automated workflow for an initialised feature (orchestrator, tester,
@@ -387,6 +390,7 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
                     resume=resume,
                     accept_branch=accept_branch,
                     workspace=resolve(workspace),
+                    force=force,
                 )
             )
         except TmopsError as exc:

@@ -6,6 +6,7 @@ helpers.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ __all__ = [
     "PREFLIGHT_MARKERS",
     "FeatureLine",
     "is_preflight_spec",
+    "is_untouched_template",
     "read_features",
     "task_spec_template",
     "write_feature_line",
@@ -38,10 +40,10 @@ PREFLIGHT_MARKERS = ("Created by preflight workflow", "Refined by preflight")
 # --------------------------------------------------------------------------------------------
 
 
-def task_spec_template(feature: str, run: str, moment: datetime) -> str:
-    return f"""# Task Specification: {feature}
+_TEMPLATE = """\
+# Task Specification: {feature}
 
-<!-- Created by tmops init on {iso(moment)} for run {run}. Edit this file, then start. -->
+<!-- Created by tmops init on {created} for run {run}. Edit this file, then start. -->
 
 ## User Story
 As a <role>, I want <capability>, so that <benefit>.
@@ -60,6 +62,24 @@ As a <role>, I want <capability>, so that <benefit>.
 - [ ] All tests pass on branch feature/{feature}.
 - [ ] The verifier's review is recorded in 007-verify-complete.md.
 """
+
+
+def task_spec_template(feature: str, run: str, moment: datetime) -> str:
+    return _TEMPLATE.format(feature=feature, run=run, created=iso(moment))
+
+
+def is_untouched_template(text: str, feature: str) -> bool:
+    """Whether ``text`` is still the template ``tmops init`` wrote for ``feature``, whatever its
+    date and run (a retry run starts from the spec of the run before it), ignoring trailing
+    whitespace."""
+    hole = "\x00"  # where the template has its date and run: any word matches there
+    holed = _normalised(_TEMPLATE.format(feature=feature, run=hole, created=hole))
+    pattern = r"\S+".join(re.escape(part) for part in holed.split(hole))
+    return re.fullmatch(pattern, _normalised(text)) is not None
+
+
+def _normalised(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.rstrip().splitlines())
 
 
 def is_preflight_spec(path: Path) -> bool:

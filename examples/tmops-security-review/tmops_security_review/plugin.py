@@ -47,10 +47,32 @@ SECRET_PATTERNS = {
 }
 
 
+#: the kinds of secret not reported, from ``plugins.settings.security-review.ignore``
+_ignored: frozenset[str] = frozenset()
+
+
+@hookimpl
+def tmops_configure(settings: Mapping[str, Any]) -> None:
+    """Read ``plugins.settings.security-review``: ``ignore``, kinds of secret not to report
+    (a project whose checkpoints quote fake test keys, say)."""
+    global _ignored  # noqa: PLW0603 - tmops hands the settings over once per load
+    unknown = sorted(set(settings) - {"ignore"})
+    if unknown:
+        raise ConfigError(f"unknown setting(s) for 'security-review': {', '.join(unknown)}")
+    ignore = settings.get("ignore", ())
+    if isinstance(ignore, str) or not all(kind in SECRET_PATTERNS for kind in ignore):
+        raise ConfigError(
+            f"'ignore' must be a list of secret kinds among: {', '.join(SECRET_PATTERNS)}"
+        )
+    _ignored = frozenset(ignore)
+
+
 def find_secrets(checkpoint: Checkpoint, context: FeatureContext) -> Iterable[Problem]:
     """Yield one problem per kind of secret found in the checkpoint's text."""
     text = checkpoint.body + "\n" + "\n".join(checkpoint.fields.values())
     for kind, pattern in SECRET_PATTERNS.items():
+        if kind in _ignored:
+            continue
         match = pattern.search(text)
         if match:
             line = text.count("\n", 0, match.start()) + 1
