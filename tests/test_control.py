@@ -89,8 +89,12 @@ def test_pause_now_stops_the_agent_tree_and_records_the_attempt_interrupted(
         assert _events(project, "orchestration.run.paused")[0]["agents_stopped"] == 1
 
         _without_faults(project, default_phases=SHORT_WORKFLOW)
-        assert project.cli("resume", DEMO_FEATURE).returncode == 0
-        assert project.cli("watch", DEMO_FEATURE, timeout=WAIT_S).returncode == 0
+        resumed = project.cli("resume", DEMO_FEATURE, "--wait", timeout=WAIT_S)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        # --wait follows this run only: the tester again, not what came before the pause
+        assert "session.started phase=tester attempt=1" in resumed.stdout
+        assert "phase=orchestrator attempt=1" not in resumed.stdout
+        assert "run.paused" not in resumed.stdout
         assert [a.state for a in project.attempts("tester")] == ["interrupted", "completed"]
     finally:
         project.close()

@@ -5,12 +5,15 @@ and exits 0 when it did what was asked; a refusal is an error saying what to do 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from tmops_core.surfaces.cli_state import AppState
+from tmops_core.surfaces.follow import follow_run, last_event_id
 from tmops_core.surfaces.manual import prompt_text
 
 __all__ = ["CONTROL_COMMANDS"]
@@ -49,8 +52,26 @@ _WORKSPACE = click.option("--workspace", type=click.Path(file_okay=False, path_t
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+_WAIT = click.option(
+    "--wait", is_flag=True, help="Follow the run to its end; the exit code says how."
+)
+
+
 def _echo(answer: dict[str, Any], as_json: bool) -> None:
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
+
+
+def _queue_and_follow(
+    state: AppState, feature: str, workspace: Path | None, wait: bool, as_json: bool,
+    verb: Callable[[], dict[str, Any]],
+) -> None:  # fmt: skip
+    """Run a verb that queues the run again; with ``wait``, follow this run to its end (its
+    own events only) and exit with how it ended."""
+    since = last_event_id(state.service, feature, workspace=workspace) if wait else 0
+    answer = verb()
+    _echo(answer, as_json)
+    if wait and answer.get("status") in {"queued", "running"}:
+        sys.exit(follow_run(state.service, feature, workspace=workspace, after_id=since))
 
 
 @click.command("pause")
@@ -74,44 +95,57 @@ def pause_command(
     help="For a run paused because its branch moved: continue from the branch's new head.",
 )
 @click.option("--provider", help="Agent provider (default: the run's).")
+@_WAIT
 @_WORKSPACE
 @_JSON
 @click.pass_obj
 def resume_command(
-    state: AppState, feature: str, accept_branch: bool, provider: str | None,
+    state: AppState, feature: str, accept_branch: bool, provider: str | None, wait: bool,
     workspace: Path | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Queue FEATURE's paused, failed or cancelled run again where it stopped."""
-    answer = state.service.resume(
-        feature, accept_branch=accept_branch, provider=provider, workspace=workspace
-    )
-    _echo(answer, as_json)
+    _queue_and_follow(
+        state, feature, workspace, wait, as_json,
+        lambda: state.service.resume(
+            feature, accept_branch=accept_branch, provider=provider, workspace=workspace
+        ),
+    )  # fmt: skip
 
 
 @click.command("retry")
 @click.argument("feature")
 @click.option("--phase", help="Run again from this phase (default: where the run stopped).")
+@_WAIT
 @_WORKSPACE
 @_JSON
 @click.pass_obj
 def retry_command(
-    state: AppState, feature: str, phase: str | None, workspace: Path | None, as_json: bool
-) -> None:
+    state: AppState, feature: str, phase: str | None, wait: bool, workspace: Path | None,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Run FEATURE's failed or needs_review run again from --phase (the branch stays)."""
-    _echo(state.service.retry(feature, phase=phase, workspace=workspace), as_json)
+    _queue_and_follow(
+        state, feature, workspace, wait, as_json,
+        lambda: state.service.retry(feature, phase=phase, workspace=workspace),
+    )  # fmt: skip
 
 
 @click.command("approve")
 @click.argument("feature")
 @click.option("--phase", help="Approve this gated phase ahead of time.")
+@_WAIT
 @_WORKSPACE
 @_JSON
 @click.pass_obj
 def approve_command(
-    state: AppState, feature: str, phase: str | None, workspace: Path | None, as_json: bool
-) -> None:
+    state: AppState, feature: str, phase: str | None, wait: bool, workspace: Path | None,
+    as_json: bool,
+) -> None:  # fmt: skip
     """Let FEATURE's run go on past the approval gate it waits at (features.approve_before)."""
-    _echo(state.service.approve(feature, phase=phase, workspace=workspace), as_json)
+    _queue_and_follow(
+        state, feature, workspace, wait, as_json,
+        lambda: state.service.approve(feature, phase=phase, workspace=workspace),
+    )  # fmt: skip
 
 
 @click.command("rollback")
