@@ -419,9 +419,31 @@ def demo_command(provider: str, directory: Path | None) -> None:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="The project tools act on by default (default: the current directory).",
 )
+@click.option(
+    "--http",
+    "over_http",
+    is_flag=True,
+    help="Serve over streamable HTTP at /mcp instead of stdio (bearer token required).",
+)
+@click.option("--host", help="With --http: the address to listen on (default 127.0.0.1).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="With --http: the port (default 8765; 0 picks a free one).",
+)
 @click.pass_obj
-def mcp_command(state: AppState, workspace: Path | None) -> None:
-    """Serve the tmops tools to an MCP client over stdio (stdout carries only protocol)."""
+def mcp_command(
+    state: AppState, workspace: Path | None, over_http: bool, host: str | None, port: int | None
+) -> None:
+    """Serve the tmops tools to an MCP client over stdio (stdout carries only protocol) or,
+    with --http, over streamable HTTP."""
+    if over_http:
+        from tmops_core.surfaces.mcp_http import serve_http  # the SDK only when serving
+
+        serve_http(state.service, workspace=workspace, host=host, port=port)
+        return
+    if host is not None or port is not None:
+        raise click.UsageError("--host and --port go with --http")
     from tmops_core.surfaces.mcp_server import serve_stdio  # the SDK is imported only when serving
 
     serve_stdio(state.service, workspace=workspace)
