@@ -23,6 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tmops_core.surfaces.mcp_http import TOKEN_ENV
 
+from .conftest import git
 from .mcp_support import TIMEOUT_S, TMOPS, TOOLS, server_env
 
 _SERVING = re.compile(r"serving MCP over HTTP at http://(\S+?):(\d+)/mcp")
@@ -193,6 +194,8 @@ def test_the_token_file_is_private_and_reused_and_never_shown(
         assert f"bearer token: in {path} (mode 0600)" in server.stderr()
         assert token not in server.stderr()
     assert raw_post(second.port, {"Authorization": f"Bearer {token}"}).status == 200
+    # kept out of git before any `tmops init` did it: `git add -A` never commits the token
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
 
 
 def test_a_token_from_the_environment_makes_no_file(start_server: StartServer, repo: Path) -> None:
@@ -405,3 +408,19 @@ def test_host_and_port_need_http(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--host and --port go with --http" in result.stderr
     assert not os.listdir(tmp_path / "work")
+
+
+def test_a_busy_port_is_refused_with_a_hint(repo: Path, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [str(TMOPS), "mcp", "--http", "--port", str(port), "--workspace", str(repo)],
+            capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path / "work",
+            env=server_env(), stdin=subprocess.DEVNULL, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "pick another --port (0: any free one)" in result.stderr
+    assert "Traceback" not in result.stderr

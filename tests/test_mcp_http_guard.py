@@ -7,12 +7,20 @@ import os
 import stat
 from pathlib import Path
 
+import httpx2
 import pytest
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
 
 from tmops_core.surfaces.mcp_http import TOKEN_ENV, RequestGuard, load_token
 from tmops_hookspecs import TmopsError, WorkspaceError
 
 TOKEN = "t" * 43
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def test_a_new_token_is_made_once_0600_then_reused(tmp_path: Path) -> None:
@@ -74,7 +82,7 @@ def test_a_linked_tmops_folder_is_refused(tmp_path: Path) -> None:
     assert os.listdir(elsewhere) == []
 
 
-def _scope(headers: dict[str, str], server: tuple[str, int] = ("127.0.0.1", 8765)) -> dict:  # type: ignore[type-arg]
+def _scope(headers: dict[str, str], server: tuple[str, int] = ("127.0.0.1", 8765)) -> Scope:
     return {
         "type": "http",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
@@ -88,7 +96,7 @@ def _status(guard: RequestGuard, headers: dict[str, str], **scope: tuple[str, in
     return 200 if answer is None else answer.status_code
 
 
-async def _app(scope: object, receive: object, send: object) -> None:  # pragma: no cover
+async def _app(scope: Scope, receive: Receive, send: Send) -> None:  # pragma: no cover
     raise AssertionError("never called")
 
 
@@ -137,3 +145,25 @@ def test_the_token_check() -> None:
     missing = guard.refusal(_scope(host))
     assert missing is not None
     assert missing.headers["WWW-Authenticate"] == 'Bearer realm="tmops"'
+
+
+@pytest.mark.anyio
+async def test_the_guard_as_asgi_answers_before_the_app_and_passes_the_rest() -> None:
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["path"])
+        await PlainTextResponse("through")(scope, receive, send)
+
+    guard = RequestGuard(app, token=TOKEN, host="127.0.0.1", port=8765)
+    transport = httpx2.ASGITransport(app=guard)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as client:
+        refused = await client.post("/mcp", headers={"Authorization": "Bearer nope"})
+        passed = await client.post("/mcp", headers={"Authorization": f"Bearer {TOKEN}"})
+        elsewhere = await client.get("/other", headers={"Host": "evil.example:8765"})
+
+    assert refused.status_code == 401
+    assert passed.status_code == 200
+    assert passed.text == "through"
+    assert elsewhere.status_code == 421
+    assert reached == ["/mcp"]
