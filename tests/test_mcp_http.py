@@ -405,9 +405,16 @@ def test_host_and_port_need_http(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path / "work",
         env=server_env(), stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip
+    blank = subprocess.run(
+        [str(TMOPS), "mcp", "--http", "--host", " "],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path / "work",
+        env=server_env(), stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
     assert result.returncode == 2
     assert "--host and --port go with --http" in result.stderr
-    assert not os.listdir(tmp_path / "work")
+    assert blank.returncode == 1
+    assert "--host needs an address" in blank.stderr
+    assert not os.listdir(tmp_path / "work")  # no token file made for either
 
 
 def test_a_busy_port_is_refused_with_a_hint(repo: Path, tmp_path: Path) -> None:

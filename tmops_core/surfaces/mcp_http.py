@@ -292,9 +292,11 @@ def serve_http(
     port: int | None = None,
 ) -> None:
     """Serve over the streamable HTTP transport at ``/mcp`` until stopped (Ctrl-C, SIGTERM)."""
+    host = DEFAULT_HOST if host is None else host.strip()
+    if not host:
+        raise TmopsError("--host needs an address, e.g. 127.0.0.1 (the default) or 0.0.0.0")
     project_root = (workspace or Path.cwd()).resolve()
     token, token_file = load_token(project_root)
-    host = DEFAULT_HOST if host is None else host
     listener = _listen(host, DEFAULT_PORT if port is None else port)
     bound_port = int(listener.getsockname()[1])
 
