@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tmops_core.git import Git
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.mcp_server import build_server
-from tmops_core.workspace.features import _exclude_tmops  # what init does, reused as is
+from tmops_core.workspace.features import exclude_tmops
 from tmops_core.workspace.layout import TMOPS_DIR, ensure_private_dir, open_dir, open_file
 from tmops_hookspecs import TmopsError, WorkspaceError
 
@@ -143,7 +143,7 @@ def load_token(
         _create_token_file(path)
         # a secret must not reach a commit (`git add -A`) before any init has excluded .tmops/
         with contextlib.suppress(TmopsError, OSError):
-            _exclude_tmops(Git(project_root))
+            exclude_tmops(Git(project_root))
         token = _read_token_file(path)
         if token is None:  # pragma: no cover - removed between its creation and this read
             raise WorkspaceError(f"{path} vanished as it was made", hint="start again")

@@ -51,7 +51,7 @@ from tmops_core.workspace.project_files import (
 )
 from tmops_hookspecs import FeatureError, WorkspaceError
 
-__all__ = ["RUN_TYPES", "InitRequest", "InitResult", "init_feature"]
+__all__ = ["RUN_TYPES", "InitRequest", "InitResult", "exclude_tmops", "init_feature"]
 
 RUN_TYPES = ("initial", "retry")
 _STDERR_TAIL = 2000
@@ -270,7 +270,7 @@ def _init_native(
                 undo.push(lambda: os.unlink(layout.current_link(feature)))
             else:
                 undo.push(lambda: point_current(layout, feature, previous_run))
-        _exclude_tmops(git)
+        exclude_tmops(git)
         line = FeatureLine(feature, RunState.INITIALIZED.value, iso(utc_now()), branch)
         if write_feature_line(layout, line, replace=False):
             changes.append("FEATURES.txt line")
@@ -429,7 +429,7 @@ def _ensure_worktree(
     changes.append(f"worktree {path}")
 
 
-def _exclude_tmops(git: Git) -> None:
+def exclude_tmops(git: Git) -> None:
     """Keep ``.tmops/`` out of ``git status`` without editing the user's .gitignore."""
     exclude = git.git_dir() / "info" / "exclude"
     with contextlib.suppress(OSError):
