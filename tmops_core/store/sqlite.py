@@ -30,6 +30,7 @@ from tmops_core.lifecycle import (
     RunState,
     check_run_transition,
 )
+from tmops_core.secrets import redact_json_text, redact_text
 from tmops_core.store.controls import RunControls
 from tmops_core.store.leases import EngineLeases
 from tmops_core.store.records import (
@@ -369,7 +370,7 @@ class SQLiteStore(EngineLeases, RunControls):
                     phase,
                     AttemptState(state),
                     fencing,
-                    message,
+                    redact_text(message),
                     now,
                     now,
                     start_commit,
@@ -387,7 +388,7 @@ class SQLiteStore(EngineLeases, RunControls):
                 db.execute(
                     "INSERT INTO events (feature, run, event_type, timestamp, data) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (feature, run, event[0], now, event[1]),
+                    (feature, run, event[0], now, redact_json_text(event[1])),
                 )
 
     def attempt_process(
@@ -437,6 +438,7 @@ class SQLiteStore(EngineLeases, RunControls):
         """Close an attempt and, in the SAME transaction, move the run on (the transition) and
         record the branch head the accepted work left."""
         state = AttemptState(state)
+        message = redact_text(message)  # an agent's result text may quote a secret
         with self.fenced(feature, run, fencing) as db:
             db.execute(
                 """
@@ -463,7 +465,7 @@ class SQLiteStore(EngineLeases, RunControls):
                 db.execute(
                     "INSERT INTO events (feature, run, event_type, timestamp, data) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (feature, run, event[0], now, event[1]),
+                    (feature, run, event[0], now, redact_json_text(event[1])),
                 )
 
     def end_run(
@@ -499,6 +501,7 @@ class SQLiteStore(EngineLeases, RunControls):
     ) -> None:  # fmt: skip
         """The one place a run changes state, checked against the lifecycle's table."""
         check_run_transition(self._status(db, feature, run), target)
+        error = None if error is None else redact_text(error)
         finished = now if target in ENDED_RUN_STATES else None
         db.execute(
             """
@@ -537,6 +540,7 @@ class SQLiteStore(EngineLeases, RunControls):
         agents are gone (``abandoned`` by a dead engine, ``interrupted`` by a stopping one).
         """
         count = 0
+        message = redact_text(message)
         with self.transaction() as db:
             for attempt_id in ids:
                 cursor = db.execute(
@@ -561,7 +565,7 @@ class SQLiteStore(EngineLeases, RunControls):
             db.execute(
                 "INSERT INTO events (feature, run, event_type, timestamp, data) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (feature, run, event_type, now, data),
+                (feature, run, event_type, now, redact_json_text(data)),
             )
 
     def events_for(self, feature: str, *, after_id: int = 0) -> list[sqlite3.Row]:
