@@ -107,6 +107,8 @@ def test_no_secret_is_written_or_shown_anywhere(
             ("config", "show", "--json"),
             ("status", finished.feature, "--workspace", str(root), "--json"),
             ("status", finished.feature, "--workspace", str(root)),
+            ("events", "--workspace", str(root)),
+            ("events", finished.feature, "--workspace", str(root), "--json"),
         )
     }
     for args, answer in answers.items():
@@ -162,3 +164,30 @@ def test_the_agent_still_gets_the_real_values(finished: Finished) -> None:
     )
     assert env["GH_PAT"] == IN_ENVIRONMENT["GH_PAT"]
     assert env["SLACK_BOT_TOKEN"] == IN_ENVIRONMENT["SLACK_BOT_TOKEN"]
+
+
+FAULT_SECRETS = ["xoxp-2468013579-1357924680-AbCdEfGhIjKm", "gho_R4nd0mT0k3nV4lu3F0rT3st1ng0002"]
+
+
+def test_an_agent_failure_quoting_secrets_is_stored_redacted(tmp_path: Path) -> None:
+    # The scripted agent quotes an unknown fault on stderr and exits 1: its stderr becomes the
+    # attempt's message and the run's last error, and both secrets are in it.
+    fault = ",".join(f"orchestrator:{secret}" for secret in FAULT_SECRETS)
+    data = scripted_config(tmp_path / "agent-state", fault=fault, max_retries=0)
+    failed = run_workflow(tmp_path, data)
+    try:
+        status = failed.status()
+        assert status["status"] == "failed"
+        assert REDACTED_MARK in status["last_error"]
+        texts = [json.dumps(status), json.dumps(failed.events())]
+        texts += [a.message or "" for a in failed.attempts()]
+        files = [p for p in (failed.root / ".tmops").rglob("*") if p.is_file()]
+        raw = b"".join(p.read_bytes() for p in files if not p.is_symlink())
+        for secret in FAULT_SECRETS:
+            assert secret.encode() not in raw
+            assert all(secret not in text for text in texts)
+    finally:
+        failed.close()
+
+
+REDACTED_MARK = "***redacted***"
