@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,7 +63,18 @@ def found_in(text: str | bytes) -> list[str]:
 
 
 @pytest.fixture
-def finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Finished]:
+def debug_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """tmops' own logs, at debug level, into the captured stderr (loguru's default after)."""
+    configure_logging("debug")
+    yield
+    logger.remove()
+    logger.add(sys.stderr)
+
+
+@pytest.fixture
+def finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, debug_logs: None
+) -> Iterator[Finished]:
     for name, value in IN_ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
     data = scripted_config(
@@ -142,13 +154,9 @@ def _mcp_answers(finished: Finished) -> str:
     return anyio.run(ask)
 
 
-def test_logs_hide_secrets(capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging("debug")
-    try:
-        logger.warning("gateway {} refused key {}", IN_ENVIRONMENT["ANTHROPIC_BASE_URL"],
-                       IN_CONFIG_FILE["ANTHROPIC_API_KEY"])  # fmt: skip
-    finally:
-        logger.remove()
+def test_logs_hide_secrets(debug_logs: None, capsys: pytest.CaptureFixture[str]) -> None:
+    logger.warning("gateway {} refused key {}", IN_ENVIRONMENT["ANTHROPIC_BASE_URL"],
+                   IN_CONFIG_FILE["ANTHROPIC_API_KEY"])  # fmt: skip
     err = capsys.readouterr().err
     assert "gateway https://***@gateway.example/v1 refused key ***redacted***" in err
     assert found_in(err) == []

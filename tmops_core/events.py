@@ -42,16 +42,15 @@ def new_correlation_id() -> str:
 def configure_logging(level: str = "info", *, debug: bool = False) -> None:
     """Send loguru output to stderr only, at ``level`` (``debug`` forces DEBUG), secrets
     redacted (a message or a traceback may quote a URL with its password, or a token)."""
-    stream = sys.stderr
 
     def redacting_sink(message: str) -> None:
-        stream.write(redact_text(str(message)))
-        stream.flush()
+        sys.stderr.write(redact_text(str(message)))  # the stderr of the moment, as print's
+        sys.stderr.flush()
 
     logger.remove()
     logger.add(
         redacting_sink,
-        colorize=stream.isatty(),
+        colorize=sys.stderr.isatty(),
         level="DEBUG" if debug else level.upper(),
         format="<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}",
         backtrace=debug,
