@@ -29,11 +29,13 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import transform_error
 
+from tmops_core.secrets import REDACTED, redact_data
 from tmops_hookspecs import ConfigError
 
 __all__ = [
     "CONFIG_ENV",
     "MAX_CONFIG_BYTES",
+    "REDACTED",
     "RETIRED_KEYS",
     "Config",
     "FeaturesConfig",
@@ -57,9 +59,7 @@ ISOLATIONS = ("worktree", "checkout")
 LOG_LEVELS = ("trace", "debug", "info", "success", "warning", "error", "critical")
 _SEARCH_PATHS = (Path("tmops.yaml"), Path(".tmops") / "config.yaml")
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_KEY = re.compile(r"(?i)(secret|token|password|passwd|api[_-]?key|credential|auth)")
 _SIMPLE_KEY = re.compile(r"\['([A-Za-z0-9_-]+)'\]")
-REDACTED = "***redacted***"
 
 
 def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -526,16 +526,10 @@ def _plain(node: Any) -> Any:
 
 
 def redacted(node: Any) -> Any:
-    """A copy with every value under a secret-looking key (token, password, api_key...) hidden."""
+    """A copy with every secret hidden: values under secret-naming keys (token, password,
+    api_key, GH_PAT...), credentials in URLs and token shapes (see :mod:`tmops_core.secrets`)."""
     if isinstance(node, Mapping):
-        return {
-            key: REDACTED
-            if isinstance(key, str) and _SECRET_KEY.search(key) and value not in (None, "")
-            else redacted(value)
-            for key, value in node.items()
-        }
-    if isinstance(node, list):
-        return [redacted(item) for item in node]
+        return redact_data(node)
     return node
 
 

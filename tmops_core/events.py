@@ -18,6 +18,7 @@ from loguru import logger
 from tmops_core import __version__
 from tmops_core.config import Config
 from tmops_core.plugins import Plugins, Registered
+from tmops_core.secrets import redact_data, redact_text
 from tmops_hookspecs import ConfigError, Event, EventMetadata, Sink, SinkSpec, TmopsError
 
 __all__ = [
@@ -39,10 +40,17 @@ def new_correlation_id() -> str:
 
 
 def configure_logging(level: str = "info", *, debug: bool = False) -> None:
-    """Send loguru output to stderr only, at ``level`` (``debug`` forces DEBUG)."""
+    """Send loguru output to stderr only, at ``level`` (``debug`` forces DEBUG), secrets
+    redacted (a message or a traceback may quote a URL with its password, or a token)."""
+
+    def redacting_sink(message: str) -> None:
+        sys.stderr.write(redact_text(str(message)))  # the stderr of the moment, as print's
+        sys.stderr.flush()
+
     logger.remove()
     logger.add(
-        sys.stderr,
+        redacting_sink,
+        colorize=sys.stderr.isatty(),
         level="DEBUG" if debug else level.upper(),
         format="<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}",
         backtrace=debug,
@@ -81,7 +89,7 @@ class EventBus:
         """Build an event with this bus's workspace and metadata, publish it, and return it."""
         event = Event(
             event_type=event_type,
-            data=data or {},
+            data=redact_data(data or {}),  # sinks and the store keep no secret
             feature=feature,
             workspace=self._workspace,
             correlation_id=correlation_id or new_correlation_id(),

@@ -3,8 +3,8 @@
 This module owns the reading side of one agent process (:class:`AgentIO`): it writes the
 agent's stdin text without blocking, splits stdout and stderr into lines (a line over
 ``_MAX_LINE_BYTES`` is delivered in pieces), hands every stdout line to ``on_line``, writes
-both streams to the agent's log file (0600, one write per line, never through a symlink: under
-``.tmops/`` no folder on the way may be one either), and
+both streams to the agent's log file (0600, one write per line, secrets redacted, never through
+a symlink: under ``.tmops/`` no folder on the way may be one either), and
 keeps the last :data:`STDERR_TAIL_BYTES` of stderr and the time of the last output (for the
 idle limit).
 
@@ -27,6 +27,7 @@ from typing import IO
 
 from loguru import logger
 
+from tmops_core.secrets import redact_text
 from tmops_core.workspace.layout import FILE_MODE, open_file
 from tmops_hookspecs import WorkspaceError
 
@@ -259,7 +260,9 @@ class AgentIO:
     def _log(self, text: str) -> None:
         if self._log_failed:
             return
-        data = (text + "\n").encode("utf-8", errors="replace")
+        # The agent has the real keys in its environment and may print them; the log must not
+        # keep them. Line by line, so a secret is never split across two redactions.
+        data = (redact_text(text) + "\n").encode("utf-8", errors="replace")
         try:
             while data:
                 data = data[os.write(self._log_fd, data) :]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tmops_core.checkpoints.parse import parse_checkpoint
 from tmops_core.orchestration.crashpoints import crash_point
+from tmops_core.secrets import redact_data, redact_text
 from tmops_core.workspace.layout import atomic_write, iso, lstat_checked, utc_now
 from tmops_hookspecs import PhaseSpec
 
@@ -57,12 +58,12 @@ def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, An
     }
     atomic_write(
         driver.layout.run_dir(driver.feature, driver.run) / "metrics.json",
-        json.dumps(metrics, indent=2) + "\n",
+        json.dumps(redact_data(metrics), indent=2) + "\n",  # commit subjects are the agents'
     )
     crash_point("during-summary")
     summary = driver.checkpoint_dir / "SUMMARY.md"
     if lstat_checked(summary) is None:  # one written by hand is kept; a link is refused
-        atomic_write(summary, _render(metrics))
+        atomic_write(summary, redact_text(_render(metrics)))
     return metrics
 
 

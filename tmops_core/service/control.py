@@ -3,7 +3,7 @@
 A part of :class:`~tmops_core.service.operations.Service` (a mixin over its store, config and
 ``start``). Every verb checks the run's state and says what to do when it cannot act, changes
 the store in one transaction through :mod:`tmops_core.store`, and leaves an event in the run's
-audit trail naming what it did.
+audit trail naming what it did and who did it (the actor, see :mod:`tmops_core.service.actor`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tmops_core.agents.processes import reap_orphans
 from tmops_core.lifecycle import ACTIVE_RUN_STATES, AttemptState, PauseReason, RunState
+from tmops_core.service.actor import current_actor
 from tmops_core.service.rollback import apply_rollback, plan_rollback, stamp_now
 from tmops_core.workspace.layout import (
     ensure_private_dir,
@@ -39,6 +40,8 @@ class Controls:
 
     config: Config
     plugins: Plugins
+    #: who acts when no surface said otherwise for this call (see tmops_core.service.actor)
+    actor: str
 
     if TYPE_CHECKING:
 
@@ -295,13 +298,26 @@ class Controls:
             raise FeatureError(f"feature '{record.name}' has no run '{record.current_run}'")
         return run
 
+    @property
+    def acting(self) -> str:
+        """The actor of the operation running now: the surface's for this call, else ours."""
+        return current_actor(self.actor)
+
     def _audit(self, store: Store, run: RunRecord, event_type: str, **data: Any) -> None:
-        """The event on the bus and in the run's audit trail."""
-        payload = {"run": run.run, **data}
-        self.events.emit(event_type, payload, feature=run.feature, correlation_id=run.run_id)
-        store.add_event(
-            run.feature, run.run, event_type, json.dumps(payload, default=str), iso(utc_now())
-        )
+        """A person's operation on a run, in its audit trail."""
+        self._record(store, run.feature, run.run, event_type, {"run": run.run, **data},
+                     correlation_id=run.run_id)  # fmt: skip
+
+    def _record(
+        self, store: Store, feature: str, run: str, event_type: str, data: dict[str, Any],
+        *, correlation_id: str | None = None,
+    ) -> None:  # fmt: skip
+        """The event, naming its actor, on the bus and in the store's audit trail (both get
+        the same redacted data and time)."""
+        event = self.events.emit(event_type, {**data, "actor": self.acting}, feature=feature,
+                                 correlation_id=correlation_id)  # fmt: skip
+        store.add_event(feature, run, event_type, json.dumps(dict(event.data), default=str),
+                        iso(event.timestamp))  # fmt: skip
 
     @staticmethod
     def _answer(run: RunRecord, state: str, **extra: Any) -> dict[str, Any]:

@@ -40,9 +40,11 @@ from tmops_core.orchestration.daemon import (
     spawn_engine,
 )
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
+from tmops_core.service.actor import os_user
 from tmops_core.service.control import Controls
 from tmops_core.service.preflight import check_before_start
 from tmops_core.service.status import feature_status, find_project_root, list_features
+from tmops_core.service.trail import Trail
 from tmops_core.store import (
     STORE_NAME,
     FeatureRecord,
@@ -58,13 +60,16 @@ from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsErro
 __all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
 
 
-class Service(Controls):
+class Service(Controls, Trail):
     """The loaded config and plugins of one tmops process, and the operations over them."""
 
     def __init__(self, loaded: LoadedConfig, plugins: Plugins) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.plugins = plugins
+        #: who the audit trail names for this service's operations: a surface sets it once
+        #: (the CLI: ``cli:<user>``) or per call with ``actor.acting_as`` (MCP, HTTP)
+        self.actor = f"local:{os_user()}"
         self._bus: EventBus | None = None
         self._stores: dict[Path, Store] = {}
         self._layouts: dict[str, Layout] = {}
@@ -123,16 +128,12 @@ class Service(Controls):
     def init(self, request: InitRequest) -> InitResult:
         """Create a feature (or confirm it exists); emit ``orchestration.feature.initialized``."""
         result = init_feature(request, self.config, store_for=self._create_store)
-        self.events.emit(
+        self._record(
+            self._create_store(self._layout(result.workspace)), result.feature, result.run,
             "orchestration.feature.initialized",
-            {
-                "run": result.run,
-                "branch": result.branch,
-                "created": result.created,
-                "execution_time_ms": result.execution_time_ms,
-            },
-            feature=result.feature,
-        )
+            {"run": result.run, "branch": result.branch, "created": result.created,
+             "execution_time_ms": result.execution_time_ms},
+        )  # fmt: skip
         if result.created:
             self.plugins.feature_initialized(self._context(result))
         return result
@@ -221,10 +222,8 @@ class Service(Controls):
             self._check_branch(store, record, run, accept=accept_branch)
         run_id = uuid.uuid4().hex[:12]
         store.queue_run(feature, run.run, run_id=run_id, provider=name, now=iso(utc_now()))
-        self.events.emit(
-            "orchestration.run.queued", {"run": run.run, "provider": name}, feature=feature,
-            correlation_id=run_id,
-        )  # fmt: skip
+        self._record(store, feature, run.run, "orchestration.run.queued",
+                     {"run": run.run, "provider": name}, correlation_id=run_id)  # fmt: skip
         queued = store.run(feature, run.run)  # as queued: the engine may take it at once
         assert queued is not None  # noqa: S101 - it was just updated
         if spawn:
@@ -334,9 +333,8 @@ class Service(Controls):
             marks=[a.mark for a in stopped if a.mark],
         )
         data = {"run": run.run, "status": RunState.CANCELLED.value, "agents_stopped": len(killed)}
-        self.events.emit("orchestration.run.cancelled", data, feature=feature)
-        store.add_event(feature, run.run, "orchestration.run.cancelled", json.dumps(data),
-                        iso(utc_now()))  # fmt: skip
+        self._record(store, feature, run.run, "orchestration.run.cancelled", data,
+                     correlation_id=run.run_id)  # fmt: skip
         return self._cancel_answer(feature, run.run, len(killed), "cancelled")
 
     @staticmethod

@@ -22,6 +22,7 @@ from tmops_core.lifecycle import (
     PauseReason,
     RunState,
 )
+from tmops_core.secrets import redact_text
 from tmops_core.store.records import AttemptRecord
 from tmops_hookspecs import FeatureError
 
@@ -57,6 +58,7 @@ class RunControls:
 
         :raises IllegalTransition: the run cannot move to ``state``.
         """
+        message = redact_text(message)
         reason = pause_reason.value if pause_reason else None
         with self.transaction() as db:
             self._move_run(db, feature, run, state, now, message, reason)
@@ -121,6 +123,7 @@ class RunControls:
 
         :raises FeatureError: the run is queued or running (an engine owns it).
         """
+        message = redact_text(message)  # a reviewer's refusal is quoted in it
         names = list(phases)
         with self.transaction() as db:
             state = self._status(db, feature, run)

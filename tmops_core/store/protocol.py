@@ -210,6 +210,11 @@ class Store(Protocol):
 
     def events_for(self, feature: str, *, after_id: int = 0) -> list[Row]: ...
 
+    def audit_trail(
+        self, feature: str | None = None, *, after_id: int = 0, since: str | None = None
+    ) -> list[Row]:
+        """The events after ``after_id``, of ``feature`` or of all, at or after ``since``."""
+
     def acquire_lease(
         self,
         *,

@@ -4,8 +4,9 @@ Every change is one transaction. The schema is versioned from the first release:
 files in ``migrations/`` run in order and are recorded in ``schema_migrations``. The database
 file is created 0600, and it (with its ``-wal``, ``-shm`` and ``-journal`` files) is never opened
 through a symlink: the path is checked component by component before SQLite gets it. This module
-owns SQL, with :mod:`tmops_core.store.leases` (the engines and the project's lease, a part of
-:class:`Store`); nothing else writes to the database.
+owns SQL, with :mod:`tmops_core.store.leases` (the engines and the project's lease),
+:mod:`tmops_core.store.controls` (a person's changes to a run) and :mod:`tmops_core.store.trail`
+(the append-only audit trail), parts of :class:`Store`; nothing else writes to the database.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tmops_core.lifecycle import (
     RunState,
     check_run_transition,
 )
+from tmops_core.secrets import redact_json_text, redact_text
 from tmops_core.store.controls import RunControls
 from tmops_core.store.leases import EngineLeases
 from tmops_core.store.records import (
@@ -38,6 +40,7 @@ from tmops_core.store.records import (
     LostOwnership,
     RunRecord,
 )
+from tmops_core.store.trail import AuditTrail
 from tmops_core.workspace.layout import lstat_checked, open_file
 from tmops_hookspecs import WorkspaceError
 
@@ -50,8 +53,9 @@ _MIGRATION_NAME = re.compile(r"([0-9]{4})_[a-z0-9_]+[.]sql")
 def migrations() -> list[tuple[int, str, list[str]]]:
     """``(version, file name, statements)`` of every migration file, in version order.
 
-    A migration is a file ``NNNN_what.sql`` of statements separated by ``;``; ``--`` comment
-    lines are dropped (a comment must not hold a ``;``).
+    A migration is a file ``NNNN_what.sql`` of statements separated by ``;`` (a ``;`` inside
+    a statement, as in a trigger's body, stays: a statement ends where SQLite says it is
+    complete); ``--`` comment lines are dropped (a comment must not hold a ``;``).
     """
     found = []
     for entry in _MIGRATIONS.iterdir():
@@ -62,7 +66,13 @@ def migrations() -> list[tuple[int, str, list[str]]]:
             line for line in entry.read_text(encoding="utf-8").splitlines()
             if not line.lstrip().startswith("--")
         )  # fmt: skip
-        statements = [part.strip() for part in text.split(";") if part.strip()]
+        statements, pending = [], ""
+        for part in text.split(";"):
+            pending += part + ";"
+            if sqlite3.complete_statement(pending):
+                if pending.strip(" \n;"):
+                    statements.append(pending.strip().removesuffix(";").strip())
+                pending = ""
         found.append((int(match.group(1)), entry.name, statements))
     return sorted(found)
 
@@ -74,7 +84,7 @@ def _check_files(path: Path) -> None:
         lstat_checked(path.with_name(path.name + suffix))
 
 
-class SQLiteStore(EngineLeases, RunControls):
+class SQLiteStore(EngineLeases, RunControls, AuditTrail):
     """The :class:`~tmops_core.store.protocol.Store` in one SQLite database (WAL); safe to share
     between threads of one process."""
 
@@ -369,7 +379,7 @@ class SQLiteStore(EngineLeases, RunControls):
                     phase,
                     AttemptState(state),
                     fencing,
-                    message,
+                    redact_text(message),
                     now,
                     now,
                     start_commit,
@@ -387,7 +397,7 @@ class SQLiteStore(EngineLeases, RunControls):
                 db.execute(
                     "INSERT INTO events (feature, run, event_type, timestamp, data) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (feature, run, event[0], now, event[1]),
+                    (feature, run, event[0], now, redact_json_text(event[1])),
                 )
 
     def attempt_process(
@@ -437,6 +447,7 @@ class SQLiteStore(EngineLeases, RunControls):
         """Close an attempt and, in the SAME transaction, move the run on (the transition) and
         record the branch head the accepted work left."""
         state = AttemptState(state)
+        message = redact_text(message)  # an agent's result text may quote a secret
         with self.fenced(feature, run, fencing) as db:
             db.execute(
                 """
@@ -463,7 +474,7 @@ class SQLiteStore(EngineLeases, RunControls):
                 db.execute(
                     "INSERT INTO events (feature, run, event_type, timestamp, data) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (feature, run, event[0], now, event[1]),
+                    (feature, run, event[0], now, redact_json_text(event[1])),
                 )
 
     def end_run(
@@ -499,6 +510,7 @@ class SQLiteStore(EngineLeases, RunControls):
     ) -> None:  # fmt: skip
         """The one place a run changes state, checked against the lifecycle's table."""
         check_run_transition(self._status(db, feature, run), target)
+        error = None if error is None else redact_text(error)
         finished = now if target in ENDED_RUN_STATES else None
         db.execute(
             """
@@ -537,6 +549,7 @@ class SQLiteStore(EngineLeases, RunControls):
         agents are gone (``abandoned`` by a dead engine, ``interrupted`` by a stopping one).
         """
         count = 0
+        message = redact_text(message)
         with self.transaction() as db:
             for attempt_id in ids:
                 cursor = db.execute(
@@ -546,27 +559,3 @@ class SQLiteStore(EngineLeases, RunControls):
                 )
                 count += cursor.rowcount
         return count
-
-    def add_event(
-        self, feature: str | None, run: str | None, event_type: str, data: str, now: str, *,
-        fencing: int | None = None,
-    ) -> None:  # fmt: skip
-        """Append to the audit trail; with ``fencing``, only while that token owns the run."""
-        context = (
-            self.fenced(feature, run, fencing)
-            if fencing is not None and feature is not None and run is not None
-            else self.transaction()
-        )
-        with context as db:
-            db.execute(
-                "INSERT INTO events (feature, run, event_type, timestamp, data) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (feature, run, event_type, now, data),
-            )
-
-    def events_for(self, feature: str, *, after_id: int = 0) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(
-                "SELECT * FROM events WHERE feature = ? AND id > ? ORDER BY id",
-                (feature, after_id),
-            ).fetchall()

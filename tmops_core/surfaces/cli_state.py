@@ -7,6 +7,7 @@ from pathlib import Path
 
 import attrs
 
+from tmops_core.service.actor import cli_actor
 from tmops_core.service.operations import Service
 
 __all__ = ["AppState"]
@@ -24,6 +25,7 @@ class AppState:
     def service(self) -> Service:
         if self._service is None:
             self._service = Service.load(self.config_path, debug=self.debug)
+            self._service.actor = cli_actor()  # the audit trail names the OS user
         return self._service
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from tmops_core import __version__
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.manual import prompt_text
+from tmops_core.surfaces.mcp_actor import ActorMiddleware
 from tmops_core.surfaces.mcp_control import control_tools
 from tmops_core.surfaces.mcp_resources import (
     CHECKPOINT_URI,
@@ -411,6 +412,8 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         version=service.config.server.version or __version__,
         instructions=f"{INSTRUCTIONS} {', '.join(phases)}.",
         tools=[_tool(function) for function in functions],
+        # the audit trail names the client of each call (HTTP adds its own, inner, actor)
+        middleware=[ActorMiddleware("mcp-stdio")],
     )
     add_resources(server, service, default_workspace)
     installed = service.plugins.phases()
