@@ -5,7 +5,9 @@ the suite."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import json
 import os
 import re
 import socket
@@ -21,6 +23,7 @@ import pytest
 from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from tmops_core.store import SQLiteStore
 from tmops_core.surfaces.mcp_http import TOKEN_ENV
 
 from .conftest import git
@@ -256,6 +259,15 @@ async def test_the_sdk_client_lists_tools_inits_and_reads_status(
     assert status.structured_content["next_action"].startswith("edit TASK_SPEC.md")
     assert "tester" in {prompt.name for prompt in prompts}
     assert resources
+    # the audit trail names the token by its digest, never the token itself
+    store = SQLiteStore.open_existing(repo / ".tmops" / "tmops.db")
+    assert store is not None
+    try:
+        actors = {json.loads(row["data"]).get("actor") for row in store.events_for("auth-api")}
+    finally:
+        store.close()
+    token_id = hashlib.sha256(token.encode()).hexdigest()[:12]
+    assert actors == {f"mcp-http:{token_id}:mcp"}, actors
 
 
 @pytest.mark.anyio

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tmops_core.git import Git
 from tmops_core.service.operations import Service
+from tmops_core.surfaces.mcp_actor import ActorMiddleware, client_name
 from tmops_core.surfaces.mcp_server import build_server
 from tmops_core.workspace.features import exclude_tmops
 from tmops_core.workspace.layout import TMOPS_DIR, ensure_private_dir, open_dir, open_file
@@ -312,6 +313,11 @@ def serve_http(
         say("listening beyond this machine: the traffic is plain HTTP; put TLS in front")
 
     server = build_server(service, workspace=workspace)
+    # the audit trail names the token a call came with (by a digest prefix, never the token)
+    token_id = hashlib.sha256(token.encode("ascii")).hexdigest()[:12]
+    server.middleware.append(
+        ActorMiddleware(actor_of=lambda ctx: f"mcp-http:{token_id}:{client_name(ctx)}")
+    )
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         # RequestGuard checks Host and Origin first, per connection; see the module's doc
