@@ -54,7 +54,8 @@ def over_stdio(
     params = StdioServerParameters(
         command=str(TMOPS),
         args=["--config", str(fuzz_config), "mcp", "--workspace", str(fuzz_repo)],
-        env={"PATH": "/usr/bin:/bin", "HOME": str(fuzz_repo.parent)},
+        # the caller's PATH (git), and a HOME of its own: no user config reaches the server
+        env={"PATH": os.environ["PATH"], "HOME": str(fuzz_repo.parent)},
         cwd=str(fuzz_repo.parent),
     )
     with fuzz_client(Client(params), "stdio") as fuzz:
