@@ -331,6 +331,9 @@ async def test_a_malicious_or_invalid_name_is_refused_and_creates_nothing(
         ("tmops_init_feature", {"feature": "auth-api", "runType": "again"}, "'initial' or 'retry'"),
         ("tmops_init_feature", {}, "Field required"),
         ("tmops_init_feature", {"feature": 42}, "Input should be a valid string"),
+        # strict: a lax validator would take "yes" or 1 as true (found by tests/fuzz)
+        ("tmops_get_status", {"feature": "auth-api", "include_sessions": "yes"}, "boolean"),
+        ("tmops_get_status", {"feature": "auth-api", "include_checkpoints": 1}, "boolean"),
         ("tmops_no_such_tool", {}, "Unknown tool: tmops_no_such_tool"),
     ],
 )

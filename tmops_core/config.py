@@ -389,7 +389,8 @@ def _read_config_file(path: Path) -> str:
 
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        # nosemgrep: tmops-yaml-safe-load-only -- _StrictLoader is a SafeLoader, no aliases
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader  # nosec B506
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {source} is not valid YAML: {exc}") from exc
     except RecursionError as exc:

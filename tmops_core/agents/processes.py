@@ -82,6 +82,7 @@ class _Stat(NamedTuple):
 
 def _read_stat(pid: int) -> _Stat | None:
     try:
+        # nosemgrep: tmops-open-through-layout -- /proc of the kernel, nothing under .tmops/
         with open(f"/proc/{pid}/stat", "rb") as file:
             data = file.read()
     except OSError:
@@ -126,6 +127,7 @@ def boot_id() -> str:
     A pid and a start time name one process only within one boot: after a reboot both start
     again from zero, so a record from another boot names no process that runs now.
     """
+    # nosemgrep: tmops-open-through-layout -- /proc of the kernel, nothing under .tmops/
     with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
         return file.read().strip()
 
@@ -178,6 +180,7 @@ def _marked(
         if info.start_time < since or not info.alive or 2 in (info.pid, info.ppid):
             continue  # older than the agent, a zombie, or a kernel thread
         try:
+            # nosemgrep: tmops-open-through-layout -- /proc of the kernel, nothing under .tmops/
             with open(f"/proc/{info.pid}/environ", "rb") as file:
                 data = file.read()
         except OSError:

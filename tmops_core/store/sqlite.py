@@ -271,7 +271,7 @@ class SQLiteStore(EngineLeases, RunControls, AuditTrail):
         marks = ",".join("?" for _ in states)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY queue_seq",  # noqa: S608 - placeholders only
+                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY queue_seq",  # noqa: S608 - placeholders only  # nosec B608
                 states,
             ).fetchall()
         return [RunRecord(**dict(row)) for row in rows]

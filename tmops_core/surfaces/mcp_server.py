@@ -207,9 +207,11 @@ class CancelOutput(BaseModel):
 
 
 def _strict(tool: Tool) -> Tool:
-    """Refuse unknown arguments and say so in the schema (additionalProperties: false)."""
+    """Refuse unknown arguments and say so in the schema (additionalProperties: false); take
+    each argument only in its schema's type (strict: "yes" or 1 is not a boolean)."""
     model = tool.fn_metadata.arg_model
     model.model_config["extra"] = "forbid"
+    model.model_config["strict"] = True
     model.model_rebuild(force=True)
     tool.parameters = model.model_json_schema(by_alias=True)
     return tool

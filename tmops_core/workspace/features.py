@@ -436,6 +436,7 @@ def exclude_tmops(git: Git) -> None:
         text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
         if "/.tmops/" not in text.splitlines():
             exclude.parent.mkdir(parents=True, exist_ok=True)
+            # nosemgrep: tmops-open-through-layout -- git's own info/exclude, not under .tmops/
             with open(exclude, "a", encoding="utf-8") as handle:
                 handle.write(("" if text.endswith("\n") or not text else "\n") + "/.tmops/\n")
 
