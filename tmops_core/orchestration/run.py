@@ -36,6 +36,7 @@ from tmops_core.lifecycle import (
     Verdict,
 )
 from tmops_core.orchestration import prompts
+from tmops_core.orchestration.attempts import attempt_spec, detection_lag_ms
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt
 from tmops_core.orchestration.executor import LocalExecutor
@@ -47,9 +48,7 @@ from tmops_core.store import AttemptRecord, LostOwnership, Store, since_reset
 from tmops_core.workspace.layout import Layout, check_run_paths, iso, rename_checked, utc_now
 from tmops_core.workspace.project_files import FeatureLine, write_feature_line
 from tmops_hookspecs import (
-    AgentRequest,
     AttemptOutcome,
-    AttemptSpec,
     Executor,
     FeatureContext,
     Outcome,
@@ -576,47 +575,13 @@ class RunDriver:
         resume: str | None,
         note: str | None,
     ) -> AttemptOutcome:
-        settings = provider_settings(self.config, self.provider_name)
         completion = spec.completion_checkpoint
         self.arrivals.forget(completion)
-        prompt = (
-            note
-            if (note and resume)
-            else prompts.phase_prompt(
-                spec, self.context(spec.name), self.layout.task_spec(self.feature, self.run)
-            )
-            + (f"\n{note}" if note else "")
-        )
-        request = AgentRequest(
-            feature=self.feature,
-            run=self.run,
-            phase=spec.name,
-            role_instructions=prompts.role_instructions(
-                spec, settings, self.config, self.layout.project_root
-            ),
-            prompt=prompt,
-            working_dir=self.worktree,
-            extra_dirs=(self.checkpoint_dir,),
-            resume_session_id=resume,
-            max_turns=settings.get("max_turns"),
-            allowed_tools=spec.allowed_tools,
-        )
-        attempt = AttemptSpec(
-            feature=self.feature,
-            run=self.run,
-            phase=spec.name,
-            attempt=number,
-            fencing=self.fencing,
-            provider=self.provider_name,
-            request=request,
-            checkpoint=self.checkpoint_dir / completion,
-            log_path=self.layout.logs_dir(self.feature, self.run) / f"{spec.role}.log",
-            env=settings.get("env", {}),
-            env_allow=tuple(self.config.features.env_allowlist),
-            wall_clock_s=float(settings.get("timeout_s") or 3600),
-            idle_s=float(settings.get("idle_timeout_s") or 600),
-            checkpoint_grace_s=float(self.config.features.checkpoint_timeout),
-        )
+        attempt = attempt_spec(
+            config=self.config, layout=self.layout, context=self.context(spec.name), spec=spec,
+            provider=self.provider_name, fencing=self.fencing, number=number, resume=resume,
+            note=note,
+        )  # fmt: skip
         hooks = FencedHooks(
             store=self.store, feature=self.feature, run=self.run, fencing=self.fencing,
             attempt_id=attempt_id, arrivals=self.arrivals, completion=completion,
@@ -625,11 +590,7 @@ class RunDriver:
         )  # fmt: skip
         outcome = self.executor.execute(attempt, provider, hooks)
         if outcome.checkpoint_present:
-            seen = self.arrivals.seen_at(completion) or time.time()
-            try:
-                lag_ms = max(0.0, (seen - attempt.checkpoint.stat().st_mtime) * 1000)
-            except OSError:
-                lag_ms = 0.0
+            lag_ms = detection_lag_ms(self.arrivals.seen_at(completion), attempt.checkpoint)
             self.emit("orchestration.checkpoint.detected", phase=spec.name, checkpoint=completion,
                       detection_lag_ms=round(lag_ms, 2))  # fmt: skip
             crash_point("checkpoint-detected")

@@ -1,0 +1,68 @@
+"""One attempt as the executor gets it: the agent request (prompt, instructions, paths, the
+session to resume) and the limits, built from the run's config and layout; and how late the
+watcher saw the checkpoint the attempt wrote. Pure but for a stat of that checkpoint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tmops_core.config import Config, provider_settings
+from tmops_core.orchestration import prompts
+from tmops_core.workspace.layout import Layout
+from tmops_hookspecs import AgentRequest, AttemptSpec, FeatureContext, PhaseSpec
+
+__all__ = ["attempt_spec", "detection_lag_ms"]
+
+
+def attempt_spec(
+    *, config: Config, layout: Layout, context: FeatureContext, spec: PhaseSpec, provider: str,
+    fencing: int, number: int, resume: str | None, note: str | None,
+) -> AttemptSpec:  # fmt: skip
+    """The attempt ``number`` at ``spec``: a resumed session is told only ``note``; a fresh one
+    gets the whole phase prompt (and the note after it)."""
+    settings = provider_settings(config, provider)
+    feature, run = context.feature, context.run
+    prompt = (
+        note
+        if (note and resume)
+        else prompts.phase_prompt(spec, context, layout.task_spec(feature, run))
+        + (f"\n{note}" if note else "")
+    )
+    request = AgentRequest(
+        feature=feature,
+        run=run,
+        phase=spec.name,
+        role_instructions=prompts.role_instructions(spec, settings, config, layout.project_root),
+        prompt=prompt,
+        working_dir=context.worktree,
+        extra_dirs=(context.checkpoint_dir,),
+        resume_session_id=resume,
+        max_turns=settings.get("max_turns"),
+        allowed_tools=spec.allowed_tools,
+    )
+    return AttemptSpec(
+        feature=feature,
+        run=run,
+        phase=spec.name,
+        attempt=number,
+        fencing=fencing,
+        provider=provider,
+        request=request,
+        checkpoint=context.checkpoint_dir / spec.completion_checkpoint,
+        log_path=layout.logs_dir(feature, run) / f"{spec.role}.log",
+        env=settings.get("env", {}),
+        env_allow=tuple(config.features.env_allowlist),
+        wall_clock_s=float(settings.get("timeout_s") or 3600),
+        idle_s=float(settings.get("idle_timeout_s") or 600),
+        checkpoint_grace_s=float(config.features.checkpoint_timeout),
+    )
+
+
+def detection_lag_ms(seen_at: float | None, checkpoint: Path) -> float:
+    """Milliseconds from the checkpoint's last write to the watcher seeing it (0 if unknown)."""
+    seen = seen_at or time.time()
+    try:
+        return max(0.0, (seen - checkpoint.stat().st_mtime) * 1000)
+    except OSError:
+        return 0.0
