@@ -37,6 +37,7 @@ from tmops_core.surfaces.mcp_resources import (
     SUMMARY_URI,
     add_resources,
 )
+from tmops_core.surfaces.mcp_workspace import WorkspaceGuard
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import PhaseSpec, TmopsError
 
@@ -111,7 +112,10 @@ FeatureName = Annotated[
 ]
 Workspace = Annotated[
     str | None,
-    Field(description="Absolute path of the project (default: the server's working directory)"),
+    Field(
+        description="Absolute path of the project (default: the server's working directory); "
+        "only the server's project and those of its config's server.workspaces"
+    ),
 ]
 
 
@@ -299,17 +303,8 @@ def _tool(function: Callable[..., Any]) -> Tool:
 def build_server(service: Service, *, workspace: Path | None = None) -> MCPServer:
     """An MCP server whose tools call ``service``; ``workspace`` is the default project."""
     default_workspace = (workspace or Path.cwd()).resolve()
-
-    def resolve(raw: str | None) -> Path:
-        if raw is None:
-            return default_workspace
-        try:
-            path = Path(raw)
-            if path.is_absolute() and path.is_dir():
-                return path.resolve()
-        except (OSError, ValueError, RuntimeError):
-            pass  # a NUL byte, a name too long...: all answered the same way below
-        raise ToolError(f"workspace {raw!r} must be the absolute path of an existing folder")
+    # Every tool's workspace goes through this: the project served, or one of server.workspaces.
+    resolve = WorkspaceGuard(service, default_workspace).resolve
 
     async def tmops_init_feature(
         feature: FeatureName,
