@@ -3,7 +3,9 @@
 
 Built on the official SDK (major version 2, ``MCPServer``). Tool schemas come from the type
 hints and refuse unknown arguments (``additionalProperties: false``); each tool's title and
-hints (read-only, destructive, idempotent) come from one table, :data:`TOOL_HINTS`. Errors are
+hints (read-only, destructive, idempotent) come from one table, :data:`TOOL_HINTS`. Arguments
+are strict (:mod:`~tmops_core.surfaces.mcp_input`) and every ``workspace`` is confined
+(:mod:`~tmops_core.surfaces.mcp_workspace`). Errors are
 raised as ``ToolError`` so the client sees ``isError`` with a clear message, never a success
 text. The resources are in :mod:`~tmops_core.surfaces.mcp_resources`; the prompts are the
 phases' role instructions. Nothing but protocol goes to stdout: logs go to stderr and the
@@ -30,6 +32,7 @@ from tmops_core import __version__
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.manual import prompt_text
 from tmops_core.surfaces.mcp_control import control_tools
+from tmops_core.surfaces.mcp_input import StrictTool, make_strict
 from tmops_core.surfaces.mcp_resources import (
     CHECKPOINT_URI,
     FEATURES_URI,
@@ -209,15 +212,6 @@ class CancelOutput(BaseModel):
     message: str
 
 
-def _strict(tool: Tool) -> Tool:
-    """Refuse unknown arguments and say so in the schema (additionalProperties: false)."""
-    model = tool.fn_metadata.arg_model
-    model.model_config["extra"] = "forbid"
-    model.model_rebuild(force=True)
-    tool.parameters = model.model_json_schema(by_alias=True)
-    return tool
-
-
 def _result(text: str, data: dict[str, Any]) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
 
@@ -290,8 +284,8 @@ def _tool(function: Callable[..., Any]) -> Tool:
     hints = TOOL_HINTS.get(function.__name__)
     if hints is None:
         raise LookupError(f"{function.__name__} has no line in TOOL_HINTS (title and hints)")
-    return _strict(
-        Tool.from_function(
+    return make_strict(
+        StrictTool.from_function(
             function,
             title=hints.title,
             description=inspect.cleandoc(function.__doc__ or ""),

@@ -81,7 +81,7 @@ def validate_feature_name(name: object) -> str:
         raise FeatureError(
             f"invalid feature name {shown(name)}: a feature name is 3 to 20 characters of "
             "lowercase letters a-z, digits 0-9 and '-', starting and ending with a letter or "
-            "digit (for example 'auth-api')"
+            "digit (e.g. 'auth-api')"
         )
     return name
 
