@@ -126,7 +126,7 @@ def _check_request(request: InitRequest) -> tuple[str, str | None]:
         if request.use_current_branch:
             raise FeatureError("--branch and --use-current-branch exclude each other; pick one")
         if not isinstance(request.branch, str) or request.branch.startswith("-"):
-            raise FeatureError(f"invalid branch name {request.branch!r}")
+            raise FeatureError(f"invalid branch name {shown(request.branch)}")
     return feature, run
 
 
