@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from mcp import Client
+from mcp.server.mcpserver.exceptions import ToolError
 
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.cli import cli
+from tmops_core.surfaces.mcp_input import StrictTool, make_strict
 from tmops_core.surfaces.mcp_server import build_server
 
 from .mcp_support import TOOLS, text_of
@@ -167,3 +169,17 @@ def test_the_cli_quotes_at_most_64_characters_of_a_1mb_value(
     assert result.exit_code != 0
     assert "q" * 65 not in result.output
     assert len(result.output) < SHORT + len(str(repo)), result.output[:SHORT]
+
+
+@pytest.mark.anyio
+async def test_an_integer_argument_takes_only_an_integer() -> None:
+    # no tool has one yet: the same strict tool, built as the server builds its tools
+    async def tmops_sample(count: int = 1) -> str:
+        return f"{count}"
+
+    tool = make_strict(StrictTool.from_function(tmops_sample))
+    assert tool.parameters["properties"]["count"]["type"] == "integer"
+    assert await tool.run({"count": 5}, None) == "5"  # type: ignore[arg-type]
+    for bad in NOT_AN_INTEGER:
+        with pytest.raises(ToolError, match=r"invalid arguments: count: Input should be a valid"):
+            await tool.run({"count": bad}, None)  # type: ignore[arg-type]
