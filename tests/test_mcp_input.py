@@ -183,3 +183,15 @@ async def test_an_integer_argument_takes_only_an_integer() -> None:
     for bad in NOT_AN_INTEGER:
         with pytest.raises(ToolError, match=r"invalid arguments: count: Input should be a valid"):
             await tool.run({"count": bad}, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sent", ["null", "[]", "{}", '"/"'])
+async def test_a_string_argument_is_the_string_sent_never_json_decoded(
+    connect: Connect, sent: str
+) -> None:
+    # "null" would otherwise be null: the server's default workspace instead of an error
+    async with connect() as client:
+        result = await client.call_tool("tmops_list_features", {"workspace": sent})
+    assert result.is_error is True
+    assert f"workspace {sent!r} must be the absolute path of an existing folder" in text_of(result)

@@ -15,6 +15,7 @@ from typing import Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from pydantic import ValidationError
 
 from tmops_core.workspace.layout import SHOWN_CHARS, shown
@@ -22,13 +23,25 @@ from tmops_core.workspace.layout import SHOWN_CHARS, shown
 __all__ = ["StrictTool", "make_strict"]
 
 
+class _ArgumentsAsSent(FuncMetadata):
+    """The SDK decodes JSON inside a string argument ("null" becomes null, so a workspace
+    "null" would be the default one): here a string stays the string that was sent."""
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        return dict(data)
+
+
 def make_strict(tool: Tool) -> Tool:
     """Refuse unknown arguments and say so in the schema (additionalProperties: false); take
-    every argument only as its type (no "no" for false, no "5" for 5)."""
-    model = tool.fn_metadata.arg_model
+    every argument only as its type (no "no" for false, no "5" for 5, no "null" for null)."""
+    metadata = tool.fn_metadata
+    model = metadata.arg_model
     model.model_config["extra"] = "forbid"
     model.model_config["strict"] = True
     model.model_rebuild(force=True)
+    tool.fn_metadata = _ArgumentsAsSent.model_construct(
+        **{name: getattr(metadata, name) for name in FuncMetadata.model_fields}
+    )
     tool.parameters = model.model_json_schema(by_alias=True)
     return tool
 
