@@ -59,10 +59,15 @@ def _cut(text: str) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
+#: longer than any path or name: a value no message should hold whole
+_NO_NAME_CHARS = 4096
+
+
 def _cut_long_values(message: str, arguments: dict[str, Any]) -> str:
-    # A service error may quote an argument whole (a phase, a provider): cut it here too.
+    # The service's own errors cut what they quote; this is the net for one that does not. A
+    # long but legitimate value (a deep workspace path the message names) is left as it is.
     for value in arguments.values():
-        if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        if isinstance(value, str) and len(value) > _NO_NAME_CHARS:
             message = message.replace(repr(value), shown(value)).replace(value, shown(value))
     return message
 
