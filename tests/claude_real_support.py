@@ -68,6 +68,7 @@ def phase_prompt(role: str, project: Project) -> tuple[str, str]:
         run=RUN,
         task_spec=project.checkpoints.parent / "TASK_SPEC.md",
         worktree=project.worktree,
+        branch=f"feature/{FEATURE}",
         checkpoint_dir=project.checkpoints,
         trigger_checkpoint=phase.trigger_checkpoint,
         completion_checkpoint=phase.completion_checkpoint,

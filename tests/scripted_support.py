@@ -80,6 +80,7 @@ class Demo:
             run=RUN,
             task_spec=self.spec,
             worktree=self.path,
+            branch=f"feature/{DEMO_FEATURE}",
             checkpoint_dir=self.checkpoints,
             trigger_checkpoint=phase.trigger_checkpoint or "",
             completion_checkpoint=phase.completion_checkpoint,

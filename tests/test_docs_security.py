@@ -1,5 +1,4 @@
-"""docs/security.md names real tests: every ``tests/...py`` file and ``::test`` it names exists,
-except in the lines and sections marked **[merge check]** (tests other branches add)."""
+"""docs/security.md names real tests: every ``tests/...py`` file and ``::test`` it names exists."""
 
 from __future__ import annotations
 
@@ -14,13 +13,10 @@ _REFERENCE = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+))?`|`::(\w+)`")
 
 def referenced_tests() -> list[tuple[int, str, str | None]]:
     found: list[tuple[int, str, str | None]] = []
-    later_section = False  # a section whose heading is marked: all of it is checked at merge
+    current: str | None = None  # `::name` continues the file named last in its paragraph
     for number, line in enumerate(DOC.read_text(encoding="utf-8").splitlines(), 1):
-        if line.startswith("#"):
-            later_section = "[merge check]" in line
-        if later_section or "[merge check]" in line:
-            continue
-        current: str | None = None
+        if not line.strip():
+            current = None
         for match in _REFERENCE.finditer(line):
             file, test, continued = match.groups()
             current = file or current

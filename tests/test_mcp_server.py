@@ -24,8 +24,10 @@ from tmops_core import __version__
 from tmops_core.git import Git
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.mcp_server import build_server
+from tmops_core.workspace.layout import shown
 
 from .conftest import git, make_repo
+from .engine_support import in_memory_service
 from .mcp_support import ALLOWED_NAME, PHASES, TOOLS, text_of
 
 FEATURE_PATTERN = "^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$"
@@ -354,13 +356,14 @@ async def test_bad_arguments_are_an_error_and_create_nothing(
     [
         pytest.param("project", id="relative"),
         pytest.param("relative/path", id="relative-path"),
-        pytest.param("/no/such/folder", id="missing"),
+        pytest.param("{repo}/no/such/folder", id="missing"),
         pytest.param("/a\0b", id="nul-byte"),
     ],
 )
 async def test_a_relative_or_missing_workspace_is_an_error(
     connect: Connect, repo: Path, tmp_path: Path, tool: str, workspace: str
 ) -> None:
+    workspace = workspace.format(repo=repo)
     arguments: dict[str, Any] = {"workspace": workspace}
     if tool != "tmops_list_features":
         arguments["feature"] = "auth-api"
@@ -368,7 +371,7 @@ async def test_a_relative_or_missing_workspace_is_an_error(
     async with connect() as client:
         result = await client.call_tool(tool, arguments)
     assert result.is_error is True
-    assert f"workspace {workspace!r} {BAD_WORKSPACE}" in text_of(result)
+    assert f"workspace {shown(workspace)} {BAD_WORKSPACE}" in text_of(result)
     assert tree(tmp_path) == before
 
 
@@ -378,13 +381,13 @@ async def test_a_relative_or_missing_workspace_is_an_error(
     "workspace",
     [
         pytest.param("~nobody9/x", id="unknown-user-home"),
-        pytest.param(f"/{'x' * 300}", id="name-too-long"),
+        pytest.param(f"{{repo}}/{'x' * 300}", id="name-too-long"),
     ],
 )
 async def test_an_unusable_workspace_path_is_a_clear_error(
-    connect: Connect, tool: str, workspace: str
+    connect: Connect, repo: Path, tool: str, workspace: str
 ) -> None:
-    arguments: dict[str, Any] = {"workspace": workspace}
+    arguments: dict[str, Any] = {"workspace": workspace.format(repo=repo)}
     if tool != "tmops_list_features":
         arguments["feature"] = "auth-api"
     async with connect() as client:
@@ -394,11 +397,12 @@ async def test_an_unusable_workspace_path_is_a_clear_error(
 
 
 @pytest.mark.anyio
-async def test_an_explicit_workspace_overrides_the_default(
-    connect: Connect, repo: Path, tmp_path: Path
+async def test_an_explicit_workspace_of_server_workspaces_overrides_the_default(
+    repo: Path, tmp_path: Path
 ) -> None:
     other = make_repo(tmp_path / "other")
-    async with connect() as client:
+    service = in_memory_service({"server": {"workspaces": [str(other)]}})
+    async with Client(build_server(service, workspace=repo)) as client:
         result = await client.call_tool(
             "tmops_init_feature", {"feature": "billing", "workspace": str(other)}
         )
@@ -412,6 +416,7 @@ async def test_an_explicit_workspace_overrides_the_default(
     assert text_of(here) == "0 feature(s): no features yet"
     assert there.structured_content is not None
     assert [f["feature"] for f in there.structured_content["features"]] == ["billing"]
+    service.close()
 
 
 @pytest.mark.anyio

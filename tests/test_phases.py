@@ -32,6 +32,7 @@ PLACEHOLDERS = {
     "task_spec": "/project/.tmops/login-api/runs/initial/TASK_SPEC.md",
     "checkpoint_dir": "/project/.tmops/login-api/runs/initial/checkpoints",
     "worktree": "/project/.tmops/worktrees/login-api",
+    "branch": "feature/login-api",
 }
 
 

@@ -87,6 +87,7 @@ def test_parse_prompt_reads_the_phase_prompts(tmp_path: Path) -> None:
             run=RUN,
             task_spec=spec,
             worktree=worktree,
+            branch=f"feature/{DEMO_FEATURE}",
             checkpoint_dir=checkpoints,
             trigger_checkpoint=phase.trigger_checkpoint or "",
             completion_checkpoint=phase.completion_checkpoint,

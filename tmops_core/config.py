@@ -96,11 +96,20 @@ def _log_level(instance: object, attribute: attrs.Attribute[str], value: str) ->
 # --------------------------------------------------------------------------------------------
 
 
+def _absolute_paths(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    relative = [path for path in value if not Path(path).is_absolute()]
+    if relative:
+        raise ValueError(f"must be absolute paths, got {relative[0][:64]!r}")
+
+
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     name: str = "tmops"
     version: str = ""
     workspace_id: str = "default"
+    #: projects an MCP client may name as ``workspace`` besides the server's own: a workspace
+    #: is allowed when its project root is one of these folders or inside one
+    workspaces: tuple[str, ...] = attrs.field(default=(), validator=_absolute_paths)
 
 
 @attrs.frozen(kw_only=True)

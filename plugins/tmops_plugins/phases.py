@@ -81,7 +81,7 @@ _VERDICT = CheckpointRequirement(
 _WHERE = """\
 Feature: {feature} (run {run})
 Spec: {task_spec}
-Worktree: {worktree} (branch feature/{feature}); work there and run every command from there.
+Worktree: {worktree} (branch {branch}); work there and run every command from there.
 Checkpoint folder: {checkpoint_dir}
 """
 
@@ -108,7 +108,7 @@ _TESTER_PROMPT = (
     + _WHERE
     + """\
 Read the orchestrator's plan in {checkpoint_dir}/{trigger_checkpoint} first. Write the tests, \
-run them to confirm that every new test FAILS, and commit them on feature/{feature}. Do not read \
+run them to confirm that every new test FAILS, and commit them on {branch}. Do not read \
 implementation code. The checkpoint goes From: Tester, To: Orchestrator, with `Passing: 0/N`.
 """
     + _WRITE_CHECKPOINT
@@ -120,7 +120,7 @@ _IMPLEMENTER_PROMPT = (
     + """\
 Read {checkpoint_dir}/{trigger_checkpoint} first. Write the least code that makes the committed \
 tests pass, run the whole test suite until it is green, and commit the code on \
-feature/{feature}. Do not change, add or delete tests. The checkpoint goes From: Implementer, \
+{branch}. Do not change, add or delete tests. The checkpoint goes From: Implementer, \
 To: Orchestrator.
 """
     + _WRITE_CHECKPOINT
@@ -131,7 +131,7 @@ _VERIFIER_PROMPT = (
     + _WHERE
     + """\
 Read {checkpoint_dir}/{trigger_checkpoint} first. You are read-only: change no file except your \
-checkpoint. Check from the git history of feature/{feature} that the tests were committed \
+checkpoint. Check from the git history of {branch} that the tests were committed \
 before the code, run the tests, and review security and quality. The checkpoint goes \
 From: Verifier, To: Orchestrator, and ends with `## Quality Score` holding \
 `Quality score: X/10` and `Feature ready for merge: YES` or `NO`.

@@ -21,6 +21,7 @@ from tmops_core.workspace.layout import (
     iso,
     lstat_checked,
     rename_checked,
+    shown,
     utc_now,
 )
 from tmops_hookspecs import FeatureError
@@ -150,7 +151,7 @@ class Controls:
         phase = phase or self._retry_phase(run, workflow)
         if phase not in workflow:
             raise FeatureError(
-                f"{phase!r} is not a phase of the workflow",
+                f"{shown(phase)} is not a phase of the workflow",
                 hint=f"the workflow: {', '.join(workflow)}",
             )
         phases = workflow[workflow.index(phase) :]
@@ -234,7 +235,7 @@ class Controls:
             )
         if phase not in gated:
             raise FeatureError(
-                f"{phase!r} has no approval gate (features.approve_before: "
+                f"{shown(phase)} has no approval gate (features.approve_before: "
                 f"{', '.join(gated) or 'none'})",
                 hint="add it to features.approve_before in the config to gate it",
             )

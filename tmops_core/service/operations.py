@@ -54,7 +54,7 @@ from tmops_core.store import (
     open_store,
 )
 from tmops_core.workspace.features import InitRequest, InitResult, init_feature
-from tmops_core.workspace.layout import Layout, iso, utc_now, validate_feature_name
+from tmops_core.workspace.layout import Layout, iso, shown, utc_now, validate_feature_name
 from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsError, WorkspaceError
 
 __all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
@@ -195,7 +195,7 @@ class Service(Controls, Trail):
         name = provider or run.provider or self.config.features.default_provider
         if name not in installed:
             raise FeatureError(
-                f"no provider named {name!r}",
+                f"no provider named {shown(name)}",
                 hint=f"installed providers: {', '.join(sorted(installed)) or 'none'}",
             )
         section = provider_settings(self.config, name)
@@ -282,7 +282,7 @@ class Service(Controls, Trail):
         phases = self.plugins.phases()
         if phase not in phases:
             raise FeatureError(
-                f"no phase named {phase!r}",
+                f"no phase named {shown(phase)}",
                 hint=f"installed phases: {', '.join(sorted(phases)) or 'none'}; the workflow: "
                 f"{', '.join(self.config.features.default_phases)}",
             )

@@ -27,6 +27,7 @@ from tmops_core.workspace.layout import (
     ensure_private_dir,
     lstat_checked,
     rename_checked,
+    shown,
     utc_now,
 )
 from tmops_hookspecs import Artifact, FeatureError, Gate, PhaseSpec
@@ -95,7 +96,7 @@ def plan_rollback(
     workflow = list(config.features.default_phases)
     if phase not in workflow:
         raise FeatureError(
-            f"{phase!r} is not a phase of the workflow",
+            f"{shown(phase)} is not a phase of the workflow",
             hint=f"the workflow: {', '.join(workflow)}",
         )
     installed = plugins.phases()

@@ -21,7 +21,7 @@ import attrs
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
 from tmops_core.orchestration.daemon import engine_running, run_engine_alive
 from tmops_core.store import AttemptRecord, RunRecord, Store, since_reset
-from tmops_core.workspace.layout import FEATURE_NAME, Layout, iso, open_dir
+from tmops_core.workspace.layout import FEATURE_NAME, Layout, iso, open_dir, shown
 from tmops_core.workspace.project_files import FeatureLine, read_features
 from tmops_hookspecs import CHECKPOINT_NAME_PATTERN, FeatureError, PhaseSpec, WorkspaceError
 
@@ -179,7 +179,7 @@ def feature_status(
     started, the checkpoints written by hand show how far a person got.
     """
     if not isinstance(feature, str) or not FEATURE_NAME.fullmatch(feature):
-        raise FeatureError(f"no feature named {feature!r}: not a valid feature name")
+        raise FeatureError(f"no feature named {shown(feature)}: not a valid feature name")
     record = store.feature(feature) if store else None
     line = read_features(layout).get(feature)
     run = layout.current_run(feature) or (record.current_run if record else None)

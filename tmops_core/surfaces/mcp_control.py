@@ -30,7 +30,10 @@ FeatureName = Annotated[
 ]
 Workspace = Annotated[
     str | None,
-    Field(description="Absolute path of the project (default: the server's working directory)"),
+    Field(
+        description="Absolute path of the project (default: the server's working directory); "
+        "only the server's project and those of its config's server.workspaces"
+    ),
 ]
 Phase = Annotated[str, Field(description="A phase of the workflow, e.g. 'implementer'")]
 

@@ -23,7 +23,13 @@ from mcp.server.mcpserver.resources.templates import ResourceSecurity
 
 from tmops_core.service.operations import Service
 from tmops_core.service.status import find_project_root
-from tmops_core.workspace.layout import Layout, lstat_checked, read_checked, validate_feature_name
+from tmops_core.workspace.layout import (
+    Layout,
+    lstat_checked,
+    read_checked,
+    shown,
+    validate_feature_name,
+)
 from tmops_hookspecs import FeatureError, TmopsError, WorkspaceError
 
 __all__ = [
@@ -114,12 +120,12 @@ class _Reader:
             self._refuse_link(folder / name, layout)
             status_uri = STATUS_URI.format(feature=feature)
             raise ResourceNotFoundError(
-                f"run '{status['run']}' of '{feature}' has no checkpoint {name!r}; its "
+                f"run '{status['run']}' of '{feature}' has no checkpoint {shown(name)}; its "
                 f"checkpoints: {', '.join(listed) or 'none yet'} (see {status_uri})"
             )
         text = self._read(folder / name, layout)
         if text is None:  # listed, then removed
-            raise ResourceNotFoundError(f"the checkpoint {name!r} of '{feature}' is gone")
+            raise ResourceNotFoundError(f"the checkpoint {shown(name)} of '{feature}' is gone")
         return text
 
     def summary(self, feature: str) -> str:

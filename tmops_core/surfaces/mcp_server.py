@@ -3,7 +3,9 @@
 
 Built on the official SDK (major version 2, ``MCPServer``). Tool schemas come from the type
 hints and refuse unknown arguments (``additionalProperties: false``); each tool's title and
-hints (read-only, destructive, idempotent) come from one table, :data:`TOOL_HINTS`. Errors are
+hints (read-only, destructive, idempotent) come from one table, :data:`TOOL_HINTS`. Arguments
+are strict (:mod:`~tmops_core.surfaces.mcp_input`) and every ``workspace`` is confined
+(:mod:`~tmops_core.surfaces.mcp_workspace`). Errors are
 raised as ``ToolError`` so the client sees ``isError`` with a clear message, never a success
 text. The resources are in :mod:`~tmops_core.surfaces.mcp_resources`; the prompts are the
 phases' role instructions. Nothing but protocol goes to stdout: logs go to stderr and the
@@ -31,6 +33,7 @@ from tmops_core.service.operations import Service
 from tmops_core.surfaces.manual import prompt_text
 from tmops_core.surfaces.mcp_actor import ActorMiddleware
 from tmops_core.surfaces.mcp_control import control_tools
+from tmops_core.surfaces.mcp_input import StrictTool, make_strict
 from tmops_core.surfaces.mcp_resources import (
     CHECKPOINT_URI,
     FEATURES_URI,
@@ -38,6 +41,7 @@ from tmops_core.surfaces.mcp_resources import (
     SUMMARY_URI,
     add_resources,
 )
+from tmops_core.surfaces.mcp_workspace import WorkspaceGuard
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import PhaseSpec, TmopsError
 
@@ -112,7 +116,10 @@ FeatureName = Annotated[
 ]
 Workspace = Annotated[
     str | None,
-    Field(description="Absolute path of the project (default: the server's working directory)"),
+    Field(
+        description="Absolute path of the project (default: the server's working directory); "
+        "only the server's project and those of its config's server.workspaces"
+    ),
 ]
 
 
@@ -206,17 +213,6 @@ class CancelOutput(BaseModel):
     message: str
 
 
-def _strict(tool: Tool) -> Tool:
-    """Refuse unknown arguments and say so in the schema (additionalProperties: false); take
-    each argument only in its schema's type (strict: "yes" or 1 is not a boolean)."""
-    model = tool.fn_metadata.arg_model
-    model.model_config["extra"] = "forbid"
-    model.model_config["strict"] = True
-    model.model_rebuild(force=True)
-    tool.parameters = model.model_json_schema(by_alias=True)
-    return tool
-
-
 def _result(text: str, data: dict[str, Any]) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
 
@@ -289,8 +285,8 @@ def _tool(function: Callable[..., Any]) -> Tool:
     hints = TOOL_HINTS.get(function.__name__)
     if hints is None:
         raise LookupError(f"{function.__name__} has no line in TOOL_HINTS (title and hints)")
-    return _strict(
-        Tool.from_function(
+    return make_strict(
+        StrictTool.from_function(
             function,
             title=hints.title,
             description=inspect.cleandoc(function.__doc__ or ""),
@@ -302,17 +298,8 @@ def _tool(function: Callable[..., Any]) -> Tool:
 def build_server(service: Service, *, workspace: Path | None = None) -> MCPServer:
     """An MCP server whose tools call ``service``; ``workspace`` is the default project."""
     default_workspace = (workspace or Path.cwd()).resolve()
-
-    def resolve(raw: str | None) -> Path:
-        if raw is None:
-            return default_workspace
-        try:
-            path = Path(raw)
-            if path.is_absolute() and path.is_dir():
-                return path.resolve()
-        except (OSError, ValueError, RuntimeError):
-            pass  # a NUL byte, a name too long...: all answered the same way below
-        raise ToolError(f"workspace {raw!r} must be the absolute path of an existing folder")
+    # Every tool's workspace goes through this: the project served, or one of server.workspaces.
+    resolve = WorkspaceGuard(service, default_workspace).resolve
 
     async def tmops_init_feature(
         feature: FeatureName,

@@ -38,6 +38,7 @@ from tmops_core.workspace.layout import (
     point_current,
     read_text_checked,
     rename_checked,
+    shown,
     utc_now,
     validate_feature_name,
     validate_run_name,
@@ -125,7 +126,7 @@ def _check_request(request: InitRequest) -> tuple[str, str | None]:
         if request.use_current_branch:
             raise FeatureError("--branch and --use-current-branch exclude each other; pick one")
         if not isinstance(request.branch, str) or request.branch.startswith("-"):
-            raise FeatureError(f"invalid branch name {request.branch!r}")
+            raise FeatureError(f"invalid branch name {shown(request.branch)}")
     return feature, run
 
 
@@ -178,7 +179,7 @@ def init_feature(
     else:
         branch = request.branch or f"feature/{feature}"
     if not git.check_ref_format(f"refs/heads/{branch}"):
-        raise FeatureError(f"{branch!r} is not a valid git branch name")
+        raise FeatureError(f"{shown(branch)} is not a valid git branch name")
 
     layout = Layout(root)
     ensure_private_dir(layout.tmops_dir)

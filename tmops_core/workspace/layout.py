@@ -47,6 +47,7 @@ __all__ = [
     "read_checked",
     "read_text_checked",
     "rename_checked",
+    "shown",
     "validate_feature_name",
     "validate_run_name",
 ]
@@ -61,18 +62,26 @@ FILE_MODE = 0o600
 TMOPS_DIR = ".tmops"
 
 
-def _shown(value: object) -> str:
+#: The most characters of a bad value an error quotes: a 1 MB argument must not come back whole.
+SHOWN_CHARS = 64
+
+
+def shown(value: object) -> str:
+    """``value`` as an error quotes it: its repr, at most :data:`SHOWN_CHARS` characters of it,
+    and its length when it was cut."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
     text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 3]}..."
 
 
 def validate_feature_name(name: object) -> str:
     """Return ``name`` if it is a valid feature name, else raise a :class:`FeatureError`."""
     if not isinstance(name, str) or not FEATURE_NAME.fullmatch(name):
         raise FeatureError(
-            f"invalid feature name {_shown(name)}: a feature name is 3 to 20 characters of "
+            f"invalid feature name {shown(name)}: a feature name is 3 to 20 characters of "
             "lowercase letters a-z, digits 0-9 and '-', starting and ending with a letter or "
-            "digit (for example 'auth-api')"
+            "digit (e.g. 'auth-api')"
         )
     return name
 
@@ -81,7 +90,7 @@ def validate_run_name(name: object) -> str:
     """Return ``name`` if it is a valid run name (``initial``, ``retry-2``...), else raise."""
     if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
         raise FeatureError(
-            f"invalid run name {_shown(name)}: a run name is 1 to 63 characters of lowercase "
+            f"invalid run name {shown(name)}: a run name is 1 to 63 characters of lowercase "
             "letters a-z, digits 0-9 and '-', starting with a letter or digit (e.g. 'initial')"
         )
     return name
