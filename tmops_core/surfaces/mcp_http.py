@@ -57,13 +57,13 @@ DEFAULT_HOST = "127.0.0.1"
 #: A fixed default, so a client's registration survives restarts; ``--port 0`` picks a free one.
 DEFAULT_PORT = 8765
 MCP_PATH = "/mcp"
-TOKEN_ENV = "TMOPS_HTTP_TOKEN"  # noqa: S105 - the name of the variable
+TOKEN_ENV = "TMOPS_HTTP_TOKEN"  # noqa: S105  # nosec B105 - the name of the variable
 #: The token's file, in the served project's ``.tmops`` folder.
-TOKEN_FILE = "http.token"  # noqa: S105 - a file name
+TOKEN_FILE = "http.token"  # noqa: S105  # nosec B105 - a file name
 #: A token goes in a header as is: the characters of RFC 6750's b64token, and long enough that
 #: guessing it is hopeless (the generated one has 43).
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9\-._~+/]{32,512}=*")
-_WILDCARDS = {"", "0.0.0.0", "::"}  # noqa: S104 - names of "every address", never a Host
+_WILDCARDS = {"", "0.0.0.0", "::"}  # noqa: S104  # nosec B104 - names of "every address"
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 #: How long a stop (Ctrl-C, SIGTERM) waits for open streams before closing them.
 _GRACEFUL_STOP_S = 5
