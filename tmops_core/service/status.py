@@ -171,8 +171,13 @@ def feature_status(
     phases: Mapping[str, PhaseSpec],
     include_sessions: bool = True,
     include_checkpoints: bool = True,
+    feature_lines: Mapping[str, FeatureLine] | None = None,
+    queue: Mapping[tuple[str, str], int] | None = None,
 ) -> dict[str, Any]:
     """The upstream status shape of one feature; unknown features are a FeatureError.
+
+    ``feature_lines`` (FEATURES.txt) and ``queue`` (the queue positions) may be read once by
+    a caller that asks about every feature, so that listing stays linear.
 
     The state of a run tmops has started is the store's, so ``completed`` appears only once
     the run record says so (after SUMMARY.md and metrics.json exist). For a run it has not
@@ -181,7 +186,7 @@ def feature_status(
     if not isinstance(feature, str) or not FEATURE_NAME.fullmatch(feature):
         raise FeatureError(f"no feature named {shown(feature)}: not a valid feature name")
     record = store.feature(feature) if store else None
-    line = read_features(layout).get(feature)
+    line = (read_features(layout) if feature_lines is None else feature_lines).get(feature)
     run = layout.current_run(feature) or (record.current_run if record else None)
     if record is None and line is None and run is None:
         raise FeatureError(
@@ -211,7 +216,7 @@ def feature_status(
         next_action = _next_action(
             feature, state, run_record, current, branch, layout.checkpoint_dir(feature, run or "")
         )
-    queue_position = _queue_position(store, run_record)
+    queue_position = _queue_position(store, run_record, queue)
     engine = _engine(layout, store, run_record)
     if engine == "dead":
         next_action = f"its engine stopped: `tmops start {feature}` takes the run over"
@@ -313,15 +318,20 @@ def _next_action(
     return f"fix the problem, then `tmops resume {feature}`{by_hand}: {run.last_error}"
 
 
-def _queue_position(store: Store | None, run: RunRecord | None) -> int | None:
-    """1-based place of a queued run among the queued runs, in the order the engine admits
-    them (FIFO by queue order); None for a run that is not queued."""
+def queue_positions(store: Store | None) -> dict[tuple[str, str], int]:
+    """1-based place of every queued run, in the order the engine admits them (FIFO)."""
+    if store is None:
+        return {}
+    return {(r.feature, r.run): place for place, r in enumerate(store.queued_runs(), start=1)}
+
+
+def _queue_position(
+    store: Store | None, run: RunRecord | None, queue: Mapping[tuple[str, str], int] | None
+) -> int | None:
+    """A queued run's place in the queue; None for a run that is not queued."""
     if store is None or run is None or run.status != RunState.QUEUED:
         return None
-    for place, queued in enumerate(store.queued_runs(), start=1):
-        if (queued.feature, queued.run) == (run.feature, run.run):
-            return place
-    return None
+    return (queue_positions(store) if queue is None else queue).get((run.feature, run.run))
 
 
 def _engine(layout: Layout, store: Store | None, run: RunRecord | None) -> str | None:
@@ -386,7 +396,9 @@ def list_features(
     phases: Mapping[str, PhaseSpec],
 ) -> list[dict[str, Any]]:
     """Every feature the store, FEATURES.txt or the ``.tmops`` folders know of."""
-    names = set(read_features(layout))
+    lines = read_features(layout)  # once, and the queue once: the listing stays linear
+    queue = queue_positions(store)
+    names = set(lines)
     if store is not None:
         names.update(record.name for record in store.features())
     with contextlib.suppress(OSError):
@@ -406,6 +418,8 @@ def list_features(
                 phases=phases,
                 include_sessions=False,
                 include_checkpoints=False,
+                feature_lines=lines,
+                queue=queue,
             )
         except FeatureError:
             continue
