@@ -23,6 +23,9 @@ from .engine_support import (
 )
 from .takeover_support import Project, make_project, wait_until
 
+#: what a verb that queues a run answers: an engine still serving may admit the run at once
+QUEUED_OR_TAKEN = ("queued", "running")
+
 
 def _json(project: Project, *args: str) -> dict[str, object]:
     done = project.cli(*args, "--json")
@@ -63,7 +66,7 @@ def test_pause_stops_before_the_next_phase_and_resume_goes_on(tmp_path: Path) ->
         assert "was paused already" in again.stdout
 
         resumed = _json(project, "resume", DEMO_FEATURE)
-        assert resumed["status"] == "queued"
+        assert resumed["status"] in QUEUED_OR_TAKEN  # an engine still up may admit it at once
         assert project.cli("watch", DEMO_FEATURE, timeout=WAIT_S).returncode == 0
         assert [a.state for a in project.attempts("tester")] == ["completed"]
         assert _events(project, "orchestration.run.resumed")
@@ -142,7 +145,8 @@ def test_an_approval_gate_pauses_before_its_phase_until_approved(tmp_path: Path)
         assert "has no approval gate" in wrong.stderr
 
         approved = _json(project, "approve", DEMO_FEATURE)
-        assert (approved["status"], approved["approved"]) == ("queued", "tester")
+        assert approved["status"] in QUEUED_OR_TAKEN
+        assert approved["approved"] == "tester"
         assert project.cli("watch", DEMO_FEATURE, timeout=WAIT_S).returncode == 0
         assert _events(project, "orchestration.phase.approved")[0]["phase"] == "tester"
     finally:
