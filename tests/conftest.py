@@ -11,6 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from mcp import Client
+
+from tmops_core.service.operations import Service
+from tmops_core.surfaces.mcp_server import build_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -219,3 +223,29 @@ def second_user() -> int:
             pytest.fail(f"TMOPS_REQUIRE_SECOND_USER=1 but the test {why}")
         pytest.skip(why)
     return SECOND_USER
+
+
+# -- the in-memory MCP server (tests/test_mcp_server.py, test_mcp_resources.py, ...) ----------
+
+Connect = Callable[[], Client]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    """The service of the config found from the test's environment (a module may define its
+    own)."""
+    loaded = Service.load()
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(params=["auto", "legacy"])
+def connect(request: pytest.FixtureRequest, service: Service, repo: Path) -> Connect:
+    """A new in-memory client of a server whose default workspace is ``repo``, in both of the
+    SDK's client modes."""
+    return lambda: Client(build_server(service, workspace=repo), mode=request.param)

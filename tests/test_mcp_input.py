@@ -4,7 +4,6 @@ value, over the SDK's in-memory client and on the CLI."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from tmops_core.surfaces.cli import cli
 from tmops_core.surfaces.mcp_input import StrictTool, make_strict
 from tmops_core.surfaces.mcp_server import build_server
 
+from .conftest import Connect
 from .mcp_support import TOOLS, text_of
 
 #: every boolean and integer argument of every tool (a test checks the list is complete)
@@ -43,21 +43,6 @@ REQUIRED: dict[str, dict[str, Any]] = {
 HUGE = "q" * (1024 * 1024)
 #: "about 300 characters": the longest, a bad feature name, says what a name may be
 SHORT = 320
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def service() -> Iterator[Service]:
-    loaded = Service.load()
-    yield loaded
-    loaded.close()
-
-
-Connect = Callable[[], Client]
 
 
 @pytest.fixture

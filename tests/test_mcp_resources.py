@@ -8,7 +8,6 @@ Inspector CLI in ``test_mcp_inspector.py``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tmops_core.service import status as status_module
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.mcp_server import TOOL_HINTS, build_server
 
+from .conftest import Connect
 from .mcp_support import ALLOWED_NAME, PHASES, TOOLS
 
 TEMPLATES = {
@@ -32,26 +32,6 @@ TRIGGER = (
     "# Checkpoint: 001-discovery-trigger.md\n**From:** Orchestrator\n**To:** Tester\n"
     "**Timestamp:** 2025-08-20 09:34:30\n**Feature:** auth-api\n**Run:** initial\n"
 )
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def service() -> Iterator[Service]:
-    loaded = Service.load()
-    yield loaded
-    loaded.close()
-
-
-Connect = Callable[[], Client]
-
-
-@pytest.fixture(params=["auto", "legacy"])
-def connect(request: pytest.FixtureRequest, service: Service, repo: Path) -> Connect:
-    return lambda: Client(build_server(service, workspace=repo), mode=request.param)
 
 
 @pytest.fixture

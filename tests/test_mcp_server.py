@@ -11,7 +11,6 @@ import itertools
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,37 +21,15 @@ from mcp.types import CallToolResult
 
 from tmops_core import __version__
 from tmops_core.git import Git
-from tmops_core.service.operations import Service
 from tmops_core.surfaces.mcp_server import build_server
 from tmops_core.workspace.layout import shown
 
-from .conftest import git, make_repo
+from .conftest import Connect, git, make_repo
 from .engine_support import in_memory_service
 from .mcp_support import ALLOWED_NAME, PHASES, TOOLS, text_of
 
 FEATURE_PATTERN = "^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$"
 BAD_WORKSPACE = "must be the absolute path of an existing folder"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def service() -> Iterator[Service]:
-    loaded = Service.load()
-    yield loaded
-    loaded.close()
-
-
-Connect = Callable[[], Client]
-
-
-@pytest.fixture(params=["auto", "legacy"])
-def connect(request: pytest.FixtureRequest, service: Service, repo: Path) -> Connect:
-    """A new in-memory client of a server whose default workspace is ``repo``."""
-    return lambda: Client(build_server(service, workspace=repo), mode=request.param)
 
 
 def tree(folder: Path) -> list[str]:
