@@ -373,6 +373,38 @@ class Git:
         )
         return result.stdout.strip() if result.returncode == 0 else None
 
+    def refs(self, prefix: str) -> dict[str, str]:
+        """Every ref under ``prefix`` (a full ``refs/...`` name) with the commit it names."""
+        output = self.run("for-each-ref", "--format=%(refname)%00%(objectname)", prefix).stdout
+        return dict(line.split("\0", 1) for line in output.splitlines() if "\0" in line)
+
+    # -- backups -----------------------------------------------------------------------------
+
+    def version(self) -> str:
+        """git's version, as ``git --version`` says it (``2.39.5``)."""
+        return self.run("--version").stdout.strip().removeprefix("git version ")
+
+    def create_bundle(self, path: Path, refs: Sequence[str]) -> None:
+        """Write a bundle of ``refs`` (full names) and all their history to ``path``."""
+        self.run("bundle", "create", str(path), *refs)
+
+    def fetch_bundle(self, path: Path, refs: Sequence[str]) -> None:
+        """Copy ``refs`` (full names) from the bundle at ``path`` to the same names here,
+        forced: the caller has checked (and kept aside) what they replace."""
+        for start in range(0, len(refs), 200):  # argv stays short
+            self.run(
+                "fetch", "--quiet", "--no-tags", "--", str(path),
+                *(f"+{ref}:{ref}" for ref in refs[start : start + 200]),
+            )  # fmt: skip
+
+    def stale_worktrees(self) -> list[str]:
+        """What ``git worktree prune`` would remove: git's lines, one per worktree it lost."""
+        output = self.run("worktree", "prune", "--dry-run", "--verbose").stdout
+        return [line.strip() for line in output.splitlines() if line.strip()]
+
+    def prune_worktrees(self) -> None:
+        self.run("worktree", "prune")
+
     def log(
         self, since: str | None, *, until: str = "HEAD", limit: int = 50
     ) -> list[tuple[str, str]]:

@@ -231,6 +231,12 @@ class Provider(Protocol):
         the events parsed from its output, and the tail of its stderr."""
 
 
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(item, str) for item in value):
+        raise TypeError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class ProviderSpec:
     """Registers a provider: ``factory(settings)`` gets the provider's config section."""
@@ -238,6 +244,9 @@ class ProviderSpec:
     name: str = attrs.field(validator=_check_name)
     factory: Callable[[Mapping[str, Any]], Provider] = attrs.field(validator=_check_callable)
     description: str = ""
+    #: the arguments that make the provider's program print its version (``("--version",)``),
+    #: for ``tmops doctor``; empty: the program has no such argument, its version is not asked
+    version_args: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
 
 # --------------------------------------------------------------------------------------------

@@ -250,5 +250,6 @@ def tmops_register_providers() -> Iterable[ProviderSpec]:
             name=NAME,
             factory=create_provider,
             description="Claude Code in headless mode (claude -p, stream-json)",
+            version_args=("--version",),
         )
     ]

@@ -201,6 +201,7 @@ def _parser() -> _Parser:
         allow_abbrev=False,
     )
     parser.add_argument("prompt", nargs="?", help="the prompt (default: read stdin)")
+    parser.add_argument("--version", action="version", version="0.0.0 (tmops scripted agent)")
     parser.add_argument("-p", "--print", action="store_true", help="print mode (required)")
     parser.add_argument("--output-format", choices=_OUTPUT_FORMATS, default="text")
     parser.add_argument("--verbose", action="store_true")

@@ -20,7 +20,7 @@ from tmops_core.workspace.layout import Layout, read_checked
 from tmops_core.workspace.project_files import is_untouched_template
 from tmops_hookspecs import AgentRequest, FeatureError, TmopsError
 
-__all__ = ["check_before_start"]
+__all__ = ["check_before_start", "provider_program", "resolve_program"]
 
 #: the template is under 1 KiB: a longer spec is not it
 _SPEC_READ_LIMIT = 64 * 1024
@@ -48,33 +48,46 @@ def check_before_start(
         raise FeatureError(
             "the workflow has no phases", hint=f"{_FIX_CONFIG}: features.default_phases"
         )
-    settings = provider_settings(config, provider_name)
-    # The provider checks its own section (permission modes, templates) as it is built.
-    provider = plugins.providers()[provider_name].spec.factory(settings)
-    first = phases[workflow[0]].spec
-    # Providers are pure: building an invocation starts nothing, and names the program.
-    invocation = provider.build_invocation(
-        AgentRequest(
-            feature=feature,
-            run=run,
-            phase=first.name,
-            role_instructions="",
-            prompt="preflight",
-            working_dir=worktree,
-            extra_dirs=(layout.checkpoint_dir(feature, run),),
-        )
+    program, path = provider_program(
+        config, plugins, layout, provider_name, feature=feature, run=run, worktree=worktree
     )
-    program = invocation.argv[0]
-    env = build_env(
-        {**settings.get("env", {}), **invocation.env}, allow=config.features.env_allowlist
-    )
-    if not _runnable(program, env.get("PATH", os.defpath)):
+    if resolve_program(program, path) is None:
         raise FeatureError(
             f"the agent program {program!r} of provider {provider_name!r} is not installed "
             "(not found on the agents' PATH)",
             hint=f"install it, set providers.{provider_name}.command to its path, or start "
             "with another --provider",
         )
+
+
+def provider_program(
+    config: Config, plugins: Plugins, layout: Layout, provider_name: str, *, feature: str,
+    run: str, worktree: Path,
+) -> tuple[str, str]:  # fmt: skip
+    """The program the provider would run for the workflow's first phase, and the agents'
+    PATH it is looked up on. The provider checks its own section (permission modes,
+    templates) as it is built: a bad one raises its ConfigError."""
+    settings = provider_settings(config, provider_name)
+    provider = plugins.providers()[provider_name].spec.factory(settings)
+    workflow = list(config.features.default_phases)
+    phases = plugins.phases()
+    first = phases[workflow[0]].spec.name if workflow and workflow[0] in phases else "orchestrator"
+    # Providers are pure: building an invocation starts nothing, and names the program.
+    invocation = provider.build_invocation(
+        AgentRequest(
+            feature=feature,
+            run=run,
+            phase=first,
+            role_instructions="",
+            prompt="preflight",
+            working_dir=worktree,
+            extra_dirs=(layout.checkpoint_dir(feature, run),),
+        )
+    )
+    env = build_env(
+        {**settings.get("env", {}), **invocation.env}, allow=config.features.env_allowlist
+    )
+    return invocation.argv[0], env.get("PATH", os.defpath)
 
 
 def _check_task_spec(layout: Layout, feature: str, run: str) -> None:
@@ -95,7 +108,9 @@ def _check_task_spec(layout: Layout, feature: str, run: str) -> None:
         )
 
 
-def _runnable(program: str, path: str) -> bool:
+def resolve_program(program: str, path: str) -> str | None:
+    """Where ``program`` is: itself when it names a path and is executable, else found on
+    ``path``; None when it cannot be run."""
     if os.sep in program:
-        return os.path.isfile(program) and os.access(program, os.X_OK)
-    return shutil.which(program, path=path) is not None
+        return program if os.path.isfile(program) and os.access(program, os.X_OK) else None
+    return shutil.which(program, path=path)

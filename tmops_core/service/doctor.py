@@ -1,0 +1,289 @@
+"""``tmops doctor``: what tmops needs, checked one by one, each with what was found and the fix.
+
+Checks: git (present, at least :data:`GIT_MINIMUM`); each enabled provider (its section valid,
+permission modes included; its program found on the agents' PATH; its version, when the
+provider says how to ask); the modes of ``.tmops`` (folders 0700, files 0600, owned by the
+user, no links but ``<feature>/current``); free disk on the project's filesystem; the store
+(``PRAGMA integrity_check``, its schema at this tmops' head); stale engines (a lease or a
+running run whose engine is dead); worktrees git has lost or the store names and git does not
+have. Each is ``ok``, ``warn`` or ``fail``; only a ``fail`` makes the doctor fail.
+
+It changes nothing: the store is read through a read-only connection, and the store's engine
+records only once that says the store is sound and at this tmops' schema.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from tmops_core.agents.env import build_env
+from tmops_core.agents.probe import program_version
+from tmops_core.config import Config, provider_settings
+from tmops_core.git import Git, find_git
+from tmops_core.orchestration.daemon import engine_alive, run_engine_alive
+from tmops_core.plugins import Plugins
+from tmops_core.service.preflight import provider_program, resolve_program
+from tmops_core.store import STORE_NAME, open_existing_store
+from tmops_core.store.maintenance import head_version, inspect_database
+from tmops_core.workspace.layout import DIR_MODE, FILE_MODE, Layout, lstat_checked, open_dir
+from tmops_hookspecs import TmopsError
+
+__all__ = ["DISK_WARN_BYTES", "GIT_MINIMUM", "Check", "run_doctor", "summary"]
+
+#: git 2.36: ``worktree list -z``; 2.24: ``--end-of-options``
+GIT_MINIMUM = (2, 36)
+#: under this much free space on the project's filesystem, a warning
+DISK_WARN_BYTES = 1 << 30
+#: how many offending paths a check names
+_SHOWN = 5
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@attrs.frozen
+class Check:
+    name: str
+    status: str
+    found: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return attrs.asdict(self)
+
+
+def run_doctor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
+    """Every check, in order; a check that raises is reported failed, not the doctor."""
+    checks: list[Callable[[], list[Check]]] = [
+        lambda: [_git()],
+        lambda: _providers(layout, config, plugins),
+        lambda: [_modes(layout)],
+        lambda: [_disk(layout)],
+        lambda: _store(layout),
+        lambda: [_worktrees(layout)],
+    ]
+    found: list[Check] = []
+    for check in checks:
+        try:
+            found.extend(check())
+        except (TmopsError, OSError) as exc:
+            found.append(Check("doctor", FAIL, f"a check failed to run: {exc}"))
+    return found
+
+
+def _git() -> Check:
+    try:
+        git = find_git()
+    except TmopsError as exc:
+        return Check("git", FAIL, exc.message, exc.hint or "")
+    version = Git(Path.cwd(), executable=git).version()
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
+    wanted = ".".join(map(str, GIT_MINIMUM))
+    if numbers < GIT_MINIMUM:
+        return Check("git", FAIL, f"git {version} at {git}", f"upgrade git to {wanted} or newer")
+    return Check("git", OK, f"git {version} at {git} (tmops needs {wanted} or newer)")
+
+
+def _enabled_providers(config: Config, plugins: Plugins) -> list[str]:
+    installed = plugins.providers()
+    names = {config.features.default_provider, *config.providers}
+    return sorted(
+        name.replace("_", "-") if name.replace("_", "-") in installed else name
+        for name in names
+        if provider_settings(config, name).get("enabled", True)
+    )
+
+
+def _providers(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
+    installed = plugins.providers()
+    checks = []
+    for name in _enabled_providers(config, plugins):
+        label = f"provider {name}"
+        if name not in installed:
+            checks.append(Check(
+                label, FAIL if name == config.features.default_provider else WARN,
+                f"no installed plugin provides it (installed: {', '.join(sorted(installed))})",
+                "install its plugin, or change features.default_provider / remove its section",
+            ))  # fmt: skip
+            continue
+        try:
+            program, path = provider_program(
+                config, plugins, layout, name, feature="doctor", run="initial",
+                worktree=layout.project_root,
+            )  # fmt: skip
+        except TmopsError as exc:
+            fix = f"fix providers.{name} (`tmops config check` lists all)"
+            checks.append(Check(label, FAIL, f"its settings are refused: {exc.message}", fix))
+            continue
+        checks.append(_provider_version(label, name, program, path, config, plugins))
+    return checks
+
+
+def _provider_version(
+    label: str, name: str, program: str, path: str, config: Config, plugins: Plugins
+) -> Check:
+    resolved = resolve_program(program, path)
+    if resolved is None:
+        return Check(
+            label, FAIL, f"its program {program!r} is not on the agents' PATH",
+            f"install it, or set providers.{name}.command to its path",
+        )  # fmt: skip
+    version_args = plugins.providers()[name].spec.version_args
+    if not version_args:
+        return Check(label, OK, f"{resolved} (the provider names no way to ask its version)")
+    settings = provider_settings(config, name)
+    env = build_env(dict(settings.get("env", {})), allow=config.features.env_allowlist)
+    version, why = program_version([resolved, *version_args], env)
+    if version is None:
+        return Check(
+            label, WARN, f"{resolved}: asking its version failed: {why}",
+            f"run `{resolved} {' '.join(version_args)}` to see why",
+        )  # fmt: skip
+    return Check(label, OK, f"{resolved}: {version}")
+
+
+def _modes(layout: Layout) -> Check:
+    """Folders 0700 and files 0600 (no group or other bits), owned by this user, no links."""
+    if lstat_checked(layout.tmops_dir) is None:
+        return Check("permissions", OK, f"no {layout.tmops_dir} yet")
+    uid = os.getuid()
+    loose: list[str] = []
+    foreign: list[str] = []
+    links: list[str] = []
+    pending = [layout.tmops_dir]
+    while pending:
+        folder = pending.pop()
+        fd = open_dir(folder, root=layout.project_root)
+        try:
+            entries = list(os.scandir(fd))
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+        _judge(folder, info, DIR_MODE, uid, loose, foreign)
+        if any(e.name == ".git" for e in entries) and folder != layout.tmops_dir:
+            continue  # a worktree: git's files, git's modes
+        for entry in entries:
+            path = Path(folder, entry.name)
+            if entry.is_symlink():
+                if entry.name != "current":
+                    links.append(str(path))
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            else:
+                _judge(path, entry.stat(follow_symlinks=False), FILE_MODE, uid, loose, foreign)
+    return _modes_check(layout, loose, foreign, links)
+
+
+def _judge(
+    path: Path, info: os.stat_result, mode: int, uid: int, loose: list[str], foreign: list[str]
+) -> None:
+    if stat.S_IMODE(info.st_mode) & ~mode & 0o077:
+        loose.append(f"{path} ({stat.S_IMODE(info.st_mode):o})")
+    if info.st_uid != uid:
+        foreign.append(f"{path} (uid {info.st_uid})")
+
+
+def _modes_check(layout: Layout, loose: list[str], foreign: list[str], links: list[str]) -> Check:
+    where = layout.tmops_dir
+    if foreign:
+        return Check("permissions", FAIL, _some("owned by another user", foreign),
+                     f"`sudo chown -R $(id -un) {where}`")  # fmt: skip
+    if loose:
+        return Check("permissions", FAIL, _some("open to other users", loose),
+                     f"`chmod -R go-rwx {where}` (folders 0700, files 0600)")  # fmt: skip
+    if links:
+        return Check("permissions", WARN, _some("links tmops never follows", links),
+                     "remove them (`rm LINK`)")  # fmt: skip
+    return Check("permissions", OK, f"{where}: folders 0700, files 0600, all yours")
+
+
+def _some(what: str, paths: list[str]) -> str:
+    more = f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else ""
+    return f"{len(paths)} {what}: {', '.join(paths[:_SHOWN])}{more}"
+
+
+def _disk(layout: Layout) -> Check:
+    free = shutil.disk_usage(layout.project_root).free
+    found = f"{free / (1 << 30):.1f} GiB free on the filesystem of {layout.project_root}"
+    if free < DISK_WARN_BYTES:
+        return Check("disk", WARN, found, "free some space: agents, logs and git need room")
+    return Check("disk", OK, found)
+
+
+def _store(layout: Layout) -> list[Check]:
+    path = layout.tmops_dir / STORE_NAME
+    if lstat_checked(path) is None:
+        return [Check("store", OK, f"no store at {path} yet")]
+    report = inspect_database(path)
+    head = head_version()
+    restore = "restore the last backup (`tmops restore ARCHIVE --force`)"
+    if not report.sound:
+        return [Check("store", FAIL, f"{path} fails the integrity check: "
+                      f"{'; '.join(report.integrity[:_SHOWN])}", restore)]  # fmt: skip
+    if report.version > head:
+        return [Check("store", FAIL, f"schema {report.version}, newer than this tmops ({head})",
+                      "upgrade tmops")]  # fmt: skip
+    if report.version < head:
+        fix = "any tmops command that opens the store migrates it"
+        return [
+            Check("store", WARN, f"schema {report.version}, this tmops migrates to {head}", fix)
+        ]
+    return [Check("store", OK, f"{path}: integrity ok, schema {head} (head)"), _engines(path)]
+
+
+def _engines(path: Path) -> Check:
+    store = open_existing_store(path)
+    assert store is not None  # noqa: S101 - checked just before
+    try:
+        stale = []
+        serving = store.serving_engine()
+        if serving is not None and not engine_alive(serving):
+            stale.append(f"engine pid {serving.pid} holds the lease but is dead")
+        for feature in store.features():
+            for run in store.runs(feature.name):
+                if run.status == "running" and not run_engine_alive(store, run):
+                    stale.append(f"{run.feature}/{run.run} is running for a dead engine")
+    finally:
+        store.close()
+    if stale:
+        return Check(
+            "engines", WARN, "; ".join(stale),
+            "`tmops status FEATURE` (or `tmops resume FEATURE`) starts an engine that takes "
+            "the runs over; nothing needs removing by hand",
+        )  # fmt: skip
+    return Check("engines", OK, "no stale engine")
+
+
+def _worktrees(layout: Layout) -> Check:
+    git = Git(layout.project_root)
+    lost = git.stale_worktrees()
+    store = open_existing_store(layout.tmops_dir / STORE_NAME)
+    missing = []
+    if store is not None:
+        try:
+            missing = [
+                f"{f.name} ({f.worktree})"
+                for f in store.features()
+                if not Path(f.worktree).is_dir()
+            ]
+        finally:
+            store.close()
+    if lost:
+        return Check("worktrees", WARN, _some("worktrees git lost", lost), "`git worktree prune`")
+    if missing:
+        return Check(
+            "worktrees", WARN, _some("features whose worktree is missing", missing),
+            "`git worktree add PATH BRANCH` (or `tmops restore` from a backup)",
+        )  # fmt: skip
+    return Check("worktrees", OK, "every worktree is where git and the store say")
+
+
+def summary(checks: list[Check]) -> dict[str, Any]:
+    """The doctor's answer: every check, and whether none failed."""
+    return {"ok": all(c.status != FAIL for c in checks), "checks": [c.to_dict() for c in checks]}

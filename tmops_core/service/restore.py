@@ -1,0 +1,330 @@
+"""``tmops restore``: a backup archive (:mod:`~tmops_core.service.backup`) back into a project,
+typically a fresh clone, so that its runs go on from where they were.
+
+Nothing in an archive is trusted before it is checked: every member must be a regular file
+with a relative name under the archive's own folders (no absolute path, no ``..``, no link or
+device), extracted with tarfile's ``data`` filter into a private folder; every file must be
+the one the manifest names, with its sha256; the store must pass ``PRAGMA integrity_check``
+and have a schema this tmops can migrate. Only then is anything in the project touched.
+
+It refuses while a live engine serves the project, and, unless ``force``, when it would
+replace anything: a ``.tmops`` with state in it, a branch at another commit, a worktree path
+taken. With ``force`` what it replaces is kept aside: ``.tmops`` moved to
+``.tmops.replaced-<stamp>``, a branch kept at ``refs/tmops/replaced-<stamp>/heads/<branch>``.
+
+Then: the files of ``.tmops/`` and the store are put in place, the refs fetched from the
+bundle, the worktrees made again where the store says (their paths moved to this project),
+and the work that was uncommitted at the backup put back in them, uncommitted. The store's
+engines (processes of the project it was copied from) are recorded taken over, the attempts
+that were running abandoned, and a run that was running paused
+(:func:`~tmops_core.store.maintenance.adopt_restored`): ``tmops resume`` drives it on from its
+phase; a paused or queued run goes on as it would have (``tmops approve``, ``tmops start``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tmops_core.git import Git
+from tmops_core.orchestration.daemon import engine_running
+from tmops_core.service import archive as fmt
+from tmops_core.store import STORE_NAME, SQLiteStore, open_existing_store
+from tmops_core.store.maintenance import adopt_restored, head_version, inspect_database
+from tmops_core.workspace.features import exclude_tmops
+from tmops_core.workspace.layout import (
+    Layout,
+    atomic_write,
+    ensure_private_dir,
+    iso,
+    lstat_checked,
+    open_dir,
+    point_current,
+    utc_now,
+    validate_feature_name,
+    validate_run_name,
+)
+from tmops_hookspecs import WorkspaceError
+
+__all__ = ["restore_backup"]
+
+
+def restore_backup(layout: Layout, archive: Path, *, force: bool = False) -> dict[str, Any]:
+    """Restore ``archive`` into the project ``layout``; return what was restored."""
+    git = Git(layout.project_root)
+    git.toplevel()  # a clear error outside a git repository
+    staging = Path(tempfile.mkdtemp(prefix="tmops-restore-"))
+    try:
+        manifest = _unpack(archive, staging)
+        features = _features(manifest)
+        _check_live_engine(layout)
+        refs = _refs(manifest)
+        stamp = f"{utc_now():%Y%m%d-%H%M%S}"
+        conflicts = _conflicts(layout, git, features, refs)
+        if conflicts and not force:
+            raise WorkspaceError(
+                "restoring would replace: " + "; ".join(conflicts),
+                hint="restore into a fresh clone, or add --force: what is replaced is kept "
+                f"aside (.tmops.replaced-{stamp}, refs/tmops/replaced-{stamp}/...)",
+            )
+        kept = _set_aside(layout, git, refs, stamp) if conflicts else []
+        _place_files(layout, staging, features)
+        if fmt.BUNDLE_MEMBER in _names(manifest):
+            git.fetch_bundle(staging / fmt.BUNDLE_MEMBER, sorted(refs))
+        exclude_tmops(git)
+        worktrees = _worktree_paths(layout, features)
+        store = SQLiteStore(layout.tmops_dir / STORE_NAME)  # migrated to this tmops' head
+        try:
+            adopted = adopt_restored(store, worktrees=worktrees, now=iso(utc_now()))
+            runs = {f["name"]: store.run(f["name"], f["run"]) for f in features}
+        finally:
+            store.close()
+        made = _make_worktrees(layout, git, features, worktrees)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {
+        "archive": str(archive),
+        "project": str(layout.project_root),
+        "created_at": manifest.get("created_at"),
+        "features": {
+            name: {"run": run.run, "status": run.status, "phase": run.current_phase}
+            for name, run in runs.items()
+            if run is not None
+        },
+        "worktrees": made,
+        "paused": [f"{feature}/{run}" for feature, run in adopted.paused],
+        "abandoned_attempts": adopted.attempts,
+        "kept_aside": kept,
+        "message": f"restored {len(features)} feature(s) from {archive}; "
+        "`tmops status FEATURE` says how each run goes on (a run that was running is paused: "
+        "`tmops resume FEATURE`)",
+    }
+
+
+# -- checking the archive ---------------------------------------------------------------------
+
+
+def _unpack(archive: Path, into: Path) -> dict[str, Any]:
+    """Check every member, extract them, check them against the manifest; the manifest."""
+    if not archive.is_file():
+        raise WorkspaceError(f"{archive} is not a file", hint="give the path of a backup archive")
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:
+                problem = fmt.member_problem(member.name)
+                if problem is None and not member.isfile():
+                    problem = "not a regular file (a link, a device or a folder)"
+                if problem is not None:
+                    raise _bad(archive, f"its member {member.name!r} is {problem}")
+            if len({m.name for m in members}) != len(members):
+                raise _bad(archive, "it holds a file twice")
+            tar.extractall(into, filter="data")  # the second line of defence
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise _bad(archive, f"it cannot be read as a tar.gz file ({exc})") from exc
+    manifest = _manifest(archive, into)
+    listed = {entry["path"]: entry for entry in manifest["files"]}
+    present = {m.name for m in members} - {fmt.MANIFEST_MEMBER}
+    if present != set(listed):
+        extra = sorted(present - set(listed)) + sorted(set(listed) - present)
+        raise _bad(archive, f"its files are not the ones its manifest lists: {extra[:5]}")
+    for name, entry in listed.items():
+        if fmt.sha256_file(into / name) != entry.get("sha256"):
+            raise _bad(archive, f"{name} is not the file that was backed up (sha256 differs)")
+    report = inspect_database(into / fmt.STORE_MEMBER)
+    if not report.sound:
+        raise _bad(archive, f"its store fails the integrity check: {report.integrity[0]}")
+    if report.version > head_version():
+        raise WorkspaceError(
+            f"{archive} was made by a newer tmops: its store has schema version "
+            f"{report.version}, this tmops knows up to {head_version()}",
+            hint=f"upgrade tmops (the backup was made by tmops {manifest.get('tmops_version')})",
+        )
+    return manifest
+
+
+def _manifest(archive: Path, into: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((into / fmt.MANIFEST_MEMBER).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _bad(archive, f"its manifest is missing or not JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt.FORMAT:
+        raise _bad(archive, "it is not a tmops backup (no tmops manifest)")
+    if manifest.get("format_version") != fmt.FORMAT_VERSION:
+        raise WorkspaceError(
+            f"{archive} has backup format {manifest.get('format_version')!r}; this tmops reads "
+            f"format {fmt.FORMAT_VERSION}",
+            hint=f"restore it with the tmops that made it ({manifest.get('tmops_version')})",
+        )
+    if not isinstance(manifest.get("files"), list) or fmt.STORE_MEMBER not in _names(manifest):
+        raise _bad(archive, "its manifest lists no store")
+    return manifest
+
+
+def _names(manifest: dict[str, Any]) -> set[str]:
+    return {str(entry.get("path")) for entry in manifest["files"] if isinstance(entry, dict)}
+
+
+def _features(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's features, their names and relative worktree paths checked."""
+    features = manifest.get("features")
+    if not isinstance(features, list):
+        raise WorkspaceError("the backup's manifest lists no features")
+    for feature in features:
+        validate_feature_name(feature.get("name"))
+        validate_run_name(feature.get("run"))
+        inside = feature.get("worktree_in_project")
+        if inside is not None and (
+            not isinstance(inside, str) or (inside != "." and fmt.member_problem(f"tree/{inside}"))
+        ):
+            raise WorkspaceError(f"the backup's manifest names a bad worktree path {inside!r}")
+    return features
+
+
+def _refs(manifest: dict[str, Any]) -> dict[str, str]:
+    refs = manifest.get("refs") or {}
+    if not isinstance(refs, dict) or not all(
+        isinstance(ref, str) and ref.startswith(("refs/heads/", "refs/tmops/")) for ref in refs
+    ):
+        raise WorkspaceError("the backup's manifest names refs outside refs/heads and refs/tmops")
+    return {str(ref): str(sha) for ref, sha in refs.items()}
+
+
+def _bad(archive: Path, why: str) -> WorkspaceError:
+    return WorkspaceError(
+        f"{archive} is not a sound tmops backup: {why}; nothing was restored",
+        hint="restore another backup (`tmops backup` writes a new one)",
+    )
+
+
+# -- what the project holds -------------------------------------------------------------------
+
+
+def _check_live_engine(layout: Layout) -> None:
+    store = open_existing_store(layout.tmops_dir / STORE_NAME)
+    try:
+        if engine_running(layout, store):
+            raise WorkspaceError(
+                f"an engine serves {layout.project_root}: a restore would pull its state away "
+                "from under it",
+                hint="let its runs finish or stop them (`tmops pause FEATURE --now` or "
+                "`tmops cancel FEATURE`), then restore",
+            )
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _conflicts(
+    layout: Layout, git: Git, features: list[dict[str, Any]], refs: dict[str, str]
+) -> list[str]:
+    found = []
+    if lstat_checked(layout.tmops_dir) is not None and any(_state_in(layout.tmops_dir)):
+        found.append(f"the state in {layout.tmops_dir}")
+    for ref, sha in sorted(refs.items()):
+        here = git.rev(ref)
+        moved = ref.startswith("refs/heads/") and here is not None and here != sha
+        if moved and here is not None and not git.is_ancestor(here, sha):
+            found.append(f"the branch {ref.removeprefix('refs/heads/')} (at {here[:12]})")
+    for feature in features:
+        inside = feature.get("worktree_in_project")
+        if inside is None or inside == "." or _tmops_path(inside):
+            continue
+        if os.path.lexists(layout.project_root / inside):
+            found.append(f"the path {layout.project_root / inside}")
+    return found
+
+
+def _tmops_path(relative: str) -> bool:
+    return relative.split("/", 1)[0] == ".tmops"
+
+
+def _state_in(tmops_dir: Path) -> list[str]:
+    """What under .tmops/ a restore would replace: anything but archives and locks."""
+    fd = open_dir(tmops_dir)
+    try:
+        names = os.listdir(fd)
+    finally:
+        os.close(fd)
+    return [n for n in names if n != "archives" and not n.endswith(".lock")]
+
+
+def _set_aside(layout: Layout, git: Git, refs: dict[str, str], stamp: str) -> list[str]:
+    """Keep what the restore replaces: .tmops/ moved aside whole, the branches it moves kept
+    under refs/tmops/replaced-<stamp>/."""
+    kept = []
+    if lstat_checked(layout.tmops_dir) is not None:
+        aside = layout.project_root / f".tmops.replaced-{stamp}"
+        os.rename(layout.tmops_dir, aside)
+        git.prune_worktrees()  # the worktrees that moved with it are git's no more
+        kept.append(str(aside))
+    for ref, sha in sorted(refs.items()):
+        here = git.rev(ref)
+        if ref.startswith("refs/heads/") and here not in (None, sha):
+            backup = f"refs/tmops/replaced-{stamp}/heads/{ref.removeprefix('refs/heads/')}"
+            git.set_ref(backup, here)
+            kept.append(backup)
+    return kept
+
+
+# -- putting it back --------------------------------------------------------------------------
+
+
+def _place_files(layout: Layout, staging: Path, features: list[dict[str, Any]]) -> None:
+    """The files of .tmops/, the store, then each feature's ``current`` link."""
+    ensure_private_dir(layout.tmops_dir)
+    tree = staging / fmt.TREE_PREFIX
+    for path in sorted(tree.rglob("*")) if tree.is_dir() else []:
+        if path.is_file():
+            target = layout.tmops_dir / path.relative_to(tree)
+            os.close(open_dir(target.parent, create=True))
+            atomic_write(target, path.read_bytes())
+    atomic_write(layout.tmops_dir / STORE_NAME, (staging / fmt.STORE_MEMBER).read_bytes())
+    for feature in features:
+        if lstat_checked(layout.run_dir(feature["name"], feature["run"])) is not None:
+            point_current(layout, feature["name"], feature["run"])
+
+
+def _worktree_paths(layout: Layout, features: list[dict[str, Any]]) -> dict[str, str]:
+    """Each feature's worktree in this project: the same place relative to the project root,
+    or the same absolute path for one that was outside the project."""
+    paths = {}
+    for feature in features:
+        inside = feature.get("worktree_in_project")
+        paths[feature["name"]] = (
+            str(layout.project_root if inside == "." else layout.project_root / inside)
+            if inside is not None
+            else str(feature["worktree"])
+        )
+    return paths
+
+
+def _make_worktrees(
+    layout: Layout, git: Git, features: list[dict[str, Any]], paths: dict[str, str]
+) -> list[str]:
+    """Add the worktrees git does not have, and put the uncommitted work back in them."""
+    git.prune_worktrees()
+    known = {w.path.resolve() for w in git.worktrees()}
+    made = []
+    for feature in features:
+        path = Path(paths[feature["name"]])
+        if path == layout.project_root or path.resolve() in known:
+            continue
+        if path.is_relative_to(layout.project_root):
+            os.close(open_dir(path.parent, create=True, root=layout.project_root))
+        else:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        git.add_worktree(path, feature["branch"])
+        made.append(str(path))
+        snapshot = feature.get("snapshot")
+        if snapshot and git.rev(snapshot) is not None:
+            tree = Git(path)
+            head = tree.head()
+            if head is not None:
+                tree.restore_paths(snapshot, tree.changed_paths(head, snapshot))
+    return made
