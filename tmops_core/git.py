@@ -399,8 +399,9 @@ class Git:
 
     def stale_worktrees(self) -> list[str]:
         """What ``git worktree prune`` would remove: git's lines, one per worktree it lost."""
-        output = self.run("worktree", "prune", "--dry-run", "--verbose").stdout
-        return [line.strip() for line in output.splitlines() if line.strip()]
+        done = self.run("worktree", "prune", "--dry-run", "--verbose")
+        lines = (done.stdout + done.stderr).splitlines()  # git says it on stderr
+        return [line.strip() for line in lines if line.strip()]
 
     def prune_worktrees(self) -> None:
         self.run("worktree", "prune")

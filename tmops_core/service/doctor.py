@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -60,29 +61,34 @@ class Check:
 
 def run_doctor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
     """Every check, in order; a check that raises is reported failed, not the doctor."""
+    found: list[Check] = []
+
+    def store_readable() -> bool:
+        # the store's records are read only when the store itself checked out ok
+        return any(c.name == "store" and c.status == OK for c in found)
+
     checks: list[Callable[[], list[Check]]] = [
-        lambda: [_git()],
+        lambda: [_git(layout.project_root)],
         lambda: _providers(layout, config, plugins),
         lambda: [_modes(layout)],
         lambda: [_disk(layout)],
         lambda: _store(layout),
-        lambda: [_worktrees(layout)],
+        lambda: [_worktrees(layout, read_store=store_readable())],
     ]
-    found: list[Check] = []
     for check in checks:
         try:
             found.extend(check())
-        except (TmopsError, OSError) as exc:
+        except (TmopsError, OSError, sqlite3.Error) as exc:
             found.append(Check("doctor", FAIL, f"a check failed to run: {exc}"))
     return found
 
 
-def _git() -> Check:
+def _git(root: Path) -> Check:
     try:
         git = find_git()
     except TmopsError as exc:
         return Check("git", FAIL, exc.message, exc.hint or "")
-    version = Git(Path.cwd(), executable=git).version()
+    version = Git(root, executable=git).version()
     numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
     wanted = ".".join(map(str, GIT_MINIMUM))
     if numbers < GIT_MINIMUM:
@@ -161,22 +167,23 @@ def _modes(layout: Layout) -> Check:
         folder = pending.pop()
         fd = open_dir(folder, root=layout.project_root)
         try:
-            entries = list(os.scandir(fd))
+            # stat each entry while its folder's descriptor is open (scandir's entries need it)
+            entries = [(e.name, e.stat(follow_symlinks=False)) for e in os.scandir(fd)]
             info = os.fstat(fd)
         finally:
             os.close(fd)
+        if folder != layout.tmops_dir and any(name == ".git" for name, _ in entries):
+            continue  # a worktree: git's folder, git's files, git's modes
         _judge(folder, info, DIR_MODE, uid, loose, foreign)
-        if any(e.name == ".git" for e in entries) and folder != layout.tmops_dir:
-            continue  # a worktree: git's files, git's modes
-        for entry in entries:
-            path = Path(folder, entry.name)
-            if entry.is_symlink():
-                if entry.name != "current":
+        for name, entry in entries:
+            path = Path(folder, name)
+            if stat.S_ISLNK(entry.st_mode):
+                if name != "current":
                     links.append(str(path))
-            elif entry.is_dir(follow_symlinks=False):
+            elif stat.S_ISDIR(entry.st_mode):
                 pending.append(path)
             else:
-                _judge(path, entry.stat(follow_symlinks=False), FILE_MODE, uid, loose, foreign)
+                _judge(path, entry, FILE_MODE, uid, loose, foreign)
     return _modes_check(layout, loose, foreign, links)
 
 
@@ -260,10 +267,10 @@ def _engines(path: Path) -> Check:
     return Check("engines", OK, "no stale engine")
 
 
-def _worktrees(layout: Layout) -> Check:
+def _worktrees(layout: Layout, *, read_store: bool) -> Check:
     git = Git(layout.project_root)
     lost = git.stale_worktrees()
-    store = open_existing_store(layout.tmops_dir / STORE_NAME)
+    store = open_existing_store(layout.tmops_dir / STORE_NAME) if read_store else None
     missing = []
     if store is not None:
         try:
