@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import sqlite3
 import tarfile
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from .engine_support import file_service, git, new_feature, scripted_config, wri
 from .takeover_support import make_project, wait_until
 
 Members = dict[str, bytes]
+#: features.worktree_root by default
+WORKTREES = ".tmops/worktrees"
 
 
 @pytest.fixture
@@ -65,15 +68,23 @@ def write_archive(
     return path
 
 
+def with_feature(archive: Path, out: Path, **changes: object) -> Path:
+    """``archive`` again with its first feature in the manifest changed."""
+    members = read_members(archive)
+    manifest = json.loads(members["manifest.json"])
+    manifest["features"][0].update(changes)
+    return write_archive(out, {**members, "manifest.json": json.dumps(manifest).encode()})
+
+
 def refused(archive: Path, clone: Path, match: str) -> None:
     with pytest.raises(WorkspaceError, match=match):
-        restore_backup(Layout(clone), archive)
+        restore_backup(Layout(clone), archive, worktree_root=WORKTREES)
     assert not (clone / ".tmops").exists(), "nothing of the project was touched"
 
 
 def test_the_restore_itself_needs_no_force_in_a_fresh_clone(backed_up: tuple[Path, Path]) -> None:
     archive, clone = backed_up
-    answer = restore_backup(Layout(clone), archive)
+    answer = restore_backup(Layout(clone), archive, worktree_root=WORKTREES)
     assert answer["features"] == {DEMO_FEATURE: {"run": "initial", "status": "initialized",
                                                  "phase": None}}  # fmt: skip
     assert (clone / ".tmops" / DEMO_FEATURE / "current").is_symlink()
@@ -190,7 +201,7 @@ def test_existing_state_is_replaced_only_with_force_and_kept_aside(
     backed_up: tuple[Path, Path],
 ) -> None:
     archive, clone = backed_up
-    restore_backup(Layout(clone), archive)
+    restore_backup(Layout(clone), archive, worktree_root=WORKTREES)
     (clone / ".tmops" / "mine.txt").write_text("state made after the restore\n")
     branch = f"feature/{DEMO_FEATURE}"
     worktree = clone / ".tmops" / "worktrees" / DEMO_FEATURE
@@ -200,11 +211,11 @@ def test_existing_state_is_replaced_only_with_force_and_kept_aside(
     moved = git(clone, "rev-parse", branch).strip()
 
     with pytest.raises(WorkspaceError, match="restoring would replace: the state in") as caught:
-        restore_backup(Layout(clone), archive)
+        restore_backup(Layout(clone), archive, worktree_root=WORKTREES)
     assert f"the branch {branch}" in str(caught.value)
     assert (clone / ".tmops" / "mine.txt").exists()
 
-    answer = restore_backup(Layout(clone), archive, force=True)
+    answer = restore_backup(Layout(clone), archive, worktree_root=WORKTREES, force=True)
     aside = [Path(p) for p in answer["kept_aside"] if not p.startswith("refs/")]
     assert [p.name.startswith(".tmops.replaced-") for p in aside] == [True]
     assert (aside[0] / "mine.txt").read_text() == "state made after the restore\n"
@@ -224,7 +235,7 @@ def test_a_project_an_engine_serves_is_refused(tmp_path: Path) -> None:
         project.engine()
         wait_until(lambda: project.live_agent("orchestrator"), timeout=60, what="agent")
         with pytest.raises(WorkspaceError, match="an engine serves") as caught:
-            restore_backup(Layout(project.root), archive, force=True)
+            restore_backup(Layout(project.root), archive, worktree_root=WORKTREES, force=True)
         assert "tmops cancel" in (caught.value.hint or "")
         assert project.live_agent("orchestrator") is not None
     finally:
@@ -244,3 +255,39 @@ def test_backup_refuses_a_destination_it_would_overwrite_or_cannot_place(
         create_backup(Layout(clone), None)
     named = create_backup(Layout(root), tmp_path / "named.tar.gz")
     assert named["archive"] == str(tmp_path / "named.tar.gz")
+
+
+def test_worktrees_go_where_this_project_puts_them_never_where_the_archive_says(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive, clone = backed_up
+    planted = tmp_path / "planted"
+    crafted = with_feature(
+        archive, tmp_path / "crafted.tar.gz", worktree=str(planted), worktree_in_project=None
+    )
+    elsewhere = tmp_path / "worktrees"
+    answer = restore_backup(Layout(clone), crafted, worktree_root=str(elsewhere))
+    assert answer["worktrees"] == [str(elsewhere / DEMO_FEATURE)]
+    assert (elsewhere / DEMO_FEATURE / ".git").is_file()
+    assert not planted.exists()
+
+
+def test_a_branch_the_archive_does_not_hold_is_refused(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive, clone = backed_up
+    bad = with_feature(archive, tmp_path / "bad.tar.gz", branch="--upload-pack=evil")
+    refused(bad, clone, "holds no such branch")
+
+
+def test_a_project_that_lost_its_tmops_folder_is_restored_in_place(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive, _ = backed_up
+    root = tmp_path / "p"
+    shutil.rmtree(root / ".tmops")  # the worktree inside it went with it; git still lists it
+    answer = restore_backup(Layout(root), archive, worktree_root=WORKTREES)
+    assert answer["kept_aside"] == []
+    worktree = root / ".tmops" / "worktrees" / DEMO_FEATURE
+    assert answer["worktrees"] == [str(worktree)]
+    assert git(worktree, "branch", "--show-current").strip() == f"feature/{DEMO_FEATURE}"

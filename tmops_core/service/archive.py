@@ -18,6 +18,7 @@ import hashlib
 from pathlib import Path, PurePosixPath
 
 __all__ = [
+    "ARCHIVES_DIR",
     "BUNDLE_MEMBER",
     "FORMAT",
     "FORMAT_VERSION",

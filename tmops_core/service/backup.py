@@ -65,7 +65,7 @@ def skipped_in_tree(relative: Path) -> bool:
     name = relative.name
     top = relative.parts[0]
     return (
-        top in (ARCHIVES_DIR,)
+        top == ARCHIVES_DIR
         or top.startswith(".staging-")
         or name.startswith(STORE_NAME)
         or name.endswith((".lock", ".tmp"))

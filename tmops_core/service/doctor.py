@@ -29,6 +29,7 @@ from tmops_core.agents.env import build_env
 from tmops_core.agents.probe import program_version
 from tmops_core.config import Config, provider_settings
 from tmops_core.git import Git, find_git
+from tmops_core.lifecycle import RunState
 from tmops_core.orchestration.daemon import engine_alive, run_engine_alive
 from tmops_core.plugins import Plugins
 from tmops_core.service.preflight import provider_program, resolve_program
@@ -254,7 +255,7 @@ def _engines(path: Path) -> Check:
             stale.append(f"engine pid {serving.pid} holds the lease but is dead")
         for feature in store.features():
             for run in store.runs(feature.name):
-                if run.status == "running" and not run_engine_alive(store, run):
+                if run.status == RunState.RUNNING and not run_engine_alive(store, run):
                     stale.append(f"{run.feature}/{run.run} is running for a dead engine")
     finally:
         store.close()

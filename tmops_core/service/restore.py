@@ -54,18 +54,27 @@ from tmops_hookspecs import WorkspaceError
 __all__ = ["restore_backup"]
 
 
-def restore_backup(layout: Layout, archive: Path, *, force: bool = False) -> dict[str, Any]:
-    """Restore ``archive`` into the project ``layout``; return what was restored."""
+def restore_backup(
+    layout: Layout, archive: Path, *, worktree_root: str, force: bool = False
+) -> dict[str, Any]:
+    """Restore ``archive`` into the project ``layout``; return what was restored.
+
+    ``worktree_root`` is ``features.worktree_root`` of this project's config: a feature's
+    worktree is made where ``tmops init`` would make it here (no path is taken from the
+    archive), or in the project root for a feature checked out there.
+    """
     git = Git(layout.project_root)
     git.toplevel()  # a clear error outside a git repository
     staging = Path(tempfile.mkdtemp(prefix="tmops-restore-"))
     try:
         manifest = _unpack(archive, staging)
-        features = _features(manifest)
-        _check_live_engine(layout)
         refs = _refs(manifest)
+        features = _features(manifest, refs)
+        _check_live_engine(layout)
         stamp = f"{utc_now():%Y%m%d-%H%M%S}"
-        conflicts = _conflicts(layout, git, features, refs)
+        worktrees = _worktree_paths(layout, features, worktree_root)
+        git.prune_worktrees()  # a branch "checked out" in a worktree that is gone is not
+        conflicts = _conflicts(layout, git, worktrees, refs)
         if conflicts and not force:
             raise WorkspaceError(
                 "restoring would replace: " + "; ".join(conflicts),
@@ -77,14 +86,14 @@ def restore_backup(layout: Layout, archive: Path, *, force: bool = False) -> dic
         if fmt.BUNDLE_MEMBER in _names(manifest):
             git.fetch_bundle(staging / fmt.BUNDLE_MEMBER, sorted(refs))
         exclude_tmops(git)
-        worktrees = _worktree_paths(layout, features)
         store = SQLiteStore(layout.tmops_dir / STORE_NAME)  # migrated to this tmops' head
         try:
-            adopted = adopt_restored(store, worktrees=worktrees, now=iso(utc_now()))
+            paths = {name: str(path) for name, path in worktrees.items()}
+            adopted = adopt_restored(store, worktrees=paths, now=iso(utc_now()))
             runs = {f["name"]: store.run(f["name"], f["run"]) for f in features}
         finally:
             store.close()
-        made = _make_worktrees(layout, git, features, worktrees)
+        made, skipped = _make_worktrees(layout, git, features, worktrees)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {
@@ -97,6 +106,7 @@ def restore_backup(layout: Layout, archive: Path, *, force: bool = False) -> dic
             if run is not None
         },
         "worktrees": made,
+        "worktrees_skipped": skipped,
         "paused": [f"{feature}/{run}" for feature, run in adopted.paused],
         "abandoned_attempts": adopted.attempts,
         "kept_aside": kept,
@@ -124,6 +134,12 @@ def _unpack(archive: Path, into: Path) -> dict[str, Any]:
                     raise _bad(archive, f"its member {member.name!r} is {problem}")
             if len({m.name for m in members}) != len(members):
                 raise _bad(archive, "it holds a file twice")
+            size = sum(m.size for m in members)
+            if size > shutil.disk_usage(into).free:
+                raise WorkspaceError(
+                    f"{archive} unpacks to {size} bytes, more than the free space in {into}",
+                    hint="free some space (or set TMPDIR to a roomier folder) and try again",
+                )
             tar.extractall(into, filter="data")  # the second line of defence
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise _bad(archive, f"it cannot be read as a tar.gz file ({exc})") from exc
@@ -170,19 +186,21 @@ def _names(manifest: dict[str, Any]) -> set[str]:
     return {str(entry.get("path")) for entry in manifest["files"] if isinstance(entry, dict)}
 
 
-def _features(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The manifest's features, their names and relative worktree paths checked."""
+def _features(manifest: dict[str, Any], refs: dict[str, str]) -> list[dict[str, Any]]:
+    """The manifest's features, each name checked, its branch and snapshot among the refs."""
     features = manifest.get("features")
-    if not isinstance(features, list):
+    if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
         raise WorkspaceError("the backup's manifest lists no features")
     for feature in features:
         validate_feature_name(feature.get("name"))
         validate_run_name(feature.get("run"))
-        inside = feature.get("worktree_in_project")
-        if inside is not None and (
-            not isinstance(inside, str) or (inside != "." and fmt.member_problem(f"tree/{inside}"))
-        ):
-            raise WorkspaceError(f"the backup's manifest names a bad worktree path {inside!r}")
+        if f"refs/heads/{feature.get('branch')}" not in refs:
+            raise WorkspaceError(
+                f"the backup's manifest names the branch {feature.get('branch')!r} of "
+                f"{feature['name']} but holds no such branch"
+            )
+        if feature.get("snapshot") is not None and feature["snapshot"] not in refs:
+            raise WorkspaceError(f"the backup holds no snapshot {feature['snapshot']!r}")
     return features
 
 
@@ -221,7 +239,7 @@ def _check_live_engine(layout: Layout) -> None:
 
 
 def _conflicts(
-    layout: Layout, git: Git, features: list[dict[str, Any]], refs: dict[str, str]
+    layout: Layout, git: Git, worktrees: dict[str, Path], refs: dict[str, str]
 ) -> list[str]:
     found = []
     if lstat_checked(layout.tmops_dir) is not None and any(_state_in(layout.tmops_dir)):
@@ -231,17 +249,18 @@ def _conflicts(
         moved = ref.startswith("refs/heads/") and here is not None and here != sha
         if moved and here is not None and not git.is_ancestor(here, sha):
             found.append(f"the branch {ref.removeprefix('refs/heads/')} (at {here[:12]})")
-    for feature in features:
-        inside = feature.get("worktree_in_project")
-        if inside is None or inside == "." or _tmops_path(inside):
+    known = {w.path.resolve() for w in git.worktrees()}
+    for path in worktrees.values():
+        if path == layout.project_root or path.resolve() in known or _tmops_path(layout, path):
             continue
-        if os.path.lexists(layout.project_root / inside):
-            found.append(f"the path {layout.project_root / inside}")
+        if os.path.lexists(path):
+            found.append(f"the path {path} (left alone: no worktree is made there)")
     return found
 
 
-def _tmops_path(relative: str) -> bool:
-    return relative.split("/", 1)[0] == ".tmops"
+def _tmops_path(layout: Layout, path: Path) -> bool:
+    """Whether ``path`` is under .tmops/ (replaced, and kept aside, with the rest of it)."""
+    return path.is_relative_to(layout.tmops_dir)
 
 
 def _state_in(tmops_dir: Path) -> list[str]:
@@ -251,7 +270,7 @@ def _state_in(tmops_dir: Path) -> list[str]:
         names = os.listdir(fd)
     finally:
         os.close(fd)
-    return [n for n in names if n != "archives" and not n.endswith(".lock")]
+    return [n for n in names if n != fmt.ARCHIVES_DIR and not n.endswith(".lock")]
 
 
 def _set_aside(layout: Layout, git: Git, refs: dict[str, str], stamp: str) -> list[str]:
@@ -290,30 +309,32 @@ def _place_files(layout: Layout, staging: Path, features: list[dict[str, Any]]) 
             point_current(layout, feature["name"], feature["run"])
 
 
-def _worktree_paths(layout: Layout, features: list[dict[str, Any]]) -> dict[str, str]:
-    """Each feature's worktree in this project: the same place relative to the project root,
-    or the same absolute path for one that was outside the project."""
-    paths = {}
-    for feature in features:
-        inside = feature.get("worktree_in_project")
-        paths[feature["name"]] = (
-            str(layout.project_root if inside == "." else layout.project_root / inside)
-            if inside is not None
-            else str(feature["worktree"])
-        )
-    return paths
+def _worktree_paths(
+    layout: Layout, features: list[dict[str, Any]], worktree_root: str
+) -> dict[str, Path]:
+    """Each feature's worktree in this project: the project root for a feature checked out
+    there, else ``<worktree_root>/<feature>`` as ``tmops init`` makes it."""
+    root = Path(os.path.expanduser(worktree_root))
+    base = Path(os.path.normpath(root if root.is_absolute() else layout.project_root / root))
+    return {
+        f["name"]: layout.project_root if f.get("worktree_in_project") == "." else base / f["name"]
+        for f in features
+    }
 
 
 def _make_worktrees(
-    layout: Layout, git: Git, features: list[dict[str, Any]], paths: dict[str, str]
-) -> list[str]:
-    """Add the worktrees git does not have, and put the uncommitted work back in them."""
-    git.prune_worktrees()
+    layout: Layout, git: Git, features: list[dict[str, Any]], paths: dict[str, Path]
+) -> tuple[list[str], list[str]]:
+    """Add the worktrees git does not have, and put the uncommitted work back in them; a path
+    taken by something else is left alone. The worktrees made, and those left alone."""
     known = {w.path.resolve() for w in git.worktrees()}
-    made = []
+    made, skipped = [], []
     for feature in features:
-        path = Path(paths[feature["name"]])
+        path = paths[feature["name"]]
         if path == layout.project_root or path.resolve() in known:
+            continue
+        if os.path.lexists(path):
+            skipped.append(str(path))
             continue
         if path.is_relative_to(layout.project_root):
             os.close(open_dir(path.parent, create=True, root=layout.project_root))
@@ -327,4 +348,4 @@ def _make_worktrees(
             head = tree.head()
             if head is not None:
                 tree.restore_paths(snapshot, tree.changed_paths(head, snapshot))
-    return made
+    return made, skipped

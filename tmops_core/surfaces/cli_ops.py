@@ -41,8 +41,7 @@ def backup_command(dest: Path | None, workspace: Path | None, as_json: bool) -> 
     (default: .tmops/archives/)."""
     from tmops_core.service.backup import create_backup
 
-    layout = _layout(workspace)
-    answer = create_backup(layout, dest)
+    answer = create_backup(_layout(workspace), dest)
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
 
 
@@ -51,13 +50,16 @@ def backup_command(dest: Path | None, workspace: Path | None, as_json: bool) -> 
 @click.option("--force", is_flag=True, help="Replace existing state, keeping it aside.")
 @_WORKSPACE
 @_JSON
-def restore_command(archive: Path, force: bool, workspace: Path | None, as_json: bool) -> None:
+@click.pass_obj
+def restore_command(
+    state: AppState, archive: Path, force: bool, workspace: Path | None, as_json: bool
+) -> None:
     """Restore a backup ARCHIVE into the project (a fresh clone, typically): its store,
     files, branches, worktrees and uncommitted work; runs go on from where they were."""
     from tmops_core.service.restore import restore_backup
 
-    layout = _layout(workspace)
-    answer = restore_backup(layout, archive, force=force)
+    root = state.service.config.features.worktree_root
+    answer = restore_backup(_layout(workspace), archive, worktree_root=root, force=force)
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
@@ -66,6 +68,10 @@ def restore_command(archive: Path, force: bool, workspace: Path | None, as_json:
         click.echo(f"  {feature}  {run['run']}  {run['status']}  {run['phase'] or ''}".rstrip())
     for path in answer["kept_aside"]:
         click.echo(f"  kept aside  {path}")
+    for path in answer["worktrees_skipped"]:
+        click.echo(f"  no worktree made at {path}: something else is there")
+    for path in answer["worktrees_skipped"]:
+        click.echo(f"  no worktree made at {path}: something else is there")
 
 
 @click.command("doctor")
@@ -77,8 +83,7 @@ def doctor_command(state: AppState, workspace: Path | None, as_json: bool) -> No
     with its fix; exit 1 when a check fails."""
     from tmops_core.service.doctor import run_doctor, summary
 
-    layout = _layout(workspace)
-    answer = summary(run_doctor(layout, state.service.config, state.service.plugins))
+    answer = summary(run_doctor(_layout(workspace), state.service.config, state.service.plugins))
     if as_json:
         click.echo(json.dumps(answer, indent=2))
     else:
