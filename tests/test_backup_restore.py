@@ -141,8 +141,12 @@ def test_a_backup_taken_while_an_agent_runs_restores_a_run_to_resume(tmp_path: P
             assert store.serving_engine() is None  # the other project's engine is not ours
         finally:
             store.close()
-        # the original engine and its agent go on untouched
-        assert project.live_agent("orchestrator") is not None
+        events = tmops(project, clone, "events", DEMO_FEATURE, "--json").stdout.splitlines()
+        paused = [json.loads(line) for line in events if "orchestration.run.paused" in line]
+        assert paused[-1]["data"]["reason"].startswith(f"restored from {archive.name}")
+        assert paused[-1]["data"]["actor"].startswith("cli:")
+        # the original engine and its agent went on untouched by the restore
+        assert project.attempts("orchestrator")[0].state in ("running", "completed")
 
         done = tmops(project, clone, "resume", DEMO_FEATURE, "--wait")
         assert done.returncode == 0, done.stdout + done.stderr

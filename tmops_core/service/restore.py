@@ -55,13 +55,15 @@ __all__ = ["restore_backup"]
 
 
 def restore_backup(
-    layout: Layout, archive: Path, *, worktree_root: str, force: bool = False
-) -> dict[str, Any]:
+    layout: Layout, archive: Path, *, worktree_root: str, force: bool = False,
+    actor: str = "local",
+) -> dict[str, Any]:  # fmt: skip
     """Restore ``archive`` into the project ``layout``; return what was restored.
 
     ``worktree_root`` is ``features.worktree_root`` of this project's config: a feature's
     worktree is made where ``tmops init`` would make it here (no path is taken from the
-    archive), or in the project root for a feature checked out there.
+    archive), or in the project root for a feature checked out there. A run paused because
+    it was running gets ``orchestration.run.paused`` in its audit trail, naming ``actor``.
     """
     git = Git(layout.project_root)
     git.toplevel()  # a clear error outside a git repository
@@ -89,7 +91,12 @@ def restore_backup(
         store = SQLiteStore(layout.tmops_dir / STORE_NAME)  # migrated to this tmops' head
         try:
             paths = {name: str(path) for name, path in worktrees.items()}
-            adopted = adopt_restored(store, worktrees=paths, now=iso(utc_now()))
+            now = iso(utc_now())
+            adopted = adopt_restored(store, worktrees=paths, now=now)
+            for feature, run in adopted.paused:
+                why = f"restored from {archive.name}, taken while the run ran"
+                data = {"run": run, "now": True, "status": "paused", "actor": actor, "reason": why}
+                store.add_event(feature, run, "orchestration.run.paused", json.dumps(data), now)
             runs = {f["name"]: store.run(f["name"], f["run"]) for f in features}
         finally:
             store.close()

@@ -59,7 +59,9 @@ def restore_command(
     from tmops_core.service.restore import restore_backup
 
     root = state.service.config.features.worktree_root
-    answer = restore_backup(_layout(workspace), archive, worktree_root=root, force=force)
+    answer = restore_backup(
+        _layout(workspace), archive, worktree_root=root, force=force, actor=state.service.actor
+    )
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
