@@ -10,9 +10,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tmops_core.service.demo_project import DEMO_FEATURE
+import pytest
 
-from .engine_support import WAIT_S, scripted_config, write_config
+from tmops_core.service.demo_project import DEMO_FEATURE
+from tmops_hookspecs import ProviderSpec
+
+from .engine_support import AGENT, WAIT_S, scripted_config, write_config
 from .takeover_support import Project, make_project, wait_until
 
 
@@ -110,3 +113,35 @@ def test_a_dead_engine_and_a_lost_worktree_are_warnings(tmp_path: Path) -> None:
         assert checks["worktrees"]["fix"] == "`git worktree prune`"
     finally:
         project.close()
+
+
+def test_each_enabled_provider_is_checked_by_its_own_rules(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    try:
+        data = scripted_config(project.state, provider={"permission_mode": "anything-goes"})
+        data["providers"]["command"] = {"command": AGENT, "args": ["-p", "{prompt}"]}
+        write_config(project.config, data)
+        code, checks = doctor(project)
+        assert code == 1
+        refused = checks["provider claude-code"]
+        assert refused["status"] == "fail"
+        assert "anything-goes" in refused["found"]
+        assert refused["fix"].startswith("fix providers.claude-code")
+        # a provider that names no version argument: found, its version not asked
+        assert checks["provider command"] == {
+            "name": "provider command", "status": "ok",
+            "found": f"{AGENT} (the provider names no way to ask its version)", "fix": "",
+        }  # fmt: skip
+    finally:
+        project.close()
+
+
+def test_a_provider_spec_takes_its_version_arguments_as_a_list_of_strings() -> None:
+    def factory(settings: Any) -> Any:
+        return settings
+
+    spec = ProviderSpec(name="p", factory=factory, version_args=["--version"])
+    assert spec.version_args == ("--version",)
+    assert ProviderSpec(name="p", factory=factory).version_args == ()
+    with pytest.raises(TypeError, match="a list of strings"):
+        ProviderSpec(name="p", factory=factory, version_args="--version")
