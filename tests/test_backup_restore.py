@@ -115,6 +115,7 @@ def test_a_backup_taken_while_an_agent_runs_restores_a_run_to_resume(tmp_path: P
         remote = with_remote(project)
         project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
         project.engine()
+        (project.root / ".tmops" / "http.token").write_text("a secret\n")
         wait_until(lambda: project.live_agent("orchestrator"), timeout=WAIT_S, what="agent")
         archive = Path(answer(tmops(project, project.root, "backup", "--json"))["archive"])
         assert archive.parent == project.root / ".tmops" / "archives"
@@ -127,6 +128,7 @@ def test_a_backup_taken_while_an_agent_runs_restores_a_run_to_resume(tmp_path: P
         assert "git/refs.bundle" in names
         assert f"tree/{DEMO_FEATURE}/runs/initial/TASK_SPEC.md" in names
         assert not any(name.startswith("tree/worktrees/") for name in names)
+        assert "tree/http.token" not in names  # a secret stays out
 
         clone = fresh_clone(remote, tmp_path / "clone")
         restored = answer(tmops(project, clone, "restore", str(archive), "--json"))

@@ -54,18 +54,25 @@ from tmops_core.workspace.layout import (
 )
 from tmops_hookspecs import WorkspaceError
 
-__all__ = ["create_backup", "skipped_in_tree"]
+__all__ = ["SECRET_FILES", "create_backup", "skipped_in_tree"]
 
 _CHUNK = 1 << 20
 
 
+#: files under .tmops/ that are secrets, never put in an archive: the MCP HTTP server's token
+#: (``surfaces/mcp_http.TOKEN_FILE``), made anew where it is missing
+SECRET_FILES = ("http.token",)
+
+
 def skipped_in_tree(relative: Path) -> bool:
     """Whether a file under .tmops/ stays out of a backup: the store's own files (copied by
-    the backup API), locks, temporary files, the archives folder and staging folders."""
+    the backup API), locks, temporary files, secrets, the archives folder and staging
+    folders."""
     name = relative.name
     top = relative.parts[0]
     return (
         top == ARCHIVES_DIR
+        or relative.as_posix() in SECRET_FILES
         or top.startswith(".staging-")
         or name.startswith(STORE_NAME)
         or name.endswith((".lock", ".tmp"))
