@@ -291,3 +291,18 @@ def test_a_project_that_lost_its_tmops_folder_is_restored_in_place(
     worktree = root / ".tmops" / "worktrees" / DEMO_FEATURE
     assert answer["worktrees"] == [str(worktree)]
     assert git(worktree, "branch", "--show-current").strip() == f"feature/{DEMO_FEATURE}"
+
+
+def test_a_damaged_store_in_the_project_is_replaced_with_force(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive, _ = backed_up
+    root = tmp_path / "p"
+    store = root / ".tmops" / "tmops.db"
+    store.write_bytes(b"this is no database any more" * 200)
+    with pytest.raises(WorkspaceError, match="restoring would replace: the state in"):
+        restore_backup(Layout(root), archive, worktree_root=WORKTREES)
+    answer = restore_backup(Layout(root), archive, worktree_root=WORKTREES, force=True)
+    aside = Path(answer["kept_aside"][0])
+    assert (aside / "tmops.db").read_bytes().startswith(b"this is no database")
+    assert answer["features"][DEMO_FEATURE]["status"] == "initialized"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import tarfile
 import tempfile
 from pathlib import Path
@@ -231,7 +232,10 @@ def _bad(archive: Path, why: str) -> WorkspaceError:
 
 
 def _check_live_engine(layout: Layout) -> None:
-    store = open_existing_store(layout.tmops_dir / STORE_NAME)
+    try:
+        store = open_existing_store(layout.tmops_dir / STORE_NAME)
+    except sqlite3.DatabaseError:
+        store = None  # a damaged store, the one to replace: the engine lock still tells
     try:
         if engine_running(layout, store):
             raise WorkspaceError(

@@ -60,7 +60,7 @@ class DatabaseReport:
 def _check_files(path: Path) -> None:
     # SQLite would follow a link at the database or at one of the files beside it.
     for suffix in ("", "-wal", "-shm", "-journal"):
-        lstat_checked(path.with_name(path.name + suffix), root=path.parent)
+        lstat_checked(path.with_name(path.name + suffix))
 
 
 def copy_database(source: Path, target: Path) -> int:
