@@ -217,10 +217,12 @@ def test_existing_state_is_replaced_only_with_force_and_kept_aside(
 
     answer = restore_backup(Layout(clone), archive, worktree_root=WORKTREES, force=True)
     aside = [Path(p) for p in answer["kept_aside"] if not p.startswith("refs/")]
-    assert [p.name.startswith(".tmops.replaced-") for p in aside] == [True]
+    assert [p.name.startswith(".replaced-") for p in aside] == [True]
+    assert aside[0].parent == clone / ".tmops"
+    assert ".replaced-" not in git(clone, "status", "--porcelain", "--untracked-files=all")
     assert (aside[0] / "mine.txt").read_text() == "state made after the restore\n"
     kept = [p for p in answer["kept_aside"] if p.startswith("refs/")]
-    assert kept == [f"refs/tmops/{aside[0].name.removeprefix('.tmops.')}/heads/{branch}"]
+    assert kept == [f"refs/tmops/{aside[0].name.removeprefix('.')}/heads/{branch}"]
     assert git(clone, "rev-parse", kept[0]).strip() == moved
     assert git(clone, "rev-parse", branch).strip() != moved
     assert (worktree / ".git").is_file()

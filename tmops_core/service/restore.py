@@ -10,7 +10,7 @@ and have a schema this tmops can migrate. Only then is anything in the project t
 It refuses while a live engine serves the project, and, unless ``force``, when it would
 replace anything: a ``.tmops`` with state in it, a branch at another commit, a worktree path
 taken. With ``force`` what it replaces is kept aside: ``.tmops`` moved to
-``.tmops.replaced-<stamp>``, a branch kept at ``refs/tmops/replaced-<stamp>/heads/<branch>``.
+``.tmops/.replaced-<stamp>``, a branch kept at ``refs/tmops/replaced-<stamp>/heads/<branch>``.
 
 Then: the files of ``.tmops/`` and the store are put in place, the refs fetched from the
 bundle, the worktrees made again where the store says (their paths moved to this project),
@@ -82,7 +82,7 @@ def restore_backup(
             raise WorkspaceError(
                 "restoring would replace: " + "; ".join(conflicts),
                 hint="restore into a fresh clone, or add --force: what is replaced is kept "
-                f"aside (.tmops.replaced-{stamp}, refs/tmops/replaced-{stamp}/...)",
+                f"aside (.tmops/.replaced-{stamp}, refs/tmops/replaced-{stamp}/...)",
             )
         kept = _set_aside(layout, git, refs, stamp) if conflicts else []
         _place_files(layout, staging, features)
@@ -285,12 +285,18 @@ def _state_in(tmops_dir: Path) -> list[str]:
 
 
 def _set_aside(layout: Layout, git: Git, refs: dict[str, str], stamp: str) -> list[str]:
-    """Keep what the restore replaces: .tmops/ moved aside whole, the branches it moves kept
-    under refs/tmops/replaced-<stamp>/."""
+    """Keep what the restore replaces: what .tmops/ held moved whole into
+    ``.tmops/.replaced-<stamp>/`` (private, out of git like the rest of .tmops; its archives
+    stay where they were), the branches it moves kept under refs/tmops/replaced-<stamp>/."""
     kept = []
-    if lstat_checked(layout.tmops_dir) is not None:
-        aside = layout.project_root / f".tmops.replaced-{stamp}"
-        os.rename(layout.tmops_dir, aside)
+    if lstat_checked(layout.tmops_dir) is not None and _state_in(layout.tmops_dir):
+        moving = layout.project_root / f".tmops.replacing-{stamp}"
+        os.rename(layout.tmops_dir, moving)
+        ensure_private_dir(layout.tmops_dir)
+        aside = layout.tmops_dir / f".replaced-{stamp}"
+        os.rename(moving, aside)
+        if lstat_checked(aside / fmt.ARCHIVES_DIR) is not None:
+            os.rename(aside / fmt.ARCHIVES_DIR, layout.tmops_dir / fmt.ARCHIVES_DIR)
         git.prune_worktrees()  # the worktrees that moved with it are git's no more
         kept.append(str(aside))
     for ref, sha in sorted(refs.items()):
