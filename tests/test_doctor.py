@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from tmops_core.service.demo_project import DEMO_FEATURE
+from tmops_core.service.doctor import run_doctor
+from tmops_core.workspace.layout import Layout
 from tmops_hookspecs import ProviderSpec
 
-from .engine_support import AGENT, WAIT_S, scripted_config, write_config
+from .engine_support import AGENT, WAIT_S, in_memory_service, scripted_config, write_config
 from .takeover_support import Project, make_project, wait_until
 
 
@@ -145,3 +147,22 @@ def test_a_provider_spec_takes_its_version_arguments_as_a_list_of_strings() -> N
     assert ProviderSpec(name="p", factory=factory).version_args == ()
     with pytest.raises(TypeError, match="a list of strings"):
         ProviderSpec(name="p", factory=factory, version_args="--version")
+
+
+def test_outside_a_git_repository_the_worktree_check_fails_saying_what_to_do(
+    tmp_path: Path,
+) -> None:
+    from tmops_core.plugins import create_plugin_manager
+    from tmops_core.service.doctor import run_doctor
+    from tmops_core.workspace.layout import Layout
+
+    from .engine_support import in_memory_service
+
+    service = in_memory_service(scripted_config(tmp_path / "state"))
+    checks = {
+        c.name: c for c in run_doctor(Layout(tmp_path), service.config, create_plugin_manager())
+    }
+    assert checks["worktrees"].status == "fail"
+    assert "is not inside a git repository" in checks["worktrees"].found
+    assert "git init" in checks["worktrees"].fix
+    assert checks["store"].found.startswith("no store at")

@@ -68,19 +68,22 @@ def run_doctor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
         # the store's records are read only when the store itself checked out ok
         return any(c.name == "store" and c.status == OK for c in found)
 
-    checks: list[Callable[[], list[Check]]] = [
-        lambda: [_git(layout.project_root)],
-        lambda: _providers(layout, config, plugins),
-        lambda: [_modes(layout)],
-        lambda: [_disk(layout)],
-        lambda: _store(layout),
-        lambda: [_worktrees(layout, read_store=store_readable())],
+    checks: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("git", lambda: [_git(layout.project_root)]),
+        ("providers", lambda: _providers(layout, config, plugins)),
+        ("permissions", lambda: [_modes(layout)]),
+        ("disk", lambda: [_disk(layout)]),
+        ("store", lambda: _store(layout)),
+        ("worktrees", lambda: [_worktrees(layout, read_store=store_readable())]),
     ]
-    for check in checks:
+    for name, check in checks:
         try:
             found.extend(check())
-        except (TmopsError, OSError, sqlite3.Error) as exc:
-            found.append(Check("doctor", FAIL, f"a check failed to run: {exc}"))
+        except TmopsError as exc:
+            found.append(Check(name, FAIL, f"the check could not run: {exc.message}",
+                               exc.hint or ""))  # fmt: skip
+        except (OSError, sqlite3.Error) as exc:
+            found.append(Check(name, FAIL, f"the check could not run: {exc}"))
     return found
 
 
@@ -270,6 +273,7 @@ def _engines(path: Path) -> Check:
 
 def _worktrees(layout: Layout, *, read_store: bool) -> Check:
     git = Git(layout.project_root)
+    git.toplevel()  # outside a repository: says so, and what to do
     lost = git.stale_worktrees()
     store = open_existing_store(layout.tmops_dir / STORE_NAME) if read_store else None
     missing = []
