@@ -152,16 +152,9 @@ def test_a_provider_spec_takes_its_version_arguments_as_a_list_of_strings() -> N
 def test_outside_a_git_repository_the_worktree_check_fails_saying_what_to_do(
     tmp_path: Path,
 ) -> None:
-    from tmops_core.plugins import create_plugin_manager
-    from tmops_core.service.doctor import run_doctor
-    from tmops_core.workspace.layout import Layout
-
-    from .engine_support import in_memory_service
-
     service = in_memory_service(scripted_config(tmp_path / "state"))
-    checks = {
-        c.name: c for c in run_doctor(Layout(tmp_path), service.config, create_plugin_manager())
-    }
+    found = run_doctor(Layout(tmp_path), service.config, service.plugins)
+    checks = {check.name: check for check in found}
     assert checks["worktrees"].status == "fail"
     assert "is not inside a git repository" in checks["worktrees"].found
     assert "git init" in checks["worktrees"].fix
