@@ -102,6 +102,7 @@ class Service(Controls, Trail):
         return self._bus
 
     def close(self) -> None:
+        self.plugins.unconfigure()  # notifiers deliver what they hold before the process ends
         if self._bus is not None:
             self._bus.close()
             self._bus = None
