@@ -10,7 +10,6 @@ import stat
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from tmops_plugins import notify
 from tmops_plugins.notify_delivery import flush_all
 
 from .engine_support import SHORT_WORKFLOW, scripted_config
+from .http_support import PostRecorder
 from .notify_support import captured_logs, recorded, recorder, run_notified
 
 EVENT = {
@@ -30,36 +30,6 @@ EVENT = {
     "status_command": "tmops status auth --workspace /tmp/p",
 }  # fmt: skip
 TOKEN = "Bearer hook-token-not-to-be-logged"  # noqa: S105 - a test value
-
-
-class _Hook:
-    """An HTTP server that answers POSTs with the statuses it is given, then 200."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.requests: list[tuple[dict[str, str], Any]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.requests.append((dict(self.headers), json.loads(body)))
-                status = hook.statuses.pop(0) if hook.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/tmops?x=1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class _Silent:
@@ -87,10 +57,14 @@ class _Silent:
 
 
 @pytest.fixture
-def hook() -> Iterator[_Hook]:
-    server = _Hook([503, 503])
+def hook() -> Iterator[PostRecorder]:
+    server = PostRecorder([503, 503])
     yield server
     server.close()
+
+
+def _url(server: PostRecorder) -> str:
+    return f"{server.base_url}/hooks/tmops?x=1"
 
 
 def _deliver(settings: dict[str, Any], timeout_s: float = 30.0) -> None:
@@ -102,12 +76,12 @@ def _deliver(settings: dict[str, Any], timeout_s: float = 30.0) -> None:
 
 
 def test_a_webhook_answering_503_twice_gets_the_event_on_the_third_try(
-    hook: _Hook, monkeypatch: pytest.MonkeyPatch
+    hook: PostRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TMOPS_TEST_HOOK_AUTH", TOKEN)
     settings = {
         "webhook": {
-            "url": hook.url,
+            "url": _url(hook),
             "retries": 3,
             "backoff_s": 0.01,
             "auth_header": "Authorization",
@@ -116,11 +90,12 @@ def test_a_webhook_answering_503_twice_gets_the_event_on_the_third_try(
     }
     with captured_logs() as logs:
         _deliver(settings)
-    assert len(hook.requests) == 3
-    for headers, body in hook.requests:
-        assert body == EVENT
-        assert headers["Authorization"] == TOKEN
-        assert headers["Content-Type"] == "application/json"
+    assert len(hook.posts) == 3
+    for post in hook.posts:
+        assert post.path == "/hooks/tmops?x=1"
+        assert json.loads(post.body) == EVENT
+        assert post.headers["Authorization"] == TOKEN
+        assert post.headers["Content-Type"] == "application/json"
     assert sum("503" in line and "again in" in line for line in logs) == 2
     assert not any("not delivered" in line for line in logs)
     assert not any("hook-token" in line for line in logs)
@@ -137,25 +112,25 @@ def test_a_webhook_answering_503_twice_gets_the_event_on_the_third_try(
 def test_a_webhook_stops_after_its_retries_or_at_a_final_answer(
     statuses: list[int], tries: int, says: str
 ) -> None:
-    server = _Hook(statuses)
+    server = PostRecorder(statuses)
     try:
         with captured_logs() as logs:
-            _deliver({"webhook": {"url": server.url, "retries": 2, "backoff_s": 0.01}})
+            _deliver({"webhook": {"url": _url(server), "retries": 2, "backoff_s": 0.01}})
     finally:
         server.close()
-    assert len(server.requests) == tries
+    assert len(server.posts) == tries
     assert any(says in line for line in logs)
 
 
 def test_a_missing_auth_variable_is_said_without_sending(
-    hook: _Hook, monkeypatch: pytest.MonkeyPatch
+    hook: PostRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("TMOPS_TEST_HOOK_AUTH", raising=False)
-    settings = {"webhook": {"url": hook.url, "auth_header": "Authorization",
+    settings = {"webhook": {"url": _url(hook), "auth_header": "Authorization",
                             "auth_env": "TMOPS_TEST_HOOK_AUTH"}}  # fmt: skip
     with captured_logs() as logs:
         _deliver(settings)
-    assert hook.requests == []
+    assert hook.posts == []
     assert any("$TMOPS_TEST_HOOK_AUTH is not set" in line for line in logs)
 
 
