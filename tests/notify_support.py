@@ -19,10 +19,12 @@ from tmops_core.service.operations import Service
 
 from .engine_support import new_feature, serve
 
-#: The notify command of the tests: appends {"stdin": ..., "env": ...} as one line to argv[1].
+#: The notify command of the tests: appends {"stdin": ..., "env": ...} as one line to argv[1],
+#: after sleeping argv[2] seconds if given.
 RECORDER = (
-    "import json, os, sys\n"
+    "import json, os, sys, time\n"
     "record = {'stdin': json.loads(sys.stdin.read()), 'env': dict(os.environ)}\n"
+    "time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 0)\n"
     "with open(sys.argv[1], 'a') as out:\n"
     "    out.write(json.dumps(record) + '\\n')\n"
 )

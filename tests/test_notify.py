@@ -4,19 +4,29 @@ the event filter, and strict settings."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tmops_core.plugins import create_plugin_manager
-from tmops_core.service.demo_project import DEMO_FEATURE
+from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
 from tmops_hookspecs import ConfigError
 from tmops_plugins import notify
 
-from .engine_support import SHORT_WORKFLOW, scripted_config
+from .engine_support import (
+    SHORT_WORKFLOW,
+    WAIT_S,
+    file_service,
+    new_feature,
+    scripted_config,
+    write_config,
+)
 from .notify_support import recorded, recorder, run_notified
 
+TMOPS = str(Path(sys.executable).with_name("tmops"))
 EVENT_KEYS = {
     "event", "feature", "run", "state", "reason", "message", "workspace", "project", "branch",
     "time", "duration_s", "status_command",
@@ -100,6 +110,27 @@ def test_a_run_awaiting_approval_needs_a_person(tmp_path: Path) -> None:
     assert event["reason"] == "awaiting_approval"
     assert f"tmops approve {DEMO_FEATURE}" in event["message"]
     assert recorded(failures_out) == []
+
+
+def test_the_engine_process_delivers_before_it_exits(tmp_path: Path) -> None:
+    """`tmops engine` (a process of its own, as `start` spawns it) runs the run to its end, then
+    goes idle and exits: it waits for a notify command still running, so its notification is
+    there when the process is gone."""
+    slow, out = recorder(tmp_path)
+    data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW)
+    data["plugins"] = {"settings": {"notify": {"command": {"argv": [*slow, "1"]}}}}
+    config = write_config(tmp_path / "tmops.yaml", data)
+    root = create_demo_project(tmp_path / "p").path
+    service = file_service(config)
+    init = new_feature(service, root)
+    service.start(init.feature, workspace=root, spawn=False)
+    service.close()
+    engine = subprocess.run(
+        [TMOPS, "--config", str(config), "engine", "--workspace", str(root), "--idle-exit", "0.1"],
+        capture_output=True, text=True, timeout=WAIT_S, check=False,
+    )  # fmt: skip
+    assert engine.returncode == 0, engine.stderr
+    assert [r["stdin"]["event"] for r in recorded(out)] == ["completed"]
 
 
 # -- settings ---------------------------------------------------------------------------------
