@@ -14,7 +14,7 @@ import pytest
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
 from tmops_hookspecs import ConfigError
-from tmops_plugins import notify
+from tmops_plugins import notify, notify_settings
 
 from .engine_support import (
     SHORT_WORKFLOW,
@@ -159,7 +159,7 @@ def test_the_engine_process_delivers_before_it_exits(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_bad_settings_are_refused_with_what_was_wrong(settings: dict[str, Any], says: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        notify.parse_settings(settings)
+        notify_settings.parse_settings(settings)
     assert says in str(caught.value)
 
 
@@ -174,7 +174,7 @@ def test_refused_settings_are_a_config_error_at_their_path() -> None:
 
 
 def test_events_may_name_one_reason_a_run_needs_a_person() -> None:
-    accepts = notify.event_filter("desktop", ["awaiting_approval", "failed"])
+    accepts = notify_settings.event_filter("desktop", ["awaiting_approval", "failed"])
     assert accepts({"event": "needs_person", "reason": "awaiting_approval"})
     assert accepts({"event": "failed", "reason": None})
     assert not accepts({"event": "needs_person", "reason": "usage_limited"})

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tmops_plugins import notify
+from tmops_plugins import notify, notify_settings
 from tmops_plugins.notify_delivery import flush_all
 
 from .engine_support import SHORT_WORKFLOW, scripted_config
@@ -69,7 +69,7 @@ def _url(server: PostRecorder) -> str:
 
 def _deliver(settings: dict[str, Any], timeout_s: float = 30.0) -> None:
     """Post EVENT to the notifiers ``settings`` configure and flush them."""
-    outboxes, _ = notify.parse_settings(settings)
+    outboxes, _ = notify_settings.parse_settings(settings)
     for outbox in outboxes:
         outbox.post(EVENT)
     flush_all(outboxes, timeout_s)
@@ -188,7 +188,7 @@ def test_without_notify_send_the_desktop_notifier_says_so_once(
 ) -> None:
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    outboxes, _ = notify.parse_settings({"desktop": True})
+    outboxes, _ = notify_settings.parse_settings({"desktop": True})
     with captured_logs() as logs:
         for _ in range(2):
             outboxes[0].post(EVENT)
@@ -225,3 +225,16 @@ def test_the_flush_stops_waiting_at_its_deadline(tmp_path: Path) -> None:
         "stopped waiting at the flush deadline; 0 queued notification(s) dropped" in line
         for line in logs
     )
+
+
+def test_what_was_queued_before_the_plugin_was_configured_again_is_still_flushed(
+    tmp_path: Path,
+) -> None:
+    """tmops loads its plugins once per service: a notification queued under the last settings
+    is flushed when tmops is done, whatever came after."""
+    slow, out = recorder(tmp_path)
+    notify.tmops_configure(settings={"command": {"argv": [*slow, "0.5"]}})
+    notify.post(EVENT)
+    notify.tmops_configure(settings={})
+    notify.tmops_unconfigure()
+    assert [r["stdin"] for r in recorded(out)] == [EVENT]

@@ -44,6 +44,11 @@ class Outbox:
         #: the live worker, its queue and its stop flag; a new one after each flush
         self._worker: tuple[threading.Thread, queue.Queue[object], threading.Event] | None = None
 
+    @property
+    def delivering(self) -> bool:
+        """Whether a worker was started and not yet told to stop."""
+        return self._worker is not None
+
     def post(self, event: Mapping[str, Any]) -> None:
         """Queue ``event`` if this notifier takes events of its kind; never blocks."""
         if not self._accepts(event):
