@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
+from tmops_core.surfaces.cli import cli
 from tmops_hookspecs import ConfigError
 from tmops_plugins import notify, notify_settings
 
@@ -179,3 +181,16 @@ def test_events_may_name_one_reason_a_run_needs_a_person() -> None:
     assert accepts({"event": "failed", "reason": None})
     assert not accepts({"event": "needs_person", "reason": "usage_limited"})
     assert not accepts({"event": "completed", "reason": None})
+
+
+def test_config_check_reports_refused_settings_once_with_the_reason(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "tmops.yaml",
+        {"plugins": {"settings": {"notify": {"command": {"argv": "page-me --now"}}}}},
+    )
+    result = CliRunner().invoke(cli, ["--config", str(config), "config", "check"])
+    assert result.exit_code == 2
+    assert "has 1 error(s)" in result.stderr
+    assert "'notify.command.argv' must be a non-empty list" in result.stderr
+    assert "@ $.plugins.settings.notify" in result.stderr
+    assert "not an installed plugin" not in result.stderr

@@ -8,9 +8,11 @@ import functools
 import sys
 import types
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,10 +22,11 @@ from tmops_core.config import LoadedConfig, parse_config
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
 from tmops_core.service.operations import Service
+from tmops_core.surfaces.cli import cli
 from tmops_hookspecs import ConfigError, Event, SinkSpec, hookimpl
 from tmops_plugins.otel_sink import make_otel_sink
 
-from .engine_support import PHASES, new_feature, scripted_config, serve
+from .engine_support import PHASES, new_feature, scripted_config, serve, write_config
 from .http_support import PostRecorder
 
 RUN_ID = "r-1"
@@ -256,3 +259,16 @@ def test_without_opentelemetry_the_error_names_the_pip_command(
     assert "needs OpenTelemetry" in caught.value.message
     assert caught.value.hint is not None
     assert "pip install 'tmops[otel]'" in caught.value.hint
+
+
+def test_config_check_shows_the_sinks_refusal_of_its_options(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "tmops.yaml", {"telemetry": {"outputs": {
+        "otel": {"exporter": "zipkin"},
+        "jsonl": {"path": str(tmp_path / "events.jsonl"), "max_bytes": "big"},
+    }}})  # fmt: skip
+    result = CliRunner().invoke(cli, ["--config", str(config), "config", "check"])
+    assert result.exit_code == 2
+    assert "'exporter' of 'otel' must be one of otlp, console" in result.stderr
+    assert "@ $.telemetry.outputs.otel" in result.stderr
+    assert "option 'max_bytes' of 'jsonl' must be int" in result.stderr
+    assert "@ $.telemetry.outputs.jsonl" in result.stderr
