@@ -237,7 +237,7 @@ def test_the_console_exporter_writes_spans_to_stderr(capsys: pytest.CaptureFixtu
         ({"headers": {"Authorization": "NOT_SET_ANYWHERE_HOPEFULLY"}}, "is not set"),
         ({"headers": {"Authorization": "a b"}}, "must name an environment variable"),
         ({"headers": ["Authorization"]}, "must map header names to environment variables"),
-        ({"timeout_s": 0}, "'timeout_s' of 'otel' must be seconds above 0"),
+        ({"timeout_s": 0}, "'otel.timeout_s' must be a number of seconds above 0"),
         ({"exporter": "console", "endpoint": "http://x"}, "takes no endpoint"),
         ({"sampler": "always"}, "unknown option(s) for 'otel': sampler"),
     ],

@@ -7,11 +7,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-from urllib.parse import urlsplit
 
 from tmops_hookspecs import ConfigError
 
-from ._options import check_keys, get
+from ._options import HEADER_NAME, VAR_NAME, check_keys, get, http_url, seconds
 from .notify_delivery import Notifier, Outbox
 from .notify_programs import CommandNotifier, DesktopNotifier
 from .notify_webhook import WebhookNotifier
@@ -22,17 +21,15 @@ __all__ = ["DEFAULT_FLUSH_TIMEOUT_S", "KINDS", "REASONS", "event_filter", "parse
 KINDS = ("completed", "failed", "cancelled", "needs_person")
 REASONS = ("awaiting_approval", "branch_moved", "usage_limited", "budget_exhausted", "needs_review")
 DEFAULT_FLUSH_TIMEOUT_S = 10.0
-_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: an ``env`` entry: a name, or a prefix ending in ``*``
 _ENV_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
-_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _PLUGIN = "notify"
 
 
 def parse_settings(settings: Mapping[str, Any]) -> tuple[list[Outbox], float]:
     """The outboxes and flush timeout ``plugins.settings.notify`` asks for; ConfigError else."""
     check_keys(_PLUGIN, settings, {"command", "webhook", "desktop", "flush_timeout_s"})
-    flush_timeout_s = _seconds(_PLUGIN, settings, "flush_timeout_s", DEFAULT_FLUSH_TIMEOUT_S)
+    flush_timeout_s = seconds(_PLUGIN, settings, "flush_timeout_s", DEFAULT_FLUSH_TIMEOUT_S)
     outboxes: list[Outbox] = []
     for index, options in _entries(settings, "command"):
         outboxes.append(_outbox(_command(f"command{index}", options), options))
@@ -115,7 +112,7 @@ def _command(name: str, options: Mapping[str, Any]) -> CommandNotifier:
             hint="list names (SLACK_URL) or prefixes (SLACK_*); their values come from tmops' "
             "own environment",
         )
-    timeout_s = _seconds(where, options, "timeout_s", 30.0)
+    timeout_s = seconds(where, options, "timeout_s", 30.0)
     return CommandNotifier(name, argv, timeout_s=timeout_s, env=env)
 
 
@@ -126,41 +123,25 @@ def _webhook(name: str, options: Mapping[str, Any]) -> WebhookNotifier:
         options,
         {"url", "events", "timeout_s", "retries", "backoff_s", "auth_header", "auth_env"},
     )
-    url = get(where, options, "url", str, "")
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(
-            f"'{where}.url' must be an http:// or https:// URL with a host, got {url!r}"
-        )
-    if parts.username or parts.password:
-        raise ConfigError(
-            f"'{where}.url' holds credentials",
-            hint="put the secret in an environment variable and name it in auth_env "
-            "(with auth_header), so the config holds none",
-        )
+    url = http_url(
+        where, "url", get(where, options, "url", str, ""), example="https://hooks.example.org/x"
+    )
     auth_header = get(where, options, "auth_header", str, "") or None
     auth_env = get(where, options, "auth_env", str, "") or None
     if (auth_header is None) != (auth_env is None):
         raise ConfigError(f"'{where}' needs both auth_header and auth_env, or neither")
-    if auth_header is not None and not _HEADER_NAME.fullmatch(auth_header):
+    if auth_header is not None and not HEADER_NAME.fullmatch(auth_header):
         raise ConfigError(f"'{where}.auth_header' is not a header name: {auth_header!r}")
-    if auth_env is not None and not _VAR_NAME.fullmatch(auth_env):
+    if auth_env is not None and not VAR_NAME.fullmatch(auth_env):
         raise ConfigError(f"'{where}.auth_env' is not an environment variable name: {auth_env!r}")
     retries = get(where, options, "retries", int, 3)
     if not 0 <= retries <= 20:
         raise ConfigError(f"'{where}.retries' must be between 0 and 20, got {retries}")
     return WebhookNotifier(
-        name, url, timeout_s=_seconds(where, options, "timeout_s", 10.0), retries=retries,
-        backoff_s=_seconds(where, options, "backoff_s", 1.0), auth_header=auth_header,
+        name, url, timeout_s=seconds(where, options, "timeout_s", 10.0), retries=retries,
+        backoff_s=seconds(where, options, "backoff_s", 1.0), auth_header=auth_header,
         auth_env=auth_env, user_agent=f"tmops/{_version()}",
     )  # fmt: skip
-
-
-def _seconds(where: str, options: Mapping[str, Any], key: str, default: float) -> float:
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"'{where}.{key}' must be a number of seconds above 0, got {value!r}")
-    return float(value)
 
 
 def _version() -> str:

@@ -12,15 +12,13 @@ imported only when the sink is configured, so the plugin loads without it.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from tmops_hookspecs import ConfigError, Event, SinkSpec, hookimpl
 
-from ._options import check_keys, get
+from ._options import HEADER_NAME, VAR_NAME, check_keys, get, http_url, seconds
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -31,8 +29,6 @@ __all__ = ["OtelSink", "make_otel_sink"]
 
 _NAME = "otel"
 _EXPORTERS = ("otlp", "console")
-_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
-_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INSTALL_HINT = "pip install 'tmops[otel]' (opentelemetry-sdk and its OTLP/HTTP exporter)"
 
 
@@ -79,16 +75,8 @@ def _exporter(options: Mapping[str, Any]) -> SpanExporter:
         return ConsoleSpanExporter(out=sys.stderr)  # stdout carries MCP
     endpoint = get(_NAME, options, "endpoint", str, "") or None
     if endpoint is not None:
-        parts = urlsplit(endpoint)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(
-                f"option 'endpoint' of '{_NAME}' must be an http:// or https:// URL, "
-                f"got {endpoint!r}",
-                hint="the OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces",
-            )
-    timeout_s = options.get("timeout_s", 10)
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s <= 0:
-        raise ConfigError(f"option 'timeout_s' of '{_NAME}' must be seconds above 0")
+        http_url(_NAME, "endpoint", endpoint, example="http://localhost:4318/v1/traces")
+    timeout_s = seconds(_NAME, options, "timeout_s", 10.0)
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     except ImportError as exc:
@@ -96,7 +84,7 @@ def _exporter(options: Mapping[str, Any]) -> SpanExporter:
             f"the '{_NAME}' sink's otlp exporter is not installed ({exc.name})", hint=_INSTALL_HINT
         ) from exc
     return OTLPSpanExporter(
-        endpoint=endpoint, headers=_headers(options.get("headers", {})), timeout=float(timeout_s)
+        endpoint=endpoint, headers=_headers(options.get("headers", {})), timeout=timeout_s
     )
 
 
@@ -109,9 +97,9 @@ def _headers(spec: Any) -> dict[str, str] | None:
         )
     headers: dict[str, str] = {}
     for name, variable in spec.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
             raise ConfigError(f"'{_NAME}' headers: {name!r} is not a header name")
-        if not isinstance(variable, str) or not _VAR_NAME.fullmatch(variable):
+        if not isinstance(variable, str) or not VAR_NAME.fullmatch(variable):
             raise ConfigError(
                 f"'{_NAME}' headers: {name} must name an environment variable, got {variable!r}"
             )
