@@ -4,8 +4,6 @@ the event filter, and strict settings."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +11,19 @@ import pytest
 from click.testing import CliRunner
 
 from tmops_core.plugins import create_plugin_manager
-from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
+from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_core.surfaces.cli import cli
 from tmops_hookspecs import ConfigError
 from tmops_plugins import notify, notify_settings
 
+from .engine_process_support import run_in_engine_process
 from .engine_support import (
     SHORT_WORKFLOW,
-    WAIT_S,
-    file_service,
-    new_feature,
     scripted_config,
     write_config,
 )
 from .notify_support import recorded, recorder, run_notified
 
-TMOPS = str(Path(sys.executable).with_name("tmops"))
 EVENT_KEYS = {
     "event", "feature", "run", "state", "reason", "message", "workspace", "project", "branch",
     "time", "duration_s", "status_command",
@@ -121,17 +116,7 @@ def test_the_engine_process_delivers_before_it_exits(tmp_path: Path) -> None:
     slow, out = recorder(tmp_path)
     data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW)
     data["plugins"] = {"settings": {"notify": {"command": {"argv": [*slow, "1"]}}}}
-    config = write_config(tmp_path / "tmops.yaml", data)
-    root = create_demo_project(tmp_path / "p").path
-    service = file_service(config)
-    init = new_feature(service, root)
-    service.start(init.feature, workspace=root, spawn=False)
-    service.close()
-    engine = subprocess.run(
-        [TMOPS, "--config", str(config), "engine", "--workspace", str(root), "--idle-exit", "0.1"],
-        capture_output=True, text=True, timeout=WAIT_S, check=False,
-    )  # fmt: skip
-    assert engine.returncode == 0, engine.stderr
+    run_in_engine_process(tmp_path, data)
     assert [r["stdin"]["event"] for r in recorded(out)] == ["completed"]
 
 

@@ -26,7 +26,15 @@ from tmops_core.surfaces.cli import cli
 from tmops_hookspecs import ConfigError, Event, SinkSpec, hookimpl
 from tmops_plugins.otel_sink import make_otel_sink
 
-from .engine_support import PHASES, new_feature, scripted_config, serve, write_config
+from .engine_process_support import run_in_engine_process
+from .engine_support import (
+    PHASES,
+    SHORT_WORKFLOW,
+    new_feature,
+    scripted_config,
+    serve,
+    write_config,
+)
 from .http_support import PostRecorder
 
 RUN_ID = "r-1"
@@ -272,3 +280,23 @@ def test_config_check_shows_the_sinks_refusal_of_its_options(tmp_path: Path) -> 
     assert "@ $.telemetry.outputs.otel" in result.stderr
     assert "option 'max_bytes' of 'jsonl' must be int" in result.stderr
     assert "@ $.telemetry.outputs.jsonl" in result.stderr
+
+
+def test_the_engine_process_exports_its_trace_before_it_exits(
+    tmp_path: Path, collector: PostRecorder
+) -> None:
+    """`tmops engine`, a process of its own reading the config file, sends its run's spans to
+    the OTLP endpoint before it exits."""
+    data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW)
+    data["telemetry"] = {"outputs": {"otel": {"endpoint": f"{collector.base_url}/v1/traces"}}}
+    # what this test's own service sends before the engine runs is not the engine's
+    run_in_engine_process(tmp_path, data, before_engine=collector.posts.clear)
+    names = []
+    for post in collector.posts:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(post.body)
+        names += [s.name for r in request.resource_spans for c in r.scope_spans for s in c.spans]
+    assert names.count("tmops.run") == 1
+    assert sorted(n for n in names if n.startswith("tmops.phase.")) == [
+        "tmops.phase.orchestrator", "tmops.phase.tester",
+    ]  # fmt: skip
