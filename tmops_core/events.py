@@ -28,6 +28,7 @@ __all__ = [
     "configure_logging",
     "new_correlation_id",
     "select_sinks",
+    "start_sinks",
 ]
 
 #: The seed's ``telemetry.outputs.file: PATH`` names the jsonl sink writing to PATH.
@@ -168,16 +169,13 @@ def select_sinks(config: Config, plugins: Plugins) -> tuple[list[SelectedSink], 
     return selected, problems
 
 
-def build_event_bus(config: Config, plugins: Plugins) -> EventBus:
-    """Create the sinks named in ``telemetry.outputs``; every config problem is raised at once.
+def start_sinks(config: Config, plugins: Plugins) -> tuple[list[tuple[str, Sink]], list[str]]:
+    """Create the sinks named in ``telemetry.outputs``; the ones that started, and every
+    config problem (a sink's refused options with its path).
 
-    A sink factory that raises anything but :class:`ConfigError` is a plugin bug: it is reported
-    with the plugin's name and that sink is left out.
+    A sink factory that raises anything but :class:`TmopsError` is a plugin bug: it is
+    reported with the plugin's name and that sink is left out.
     """
-    metadata = EventMetadata(version=__version__, environment=config.telemetry.environment)
-    workspace = config.server.workspace_id
-    if not config.telemetry.enabled:
-        return EventBus((), workspace=workspace, metadata=metadata)
     selected, problems = select_sinks(config, plugins)
     sinks: list[tuple[str, Sink]] = []
     for choice in selected:
@@ -197,6 +195,16 @@ def build_event_bus(config: Config, plugins: Plugins) -> EventBus:
             )
             continue
         sinks.append((choice.name, sink))
+    return sinks, problems
+
+
+def build_event_bus(config: Config, plugins: Plugins) -> EventBus:
+    """Create the sinks named in ``telemetry.outputs``; every config problem is raised at once."""
+    metadata = EventMetadata(version=__version__, environment=config.telemetry.environment)
+    workspace = config.server.workspace_id
+    if not config.telemetry.enabled:
+        return EventBus((), workspace=workspace, metadata=metadata)
+    sinks, problems = start_sinks(config, plugins)
     if problems:
         for _, sink in sinks:
             sink.close()

@@ -379,10 +379,24 @@ class Plugins:
             duration_s=duration_s,
         )
 
-    def workflow_finished(self, context: FeatureContext, outcome: str, duration_s: float) -> None:
+    def workflow_finished(
+        self, context: FeatureContext, outcome: str, duration_s: float, message: str | None = None
+    ) -> None:
         self._broadcast(
-            "tmops_workflow_finished", context=context, outcome=outcome, duration_s=duration_s
+            "tmops_workflow_finished", context=context, outcome=outcome, duration_s=duration_s,
+            message=message,
+        )  # fmt: skip
+
+    def run_needs_person(
+        self, context: FeatureContext, state: str, reason: str, message: str
+    ) -> None:
+        self._broadcast(
+            "tmops_run_needs_person", context=context, state=state, reason=reason, message=message
         )
+
+    def unconfigure(self) -> None:
+        """Let every plugin flush and release what it holds (once, when tmops is done)."""
+        self._broadcast("tmops_unconfigure")
 
     def _broadcast(self, hook_name: str, **kwargs: Any) -> None:
         # Each implementation is called on its own so one failing plugin cannot silence the rest.

@@ -159,10 +159,34 @@ def tmops_phase_finished(
 
 
 @_hookspec
-def tmops_workflow_finished(context: FeatureContext, outcome: str, duration_s: float) -> None:
+def tmops_workflow_finished(
+    context: FeatureContext, outcome: str, duration_s: float, message: str | None
+) -> None:
     """Called once when a run ends.
 
     :param context: the feature run.
-    :param outcome: ``completed``, ``failed`` or ``cancelled``.
+    :param outcome: ``completed``, ``failed``, ``cancelled`` or ``needs_review``.
     :param duration_s: wall-clock seconds from start to end.
+    :param message: why it ended (the error of a failed run), ``None`` for a completed one.
+    """
+
+
+@_hookspec
+def tmops_run_needs_person(context: FeatureContext, state: str, reason: str, message: str) -> None:
+    """Called once when a run stops for a person to act on: it paused on its own (awaiting
+    approval, the branch moved, a usage limit, the budget) or ends ``needs_review``. Not for a
+    pause or rollback a person asked for.
+
+    :param context: the feature run.
+    :param state: the run's state: ``paused`` or ``needs_review``.
+    :param reason: the pause reason (``awaiting_approval``, ``branch_moved``,
+        ``usage_limited``, ``budget_exhausted``), or ``needs_review``.
+    :param message: what happened and what to do, as ``tmops status`` shows it.
+    """
+
+
+@_hookspec
+def tmops_unconfigure() -> None:
+    """Called once when tmops is done with its plugins (the end of every ``tmops`` command, and
+    of the engine process when it stops): flush and release what the plugin holds, quickly.
     """

@@ -29,7 +29,6 @@ from tmops_core.config import Config, provider_settings
 from tmops_core.events import EventBus
 from tmops_core.git import BranchMoved, Git
 from tmops_core.lifecycle import (
-    ENDED_RUN_STATES,
     AttemptState,
     PauseReason,
     RunState,
@@ -38,7 +37,7 @@ from tmops_core.lifecycle import (
 from tmops_core.orchestration import prompts
 from tmops_core.orchestration.attempts import attempt_spec, detection_lag_ms
 from tmops_core.orchestration.crashpoints import crash_point
-from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt
+from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt, announce_ending
 from tmops_core.orchestration.executor import LocalExecutor
 from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
@@ -186,8 +185,7 @@ class RunDriver:
             self.layout, FeatureLine(self.feature, ending.state.value, now, self.branch),
             replace=True,
         )  # fmt: skip
-        if ending.state in ENDED_RUN_STATES or ending.state is RunState.NEEDS_REVIEW:
-            self.plugins.workflow_finished(self.context(), ending.state.value, duration)
+        announce_ending(self.plugins, self.context(), ending, duration)
         return ending.state.value
 
     def _drive(self) -> Ending:

@@ -25,7 +25,7 @@ from tmops_core.config import (
     redacted,
     to_data,
 )
-from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
+from tmops_core.events import EventBus, build_event_bus, configure_logging, start_sinks
 from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
 from tmops_core.orchestration import prompts
@@ -102,6 +102,7 @@ class Service(Controls, Trail):
         return self._bus
 
     def close(self) -> None:
+        self.plugins.unconfigure()  # notifiers deliver what they hold before the process ends
         if self._bus is not None:
             self._bus.close()
             self._bus = None
@@ -495,17 +496,21 @@ class Service(Controls, Trail):
 
         :return: warnings that do not make the config invalid.
         """
-        _, problems = select_sinks(self.config, self.plugins)
+        # Started and closed at once, so a sink's own checks of its options run too.
+        sinks, problems = start_sinks(self.config, self.plugins)
+        for _, sink in sinks:
+            sink.close()
         loaded = set(self.plugins.names())
         disabled = set(self.config.plugins.disabled)
+        failures = self.plugins.failures
+        refused = {f.name for f in failures if f.config_path}  # reported below, with the reason
         for name in self.config.plugins.settings:
-            if name not in loaded and name not in disabled:
+            if name not in loaded and name not in disabled and name not in refused:
                 installed = ", ".join(sorted(loaded)) or "none"
                 problems.append(
                     f"settings for {name!r}, which is not an installed plugin "
                     f"(installed: {installed}) @ $.plugins.settings.{name}"
                 )
-        failures = self.plugins.failures
         problems += [f"{f.reason} @ {f.config_path}" for f in failures if f.config_path]
         warnings = [
             f"plugin {f.name} was skipped: {f.reason}" for f in failures if not f.config_path
