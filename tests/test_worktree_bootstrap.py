@@ -1,0 +1,169 @@
+"""A new worktree gets what git does not give it: the gitignored files the config lists (.env),
+copied at init, and the setup command, run once per worktree before the first agent, its
+output in the run's logs; a failing setup fails the run clearly and loses nothing."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tmops_core.config import parse_config
+from tmops_core.orchestration.worktree_setup import SETUP_LOG, run_worktree_setup
+from tmops_core.service.demo_project import create_demo_project
+from tmops_core.workspace.features import InitRequest
+from tmops_core.workspace.layout import Layout
+from tmops_hookspecs import ConfigError
+
+from .engine_support import (
+    SHORT_WORKFLOW,
+    in_memory_service,
+    new_feature,
+    open_store,
+    scripted_config,
+    serve,
+)
+from .worktree_support import git, project
+
+SECRET_LINE = "API_TOKEN=hunter2-very-secret"  # noqa: S105  # pragma: allowlist secret
+
+
+def _setup(script: str) -> list[str]:
+    return [sys.executable, "-c", script]
+
+
+def test_init_copies_the_listed_gitignored_files_keeping_their_mode(tmp_path: Path) -> None:
+    p = project(tmp_path, worktree_copy=[".env", "config/*.yaml", "missing.txt"])
+    (p.root / ".gitignore").write_text(".env\nconfig/\n")
+    git(p.root, "commit", "-q", "-am", "ignore the local config")
+    (p.root / ".env").write_text("DATABASE_URL=postgres://localhost/dev\n")
+    (p.root / ".env").chmod(0o600)
+    (p.root / "config").mkdir()
+    (p.root / "config" / "local.yaml").write_text("debug: true\n")
+    (p.root / "config" / "local.yaml").chmod(0o644)
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("not the project's\n")
+    (p.root / "config" / "linked.yaml").symlink_to(outside)
+
+    result = p.service.init(InitRequest(feature="boot", workspace=p.root))
+
+    worktree = result.worktree
+    assert (worktree / ".env").read_text() == "DATABASE_URL=postgres://localhost/dev\n"
+    assert stat.S_IMODE((worktree / ".env").stat().st_mode) == 0o600
+    assert (worktree / "config" / "local.yaml").read_text() == "debug: true\n"
+    assert stat.S_IMODE((worktree / "config" / "local.yaml").stat().st_mode) == 0o644
+    # a link is never followed out of the project, and is not copied
+    assert not os.path.lexists(worktree / "config" / "linked.yaml")
+    assert "copied .env" in result.changes
+    assert "copied config/local.yaml" in result.changes
+    # ignored in the worktree too: nothing for a phase to commit
+    assert git(worktree, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("pattern", ["../secrets.env", "/etc/passwd", "a/../../b", ""])
+def test_worktree_copy_refuses_paths_outside_the_project(pattern: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"features": {"worktree_copy": [pattern]}})
+    assert "$.features.worktree_copy" in str(error.value)
+
+
+def _run_setup(tmp_path: Path, script: str, **features: Any) -> tuple[str | None, Path, list[Any]]:
+    p = project(tmp_path, worktree_setup=_setup(script), **features)
+    worktree = p.init("boot")
+    config = parse_config(
+        {"features": {"worktree_setup": _setup(script), "worktree_setup_timeout": 30, **features}}
+    )
+    events: list[Any] = []
+    failed = run_worktree_setup(
+        config, Layout(p.root), feature="boot", run="initial", worktree=worktree,
+        emit=lambda kind, **data: events.append((kind, data)), cancel=threading.Event(),
+    )  # fmt: skip
+    return failed, p.root / ".tmops" / "boot" / "runs" / "initial" / "logs" / SETUP_LOG, events
+
+
+def test_the_setup_runs_in_the_worktree_once_with_its_output_in_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = (
+        "import os, pathlib\n"
+        "print('setting up in', os.getcwd())\n"
+        f"print({SECRET_LINE!r})\n"
+        "runs = pathlib.Path(os.environ['HOME'], 'setup-runs')\n"
+        "runs.write_text(runs.read_text() + 'x' if runs.exists() else 'x')\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    failed, log, events = _run_setup(tmp_path, script)
+    worktree = tmp_path / "project" / ".tmops" / "worktrees" / "boot"
+    assert failed is None
+    text = log.read_text()
+    assert f"setting up in {worktree}" in text
+    assert "hunter2" not in text  # redacted like the agents' logs
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert [kind for kind, _ in events] == [
+        "orchestration.worktree.setup_started", "orchestration.worktree.setup",
+    ]  # fmt: skip
+    # once per worktree: a second call (a resumed run, a retry run) runs nothing
+    config = parse_config({"features": {"worktree_setup": _setup(script)}})
+    again = run_worktree_setup(
+        config, Layout(tmp_path / "project"), feature="boot", run="initial",
+        worktree=worktree, emit=lambda *a, **k: None, cancel=threading.Event(),
+    )  # fmt: skip
+    assert again is None
+    assert (home / "setup-runs").read_text() == "x"
+
+
+def test_a_failing_setup_says_why_with_the_tail_of_its_output(tmp_path: Path) -> None:
+    failed, log, events = _run_setup(
+        tmp_path, "import sys\nprint('resolving packages')\nsys.exit('no package left-pad')\n"
+    )
+    assert failed is not None
+    assert "exited 1" in failed
+    assert "resolving packages" in failed
+    assert "no package left-pad" in failed
+    assert str(log) in failed
+    assert "tmops resume boot" in failed
+    assert events[-1][1]["ok"] is False
+
+
+def test_the_engine_sets_up_before_the_first_agent_and_a_failure_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    root = create_demo_project(tmp_path / "p").path
+    failing = _setup("print('installing'); raise SystemExit(3)")
+    data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW,
+                           worktree_setup=failing)  # fmt: skip
+    service = in_memory_service(data)
+    init = new_feature(service, root)
+    (init.worktree / "scratch.txt").write_text("a person's notes\n")
+    service.start(init.feature, workspace=root, spawn=False)
+    serve(service, root)
+
+    status = service.status(init.feature, workspace=root)
+    assert status["status"] == "failed"
+    assert "exited 3" in status["last_error"]
+    assert "installing" in status["last_error"]
+    assert f"tmops resume {init.feature}" in status["last_error"]
+    store = open_store(root)
+    assert store.attempts(init.feature, init.run) == []  # no agent ran
+    assert (init.worktree / "scratch.txt").read_text() == "a person's notes\n"
+    service.close()
+
+    # fixed, the resumed run sets up and goes through its phases
+    fixed = dict(data, features={**data["features"], "worktree_setup": _setup("print('ok')")})
+    service = in_memory_service(fixed)
+    service.start(init.feature, resume=True, workspace=root, spawn=False)
+    serve(service, root)
+    assert service.status(init.feature, workspace=root)["status"] == "completed"
+    events = [e["event_type"] for e in service.events_since(init.feature, workspace=root)]
+    setup_done = len(events) - 1 - events[::-1].index("orchestration.worktree.setup")
+    assert setup_done < events.index("orchestration.session.started")
+    assert "ok" in (init.run_dir / "logs" / SETUP_LOG).read_text()
+    store.close()
+    service.close()
