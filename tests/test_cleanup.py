@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mcp import Client
 
 from tmops_core.surfaces.cli import cli
+from tmops_core.surfaces.mcp_server import build_server
 
 from .worktree_support import Project, add_caches, commit_in, du_bytes, git, project, tree_digest
 
@@ -159,5 +161,23 @@ def test_the_cleanup_command_json_and_text(four: tuple[Project, dict[str, Path]]
     assert done.exit_code == 0, done.output
     assert "removed merged" in done.output
     assert "freed" in done.output
+    assert not trees["merged"].exists()
+    assert trees["unmerged"].is_dir()
+
+
+@pytest.mark.anyio
+async def test_the_mcp_tool_is_a_dry_run_unless_told_otherwise(
+    four: tuple[Project, dict[str, Path]],
+) -> None:
+    p, trees = four
+    async with Client(build_server(p.service, workspace=p.root)) as client:
+        dry = await client.call_tool("tmops_cleanup", {})
+        assert dry.is_error is False
+        assert dry.structured_content is not None
+        assert dry.structured_content["dry_run"] is True
+        assert trees["merged"].is_dir()
+        done = await client.call_tool("tmops_cleanup", {"dry_run": False})
+        assert done.structured_content is not None
+    assert done.structured_content["freed_bytes"] == dry.structured_content["freed_bytes"]
     assert not trees["merged"].exists()
     assert trees["unmerged"].is_dir()

@@ -458,7 +458,8 @@ class Service(Controls, Trail, Worktrees):
         if take_over and store is not None and status["engine"] == "dead":
             self._take_over(layout, store)
             status["next_action"] = "its engine stopped: a new engine takes the run over"
-        status["worktree_disk"] = self.worktree_disk(workspace=workspace)  # None: no budget
+        # None without a budget; a pure read (no take-over) keeps no sizes either
+        status["worktree_disk"] = self.worktree_disk(workspace=workspace, keep=take_over)
         return status
 
     def _take_over(self, layout: Layout, store: Store) -> None:

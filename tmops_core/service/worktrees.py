@@ -96,9 +96,12 @@ class Worktrees:
         )  # fmt: skip
         return attrs.evolve(item, action="removed")
 
-    def worktree_disk(self, *, workspace: Path | None = None) -> dict[str, Any] | None:
+    def worktree_disk(
+        self, *, workspace: Path | None = None, keep: bool = True
+    ) -> dict[str, Any] | None:
         """The feature worktrees' disk against ``features.worktree_disk_budget_gb``, with a
-        warning when over it; ``None`` (nothing measured) when no budget is set."""
+        warning when over it; ``None`` (nothing measured) when no budget is set. ``keep=False``
+        (a resource read, which writes nothing) does not keep the sizes it measured."""
         budget = self.config.features.worktree_disk_budget_gb
         if budget is None:
             return None
@@ -109,7 +112,7 @@ class Worktrees:
             Path(r.worktree) for r in records
             if r.isolation == "worktree" and Path(r.worktree) != layout.project_root
         ]  # fmt: skip
-        used = worktrees_bytes(layout, paths)
+        used = worktrees_bytes(layout, paths, keep=keep)
         over = used > budget * GB
         warning = None
         if over:

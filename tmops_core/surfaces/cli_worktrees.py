@@ -1,10 +1,12 @@
 """``tmops cleanup``: remove the worktrees of finished features, merged or pushed work only
 unless ``--force`` (after a backup ref); ``--dry-run`` lists what would go and changes nothing.
+Exit 0, or 1 when a worktree could not be removed (skipped ones are not failures).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -33,3 +35,5 @@ def cleanup_command(
     merged or pushed; the branches stay. Reports the disk freed."""
     answer = state.service.cleanup(dry_run=dry_run, force=force, workspace=workspace)
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
+    if any(item["action"] == "failed" for item in answer["worktrees"]):
+        sys.exit(1)  # a worktree that could not go: its line says why

@@ -70,10 +70,12 @@ def human_bytes(count: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def worktrees_bytes(layout: Layout, worktrees: Iterable[Path], *, now: float | None = None) -> int:
+def worktrees_bytes(
+    layout: Layout, worktrees: Iterable[Path], *, now: float | None = None, keep: bool = True
+) -> int:
     """The total size of ``worktrees``, each measured at most once per :data:`SIZE_TTL_S`
     (the sizes are kept in the cache file; a cache that cannot be read or written only costs
-    a walk)."""
+    a walk). ``keep=False`` uses the kept sizes but writes nothing (a pure read)."""
     now = time.time() if now is None else now
     cache = _read_cache(layout)
     fresh: dict[str, tuple[int, float]] = {}
@@ -84,7 +86,7 @@ def worktrees_bytes(layout: Layout, worktrees: Iterable[Path], *, now: float | N
         fresh_enough = known is not None and 0 <= now - known[1] < SIZE_TTL_S
         fresh[str(worktree)] = known if known and fresh_enough else (tree_bytes(worktree), now)
     total = sum(size for size, _ in fresh.values())
-    if fresh != cache:
+    if keep and fresh != cache:
         with contextlib.suppress(OSError, TmopsError):
             atomic_write(layout.tmops_dir / _CACHE, json.dumps(fresh))
     return total
