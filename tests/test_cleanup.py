@@ -13,6 +13,7 @@ from mcp import Client
 
 from tmops_core.surfaces.cli import cli
 from tmops_core.surfaces.mcp_server import build_server
+from tmops_hookspecs import FeatureError
 
 from .worktree_support import Project, add_caches, commit_in, du_bytes, git, project, tree_digest
 
@@ -181,3 +182,27 @@ async def test_the_mcp_tool_is_a_dry_run_unless_told_otherwise(
     assert done.structured_content["freed_bytes"] == dry.structured_content["freed_bytes"]
     assert not trees["merged"].exists()
     assert trees["unmerged"].is_dir()
+
+
+def test_a_base_branch_that_is_not_a_branch_is_a_clear_error(tmp_path: Path) -> None:
+    p = project(tmp_path, base_branch="trunk")
+    p.init("feat")
+    with pytest.raises(FeatureError) as error:
+        p.service.cleanup(dry_run=True, workspace=p.root)
+    assert "features.base_branch" in str(error.value)
+    assert "trunk" in str(error.value)
+
+
+def test_the_configured_base_branch_decides_what_is_merged(tmp_path: Path) -> None:
+    p = project(tmp_path, base_branch="release")
+    worktree = p.init("feat")
+    commit_in(worktree, "feat.py", "f = 1\n")
+    git(p.root, "merge", "-q", "--ff-only", "feature/feat")  # into main, not release
+    git(p.root, "branch", "release", "HEAD~1")
+    p.cancel("feat")
+    item = _by_feature(p.service.cleanup(dry_run=True, workspace=p.root))["feat"]
+    assert item["action"] == "skipped"
+    assert "neither merged into release nor pushed" in item["reason"]
+    git(p.root, "branch", "-f", "release", "main")
+    item = _by_feature(p.service.cleanup(dry_run=True, workspace=p.root))["feat"]
+    assert (item["action"], item["reason"]) == ("remove", "merged into release")

@@ -29,8 +29,8 @@ from tmops_core.git import Git
 from tmops_core.lifecycle import ACTIVE_RUN_STATES, ENDED_RUN_STATES, LIVE_ATTEMPT_STATES, RunState
 from tmops_core.store import FeatureRecord, Store
 from tmops_core.workspace.disk import tree_bytes
-from tmops_core.workspace.layout import Layout
-from tmops_hookspecs import TmopsError, WorkspaceError
+from tmops_core.workspace.layout import Layout, shown
+from tmops_hookspecs import FeatureError, TmopsError, WorkspaceError
 
 __all__ = ["CleanupItem", "Removal", "plan_cleanup", "remove_worktree", "still_finished"]
 
@@ -84,10 +84,18 @@ class Removal:
 
 def base_of(config: Config, git: Git) -> tuple[str, str | None]:
     """The branch features are merged into, and its commit (``None``: no such branch)."""
-    name = config.features.base_branch or git.current_branch()
+    configured = config.features.base_branch
+    name = configured or git.current_branch()
     if name is None:  # a detached HEAD in the project root: its commit is the base
         return "HEAD", git.head()
-    return name, git.rev(f"refs/heads/{name}") or git.rev(name)
+    commit = git.rev(f"refs/heads/{name}")
+    if commit is None and configured:
+        raise FeatureError(
+            f"features.base_branch names {shown(configured)}, which is not a branch of {git.cwd}",
+            hint="set it to the branch features are merged into (e.g. main), or remove it to "
+            "use the branch checked out in the project root",
+        )
+    return name, commit
 
 
 def plan_cleanup(
