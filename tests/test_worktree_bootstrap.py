@@ -167,3 +167,22 @@ def test_the_engine_sets_up_before_the_first_agent_and_a_failure_loses_nothing(
     assert "ok" in (init.run_dir / "logs" / SETUP_LOG).read_text()
     store.close()
     service.close()
+
+
+def test_a_worktree_made_again_after_cleanup_is_bootstrapped_again(tmp_path: Path) -> None:
+    p = project(tmp_path, worktree_copy=[".env"])
+    (p.root / ".env").write_text("SETTING=1\n")
+    worktree = p.init("again")
+    head = git(worktree, "rev-parse", "HEAD")
+    p.cancel("again")
+    git(worktree, "push", "-q", "origin", "feature/again")
+    p.service.cleanup(workspace=p.root)
+    assert not worktree.exists()
+
+    result = p.service.init(InitRequest(feature="again", run="initial", workspace=p.root))
+
+    assert result.worktree == worktree
+    assert "copied .env" in result.changes
+    assert (worktree / ".env").read_text() == "SETTING=1\n"
+    assert git(worktree, "rev-parse", "HEAD") == head
+    assert p.status("again")["status"] == "cancelled"  # the run is as it was: resumable

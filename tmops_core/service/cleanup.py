@@ -107,7 +107,14 @@ def plan_cleanup(
     registered = {w.path.resolve(): w for w in git.worktrees()}
     items = []
     for record in sorted(records, key=lambda r: r.name):
-        items.append(_plan_one(layout, store, record, registered, removal, force=force))
+        try:
+            items.append(_plan_one(layout, store, record, registered, removal, force=force))
+        except TmopsError as exc:  # one broken worktree must not hide what the others free
+            items.append(CleanupItem(
+                feature=record.name, run=record.current_run, status=None,
+                worktree=record.worktree, branch=record.branch, action="skipped",
+                reason=f"could not be checked: {exc.message}",
+            ))  # fmt: skip
     return items
 
 
