@@ -206,3 +206,23 @@ def test_the_configured_base_branch_decides_what_is_merged(tmp_path: Path) -> No
     git(p.root, "branch", "-f", "release", "main")
     item = _by_feature(p.service.cleanup(dry_run=True, workspace=p.root))["feat"]
     assert (item["action"], item["reason"]) == ("remove", "merged into release")
+
+
+def test_a_worktree_reached_through_a_link_is_never_removed(tmp_path: Path) -> None:
+    p = project(tmp_path)
+    worktree = p.init("linked")
+    commit_in(worktree, "linked.py", "l = 1\n")
+    git(worktree, "push", "-q", "origin", "feature/linked")
+    p.cancel("linked")
+    real = tmp_path / "real-folder"
+    worktree.rename(real)
+    worktree.symlink_to(real)
+    before = tree_digest(real)
+
+    item = _by_feature(p.service.cleanup(force=True, workspace=p.root))["linked"]
+
+    assert item["action"] == "skipped"
+    assert "could not be checked" in item["reason"]
+    assert "symlink" in item["reason"]
+    assert worktree.is_symlink()
+    assert tree_digest(real) == before

@@ -29,10 +29,10 @@ from tmops_core.git import Git
 from tmops_core.lifecycle import ACTIVE_RUN_STATES, ENDED_RUN_STATES, LIVE_ATTEMPT_STATES, RunState
 from tmops_core.store import FeatureRecord, Store
 from tmops_core.workspace.disk import tree_bytes
-from tmops_core.workspace.layout import Layout, shown
+from tmops_core.workspace.layout import Layout, check_worktree, shown
 from tmops_hookspecs import FeatureError, TmopsError, WorkspaceError
 
-__all__ = ["CleanupItem", "Removal", "plan_cleanup", "remove_worktree", "still_finished"]
+__all__ = ["CleanupItem", "Removal", "base_of", "plan_cleanup", "remove_worktree", "why_kept"]
 
 #: what a run in each unfinished state is waiting for, so its worktree stays
 _KEPT_BECAUSE = {
@@ -134,10 +134,11 @@ def _plan_one(
         gone = not path.exists()
         why = "already removed" if gone else "not a git worktree of this project: left alone"
         return attrs.evolve(item, reason=why)
-    unfinished = still_finished(store, record)
+    unfinished = why_kept(store, record)
     if unfinished is not None:
         return attrs.evolve(item, reason=unfinished)
-    assert run is not None  # noqa: S101 - still_finished checked it
+    check_worktree(layout, path)  # reached through a link: refused, never removed
+    assert run is not None  # noqa: S101 - why_kept found it
     work = Git(path)
     head = work.head()
     snapshot = work.snapshot(f"tmops({record.name}): the worktree before cleanup")
@@ -163,7 +164,7 @@ def _plan_one(
     )
 
 
-def still_finished(store: Store, record: FeatureRecord) -> str | None:
+def why_kept(store: Store, record: FeatureRecord) -> str | None:
     """Why the feature's worktree must stay because of its runs, or ``None`` if it may go."""
     run = store.run(record.name, record.current_run)
     if run is None:
@@ -190,5 +191,8 @@ def remove_worktree(git: Git, item: CleanupItem) -> None:
         git.remove_worktree(path)
     except TmopsError:
         # git refuses some (submodules inside); the checks above are what protect the work
-        shutil.rmtree(path)  # never follows a link out of the folder
+        try:
+            shutil.rmtree(path)  # never follows a link out of the folder, refuses one at it
+        except OSError as exc:
+            raise WorkspaceError(f"cannot remove {path}: {exc.strerror or exc}") from exc
     git.prune_worktrees()

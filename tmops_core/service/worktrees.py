@@ -18,7 +18,7 @@ from tmops_core.service.cleanup import (
     base_of,
     plan_cleanup,
     remove_worktree,
-    still_finished,
+    why_kept,
 )
 from tmops_core.service.rollback import stamp_now
 from tmops_core.workspace.disk import GB, forget_sizes, human_bytes, worktrees_bytes
@@ -81,7 +81,7 @@ class Worktrees:
             return item
         record = store.feature(item.feature)
         # a run may have been resumed since the plan was made: checked again at the last moment
-        unfinished = still_finished(store, record) if record else "the feature is gone"
+        unfinished = why_kept(store, record) if record else "the feature is gone"
         if unfinished is not None:
             return attrs.evolve(item, action="skipped", reason=unfinished)
         try:
