@@ -8,6 +8,7 @@ import os
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tmops_hookspecs import ConfigError
 
 from .engine_support import (
     SHORT_WORKFLOW,
+    WAIT_S,
     in_memory_service,
     new_feature,
     open_store,
@@ -79,10 +81,15 @@ def _run_setup(tmp_path: Path, script: str, **features: Any) -> tuple[str | None
         {"features": {"worktree_setup": _setup(script), "worktree_setup_timeout": 30, **features}}
     )
     events: list[Any] = []
-    failed = run_worktree_setup(
-        config, Layout(p.root), feature="boot", run="initial", worktree=worktree,
-        emit=lambda kind, **data: events.append((kind, data)), cancel=threading.Event(),
-    )  # fmt: skip
+    store = open_store(p.root)
+    try:
+        failed = run_worktree_setup(
+            config, Layout(p.root), feature="boot", run="initial", worktree=worktree,
+            emit=lambda kind, **data: events.append((kind, data)), cancel=threading.Event(),
+            store=store, fencing=0,
+        )  # fmt: skip
+    finally:
+        store.close()
     return failed, p.root / ".tmops" / "boot" / "runs" / "initial" / "logs" / SETUP_LOG, events
 
 
@@ -111,10 +118,13 @@ def test_the_setup_runs_in_the_worktree_once_with_its_output_in_the_log(
     ]  # fmt: skip
     # once per worktree: a second call (a resumed run, a retry run) runs nothing
     config = parse_config({"features": {"worktree_setup": _setup(script)}})
+    store = open_store(tmp_path / "project")
     again = run_worktree_setup(
         config, Layout(tmp_path / "project"), feature="boot", run="initial",
-        worktree=worktree, emit=lambda *a, **k: None, cancel=threading.Event(),
+        worktree=worktree, emit=lambda *a, **k: None, cancel=threading.Event(), store=store,
+        fencing=0,
     )  # fmt: skip
+    store.close()
     assert again is None
     assert (home / "setup-runs").read_text() == "x"
 
@@ -186,3 +196,37 @@ def test_a_worktree_made_again_after_cleanup_is_bootstrapped_again(tmp_path: Pat
     assert (worktree / ".env").read_text() == "SETTING=1\n"
     assert git(worktree, "rev-parse", "HEAD") == head
     assert p.status("again")["status"] == "cancelled"  # the run is as it was: resumable
+
+
+def test_a_cancel_stops_a_running_setup_with_everything_it_started(tmp_path: Path) -> None:
+    root = create_demo_project(tmp_path / "p").path
+    slow = _setup("import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(120)\n")
+    data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW,
+                           worktree_setup=slow)  # fmt: skip
+    service = in_memory_service(data)
+    init = new_feature(service, root)
+    service.start(init.feature, workspace=root, spawn=False)
+    engine = threading.Thread(target=serve, args=(service, root))
+    engine.start()
+    log = init.run_dir / "logs" / SETUP_LOG
+    deadline = time.monotonic() + WAIT_S
+    while "pid" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the setup never started"
+        time.sleep(0.05)
+    pid = int(log.read_text().split("pid", 1)[1].split()[0])
+
+    service.cancel(init.feature, workspace=root)
+    engine.join(WAIT_S)
+
+    assert not engine.is_alive()
+    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert service.status(init.feature, workspace=root)["status"] == "cancelled"
+    store = open_store(root)
+    assert store.attempts(init.feature, init.run) == []  # no agent was started
+    store.close()
+    service.close()
+
+
+def _zombie(pid: int) -> bool:
+    stat_line = Path(f"/proc/{pid}/stat").read_text()
+    return stat_line.rsplit(")", 1)[1].split()[0] == "Z"

@@ -203,7 +203,7 @@ class RunDriver:
         specs = [phases[name].spec for name in self.workflow]
         failed = run_worktree_setup(
             self.config, self.layout, feature=self.feature, run=self.run, worktree=self.worktree,
-            emit=self.emit, cancel=self.cancel,
+            emit=self.emit, cancel=self.cancel, store=self.store, fencing=self.fencing,
         )  # fmt: skip
         if failed:  # before the first agent, once per worktree
             return Ending(RunState.FAILED, failed)

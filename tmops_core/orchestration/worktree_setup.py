@@ -24,6 +24,7 @@ from tmops_core.agents.supervisor import AgentProcess, Limits
 from tmops_core.config import Config
 from tmops_core.git import Git
 from tmops_core.secrets import redact_text
+from tmops_core.store import Store
 from tmops_core.workspace.layout import Layout, atomic_write, read_checked, shown
 from tmops_hookspecs import TmopsError
 
@@ -37,10 +38,19 @@ _POLL_S = 0.2
 
 def run_worktree_setup(
     config: Config, layout: Layout, *, feature: str, run: str, worktree: Path,
-    emit: Callable[..., None], cancel: threading.Event,
+    emit: Callable[..., None], cancel: threading.Event, store: Store, fencing: int,
 ) -> str | None:  # fmt: skip
     """Run the setup command in ``worktree`` unless it ran there already; why it failed (the
-    run fails with it), or ``None``."""
+    run fails with it), or ``None``. It is stopped, with everything it started, when the
+    engine stops (``cancel``) or the run is taken from this engine (a person's cancel, a
+    take-over: its ``fencing`` token no longer owns the run)."""
+
+    def stopped() -> bool:
+        if cancel.is_set():
+            return True
+        record = store.run(feature, run)
+        return record is None or record.fencing != fencing
+
     argv = list(config.features.worktree_setup)
     if not argv or config.features.isolation != "worktree" or worktree == layout.project_root:
         return None
@@ -67,8 +77,7 @@ def run_worktree_setup(
         return _failed(emit, feature, log, f"the worktree setup {command} could not start: {exc}")
     outcome = process.wait(_POLL_S)
     while outcome is None:
-        # the engine stops (or loses the run): the setup goes with it, tree and all
-        outcome = process.stop("cancelled") if cancel.is_set() else process.wait(_POLL_S)
+        outcome = process.stop("cancelled") if stopped() else process.wait(_POLL_S)
     output = redact_text("\n".join([*tail, outcome.stderr_tail]).strip()) or "no output"
     if outcome.stop_reason is not None or outcome.returncode != 0:
         how = (
