@@ -17,7 +17,8 @@ import pytest
 from tmops_core.config import parse_config
 from tmops_core.orchestration.worktree_setup import SETUP_LOG, run_worktree_setup
 from tmops_core.service.demo_project import create_demo_project
-from tmops_core.workspace.features import InitRequest
+from tmops_core.service.operations import Service
+from tmops_core.workspace.features import InitRequest, InitResult
 from tmops_core.workspace.layout import Layout
 from tmops_hookspecs import ConfigError
 
@@ -142,17 +143,22 @@ def test_a_failing_setup_says_why_with_the_tail_of_its_output(tmp_path: Path) ->
     assert events[-1][1]["ok"] is False
 
 
+def _queued(tmp_path: Path, script: str) -> tuple[dict[str, Any], Service, Path, InitResult]:
+    """The demo project, its feature queued (not yet served) with ``script`` as its setup."""
+    root = create_demo_project(tmp_path / "p").path
+    data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW,
+                           worktree_setup=_setup(script))  # fmt: skip
+    service = in_memory_service(data)
+    init = new_feature(service, root)
+    service.start(init.feature, workspace=root, spawn=False)
+    return data, service, root, init
+
+
 def test_the_engine_sets_up_before_the_first_agent_and_a_failure_loses_nothing(
     tmp_path: Path,
 ) -> None:
-    root = create_demo_project(tmp_path / "p").path
-    failing = _setup("print('installing'); raise SystemExit(3)")
-    data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW,
-                           worktree_setup=failing)  # fmt: skip
-    service = in_memory_service(data)
-    init = new_feature(service, root)
-    (init.worktree / "scratch.txt").write_text("a person's notes\n")
-    service.start(init.feature, workspace=root, spawn=False)
+    data, service, root, init = _queued(tmp_path, "print('installing'); raise SystemExit(3)")
+    (init.worktree / "scratch.txt").write_text("a person's notes\n")  # before the engine runs
     serve(service, root)
 
     status = service.status(init.feature, workspace=root)
@@ -199,13 +205,8 @@ def test_a_worktree_made_again_after_cleanup_is_bootstrapped_again(tmp_path: Pat
 
 
 def test_a_cancel_stops_a_running_setup_with_everything_it_started(tmp_path: Path) -> None:
-    root = create_demo_project(tmp_path / "p").path
-    slow = _setup("import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(120)\n")
-    data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW,
-                           worktree_setup=slow)  # fmt: skip
-    service = in_memory_service(data)
-    init = new_feature(service, root)
-    service.start(init.feature, workspace=root, spawn=False)
+    slow = "import os, time\nprint('pid', os.getpid(), flush=True)\ntime.sleep(120)\n"
+    _, service, root, init = _queued(tmp_path, slow)
     engine = threading.Thread(target=serve, args=(service, root))
     engine.start()
     log = init.run_dir / "logs" / SETUP_LOG
