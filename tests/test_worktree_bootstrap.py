@@ -231,3 +231,47 @@ def test_a_cancel_stops_a_running_setup_with_everything_it_started(tmp_path: Pat
 def _zombie(pid: int) -> bool:
     stat_line = Path(f"/proc/{pid}/stat").read_text()
     return stat_line.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_glob_never_copies_through_a_linked_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "id_rsa").write_text("not the project's\n")
+    p = project(tmp_path, worktree_copy=["conf/**"])
+    (p.root / ".gitignore").write_text(".env\nconf/\n")
+    git(p.root, "commit", "-q", "-am", "ignore conf")
+    (p.root / "conf").mkdir()
+    (p.root / "conf" / "app.ini").write_text("[app]\n")
+    (p.root / "conf" / "keys").symlink_to(outside)
+
+    worktree = p.init("globbed")
+
+    assert (worktree / "conf" / "app.ini").read_text() == "[app]\n"
+    assert not os.path.lexists(worktree / "conf" / "keys")
+    assert list(worktree.rglob("id_rsa")) == []
+
+
+def test_a_setup_over_its_timeout_is_stopped_and_fails_saying_so(tmp_path: Path) -> None:
+    failed, _, _ = _run_setup(
+        tmp_path,
+        "import time\nprint('compiling', flush=True)\ntime.sleep(60)\n",
+        worktree_setup_timeout=1,
+    )
+    assert failed is not None
+    assert "ran over 1 s (features.worktree_setup_timeout)" in failed
+    assert "compiling" in failed
+
+
+def test_a_setup_program_that_is_not_there_fails_saying_so(tmp_path: Path) -> None:
+    p = project(tmp_path)
+    worktree = p.init("boot")
+    config = parse_config({"features": {"worktree_setup": ["no-such-setup-program-xyz"]}})
+    store = open_store(p.root)
+    failed = run_worktree_setup(
+        config, Layout(p.root), feature="boot", run="initial", worktree=worktree,
+        emit=lambda *a, **k: None, cancel=threading.Event(), store=store, fencing=0,
+    )  # fmt: skip
+    store.close()
+    assert failed is not None
+    assert "could not start" in failed
+    assert "no-such-setup-program-xyz" in failed
