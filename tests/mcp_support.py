@@ -15,6 +15,7 @@ TOOLS = {
     "tmops_list_features",
     "tmops_get_status",
     "tmops_cancel",
+    "tmops_cleanup",
     "tmops_get_prompt",
     "tmops_pause",
     "tmops_resume",

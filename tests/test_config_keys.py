@@ -42,7 +42,8 @@ def test_the_documented_keys_are_the_keys_of_the_model() -> None:
     documented = _documented_sections()
     assert set(documented) == _fields(Config)
     for section, value in documented.items():
-        model = attrs.fields_dict(Config)[section].type
+        # resolved: under `from __future__ import annotations` a field's type is a string
+        model = attrs.fields_dict(attrs.resolve_types(Config))[section].type
         if attrs.has(model):
             assert set(value) == _fields(model), section
     # every provider key is documented on the first provider, and nothing else is

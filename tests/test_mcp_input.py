@@ -30,12 +30,15 @@ TYPED: dict[tuple[str, str], str] = {
     ("tmops_pause", "now"): "boolean",
     ("tmops_resume", "accept_branch"): "boolean",
     ("tmops_rollback", "dry_run"): "boolean",
+    ("tmops_cleanup", "dry_run"): "boolean",
+    ("tmops_cleanup", "force"): "boolean",
 }
 NOT_A_BOOLEAN = ["no", "yes", "true", "false", "0", 1, 0, 1.0, None, [], {}]
 NOT_AN_INTEGER = ["5", 5.0, True, None, []]
 #: arguments each tool needs
 REQUIRED: dict[str, dict[str, Any]] = {
     "tmops_list_features": {},
+    "tmops_cleanup": {},
     "tmops_get_prompt": {"feature": "auth-api", "phase": "tester"},
     "tmops_rollback": {"feature": "auth-api", "phase": "tester"},
 }

@@ -35,6 +35,7 @@ ARGUMENTS: dict[str, dict[str, Any]] = {
     "tmops_retry": {"feature": "auth-api"},
     "tmops_approve": {"feature": "auth-api"},
     "tmops_rollback": {"feature": "auth-api", "phase": "tester", "dry_run": True},
+    "tmops_cleanup": {"dry_run": False, "force": True},
 }
 OUTSIDE = "is outside the projects this server may act on"
 

@@ -135,6 +135,22 @@ def _isolation(instance: object, attribute: attrs.Attribute[str], value: str) ->
         raise ValueError(f"must be one of {', '.join(ISOLATIONS)}, got {value!r}")
 
 
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"must be more than 0 (or null for none), got {value}")
+
+
+def _project_relative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # copied from the project root into a worktree: never from outside the project
+    for pattern in value:
+        parts = Path(pattern).parts
+        if not pattern or Path(pattern).is_absolute() or ".." in parts:
+            raise ValueError(
+                f"must be paths or globs relative to the project root, without '..', "
+                f"got {pattern[:64]!r}"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class FeaturesConfig:
     concurrent_limit: int = attrs.field(default=1, validator=_positive)
@@ -162,6 +178,17 @@ class FeaturesConfig:
     test_timeout: int = attrs.field(default=600, validator=_positive)
     #: environment variables passed to agents besides the built-in allowlist
     env_allowlist: tuple[str, ...] = ()
+    #: the branch a feature is merged into, for ``tmops cleanup`` (default: the branch checked
+    #: out in the project root)
+    base_branch: str | None = None
+    #: ``tmops status`` and ``tmops list`` warn when the feature worktrees take more (GB)
+    worktree_disk_budget_gb: float | None = attrs.field(default=None, validator=_positive_or_none)
+    #: gitignored files (paths or globs relative to the project root, e.g. ``.env``) copied
+    #: into a new worktree
+    worktree_copy: tuple[str, ...] = attrs.field(default=(), validator=_project_relative)
+    #: argv run in a feature's worktree once, before its first agent (e.g. ``[npm, ci]``)
+    worktree_setup: tuple[str, ...] = ()
+    worktree_setup_timeout: int = attrs.field(default=600, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)

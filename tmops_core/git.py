@@ -199,6 +199,22 @@ class Git:
     def remove_worktree(self, path: Path) -> None:
         self.run("worktree", "remove", "--force", "--end-of-options", str(path))
 
+    def prune_worktrees(self) -> None:
+        """Forget the bookkeeping of worktrees whose folder is gone."""
+        self.run("worktree", "prune")
+
+    def admin_dir(self) -> Path:
+        """This worktree's own git directory (``.git/worktrees/<name>`` for a linked one):
+        what lives there goes when the worktree is removed."""
+        return Path(self.run("rev-parse", "--absolute-git-dir").stdout.strip())
+
+    def remote_refs_containing(self, commit: str) -> list[str]:
+        """The remote-tracking branches (``origin/main``...) that contain ``commit``: pushed."""
+        output = self.run(
+            "for-each-ref", "--format=%(refname:short)", f"--contains={commit}", "refs/remotes/"
+        ).stdout
+        return [ref for ref in output.splitlines() if ref and not ref.endswith("/HEAD")]
+
     # -- the workflow's commits --------------------------------------------------------------
 
     def set_ref(self, ref: str, commit: str) -> None:
@@ -402,9 +418,6 @@ class Git:
         done = self.run("worktree", "prune", "--dry-run", "--verbose")
         lines = (done.stdout + done.stderr).splitlines()  # git says it on stderr
         return [line.strip() for line in lines if line.strip()]
-
-    def prune_worktrees(self) -> None:
-        self.run("worktree", "prune")
 
     def log(
         self, since: str | None, *, until: str = "HEAD", limit: int = 50

@@ -28,12 +28,7 @@ from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
 from tmops_core.config import Config, provider_settings
 from tmops_core.events import EventBus
 from tmops_core.git import BranchMoved, Git
-from tmops_core.lifecycle import (
-    AttemptState,
-    PauseReason,
-    RunState,
-    Verdict,
-)
+from tmops_core.lifecycle import AttemptState, PauseReason, RunState, Verdict
 from tmops_core.orchestration import prompts
 from tmops_core.orchestration.attempts import attempt_spec, detection_lag_ms
 from tmops_core.orchestration.crashpoints import crash_point
@@ -42,6 +37,7 @@ from tmops_core.orchestration.executor import LocalExecutor
 from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.summary import write_summary
+from tmops_core.orchestration.worktree_setup import run_worktree_setup
 from tmops_core.plugins import Plugins
 from tmops_core.store import AttemptRecord, LostOwnership, Store, since_reset
 from tmops_core.workspace.layout import Layout, check_run_paths, iso, rename_checked, utc_now
@@ -201,11 +197,15 @@ class RunDriver:
         phases = self.plugins.phases()
         missing = [name for name in self.workflow if name not in phases]
         if missing:
-            return Ending(
-                RunState.FAILED,
-                f"the workflow names phases no plugin provides: {', '.join(missing)}",
-            )
+            names = ", ".join(missing)
+            return Ending(RunState.FAILED, f"the workflow names phases no plugin provides: {names}")
         specs = [phases[name].spec for name in self.workflow]
+        failed = run_worktree_setup(
+            self.config, self.layout, feature=self.feature, run=self.run, worktree=self.worktree,
+            emit=self.emit, cancel=self.cancel, store=self.store, fencing=self.fencing,
+        )  # fmt: skip
+        if failed:  # before the first agent, once per worktree
+            return Ending(RunState.FAILED, failed)
         if self.head is None:
             self.head = self.git.head()
             if self.head:

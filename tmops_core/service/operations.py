@@ -45,6 +45,7 @@ from tmops_core.service.control import Controls
 from tmops_core.service.preflight import check_before_start
 from tmops_core.service.status import feature_status, find_project_root, list_features
 from tmops_core.service.trail import Trail
+from tmops_core.service.worktrees import Worktrees
 from tmops_core.store import (
     STORE_NAME,
     FeatureRecord,
@@ -60,7 +61,7 @@ from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsErro
 __all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
 
 
-class Service(Controls, Trail):
+class Service(Controls, Trail, Worktrees):
     """The loaded config and plugins of one tmops process, and the operations over them."""
 
     def __init__(self, loaded: LoadedConfig, plugins: Plugins) -> None:
@@ -458,6 +459,8 @@ class Service(Controls, Trail):
         if take_over and store is not None and status["engine"] == "dead":
             self._take_over(layout, store)
             status["next_action"] = "its engine stopped: a new engine takes the run over"
+        # None without a budget; a pure read (no take-over) keeps no sizes either
+        status["worktree_disk"] = self.worktree_disk(workspace=workspace, keep=take_over)
         return status
 
     def _take_over(self, layout: Layout, store: Store) -> None:

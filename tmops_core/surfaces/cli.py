@@ -22,6 +22,7 @@ from tmops_core.surfaces.cli_audit import events_command
 from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
 from tmops_core.surfaces.cli_ops import OPS_COMMANDS
 from tmops_core.surfaces.cli_state import AppState
+from tmops_core.surfaces.cli_worktrees import cleanup_command
 from tmops_core.surfaces.follow import follow_run, last_event_id
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
@@ -242,9 +243,11 @@ def init_command(
 def list_command(state: AppState, workspace: Path | None, as_json: bool) -> None:
     """List the features with their branch, run, status and last update."""
     rows = state.service.list_features(workspace=workspace)
+    disk = state.service.worktree_disk(workspace=workspace)
     if as_json:
-        click.echo(json.dumps({"features": rows}, indent=2))
+        click.echo(json.dumps({"features": rows, "worktree_disk": disk}, indent=2))
         return
+    _warn_disk(disk)
     if not rows:
         click.echo("no features yet; create one with `tmops init <feature>`")
         return
@@ -254,6 +257,12 @@ def list_command(state: AppState, workspace: Path | None, as_json: bool) -> None
         for r in rows
     ]
     _echo_table(table)
+
+
+def _warn_disk(disk: dict[str, Any] | None) -> None:
+    """The worktrees over features.worktree_disk_budget_gb: a warning on stderr."""
+    if disk and disk["warning"]:
+        click.echo(f"warning: {disk['warning']}", err=True)
 
 
 def _status_text(status: dict[str, Any]) -> str:
@@ -273,6 +282,7 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
     if as_json:
         click.echo(json.dumps(status, indent=2))
         return
+    _warn_disk(status.get("worktree_disk"))
     progress = status["phase_progress"]
     click.echo(f"{status['feature']}: {status['status']} (run {status['run']}, {status['branch']})")
     if status.get("queue_position"):
@@ -451,7 +461,7 @@ def mcp_command(
     serve_stdio(state.service, workspace=workspace)
 
 
-for _command in (*CONTROL_COMMANDS, events_command, *OPS_COMMANDS):
+for _command in (*CONTROL_COMMANDS, events_command, *OPS_COMMANDS, cleanup_command):
     cli.add_command(_command)
 
 

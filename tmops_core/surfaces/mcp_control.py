@@ -1,4 +1,5 @@
-"""The MCP tools a person takes control of a run with: pause, resume, retry, approve, rollback.
+"""The MCP tools a person takes control of a run with: pause, resume, retry, approve, rollback;
+and cleanup, of the worktrees of finished features.
 
 Each is a thin adapter over the :class:`~tmops_core.service.operations.Service` verb of the
 same name, as the CLI's commands are: a refusal is a ``ToolError`` saying what to do.
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tmops_core.service.operations import Service
 from tmops_hookspecs import TmopsError
 
-__all__ = ["ControlOutput", "RollbackOutput", "control_tools"]
+__all__ = ["CleanupOutput", "ControlOutput", "RollbackOutput", "control_tools"]
 
 _FEATURE_PATTERN = "^[a-z0-9][a-z0-9-]{1,18}[a-z0-9]$"
 FeatureName = Annotated[
@@ -72,6 +73,17 @@ class RollbackOutput(BaseModel):
     dry_run: bool
     message: str
     status: str | None = None
+
+
+class CleanupOutput(BaseModel):
+    """What tmops_cleanup answers: per feature what was (dry_run: would be) done and why."""
+
+    dry_run: bool
+    force: bool
+    base: str
+    freed_bytes: int
+    worktrees: list[dict[str, Any]]
+    message: str
 
 
 def control_tools(
@@ -159,4 +171,25 @@ def control_tools(
             )
         )
 
-    return (tmops_pause, tmops_resume, tmops_retry, tmops_approve, tmops_rollback)
+    async def tmops_cleanup(
+        dry_run: Annotated[
+            bool, Field(description="Only say what would be removed and freed (the default)")
+        ] = True,
+        force: Annotated[
+            bool,
+            Field(
+                description="Also remove unmerged, unpushed or uncommitted work of finished "
+                "runs, after a backup ref of it"
+            ),
+        ] = False,
+        workspace: Workspace = None,
+    ) -> Annotated[CallToolResult, CleanupOutput]:
+        """Remove the worktrees (and the caches in them) of finished features whose branch is
+        merged or pushed, and report the disk freed; the branches stay. A run queued, running,
+        paused or waiting for a person keeps its worktree. dry_run (the default) changes
+        nothing."""
+        return await call(
+            lambda: service.cleanup(dry_run=dry_run, force=force, workspace=resolve(workspace))
+        )
+
+    return (tmops_pause, tmops_resume, tmops_retry, tmops_approve, tmops_rollback, tmops_cleanup)

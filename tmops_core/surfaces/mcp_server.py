@@ -57,7 +57,8 @@ tmops_get_status; tmops_list_features shows every feature of the project; tmops_
 gives what a person needs to do a phase by hand; tmops_pause (now: at once) and tmops_resume
 stop and continue a run; tmops_retry runs it again from a phase; tmops_approve lets it past an
 approval gate; tmops_rollback sends phases back by their preserve rules after a backup;
-tmops_cancel stops a run for good (its files stay).
+tmops_cancel stops a run for good (its files stay); tmops_cleanup removes the worktrees of
+finished features whose work is merged or pushed (dry_run by default).
 Resources (the server's workspace; a read starts nothing): {FEATURES_URI} lists the features;
 {STATUS_URI} is a feature's status;
 {CHECKPOINT_URI} is one checkpoint its status lists;
@@ -100,6 +101,9 @@ TOOL_HINTS: dict[str, ToolAnnotations] = {
     # stopping an agent (pause now) or undoing commits destroys work in progress (backed up)
     "tmops_pause": _hints("Pause a feature's run", destructive=True, idempotent=True),
     "tmops_rollback": _hints("Roll back a feature's run", destructive=True),
+    # removes worktrees (their branches stay; unmerged work only forced, after a backup ref)
+    "tmops_cleanup": _hints("Remove finished features' worktrees", destructive=True,
+                            idempotent=True),
     # these queue the run again: its agents reach the model's service
     "tmops_resume": _hints("Resume a feature's run", open_world=True),
     "tmops_retry": _hints("Retry a feature's run from a phase", open_world=True),
@@ -161,6 +165,8 @@ class FeatureRow(BaseModel):
 
 class ListFeaturesOutput(BaseModel):
     features: list[FeatureRow]
+    #: the worktrees' disk against features.worktree_disk_budget_gb (None: no budget)
+    worktree_disk: dict[str, Any] | None = None
 
 
 class StatusOutput(BaseModel):
@@ -188,6 +194,8 @@ class StatusOutput(BaseModel):
     engine: str | None = None
     sessions: dict[str, dict[str, Any]] | None = None
     checkpoints: list[dict[str, Any]] | None = None
+    #: the worktrees' disk against features.worktree_disk_budget_gb (None: no budget)
+    worktree_disk: dict[str, Any] | None = None
 
 
 class PromptOutput(BaseModel):
@@ -321,10 +329,13 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         """List every feature of the project with its branch, run, status and last update."""
         try:
             rows = service.list_features(workspace=resolve(workspace))
+            disk = service.worktree_disk(workspace=resolve(workspace))
         except TmopsError as exc:
             raise ToolError(str(exc)) from exc
         summary = ", ".join(f"{r['feature']} ({r['status']})" for r in rows) or "no features yet"
-        return _result(f"{len(rows)} feature(s): {summary}", {"features": rows})
+        warning = f"; warning: {disk['warning']}" if disk and disk["warning"] else ""
+        text = f"{len(rows)} feature(s): {summary}{warning}"
+        return _result(text, {"features": rows, **({"worktree_disk": disk} if disk else {})})
 
     async def tmops_get_status(
         feature: FeatureName,

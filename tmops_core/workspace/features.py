@@ -50,6 +50,7 @@ from tmops_core.workspace.project_files import (
     task_spec_template,
     write_feature_line,
 )
+from tmops_core.workspace.worktree_files import copy_into_worktree
 from tmops_hookspecs import FeatureError, WorkspaceError
 
 __all__ = ["RUN_TYPES", "InitRequest", "InitResult", "exclude_tmops", "init_feature"]
@@ -260,8 +261,12 @@ def _init_native(
     try:
         new_tree = _stage_tree(layout, staging, feature, run)
         _ensure_branch(git, config, branch, head, worktree, undo, changes)
-        if worktree != layout.project_root:
-            _ensure_worktree(git, layout, branch, worktree, undo, changes)
+        if worktree != layout.project_root and _ensure_worktree(
+            git, layout, branch, worktree, undo, changes
+        ):  # a new worktree gets the gitignored files the project needs (.env...)
+            changes.extend(
+                copy_into_worktree(layout.project_root, worktree, config.features.worktree_copy)
+            )
         changes.extend(_place_tree(layout, staging, new_tree, feature, run, undo))
         previous_run = layout.current_run(feature)
         if previous_run != run:
@@ -398,7 +403,8 @@ def _ensure_branch(
 
 def _ensure_worktree(
     git: Git, layout: Layout, branch: str, path: Path, undo: _Undo, changes: list[str]
-) -> None:
+) -> bool:
+    """Make the feature's worktree unless it is there; whether it was made now."""
     inside = path.is_relative_to(layout.project_root)
     if inside:  # every folder from the project root down, a link refused (.tmops/worktrees...)
         os.close(open_dir(path.parent, create=True, root=layout.project_root))
@@ -411,7 +417,7 @@ def _ensure_worktree(
                     hint=f"remove it (`git worktree remove {path}`) or set "
                     "features.worktree_root elsewhere",
                 )
-            return
+            return False
     if os.path.lexists(path):
         raise WorkspaceError(
             f"the worktree path {path} is taken by something else",
@@ -428,6 +434,7 @@ def _ensure_worktree(
     git.add_worktree(path, branch)
     undo.push(lambda: git.remove_worktree(path))
     changes.append(f"worktree {path}")
+    return True
 
 
 def exclude_tmops(git: Git) -> None:
