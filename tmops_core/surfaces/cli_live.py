@@ -70,8 +70,11 @@ def logs_command(
                 for line in lines:
                     click.echo(_printable(line))
                 continue
-            if not follow or not _run_active(service, feature, workspace):
+            if not follow:
                 break
+            if not _run_active(service, feature, workspace):
+                follow = False  # once more to the end: it may have written since
+                continue
             time.sleep(_FOLLOW_POLL_S)
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED_EXIT)
