@@ -193,3 +193,27 @@ def test_seconds_reads_well_at_every_scale() -> None:
     assert [seconds(None), seconds(4.25), seconds(185), seconds(3725)] == [
         "-", "4.2 s", "3 min 05 s", "1 h 02 min"
     ]  # fmt: skip
+
+
+#: what Claude Code 2.1.329 prints while it cannot reach its API (minutes of silence before,
+#: now shown): the first line as it printed it with ANTHROPIC_BASE_URL on a closed port and
+#: CLAUDE_CODE_MAX_RETRIES=2; the second with the HTTP status an overloaded API answers
+API_RETRIES = [
+    '{"type":"system","subtype":"api_retry","attempt":1,"max_retries":2,"retry_delay_ms":621,'
+    '"error_status":null,"error":"unknown","session_id":"bb7db60a-6ecc-42f9-8511-17a995ccc3d5",'
+    '"uuid":"d1f072b2-f9d3-48b2-8162-76814a6980a0"}',
+    '{"type":"system","subtype":"api_retry","attempt":2,"max_retries":2,"retry_delay_ms":1166,'
+    '"error_status":529,"error":"overloaded","session_id":"bb7db60a-6ecc-42f9-8511-17a995ccc3d5",'
+    '"uuid":"c3f1dc7a-8515-4caf-bbd7-48102e93b7c4"}',
+]
+
+
+def test_an_api_retry_of_claude_code_is_shown_as_it_happens(tester: PhaseSpec) -> None:
+    progress, recorded = _progress(tester)
+    for line in API_RETRIES:
+        for event in parse_stream_line(line):
+            progress.record(event)
+    assert [data["text"] for _, data in recorded] == [
+        "API retry 1/2 in 0.6 s (unknown)",
+        "API retry 2/2 in 1.2 s (HTTP 529)",
+    ]
