@@ -15,45 +15,56 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .takeover_support import TMOPS
+from tmops_core.service.demo_project import DEMO_FEATURE
+
+from .takeover_support import TMOPS, make_project
 
 #: what rich's Live writes to redraw in place: erase the line, go up one
 REDRAW = "\x1b[2K\x1b[1A"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def _in_a_terminal(argv: list[str], env: dict[str, str], *, timeout: float) -> tuple[int, str]:
-    """Run ``argv`` with a 120x50 pseudo-terminal as stdin, stdout and stderr; its exit code
-    and everything it wrote to the terminal."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
-    process = subprocess.Popen(
-        argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
-    )
-    os.close(slave)
-    output = bytearray()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
+class Terminal:
+    """A program run with a 120x50 pseudo-terminal as stdin, stdout and stderr."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
+        self.process = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+        )
+        os.close(slave)
+        self.output = bytearray()
+
+    @property
+    def screen(self) -> str:
+        """Everything written to the terminal so far."""
+        return self.output.decode("utf-8", errors="replace")
+
+    def read_until(self, done: Callable[[], bool], *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.5)
             if not ready:
-                if process.poll() is not None:
-                    break
                 continue
             try:
-                chunk = os.read(master, 65536)
+                chunk = os.read(self.master, 65536)
             except OSError:  # EIO: the terminal's last writer is gone
-                break
+                return
             if not chunk:
-                break
-            output += chunk
-        else:
-            process.send_signal(signal.SIGKILL)
-    finally:
-        os.close(master)
-    return process.wait(timeout=30), output.decode("utf-8", errors="replace")
+                return
+            self.output += chunk
+
+    def finish(self, *, timeout: float) -> int:
+        """Read to the program's end; its exit code (killed if it outlives ``timeout``)."""
+        self.read_until(lambda: False, timeout=timeout)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        os.close(self.master)
+        return self.process.wait(timeout=30)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -64,9 +75,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_the_demo_in_a_terminal_draws_the_live_view(tmp_path: Path) -> None:
-    code, screen = _in_a_terminal(
-        [TMOPS, "demo", "--dir", str(tmp_path / "demo")], _env(tmp_path), timeout=240
-    )
+    terminal = Terminal([TMOPS, "demo", "--dir", str(tmp_path / "demo")], _env(tmp_path))
+    code = terminal.finish(timeout=240)
+    screen = terminal.screen
     assert code == 0, screen
     assert REDRAW in screen  # drawn in place, not printed line after line
     text = ANSI.sub("", screen)
@@ -108,3 +119,28 @@ def test_the_demo_into_a_pipe_prints_one_plain_line_per_event(tmp_path: Path) ->
         for needle in ("tester: Write tests/", "tester: Bash python", "tester -> implementer")
     ]
     assert order == sorted(order)
+
+
+def test_ctrl_c_on_the_live_view_stops_following_and_gives_the_terminal_back(
+    tmp_path: Path,
+) -> None:
+    project = make_project(tmp_path, fault="orchestrator:slow=60")
+    try:
+        assert project.cli("start", DEMO_FEATURE).returncode == 0
+        terminal = Terminal(
+            [TMOPS, "--config", str(project.config), "watch", DEMO_FEATURE,
+             "--workspace", str(project.root)],
+            _env(tmp_path),
+        )  # fmt: skip
+        terminal.read_until(lambda: "▶ in_progress" in terminal.screen, timeout=60)
+        assert "▶ in_progress" in terminal.screen  # the view is up, the orchestrator at work
+        terminal.process.send_signal(signal.SIGINT)
+        assert terminal.finish(timeout=60) == 130
+        text = ANSI.sub("", terminal.screen)
+        assert "Traceback" not in text
+        assert "stopped following slugify; its run goes on in the background engine" in text
+        assert terminal.screen.rfind("\x1b[?25h") > terminal.screen.rfind("\x1b[?25l")  # cursor
+        assert project.run().status == "running"
+    finally:
+        project.cli("cancel", DEMO_FEATURE)
+        project.close()
