@@ -142,7 +142,12 @@ class RunPicture:
                 Text(f"{mark} {terminal_safe(state)}", style=style),
                 Text(seconds(self.phase_time(phase, state))),
             )
-        recent = Text("\n".join(self.recent) or "(waiting for the first event)", style="dim")
+        recent = Text(
+            "\n".join(self.recent) or "(waiting for the first event)",
+            style="dim",
+            no_wrap=True,
+            overflow="ellipsis",
+        )  # fmt: skip  (one line per event: the frame keeps its height)
         return Group(header, table, Text("latest:", style="bold"), recent)
 
 
