@@ -147,7 +147,7 @@ class RunPicture:
             style="dim",
             no_wrap=True,
             overflow="ellipsis",
-        )  # fmt: skip  (one line per event: the frame keeps its height)
+        )  # one line per event, never wrapped: the frame keeps its height
         return Group(header, table, Text("latest:", style="bold"), recent)
 
 
