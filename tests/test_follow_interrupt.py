@@ -131,15 +131,19 @@ def _engine_child(parent: int) -> int | None:
     return None
 
 
-def test_ctrl_c_while_start_wait_waits_for_the_engine_to_come_up(tmp_path: Path) -> None:
-    project = make_project(tmp_path)
+@pytest.mark.parametrize("verb", ["start", "resume"])
+def test_ctrl_c_while_a_verb_waits_for_the_engine_to_come_up(tmp_path: Path, verb: str) -> None:
+    project = make_project(tmp_path, fault="orchestrator:crash:always", max_retries=0)
+    if verb == "resume":  # a failed run, and no engine left to serve it
+        assert project.cli("start", DEMO_FEATURE, "--wait", timeout=120).returncode == 1
+        wait_until(lambda: not engines_of(project.root), timeout=60, what="the engine to exit")
     process = subprocess.Popen(
-        [TMOPS, "--config", str(project.config), "start", DEMO_FEATURE, "--wait",
+        [TMOPS, "--config", str(project.config), verb, DEMO_FEATURE, "--wait",
          "--workspace", str(project.root)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     engine = wait_until(lambda: _engine_child(process.pid), timeout=60, what="the engine")
-    os.kill(engine, signal.SIGSTOP)  # stopped before it says it serves: start waits for it
+    os.kill(engine, signal.SIGSTOP)  # stopped before it says it serves: the verb waits for it
     try:
         out = _check_interrupted(process, project.root)
         assert "session.started" not in out  # it was still waiting, not yet following

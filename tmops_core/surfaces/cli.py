@@ -21,12 +21,7 @@ from tmops_core.surfaces.cli_audit import events_command
 from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
 from tmops_core.surfaces.cli_live import echo_table, list_table, logs_command, watch_list
 from tmops_core.surfaces.cli_state import AppState
-from tmops_core.surfaces.follow import (
-    INTERRUPTED_EXIT,
-    follow_run,
-    interrupted_message,
-    last_event_id,
-)
+from tmops_core.surfaces.follow import ctrl_c_stops_waiting, follow_run, last_event_id
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
 
@@ -337,16 +332,11 @@ def start_command(
     # --wait follows this run only: a resumed run keeps its name, and the events of its
     # earlier attempts are already in the log.
     since = last_event_id(state.service, feature, workspace=workspace) if wait else 0
-    try:  # queueing may wait for the engine to come up: Ctrl-C there stops the waiting only
+    with ctrl_c_stops_waiting(feature, workspace, waiting=wait):
         answer = state.service.start(
             feature, provider=provider, resume=resume, accept_branch=accept_branch,
             workspace=workspace, force=force,
         )  # fmt: skip
-    except KeyboardInterrupt:
-        if not wait:
-            raise
-        click.echo(interrupted_message(feature, workspace))
-        sys.exit(INTERRUPTED_EXIT)
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
     if wait:
         sys.exit(follow_run(state.service, feature, workspace=workspace, after_id=since))

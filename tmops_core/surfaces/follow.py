@@ -26,6 +26,7 @@ __all__ = [
     "INTERRUPTED_EXIT",
     "RunView",
     "agent_action",
+    "ctrl_c_stops_waiting",
     "follow_run",
     "format_event",
     "interrupted_message",
@@ -156,6 +157,19 @@ def open_view(feature: str, *, live: bool, echo: Callable[[str], None]) -> Itera
 
     with live_run_view(feature) as view:
         yield view
+
+
+@contextmanager
+def ctrl_c_stops_waiting(feature: str, workspace: Path | None, *, waiting: bool) -> Iterator[None]:
+    """Around a verb that queues a run to follow (it may wait for the engine to come up): Ctrl-C
+    there stops the waiting only, with the message and exit 130, as it does while following."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not waiting:
+            raise
+        click.echo(interrupted_message(feature, workspace))
+        sys.exit(INTERRUPTED_EXIT)
 
 
 def interrupted_message(feature: str, workspace: Path | None = None) -> str:
