@@ -114,3 +114,40 @@ def test_start_resume_wait_shows_only_the_new_runs_events(tmp_path: Path) -> Non
         assert resumed.stdout.splitlines()[-1].startswith(f"{DEMO_FEATURE}: completed")
     finally:
         project.close()
+
+
+def _engine_child(parent: int) -> int | None:
+    """The ``tmops engine`` process ``parent`` started, once it runs (exec'd)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"engine" in argv:
+            return int(name)
+    return None
+
+
+@pytest.mark.parametrize("verb", ["start", "resume"])
+def test_ctrl_c_while_a_verb_waits_for_the_engine_to_come_up(tmp_path: Path, verb: str) -> None:
+    project = make_project(tmp_path, fault="orchestrator:crash:always", max_retries=0)
+    if verb == "resume":  # a failed run, and no engine left to serve it
+        assert project.cli("start", DEMO_FEATURE, "--wait", timeout=120).returncode == 1
+        wait_until(lambda: not engines_of(project.root), timeout=60, what="the engine to exit")
+    process = subprocess.Popen(
+        [TMOPS, "--config", str(project.config), verb, DEMO_FEATURE, "--wait",
+         "--workspace", str(project.root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    engine = wait_until(lambda: _engine_child(process.pid), timeout=60, what="the engine")
+    os.kill(engine, signal.SIGSTOP)  # stopped before it says it serves: the verb waits for it
+    try:
+        out = _check_interrupted(process, project.root)
+        assert "session.started" not in out  # it was still waiting, not yet following
+    finally:
+        os.kill(engine, signal.SIGCONT)
+        project.cli("cancel", DEMO_FEATURE)
+        project.close()

@@ -302,7 +302,9 @@ def test_cli_list_prints_a_table(service: Service, repo: Path) -> None:
     result = run_cli("list", "--workspace", str(repo))
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["FEATURE", "BRANCH", "RUN", "STATUS", "UPDATED"]
+    assert lines[0].split() == [
+        "FEATURE", "BRANCH", "RUN", "STATUS", "PHASE", "ELAPSED", "COST", "UPDATED"
+    ]  # fmt: skip
     assert [line.split()[:4] for line in lines[1:]] == [
         ["auth-api", "feature/auth-api", "initial", "initialized"],
         ["billing", "feature/billing", "initial", "initialized"],

@@ -129,6 +129,21 @@ def _result_message(message: Mapping[str, Any]) -> str:
     return ""
 
 
+def _api_retry(message: Mapping[str, Any], session_id: str | None) -> AgentEvent:
+    """The CLI failed to reach the API and tries again (otherwise a silent wait of minutes):
+    ``{"type": "system", "subtype": "api_retry", "attempt": 1, "max_retries": 10,
+    "retry_delay_ms": 621, "error_status": null, "error": "unknown"}``."""
+    attempt, most = _count(message.get("attempt")), _count(message.get("max_retries"))
+    delay_ms = _number(message.get("retry_delay_ms"))
+    status = _count(message.get("error_status"))
+    why = f"HTTP {status}" if status is not None else _str(message.get("error")) or "no answer"
+    text = f"API retry {attempt or '?'}/{most or '?'}"
+    if delay_ms is not None:
+        text += f" in {delay_ms / 1000:.1f} s"
+    data = {"api_retry": attempt, "max_retries": most, "error_status": status}
+    return AgentEvent(kind="progress", session_id=session_id, message=f"{text} ({why})", data=data)
+
+
 def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
     """What one decoded stream-json object means; unknown shapes mean nothing."""
     kind = message.get("type")
@@ -136,6 +151,8 @@ def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
     if kind == "system" and message.get("subtype") == "init":
         data = {key: message.get(key) for key in ("model", "cwd", "claude_code_version")}
         return [AgentEvent(kind="session", session_id=session_id, data=data)]
+    if kind == "system" and message.get("subtype") == "api_retry":
+        return [_api_retry(message, session_id)]
     if kind == "assistant":
         events = []
         for block in _blocks(message):

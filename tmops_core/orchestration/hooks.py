@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from tmops_core.checkpoints.watch import Arrivals
+from tmops_core.orchestration.progress import AgentProgress
 from tmops_core.store import Store
 from tmops_hookspecs import AgentEvent
 
@@ -31,6 +32,7 @@ class FencedHooks:
         completion: str,
         cancel: threading.Event,
         on_started: Callable[[int], None],
+        progress: AgentProgress | None = None,
     ) -> None:
         self._store = store
         self._feature = feature
@@ -41,6 +43,7 @@ class FencedHooks:
         self._completion = completion
         self._cancel = cancel
         self._on_started = on_started
+        self._progress = progress
 
     def started(self, pid: int, start_time: int, mark: str | None) -> None:
         # Raises LostOwnership for a stale attempt: the executor then stops its agent.
@@ -56,7 +59,9 @@ class FencedHooks:
         )
 
     def event(self, event: AgentEvent) -> None:
-        return None
+        # Into the run's trail (fenced, thinned), for whoever follows the run.
+        if self._progress is not None:
+            self._progress.record(event)
 
     def cancelled(self) -> bool:
         return self._cancel.is_set()

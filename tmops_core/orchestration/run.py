@@ -36,6 +36,7 @@ from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt, anno
 from tmops_core.orchestration.executor import LocalExecutor
 from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
+from tmops_core.orchestration.progress import AgentProgress
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.orchestration.worktree_setup import run_worktree_setup
 from tmops_core.plugins import Plugins
@@ -580,13 +581,18 @@ class RunDriver:
             provider=self.provider_name, fencing=self.fencing, number=number, resume=resume,
             note=note,
         )  # fmt: skip
+        progress = AgentProgress(
+            self.emit, spec, number, roots=(self.worktree, self.checkpoint_dir)
+        )
         hooks = FencedHooks(
             store=self.store, feature=self.feature, run=self.run, fencing=self.fencing,
             attempt_id=attempt_id, arrivals=self.arrivals, completion=completion,
             cancel=self.cancel, on_started=lambda pid: self._session_started(
                 spec.name, number, pid, resumed=resume is not None, note=note),
+            progress=progress,
         )  # fmt: skip
         outcome = self.executor.execute(attempt, provider, hooks)
+        progress.flush()
         if outcome.checkpoint_present:
             lag_ms = detection_lag_ms(self.arrivals.seen_at(completion), attempt.checkpoint)
             self.emit("orchestration.checkpoint.detected", phase=spec.name, checkpoint=completion,

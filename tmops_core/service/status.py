@@ -35,7 +35,10 @@ __all__ = [
 
 NEXT_ACTION_NEW = "edit TASK_SPEC.md, then start"
 #: the fields of a feature in ``list``
-_ROW_KEYS = ("feature", "branch", "run", "status", "queue_position", "current_phase", "updated")
+_ROW_KEYS = (
+    "feature", "branch", "run", "status", "queue_position", "current_phase", "updated",
+    "elapsed_s", "cost_usd",
+)  # fmt: skip
 #: a phase of the workflow that no installed plugin provides
 _UNAVAILABLE = "unavailable"
 
@@ -244,6 +247,7 @@ def feature_status(
         "pause_reason": run_record.pause_reason if run_record else None,
         "queue_position": queue_position,
         "engine": engine,
+        "elapsed_s": _elapsed(run_record),
     }
     if include_sessions:
         result["sessions"] = {p.role: _session(p, attempts) for p in progress}
@@ -367,6 +371,19 @@ def _session(progress: PhaseProgress, attempts: Sequence[AttemptRecord]) -> dict
         "cost_usd": round(spent, 6),
         "pid": last.pid if state == "active" else None,
     }
+
+
+def _elapsed(run: RunRecord | None) -> float | None:
+    """Seconds since the run was first admitted, to its end if it ended (None: never ran)."""
+    if run is None or not run.started_at:
+        return None
+    end = None if run.active or not run.finished_at else run.finished_at
+    try:
+        started = datetime.fromisoformat(run.started_at)
+        ended = datetime.fromisoformat(end) if end else datetime.now(UTC)
+    except ValueError:
+        return None
+    return round(max(0.0, (ended - started).total_seconds()), 1)
 
 
 def _branch(record: Any, line: FeatureLine | None, feature: str) -> str:

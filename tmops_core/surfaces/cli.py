@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ from tmops_core import __version__
 from tmops_core.service.operations import HEARTBEAT_S, LEASE_S
 from tmops_core.surfaces.cli_audit import events_command
 from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
+from tmops_core.surfaces.cli_live import echo_table, list_table, logs_command, watch_list
 from tmops_core.surfaces.cli_ops import OPS_COMMANDS
 from tmops_core.surfaces.cli_state import AppState
 from tmops_core.surfaces.cli_worktrees import cleanup_command
-from tmops_core.surfaces.follow import follow_run, last_event_id
+from tmops_core.surfaces.follow import ctrl_c_stops_waiting, follow_run, last_event_id
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import TmopsError
 
@@ -139,7 +139,7 @@ def plugins_command(state: AppState, as_json: bool) -> None:
             f"{kind}: {', '.join(names)}" for kind, names in info.registers.items()
         )
         rows.append((info.name, info.distribution or "-", info.version or "-", registers or "-"))
-    _echo_table(rows)
+    echo_table(rows)
     if not loaded:
         click.echo("(no plugins loaded)")
     if failures:
@@ -239,9 +239,25 @@ def init_command(
 @cli.command("list")
 @click.option("--workspace", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--watch", is_flag=True, help="Show the list again every --interval until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="With --watch: seconds between two readings.",
+)
 @click.pass_obj
-def list_command(state: AppState, workspace: Path | None, as_json: bool) -> None:
-    """List the features with their branch, run, status and last update."""
+def list_command(
+    state: AppState, workspace: Path | None, as_json: bool, watch: bool, interval: float
+) -> None:
+    """List the features with their branch, run, status, phase, elapsed time, cost and last
+    update (a queued run's status says its place in the queue)."""
+    if watch:
+        if as_json:
+            raise click.UsageError("--watch and --json do not go together")
+        watch_list(lambda: state.service.list_features(workspace=workspace), interval=interval)
+        return
     rows = state.service.list_features(workspace=workspace)
     disk = state.service.worktree_disk(workspace=workspace)
     if as_json:
@@ -251,24 +267,13 @@ def list_command(state: AppState, workspace: Path | None, as_json: bool) -> None
     if not rows:
         click.echo("no features yet; create one with `tmops init <feature>`")
         return
-    table = [("FEATURE", "BRANCH", "RUN", "STATUS", "UPDATED")]
-    table += [
-        (r["feature"], r["branch"], r["run"] or "-", _status_text(r), r["updated"] or "-")
-        for r in rows
-    ]
-    _echo_table(table)
+    echo_table(list_table(rows))
 
 
 def _warn_disk(disk: dict[str, Any] | None) -> None:
     """The worktrees over features.worktree_disk_budget_gb: a warning on stderr."""
     if disk and disk["warning"]:
         click.echo(f"warning: {disk['warning']}", err=True)
-
-
-def _status_text(status: dict[str, Any]) -> str:
-    """The status, with its place in the queue for a queued run (``queued #2``)."""
-    place = status.get("queue_position")
-    return f"{status['status']} #{place}" if place else str(status["status"])
 
 
 @cli.command("status")
@@ -338,10 +343,11 @@ def start_command(
     # --wait follows this run only: a resumed run keeps its name, and the events of its
     # earlier attempts are already in the log.
     since = last_event_id(state.service, feature, workspace=workspace) if wait else 0
-    answer = state.service.start(
-        feature, provider=provider, resume=resume, accept_branch=accept_branch,
-        workspace=workspace, force=force,
-    )  # fmt: skip
+    with ctrl_c_stops_waiting(feature, workspace, waiting=wait):
+        answer = state.service.start(
+            feature, provider=provider, resume=resume, accept_branch=accept_branch,
+            workspace=workspace, force=force,
+        )  # fmt: skip
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
     if wait:
         sys.exit(follow_run(state.service, feature, workspace=workspace, after_id=since))
@@ -461,15 +467,8 @@ def mcp_command(
     serve_stdio(state.service, workspace=workspace)
 
 
-for _command in (*CONTROL_COMMANDS, events_command, *OPS_COMMANDS, cleanup_command):
+for _command in (*CONTROL_COMMANDS, events_command, *OPS_COMMANDS, cleanup_command, logs_command):
     cli.add_command(_command)
-
-
-def _echo_table(rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
-        click.echo("  ".join([*cells, row[-1]]))
 
 
 def main(argv: list[str] | None = None) -> None:

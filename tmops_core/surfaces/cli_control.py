@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from tmops_core.surfaces.cli_state import AppState
-from tmops_core.surfaces.follow import follow_run, last_event_id
+from tmops_core.surfaces.follow import ctrl_c_stops_waiting, follow_run, last_event_id
 from tmops_core.surfaces.manual import prompt_text
 
 __all__ = ["CONTROL_COMMANDS"]
@@ -68,7 +68,8 @@ def _queue_and_follow(
     """Run a verb that queues the run again; with ``wait``, follow this run to its end (its
     own events only) and exit with how it ended."""
     since = last_event_id(state.service, feature, workspace=workspace) if wait else 0
-    answer = verb()
+    with ctrl_c_stops_waiting(feature, workspace, waiting=wait):
+        answer = verb()
     _echo(answer, as_json)
     if wait and answer.get("status") in {"queued", "running"}:
         sys.exit(follow_run(state.service, feature, workspace=workspace, after_id=since))

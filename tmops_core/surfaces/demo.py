@@ -23,7 +23,7 @@ from tmops_core.git import Git
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
 from tmops_core.service.operations import Service
-from tmops_core.surfaces.follow import INTERRUPTED_EXIT, follow_run
+from tmops_core.surfaces.follow import INTERRUPTED_EXIT, follow_run, interrupted_message
 from tmops_core.workspace.features import InitRequest
 from tmops_core.workspace.layout import Layout, atomic_write, ensure_private_dir
 from tmops_hookspecs import WorkspaceError
@@ -105,7 +105,11 @@ def run_demo(*, provider: str, directory: Path | None, echo: Callable[[str], Non
         atomic_write(result.task_spec, DEMO_TASK_SPEC)
         echo(f"initialised: branch {result.branch}, worktree {result.worktree}")
         started = time.monotonic()
-        service.start(DEMO_FEATURE, workspace=root)
+        try:  # it may wait for the engine to come up: Ctrl-C there stops the waiting only
+            service.start(DEMO_FEATURE, workspace=root)
+        except KeyboardInterrupt:
+            echo(interrupted_message(DEMO_FEATURE, root))
+            return INTERRUPTED_EXIT
         code = follow_run(service, DEMO_FEATURE, workspace=root, echo=echo, poll_s=0.05)
         if code == INTERRUPTED_EXIT:
             return code

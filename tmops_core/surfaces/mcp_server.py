@@ -161,6 +161,9 @@ class FeatureRow(BaseModel):
     queue_position: int | None = None
     current_phase: str | None
     updated: str | None
+    #: seconds since the run was first admitted (to its end if it ended), None if never run
+    elapsed_s: float | None = None
+    cost_usd: float = 0.0
 
 
 class ListFeaturesOutput(BaseModel):
@@ -192,6 +195,8 @@ class StatusOutput(BaseModel):
     queue_position: int | None = None
     #: a queued or running run's engine: alive, dead (taken over on this read) or none
     engine: str | None = None
+    #: seconds since the run was first admitted (to its end if it ended), None if never run
+    elapsed_s: float | None = None
     sessions: dict[str, dict[str, Any]] | None = None
     checkpoints: list[dict[str, Any]] | None = None
     #: the worktrees' disk against features.worktree_disk_budget_gb (None: no budget)
