@@ -42,6 +42,7 @@ from tmops_core.orchestration.daemon import (
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.actor import os_user
 from tmops_core.service.control import Controls
+from tmops_core.service.metrics import Metrics
 from tmops_core.service.preflight import check_before_start
 from tmops_core.service.status import feature_status, find_project_root, list_features
 from tmops_core.service.trail import Trail
@@ -60,7 +61,7 @@ from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsErro
 __all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
 
 
-class Service(Controls, Trail):
+class Service(Controls, Trail, Metrics):
     """The loaded config and plugins of one tmops process, and the operations over them."""
 
     def __init__(self, loaded: LoadedConfig, plugins: Plugins) -> None:

@@ -20,6 +20,7 @@ from tmops_core import __version__
 from tmops_core.service.operations import HEARTBEAT_S, LEASE_S
 from tmops_core.surfaces.cli_audit import events_command
 from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
+from tmops_core.surfaces.cli_metrics import metrics_command
 from tmops_core.surfaces.cli_state import AppState
 from tmops_core.surfaces.follow import follow_run, last_event_id
 from tmops_core.workspace.features import InitRequest
@@ -450,7 +451,7 @@ def mcp_command(
     serve_stdio(state.service, workspace=workspace)
 
 
-for _command in (*CONTROL_COMMANDS, events_command):
+for _command in (*CONTROL_COMMANDS, events_command, metrics_command):
     cli.add_command(_command)
 
 
