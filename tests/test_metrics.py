@@ -5,14 +5,17 @@ real ``tmops mcp --http`` refused without the token and served with it."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -32,6 +35,7 @@ from tmops_core.orchestration.attempts import HandoffClock
 from tmops_core.service.demo_project import create_demo_project
 from tmops_core.service.metrics import ATTEMPT_BUCKETS_S, HANDOFF_BUCKETS_S, StoreCollector
 from tmops_core.store import SQLiteStore, open_store
+from tmops_core.surfaces.mcp_http import MetricsRoute
 from tmops_core.workspace.layout import iso, utc_now
 
 from .mcp_support import TIMEOUT_S, TMOPS
@@ -337,3 +341,55 @@ def test_http_metrics_need_the_token_and_answer_the_exposition(
         "Host": f"127.0.0.1:{server.port}", "Authorization": f"Bearer {token}"})  # fmt: skip
     assert connection.getresponse().status == 405
     connection.close()
+
+
+# -- the route's worker -----------------------------------------------------------------------
+
+
+def call_route(route: MetricsRoute, method: str = "GET") -> tuple[int, bytes]:
+    """One request through the ASGI app, as uvicorn makes it."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": "/metrics", "headers": [],
+             "query_string": b"", "http_version": "1.1"}  # fmt: skip
+    asyncio.run(route(scope, receive, send))
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], body
+
+
+def test_metrics_are_computed_at_the_lowest_cpu_priority_off_the_callers_thread() -> None:
+    def where() -> bytes:
+        tid = threading.get_native_id()
+        return f"{os.getpriority(os.PRIO_PROCESS, tid)} {tid}".encode()
+
+    async def other(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("only /metrics comes here")
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    status, body = call_route(MetricsRoute(other, where))
+    nice, tid = body.decode().split()
+    assert status == 200
+    assert int(nice) == 19
+    assert int(tid) != threading.get_native_id()
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_a_scrape_that_cannot_read_the_store_answers_500_and_the_next_one_works() -> None:
+    answers = iter([RuntimeError("database is locked"), b"tmops_runs 1\n"])
+
+    def exposition() -> bytes:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    route = MetricsRoute(lambda *_: None, exposition)
+    assert call_route(route) == (500, b"metrics could not be read")
+    assert call_route(route) == (200, b"tmops_runs 1\n")
+    assert call_route(route, "DELETE")[0] == 405
