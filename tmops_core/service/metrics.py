@@ -166,7 +166,7 @@ class StoreCollector:
         cost = GaugeMetricFamily(
             "tmops_run_cost_usd",
             "Cost so far of each run that has not ended (queued, running, paused, needs review).",
-            labels=["feature", "run", "state"],
+            labels=["feature", "run"],  # no state: the series stays one as the run moves on
         )
         progress = GaugeMetricFamily(
             "tmops_run_last_progress_timestamp_seconds",
@@ -174,7 +174,7 @@ class StoreCollector:
             labels=["feature", "run"],
         )
         for run in open_runs:
-            cost.add_metric([run.feature, run.run, run.status], run.cost_usd)
+            cost.add_metric([run.feature, run.run], run.cost_usd)
             if run.status == RunState.RUNNING:
                 moment = _seconds(run.last_event_at) or _seconds(run.updated_at)
                 if moment is not None:
