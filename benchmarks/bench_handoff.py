@@ -169,6 +169,22 @@ def _drive_runs(
     return out
 
 
+def handoff_windows(
+    times_dir: Path, features: list[str], phases: list[str]
+) -> list[tuple[int, int, int]]:
+    """Each handoff of the runs of ``features``, as the agents timed it (ns): the checkpoint
+    closed, the next agent's first statement, that agent's checkpoint closed."""
+    windows = []
+    for feature in features:
+        marks = []
+        for phase in phases:
+            started, closed = (times_dir / f"{feature}.{phase}.times").read_text().split()
+            marks.append((int(started), int(closed)))
+        for (_, closed), (started, next_closed) in itertools.pairwise(marks):
+            windows.append((closed, started, next_closed))
+    return windows
+
+
 def run_handoff(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
     from tmops_core.events import configure_logging
 
@@ -180,16 +196,8 @@ def run_handoff(args: argparse.Namespace, work: Path, results: dict[str, Any]) -
     finally:
         service.close()
     tracer, inotify, spawn = driven["tracer"], driven["inotify"], driven["spawn"]
-    handoffs: list[float] = []
-    windows: list[tuple[int, int, int]] = []
-    for feature in features:
-        marks = []
-        for phase in phases:
-            started, closed = (times_dir / f"{feature}.{phase}.times").read_text().split()
-            marks.append((int(started), int(closed)))
-        for (_, closed), (started, next_closed) in itertools.pairwise(marks):
-            handoffs.append(ms(started - closed))
-            windows.append((closed, started, next_closed))
+    windows = handoff_windows(times_dir, features, phases)
+    handoffs = [ms(started - closed) for closed, started, _ in windows]
 
     extra = max(10, args.floor_samples // 2)  # informative samples, not floors
     like_total, like_fork, like_interp = measure_spawn_like_tmops(extra)

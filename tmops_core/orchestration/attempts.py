@@ -1,6 +1,7 @@
 """One attempt as the executor gets it: the agent request (prompt, instructions, paths, the
-session to resume) and the limits, built from the run's config and layout; and how late the
-watcher saw the checkpoint the attempt wrote. Pure but for a stat of that checkpoint."""
+session to resume) and the limits, built from the run's config and layout; how late the
+watcher saw the checkpoint the attempt wrote, and how long the handoff from it to the run's
+next agent took. Pure but for a stat of that checkpoint and the clock."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tmops_core.orchestration import prompts
 from tmops_core.workspace.layout import Layout
 from tmops_hookspecs import AgentRequest, AttemptSpec, FeatureContext, PhaseSpec
 
-__all__ = ["attempt_spec", "detection_lag_ms"]
+__all__ = ["HandoffClock", "attempt_spec", "detection_lag_ms"]
 
 
 def attempt_spec(
@@ -66,3 +67,29 @@ def detection_lag_ms(seen_at: float | None, checkpoint: Path) -> float:
         return max(0.0, (seen - checkpoint.stat().st_mtime) * 1000)
     except OSError:
         return 0.0
+
+
+class HandoffClock:
+    """The handoff of one run: from an agent's completion checkpoint being written to the run's
+    next agent process running (the judge, the gates and the commit between them included).
+    The engine records it as ``handoff_ms`` of ``orchestration.session.started``; metrics read
+    it from the store. A time read and a subtraction: nothing the handoff waits for."""
+
+    def __init__(self) -> None:
+        self._written_at: float | None = None
+
+    def detected(self, seen_at: float | None, checkpoint: Path) -> float:
+        """:func:`detection_lag_ms` of ``checkpoint``, remembering when it was written."""
+        seen = seen_at or time.time()
+        lag_ms = detection_lag_ms(seen, checkpoint)
+        self._written_at = seen - lag_ms / 1000
+        return lag_ms
+
+    def take_ms(self) -> float | None:
+        """Milliseconds from the last checkpoint written to now (an agent has started), once;
+        None when no checkpoint came since the last agent started (a run's first agent)."""
+        if self._written_at is None:
+            return None
+        elapsed_ms = max(0.0, (time.time() - self._written_at) * 1000)
+        self._written_at = None
+        return round(elapsed_ms, 2)

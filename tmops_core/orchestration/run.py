@@ -30,7 +30,7 @@ from tmops_core.events import EventBus
 from tmops_core.git import BranchMoved, Git
 from tmops_core.lifecycle import AttemptState, PauseReason, RunState, Verdict
 from tmops_core.orchestration import prompts
-from tmops_core.orchestration.attempts import attempt_spec, detection_lag_ms
+from tmops_core.orchestration.attempts import HandoffClock, attempt_spec
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt, announce_ending
 from tmops_core.orchestration.executor import LocalExecutor
@@ -100,6 +100,7 @@ class RunDriver:
         self.checkpoint_dir = layout.checkpoint_dir(feature, run)
         self.git = Git(self.worktree)
         self.arrivals = Arrivals()
+        self.handoff = HandoffClock()
         self.executor: Executor = LocalExecutor()
         self.judge = Judge(
             config=config, plugins=plugins, worktree=self.worktree,
@@ -559,7 +560,7 @@ class RunDriver:
                 self.git.set_ref(*self._pending_ref)
             self._pending_ref = None
         self.emit("orchestration.session.started", phase=phase, attempt=number, pid=pid,
-                  resumed=resumed, told=note)  # fmt: skip
+                  resumed=resumed, told=note, handoff_ms=self.handoff.take_ms())  # fmt: skip
 
     def _next_phase(self, name: str) -> str | None:
         index = self.workflow.index(name)
@@ -594,7 +595,7 @@ class RunDriver:
         outcome = self.executor.execute(attempt, provider, hooks)
         progress.flush()
         if outcome.checkpoint_present:
-            lag_ms = detection_lag_ms(self.arrivals.seen_at(completion), attempt.checkpoint)
+            lag_ms = self.handoff.detected(self.arrivals.seen_at(completion), attempt.checkpoint)
             self.emit("orchestration.checkpoint.detected", phase=spec.name, checkpoint=completion,
                       detection_lag_ms=round(lag_ms, 2))  # fmt: skip
             crash_point("checkpoint-detected")

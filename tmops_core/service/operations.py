@@ -43,6 +43,7 @@ from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin
 from tmops_core.service.actor import os_user
 from tmops_core.service.agent_logs import AgentLogs
 from tmops_core.service.control import Controls
+from tmops_core.service.metrics import Metrics
 from tmops_core.service.preflight import check_before_start
 from tmops_core.service.status import feature_status, find_project_root, list_features
 from tmops_core.service.trail import Trail
@@ -62,7 +63,7 @@ from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsErro
 __all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
 
 
-class Service(Controls, Trail, Worktrees, AgentLogs):
+class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
     """The loaded config and plugins of one tmops process, and the operations over them."""
 
     def __init__(self, loaded: LoadedConfig, plugins: Plugins) -> None:

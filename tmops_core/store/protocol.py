@@ -9,13 +9,14 @@ change of a run's state goes through the lifecycle's table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from tmops_core.lifecycle import AttemptState, PauseReason, RunState
 from tmops_core.store.leases import EngineRecord
 from tmops_core.store.records import AttemptRecord, FeatureRecord, RunRecord
+from tmops_core.store.tallies import AttemptTally, OpenRun, RunTally
 
 #: a connection of the backend, as handed out by :meth:`Store.transaction` (opaque to callers)
 Connection = Any
@@ -237,3 +238,24 @@ class Store(Protocol):
 
     def serving_engine(self) -> EngineRecord | None:
         """The engine that holds the lease, dead or alive (judging that is the caller's)."""
+
+    # -- tallies for metrics (reads only) ----------------------------------------------------
+
+    def run_tallies(self) -> list[RunTally]:
+        """Runs counted by state and pause reason."""
+
+    def attempt_tallies(self, bounds: Sequence[float]) -> list[AttemptTally]:
+        """The ended attempts by phase, state and provider: count, cost, and durations counted
+        under each of ``bounds``."""
+
+    def open_runs(self, states: Sequence[str]) -> list[OpenRun]:
+        """The runs in ``states``, each with its newest event's time."""
+
+    def event_numbers(
+        self, event_type: str, key: str, *, after_id: int = 0
+    ) -> list[tuple[int, float]]:
+        """``(id, number)`` of the ``event_type`` events after ``after_id`` with a number at
+        ``key`` of their data."""
+
+    def last_event_id(self) -> int:
+        """The newest event's id (0 without one)."""

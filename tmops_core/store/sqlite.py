@@ -5,8 +5,9 @@ files in ``migrations/`` run in order and are recorded in ``schema_migrations``.
 file is created 0600, and it (with its ``-wal``, ``-shm`` and ``-journal`` files) is never opened
 through a symlink: the path is checked component by component before SQLite gets it. This module
 owns SQL, with :mod:`tmops_core.store.leases` (the engines and the project's lease),
-:mod:`tmops_core.store.controls` (a person's changes to a run) and :mod:`tmops_core.store.trail`
-(the append-only audit trail), parts of :class:`Store`; nothing else writes to the database.
+:mod:`tmops_core.store.controls` (a person's changes to a run), :mod:`tmops_core.store.trail`
+(the append-only audit trail) and :mod:`tmops_core.store.tallies` (the aggregates metrics
+read), parts of :class:`Store`; nothing else writes to the database.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from tmops_core.store.records import (
     LostOwnership,
     RunRecord,
 )
+from tmops_core.store.tallies import StoreTallies
 from tmops_core.store.trail import AuditTrail
 from tmops_core.workspace.layout import lstat_checked, open_file
 from tmops_hookspecs import WorkspaceError
@@ -84,7 +86,7 @@ def _check_files(path: Path) -> None:
         lstat_checked(path.with_name(path.name + suffix))
 
 
-class SQLiteStore(EngineLeases, RunControls, AuditTrail):
+class SQLiteStore(EngineLeases, RunControls, AuditTrail, StoreTallies):
     """The :class:`~tmops_core.store.protocol.Store` in one SQLite database (WAL); safe to share
     between threads of one process."""
 

@@ -20,6 +20,7 @@ from tmops_core.service.operations import HEARTBEAT_S, LEASE_S
 from tmops_core.surfaces.cli_audit import events_command
 from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
 from tmops_core.surfaces.cli_live import echo_table, list_table, logs_command, watch_list
+from tmops_core.surfaces.cli_metrics import metrics_command
 from tmops_core.surfaces.cli_ops import OPS_COMMANDS
 from tmops_core.surfaces.cli_state import AppState
 from tmops_core.surfaces.cli_worktrees import cleanup_command
@@ -467,7 +468,10 @@ def mcp_command(
     serve_stdio(state.service, workspace=workspace)
 
 
-for _command in (*CONTROL_COMMANDS, events_command, *OPS_COMMANDS, cleanup_command, logs_command):
+for _command in (
+    *CONTROL_COMMANDS, events_command, *OPS_COMMANDS, cleanup_command, logs_command,
+    metrics_command,
+):
     cli.add_command(_command)
 
 

@@ -1,7 +1,8 @@
 """The MCP server over the streamable HTTP transport: ``tmops mcp --http``.
 
 The tools, resources and prompts are those of :func:`~tmops_core.surfaces.mcp_server.build_server`,
-served by the SDK's own ASGI app at ``/mcp`` under uvicorn. In front of it, :class:`RequestGuard`
+served by the SDK's own ASGI app at ``/mcp`` under uvicorn; ``GET /metrics`` answers the
+project's Prometheus metrics (:class:`MetricsRoute`). In front of both, :class:`RequestGuard`
 checks every request, in this order: the Host header (421, against DNS rebinding), the Origin
 header (403, against a browser page of another site) and the bearer token (401). The SDK's own
 Host/Origin check is off: it answers a wrong Content-Type first, with a 400, and its loopback
@@ -14,6 +15,7 @@ it is.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -24,17 +26,20 @@ import secrets
 import socket
 import stat
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
 from loguru import logger
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tmops_core.git import Git
+from tmops_core.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.mcp_actor import ActorMiddleware, client_name
 from tmops_core.surfaces.mcp_server import build_server
@@ -46,8 +51,10 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "MCP_PATH",
+    "METRICS_PATH",
     "TOKEN_ENV",
     "TOKEN_FILE",
+    "MetricsRoute",
     "RequestGuard",
     "load_token",
     "serve_http",
@@ -57,6 +64,7 @@ DEFAULT_HOST = "127.0.0.1"
 #: A fixed default, so a client's registration survives restarts; ``--port 0`` picks a free one.
 DEFAULT_PORT = 8765
 MCP_PATH = "/mcp"
+METRICS_PATH = "/metrics"
 TOKEN_ENV = "TMOPS_HTTP_TOKEN"  # noqa: S105  # nosec B105 - the name of the variable
 #: The token's file, in the served project's ``.tmops`` folder.
 TOKEN_FILE = "http.token"  # noqa: S105  # nosec B105 - a file name
@@ -65,6 +73,8 @@ TOKEN_FILE = "http.token"  # noqa: S105  # nosec B105 - a file name
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9\-._~+/]{32,512}=*")
 _WILDCARDS = {"", "0.0.0.0", "::"}  # noqa: S104  # nosec B104 - names of "every address"
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+#: The nice value of the thread that computes /metrics (19: the lowest priority).
+_METRICS_NICE = 19
 #: How long a stop (Ctrl-C, SIGTERM) waits for open streams before closing them.
 _GRACEFUL_STOP_S = 5
 
@@ -257,6 +267,46 @@ class RequestGuard:
         await self._app(scope, receive, send)
 
 
+def _background_priority() -> None:
+    """Lower this thread's CPU priority (Linux: nice is per thread): a scrape yields to the
+    engine and its agents on a busy machine, so it adds nothing to their handoffs."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _METRICS_NICE)
+
+
+class MetricsRoute:
+    """ASGI app answering ``GET /metrics`` with ``exposition()``, read from the store in a
+    worker thread of its own at a low CPU priority (off the event loop, one scrape at a time);
+    every other request goes on to ``app``."""
+
+    def __init__(self, app: ASGIApp, exposition: Callable[[], bytes]) -> None:
+        self._app = app
+        self._exposition = exposition
+        self._worker = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="tmops-metrics", initializer=_background_priority
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != METRICS_PATH:
+            await self._app(scope, receive, send)
+            return
+        answer: Response
+        if scope["method"] != "GET":
+            answer = PlainTextResponse(
+                "Method not allowed: GET /metrics", status_code=405, headers={"Allow": "GET"}
+            )
+        else:
+            try:
+                loop = asyncio.get_running_loop()
+                body = await loop.run_in_executor(self._worker, self._exposition)
+            except Exception as exc:  # a scrape that fails says so; the server goes on
+                logger.warning("metrics could not be read: {}: {}", type(exc).__name__, exc)
+                answer = PlainTextResponse("metrics could not be read", status_code=500)
+            else:
+                answer = Response(body, media_type=METRICS_CONTENT_TYPE)
+        await answer(scope, receive, send)
+
+
 # --------------------------------------------------------------------------------------------
 # Serving
 # --------------------------------------------------------------------------------------------
@@ -305,6 +355,7 @@ def serve_http(
         print(f"tmops mcp: {line}", file=sys.stderr, flush=True)
 
     say(f"serving MCP over HTTP at http://{_authority(host, bound_port)}{MCP_PATH}")
+    say(f"Prometheus metrics at http://{_authority(host, bound_port)}{METRICS_PATH} (same token)")
     if token_file is None:
         say(f"bearer token: ${TOKEN_ENV}")
     else:
@@ -325,7 +376,12 @@ def serve_http(
         host=host,
     )
     config = uvicorn.Config(
-        RequestGuard(app, token=token, host=host, port=bound_port),
+        RequestGuard(
+            MetricsRoute(app, lambda: service.metrics_text(workspace)),
+            token=token,
+            host=host,
+            port=bound_port,
+        ),
         http="h11",
         ws="none",  # nothing here speaks WebSocket: an upgrade stays a plain request
         loop="asyncio",
