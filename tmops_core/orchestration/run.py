@@ -35,7 +35,7 @@ from tmops_core.lifecycle import (
     RunState,
     Verdict,
 )
-from tmops_core.orchestration import prompts
+from tmops_core.orchestration import prompts, rework
 from tmops_core.orchestration.attempts import attempt_spec, detection_lag_ms
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt
@@ -44,8 +44,8 @@ from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.plugins import Plugins
-from tmops_core.store import AttemptRecord, LostOwnership, Store, since_reset
-from tmops_core.workspace.layout import Layout, check_run_paths, iso, rename_checked, utc_now
+from tmops_core.store import LostOwnership, Store, since_reset
+from tmops_core.workspace.layout import Layout, check_run_paths, iso, utc_now
 from tmops_core.workspace.project_files import FeatureLine, write_feature_line
 from tmops_hookspecs import (
     AttemptOutcome,
@@ -60,8 +60,6 @@ from tmops_hookspecs import (
 __all__ = ["RunDriver"]
 
 _TRANSIENT_BACKOFF_S = (1.0, 4.0, 15.0)
-#: in a rework's (or a retry's) message, what precedes the path of the refused review
-_REVIEW = "; review: "
 #: the longest ``retry_after_s`` honoured before a retry; longer ones are usage limits
 _MAX_RETRY_AFTER_S = 300.0
 
@@ -257,7 +255,7 @@ class RunDriver:
         if not mine or mine[-1].state != AttemptState.COMPLETED:
             return False
         reworks = [a.id for a in attempts if a.state == AttemptState.REWORK]
-        if reworks and self._reworks(spec.name):
+        if reworks and rework.reworks(self.config, self.workflow, spec.name):
             # A rework round after this phase's acceptance sends it back.
             return mine[-1].id > max(reworks)
         return True
@@ -274,13 +272,6 @@ class RunDriver:
             f"awaiting approval before {spec.name}: `tmops approve {self.feature}` lets it go on",
             PauseReason.AWAITING_APPROVAL,
         )
-
-    def _reworks(self, phase: str) -> bool:
-        """Whether a rework round reruns ``phase`` (the rework phase and the ones after it)."""
-        target = self.config.features.rework_phase
-        if target not in self.workflow:
-            return False
-        return self.workflow.index(phase) >= self.workflow.index(target)
 
     def _guard_branch(self) -> None:
         """Refuse to go on when the branch is not where tmops left it (or, after a restart,
@@ -398,20 +389,14 @@ class RunDriver:
             and self.workflow.index(target) <= self.workflow.index(spec.name)
         )
         if can_rework:
-            # Set the reworked phases' checkpoints aside first: a crash before the rework is
-            # recorded must not let the next engine adopt them as they were.
-            review = path.with_name(f".{path.name}.rework-{rounds + 1}")
-            rename_checked(path, review, root=self.layout.project_root)
-            for name in self.workflow[self.workflow.index(target) : self.workflow.index(spec.name)]:
-                done = self.checkpoint_dir / self.plugins.phases()[name].spec.completion_checkpoint
-                if os.path.lexists(done):
-                    rename_checked(
-                        done, done.with_name(f".{done.name}.rework-{rounds + 1}"),
-                        root=self.layout.project_root,
-                    )  # fmt: skip
-                self.arrivals.forget(done.name)
-            self.arrivals.forget(path.name)
-            state, message = AttemptState.REWORK, f"{refusal}{_REVIEW}{review}"
+            phases = self.plugins.phases()
+            earlier = self.workflow[self.workflow.index(target) : self.workflow.index(spec.name)]
+            done = [self.checkpoint_dir / phases[n].spec.completion_checkpoint for n in earlier]
+            review = rework.set_aside_for_rework(
+                refused=path, earlier=done, round_=rounds + 1, root=self.layout.project_root,
+                forget=self.arrivals.forget,
+            )  # fmt: skip
+            state, message = AttemptState.REWORK, f"{refusal}{rework.REVIEW}{review}"
         else:
             state = AttemptState.REFUSED
             message = f"{refusal}; read {path} and decide"
@@ -464,7 +449,7 @@ class RunDriver:
         started = time.monotonic()
         resumable = bool(getattr(provider, "can_resume", False))
         session_id: str | None = None
-        note = self._rework_note(spec, attempts_so_far)
+        note = rework.rework_note(self.config, spec, attempts_so_far, self.checkpoint_dir)
         attempts = self.config.features.max_retries + 1
         last_error = "no attempt was made"
         for number in range(1, attempts + 1):
@@ -521,26 +506,6 @@ class RunDriver:
             self.cancel.wait(min(asked, _MAX_RETRY_AFTER_S))
         elif outcome.result.outcome is Outcome.TRANSIENT_ERROR:
             self.cancel.wait(self.backoff[min(number - 1, len(self.backoff) - 1)])
-
-    def _rework_note(self, spec: PhaseSpec, attempts: list[AttemptRecord]) -> str | None:
-        """The reviewer's findings, when ``spec`` runs again because of a rework round or of a
-        person's retry of work the reviewer refused."""
-        if spec.name != self.config.features.rework_phase:
-            return None
-        sent_back = [
-            a for a in attempts
-            if a.state == AttemptState.REWORK
-            or (a.state == AttemptState.RESET and _REVIEW in (a.message or ""))
-        ]  # fmt: skip
-        if not sent_back:
-            return None
-        mine = [a for a in attempts if a.phase == spec.name and a.state == AttemptState.COMPLETED]
-        if mine and mine[-1].id > sent_back[-1].id:
-            return None
-        reason, _, review = (sent_back[-1].message or "").partition(_REVIEW)
-        return prompts.rework_note(
-            spec, Path(review or self.checkpoint_dir), reason, self.checkpoint_dir
-        )
 
     def _finish_attempt(self, live: LiveAttempt, state: AttemptState, reason: str) -> None:
         result = live.outcome.result
