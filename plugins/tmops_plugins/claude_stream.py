@@ -129,6 +129,22 @@ def _result_message(message: Mapping[str, Any]) -> str:
     return ""
 
 
+def _tokens(usage: object) -> dict[str, int]:
+    """The input and output tokens of a result's ``usage`` (input counts the prompt cache's
+    reads and writes too); nothing when it reports none."""
+    if not isinstance(usage, Mapping):
+        return {}
+    keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    parts = [_count(usage.get(key)) for key in keys]
+    output = _count(usage.get("output_tokens"))
+    counted: dict[str, int] = {}
+    if any(part is not None for part in parts):
+        counted["input_tokens"] = sum(part or 0 for part in parts)
+    if output is not None:
+        counted["output_tokens"] = output
+    return counted
+
+
 def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
     """What one decoded stream-json object means; unknown shapes mean nothing."""
     kind = message.get("type")
@@ -167,12 +183,13 @@ def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
         ]
     if kind == "result":
         denials = message.get("permission_denials")
-        data = {
+        result: dict[str, Any] = {
             "subtype": message.get("subtype"),
             "is_error": message.get("is_error"),
             "api_error_status": message.get("api_error_status"),
             "duration_ms": message.get("duration_ms"),
             "permission_denials": len(denials) if isinstance(denials, list) else 0,
+            **_tokens(message.get("usage")),
         }
         return [
             AgentEvent(
@@ -181,7 +198,7 @@ def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
                 message=_result_message(message),
                 cost_usd=_number(message.get("total_cost_usd")),
                 turns=_count(message.get("num_turns")),
-                data=data,
+                data=result,
             )
         ]
     return []
@@ -420,7 +437,8 @@ def _classify(
     if subtype == "error_max_turns":
         return Outcome.FAILED, f"reached max turns after {result.turns} turns: {text}", None
     if subtype == "error_max_budget_usd":
-        return Outcome.FAILED, f"reached the budget limit (--max-budget-usd): {text}", None
+        message = f"{program} stopped at the budget it was given (--max-budget-usd): {text}"
+        return Outcome.BUDGET_EXHAUSTED, message.rstrip(": "), None
     if _USAGE_TEXT.search(text):
         return Outcome.USAGE_LIMITED, text, parse_retry_after(text, now)
     if status in {401, 403} or (status is None and _AUTH_TEXT.search(text)):
@@ -469,6 +487,7 @@ def judge(
         _RESUME_TEXT.search(result.message) or _RESUME_TEXT.search(stderr)
     ):
         return _resume_failed(result.message or stderr_tail(stderr), result.cost_usd)
+    session = _last(events, "session")
     return AgentResult(
         outcome=outcome,
         session_id=result.session_id or _session_of(events),
@@ -476,4 +495,7 @@ def judge(
         turns=result.turns,
         message=_clip(message),
         retry_after_s=retry_after_s,
+        input_tokens=_count(result.data.get("input_tokens")),
+        output_tokens=_count(result.data.get("output_tokens")),
+        model=_str(session.data.get("model")) if session is not None else None,
     )

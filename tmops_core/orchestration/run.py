@@ -35,7 +35,7 @@ from tmops_core.lifecycle import (
     RunState,
     Verdict,
 )
-from tmops_core.orchestration import prompts, rework
+from tmops_core.orchestration import limits, prompts, rework
 from tmops_core.orchestration.attempts import attempt_spec, detection_lag_ms
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt
@@ -48,6 +48,7 @@ from tmops_core.store import LostOwnership, Store, since_reset
 from tmops_core.workspace.layout import Layout, check_run_paths, iso, utc_now
 from tmops_core.workspace.project_files import FeatureLine, write_feature_line
 from tmops_hookspecs import (
+    AgentResult,
     AttemptOutcome,
     Executor,
     FeatureContext,
@@ -98,6 +99,7 @@ class RunDriver:
         self.worktree = Path(record.worktree)
         self.branch = record.branch
         self.provider_name = run_record.provider or config.features.default_provider
+        self.settings = provider_settings(config, self.provider_name)
         self.correlation_id = run_record.run_id or f"{feature}/{run}"
         self.checkpoint_dir = layout.checkpoint_dir(feature, run)
         self.git = Git(self.worktree)
@@ -177,6 +179,7 @@ class RunDriver:
             self.store.end_run(
                 self.feature, self.run, self.fencing, status=ending.state, now=now,
                 error=ending.reason, pause_reason=ending.pause.value if ending.pause else None,
+                resume_at=ending.resume_at,
             )  # fmt: skip
         except LostOwnership:
             return "lost"
@@ -197,7 +200,7 @@ class RunDriver:
             return Ending(
                 RunState.FAILED, f"no provider named {self.provider_name!r} (installed: {known})"
             )
-        provider = registered.spec.factory(provider_settings(self.config, self.provider_name))
+        provider = registered.spec.factory(self.settings)
         phases = self.plugins.phases()
         missing = [name for name in self.workflow if name not in phases]
         if missing:
@@ -353,8 +356,8 @@ class RunDriver:
             self.store.finish_attempt(
                 attempt.id, self.feature, self.run, self.fencing, state=AttemptState.COMPLETED,
                 outcome=result.outcome.value, message=result.message,
-                session_id=attempt.outcome.session_id, cost_usd=result.cost_usd,
-                turns=result.turns, now=now, duration_s=time.monotonic() - attempt.started,
+                session_id=attempt.outcome.session_id, **self._spent(result), now=now,
+                duration_s=time.monotonic() - attempt.started,
                 next_phase=next_phase, branch_head=head,
                 event=("orchestration.phase.transition", transition),
             )  # fmt: skip
@@ -422,8 +425,8 @@ class RunDriver:
         self.store.finish_attempt(
             attempt.id, self.feature, self.run, self.fencing, state=state,
             outcome=result.outcome.value, message=message,
-            session_id=attempt.outcome.session_id, cost_usd=result.cost_usd, turns=result.turns,
-            now=now, duration_s=time.monotonic() - attempt.started, branch_head=head,
+            session_id=attempt.outcome.session_id, **self._spent(result), now=now,
+            duration_s=time.monotonic() - attempt.started, branch_head=head,
         )  # fmt: skip
 
     # -- one phase ---------------------------------------------------------------------------
@@ -453,6 +456,10 @@ class RunDriver:
         attempts = self.config.features.max_retries + 1
         last_error = "no attempt was made"
         for number in range(1, attempts + 1):
+            so_far = self.store.attempts(self.feature, self.run)
+            exhausted = limits.budget_ending(self.config, so_far, self.feature, spec.name)
+            if exhausted is not None:  # checked before each attempt, so after each one too
+                return exhausted
             attempt_id = self.store.start_attempt(
                 self.feature, self.run, self.fencing, phase=spec.name, attempt=number,
                 provider=self.provider_name, start_commit=start_commit, now=iso(utc_now()),
@@ -460,7 +467,8 @@ class RunDriver:
             self.plugins.phase_started(self.context(spec.name), spec.name, number)
             attempt_started = time.monotonic()
             resume = session_id if resumable else None
-            outcome = self._attempt(spec, provider, attempt_id, number, resume, note)
+            budget = limits.budget_left(self.config, so_far, spec.name)
+            outcome = self._attempt(spec, provider, attempt_id, number, resume, note, budget)
             live = LiveAttempt(attempt_id, number, outcome, attempt_started)
             if resumable:
                 session_id = outcome.session_id or session_id
@@ -491,7 +499,10 @@ class RunDriver:
             )  # fmt: skip
             if final:
                 if verdict is Verdict.PAUSE:
-                    return Ending(RunState.PAUSED, last_error, PauseReason.USAGE_LIMITED)
+                    return limits.pause_ending(
+                        self.config, outcome.result, last_error,
+                        self.store.attempts(self.feature, self.run), self.feature, spec.name,
+                    )  # fmt: skip
                 if verdict is Verdict.CANCEL:
                     return Ending(RunState.CANCELLED, last_error)
                 return Ending(RunState.FAILED, last_error)
@@ -512,9 +523,14 @@ class RunDriver:
         self.store.finish_attempt(
             live.id, self.feature, self.run, self.fencing, state=state,
             outcome=result.outcome.value, message=reason, session_id=live.outcome.session_id,
-            cost_usd=result.cost_usd, turns=result.turns, now=iso(utc_now()),
+            **self._spent(result), now=iso(utc_now()),
             duration_s=time.monotonic() - live.started,
         )  # fmt: skip
+
+    def _spent(self, result: AgentResult) -> dict[str, Any]:
+        """What an attempt cost, priced from its tokens when the agent gave no cost."""
+        return {"cost_usd": limits.price(result, self.settings), "turns": result.turns,
+                "tokens": (result.input_tokens, result.output_tokens)}  # fmt: skip
 
     def _session_started(
         self, phase: str, number: int, pid: int, *, resumed: bool, note: str | None
@@ -539,13 +555,14 @@ class RunDriver:
         number: int,
         resume: str | None,
         note: str | None,
+        budget: float | None,
     ) -> AttemptOutcome:
         completion = spec.completion_checkpoint
         self.arrivals.forget(completion)
         attempt = attempt_spec(
             config=self.config, layout=self.layout, context=self.context(spec.name), spec=spec,
             provider=self.provider_name, fencing=self.fencing, number=number, resume=resume,
-            note=note,
+            note=note, budget=budget,
         )  # fmt: skip
         hooks = FencedHooks(
             store=self.store, feature=self.feature, run=self.run, fencing=self.fencing,
@@ -561,5 +578,6 @@ class RunDriver:
             crash_point("checkpoint-detected")
         self.emit("orchestration.session.ended", phase=spec.name, attempt=number,
                   outcome=outcome.result.outcome.value, returncode=outcome.returncode,
-                  session_id=outcome.session_id, cost_usd=outcome.result.cost_usd)  # fmt: skip
+                  session_id=outcome.session_id,
+                  cost_usd=limits.price(outcome.result, self.settings))  # fmt: skip
         return outcome

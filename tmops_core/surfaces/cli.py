@@ -241,8 +241,9 @@ def init_command(
 def list_command(state: AppState, workspace: Path | None, as_json: bool) -> None:
     """List the features with their branch, run, status and last update."""
     rows = state.service.list_features(workspace=workspace)
+    total = state.service.project_cost(workspace=workspace)
     if as_json:
-        click.echo(json.dumps({"features": rows}, indent=2))
+        click.echo(json.dumps({"features": rows, "total_cost_usd": total}, indent=2))
         return
     if not rows:
         click.echo("no features yet; create one with `tmops init <feature>`")
@@ -253,12 +254,33 @@ def list_command(state: AppState, workspace: Path | None, as_json: bool) -> None
         for r in rows
     ]
     _echo_table(table)
+    if total:  # once the project has spent something
+        click.echo(f"total cost of the project: ${total:.4f}")
 
 
 def _status_text(status: dict[str, Any]) -> str:
-    """The status, with its place in the queue for a queued run (``queued #2``)."""
+    """The status, with its place in the queue for a queued run (``queued #2``), and when a
+    usage limit lifts for a run it stopped."""
     place = status.get("queue_position")
-    return f"{status['status']} #{place}" if place else str(status["status"])
+    text = f"{status['status']} #{place}" if place else str(status["status"])
+    if status.get("held_until"):
+        return f"{text} (held: usage limit until {status['held_until']})"
+    if status.get("resume_at"):
+        return f"{text} (usage limit, resumes at {status['resume_at']})"
+    return text
+
+
+def _echo_attempts(attempts: list[dict[str, Any]]) -> None:
+    """Each attempt with what it cost (and its tokens, when the agent reported them)."""
+    if not attempts:
+        return
+    click.echo("attempts:")
+    for a in attempts:
+        cost = "-" if a["cost_usd"] is None else f"${a['cost_usd']:.4f}"
+        tokens = ""
+        if a["input_tokens"] is not None or a["output_tokens"] is not None:
+            tokens = f", tokens {a['input_tokens'] or 0} in / {a['output_tokens'] or 0} out"
+        click.echo(f"  {a['phase']:<14} #{a['attempt']:<3} {a['state']:<12} {cost}{tokens}")
 
 
 @cli.command("status")
@@ -273,7 +295,8 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
         click.echo(json.dumps(status, indent=2))
         return
     progress = status["phase_progress"]
-    click.echo(f"{status['feature']}: {status['status']} (run {status['run']}, {status['branch']})")
+    click.echo(f"{status['feature']}: {_status_text(status)} (run {status['run']}, "
+               f"{status['branch']})")  # fmt: skip
     if status.get("queue_position"):
         click.echo(f"queue position: {status['queue_position']}")
     click.echo(f"phases: {progress['completed']}/{progress['total']} completed")
@@ -283,7 +306,10 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
         detail = ""
         if session.get("attempts"):
             detail = f"  attempts {session['attempts']}, session {session['session_id'] or '-'}"
+        if phase.get("cost_usd"):
+            detail += f", ${phase['cost_usd']:.4f}"
         click.echo(f"  {phase['phase']:<14} {phase['status']:<12}{detail}".rstrip())
+    _echo_attempts(status.get("attempts") or [])
     if status["run_id"]:
         click.echo(f"run id {status['run_id']}, provider {status['provider']}, "
                    f"cost so far ${status['cost_usd']:.4f}")  # fmt: skip

@@ -157,10 +157,18 @@ class FeatureRow(BaseModel):
     queue_position: int | None = None
     current_phase: str | None
     updated: str | None
+    #: what the feature's current run cost so far, in USD
+    cost_usd: float = 0.0
+    #: a run paused by a usage limit: when it lifts (ISO, UTC)
+    resume_at: str | None = None
+    #: a queued run another run's usage limit holds back: until when (ISO, UTC)
+    held_until: str | None = None
 
 
 class ListFeaturesOutput(BaseModel):
     features: list[FeatureRow]
+    #: what every run of the project cost so far, in USD
+    total_cost_usd: float = 0.0
 
 
 class StatusOutput(BaseModel):
@@ -186,7 +194,13 @@ class StatusOutput(BaseModel):
     queue_position: int | None = None
     #: a queued or running run's engine: alive, dead (taken over on this read) or none
     engine: str | None = None
+    #: a run paused by a usage limit: when it lifts (ISO, UTC)
+    resume_at: str | None = None
+    #: a queued run another run's usage limit holds back: until when (ISO, UTC)
+    held_until: str | None = None
     sessions: dict[str, dict[str, Any]] | None = None
+    #: every attempt: phase, number, state, cost_usd, tokens, duration (with the sessions)
+    attempts: list[dict[str, Any]] | None = None
     checkpoints: list[dict[str, Any]] | None = None
 
 
@@ -321,10 +335,12 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         """List every feature of the project with its branch, run, status and last update."""
         try:
             rows = service.list_features(workspace=resolve(workspace))
+            total = service.project_cost(workspace=resolve(workspace))
         except TmopsError as exc:
             raise ToolError(str(exc)) from exc
         summary = ", ".join(f"{r['feature']} ({r['status']})" for r in rows) or "no features yet"
-        return _result(f"{len(rows)} feature(s): {summary}", {"features": rows})
+        return _result(f"{len(rows)} feature(s): {summary}",
+                       {"features": rows, "total_cost_usd": total})  # fmt: skip
 
     async def tmops_get_status(
         feature: FeatureName,
