@@ -160,6 +160,7 @@ def test_result_line_is_a_result_event() -> None:
         "permission_denials": 0,
         "input_tokens": 300,
         "output_tokens": 60,
+        "model": "claude-opus-5-5",
     }
 
 
@@ -368,6 +369,21 @@ def test_the_result_reports_its_tokens_and_the_session_its_model() -> None:
     assert (result.input_tokens, result.output_tokens) == (3210, 45)
     assert result.model == "claude-sonnet-4-5"
     assert result.cost_usd is None
+
+
+def test_a_result_stopped_at_its_budget_counts_tokens_from_model_usage() -> None:
+    # what 2.1.329 prints when it stops at --max-budget-usd: usage all 0, modelUsage filled
+    zero = {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+            "output_tokens": 0}  # fmt: skip
+    per_model = {"claude-opus-5-5": {"inputTokens": 2000000, "outputTokens": 30,
+                                     "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0,
+                                     "costUSD": 8.0006}}  # fmt: skip
+    line = result_line(subtype="error_max_budget_usd", errors=["Reached maximum budget ($0.5)"],
+                       usage=zero, modelUsage=per_model, total_cost_usd=8.0006)  # fmt: skip
+    result = finish_with(1, line)
+    assert result.outcome is Outcome.BUDGET_EXHAUSTED
+    assert (result.input_tokens, result.output_tokens) == (2000000, 30)
+    assert result.model == "claude-opus-5-5"
 
 
 def test_a_result_without_usage_reports_no_tokens() -> None:

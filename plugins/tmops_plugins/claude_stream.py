@@ -129,20 +129,44 @@ def _result_message(message: Mapping[str, Any]) -> str:
     return ""
 
 
-def _tokens(usage: object) -> dict[str, int]:
-    """The input and output tokens of a result's ``usage`` (input counts the prompt cache's
-    reads and writes too); nothing when it reports none."""
-    if not isinstance(usage, Mapping):
-        return {}
-    keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    parts = [_count(usage.get(key)) for key in keys]
-    output = _count(usage.get("output_tokens"))
-    counted: dict[str, int] = {}
-    if any(part is not None for part in parts):
-        counted["input_tokens"] = sum(part or 0 for part in parts)
-    if output is not None:
-        counted["output_tokens"] = output
-    return counted
+_USAGE_KEYS = (
+    ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"),
+    ("output_tokens",),
+)
+#: the same counts per model in ``modelUsage``, which a result stopped at its budget (2.1.329)
+#: fills while its ``usage`` says 0
+_MODEL_USAGE_KEYS = (
+    ("inputTokens", "cacheCreationInputTokens", "cacheReadInputTokens"),
+    ("outputTokens",),
+)
+
+
+def _summed(counts: Sequence[Mapping[str, Any]], keys: tuple[str, ...]) -> int | None:
+    found = [_count(entry.get(key)) for entry in counts for key in keys]
+    return sum(n or 0 for n in found) if any(n is not None for n in found) else None
+
+
+def _tokens(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The input and output tokens of a result (input counts the prompt cache's reads and
+    writes too), from ``modelUsage`` when it has them, else ``usage``; and the one model of
+    ``modelUsage``. Nothing for what it does not report."""
+    per_model = result.get("modelUsage")
+    models = (
+        {name: entry for name, entry in per_model.items() if isinstance(entry, Mapping)}
+        if isinstance(per_model, Mapping) else {}
+    )  # fmt: skip
+    usage = result.get("usage")
+    counts, keys = list(models.values()), _MODEL_USAGE_KEYS
+    if not any(_summed(counts, k) for k in keys):
+        counts, keys = ([usage] if isinstance(usage, Mapping) else []), _USAGE_KEYS
+    found: dict[str, Any] = {}
+    for name, part in zip(("input_tokens", "output_tokens"), keys, strict=True):
+        total = _summed(counts, part)
+        if total is not None:
+            found[name] = total
+    if len(models) == 1:
+        found["model"] = next(iter(models))
+    return found
 
 
 def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
@@ -189,7 +213,7 @@ def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
             "api_error_status": message.get("api_error_status"),
             "duration_ms": message.get("duration_ms"),
             "permission_denials": len(denials) if isinstance(denials, list) else 0,
-            **_tokens(message.get("usage")),
+            **_tokens(message),
         }
         return [
             AgentEvent(
@@ -497,5 +521,6 @@ def judge(
         retry_after_s=retry_after_s,
         input_tokens=_count(result.data.get("input_tokens")),
         output_tokens=_count(result.data.get("output_tokens")),
-        model=_str(session.data.get("model")) if session is not None else None,
+        model=_str(result.data.get("model"))
+        or (_str(session.data.get("model")) if session is not None else None),
     )

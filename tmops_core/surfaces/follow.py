@@ -64,9 +64,11 @@ def follow_run(
     after_id: int = 0,
 ) -> int:
     """Print the run's events (those after ``after_id``) as they happen until it is no longer
-    queued or running. Ctrl-C stops the following only, at once (exit 130): the run is the
-    background engine's, which goes on with it."""
+    queued or running, nor paused by a usage limit it resumes from by itself. Ctrl-C stops the
+    following only, at once (exit 130): the run is the background engine's, which goes on
+    with it."""
     last = after_id
+    waiting_told: str | None = None
     try:
         while True:
             for event in service.events_since(feature, after_id=last, workspace=workspace):
@@ -75,7 +77,11 @@ def follow_run(
             status = service.status(
                 feature, workspace=workspace, include_sessions=False, include_checkpoints=False
             )
-            if status["status"] not in _ACTIVE:
+            if _resumes_by_itself(service, status):
+                if waiting_told != status["resume_at"]:
+                    waiting_told = status["resume_at"]
+                    echo(f"{feature}: {status['next_action']}; following on (Ctrl-C stops it)")
+            elif status["status"] not in _ACTIVE:
                 for event in service.events_since(feature, after_id=last, workspace=workspace):
                     last = event["id"]
                     echo(format_event(event))
@@ -85,6 +91,16 @@ def follow_run(
     except KeyboardInterrupt:
         echo(interrupted_message(feature, workspace))
         return INTERRUPTED_EXIT
+
+
+def _resumes_by_itself(service: Service, status: dict[str, Any]) -> bool:
+    """A run paused by a usage limit that the engine queues again when the limit lifts."""
+    return bool(
+        status["status"] == "paused"
+        and status.get("pause_reason") == "usage_limited"
+        and status.get("resume_at")
+        and service.config.features.resume_after_usage_limit
+    )
 
 
 def interrupted_message(feature: str, workspace: Path | None = None) -> str:
