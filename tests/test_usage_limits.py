@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from subprocess import Popen
 
 from tmops_core.orchestration.scheduler import held_providers
 from tmops_core.service.demo_project import DEMO_FEATURE
@@ -29,12 +30,17 @@ def _resumed_events(project: Project, feature: str = DEMO_FEATURE) -> list[dict[
     return [e["data"] for e in rows if e["event_type"] == "orchestration.run.resumed"]
 
 
+def _started_until_paused(project: Project, *engine_args: str) -> tuple[Popen[bytes], RunRecord]:
+    """Start the demo feature, serve it with a real engine; the engine and the paused run."""
+    project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+    engine = project.engine(*engine_args)
+    return engine, wait_until(lambda: _paused(project), timeout=WAIT_S, what="the usage limit")
+
+
 def test_a_usage_limited_run_resumes_by_itself_at_the_reset_and_completes(tmp_path: Path) -> None:
     project = make_project(tmp_path, fault="tester:usage-limit=3", default_phases=SHORT_WORKFLOW)
     try:
-        project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
-        engine = project.engine()
-        paused = wait_until(lambda: _paused(project), timeout=WAIT_S, what="the usage limit")
+        engine, paused = _started_until_paused(project)
         assert paused.pause_reason == "usage_limited"
         assert paused.resume_at is not None
         assert f"the run resumes by itself at {paused.resume_at}" in str(paused.last_error)
@@ -69,9 +75,7 @@ def test_with_resume_after_usage_limit_off_the_run_stays_paused(tmp_path: Path) 
         resume_after_usage_limit=False,
     )  # fmt: skip
     try:
-        project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
-        engine = project.engine("--idle-exit", "0.2")
-        wait_until(lambda: _paused(project), timeout=WAIT_S, what="the usage limit")
+        engine, _ = _started_until_paused(project, "--idle-exit", "0.2")
         # nothing waits for the run, so the engine goes idle and leaves it paused
         assert engine.wait(timeout=WAIT_S) == 0
         run = project.run()
@@ -89,9 +93,7 @@ def test_with_resume_after_usage_limit_off_the_run_stays_paused(tmp_path: Path) 
 def test_an_engine_killed_while_a_run_waits_loses_nothing(tmp_path: Path) -> None:
     project = make_project(tmp_path, fault="tester:usage-limit=4", default_phases=SHORT_WORKFLOW)
     try:
-        project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
-        first = project.engine()
-        paused = wait_until(lambda: _paused(project), timeout=WAIT_S, what="the usage limit")
+        first, paused = _started_until_paused(project)
         first.send_signal(signal.SIGKILL)
         first.wait()
         # the next engine finds the time in the store and honours it
@@ -120,9 +122,9 @@ def test_one_usage_limit_holds_back_the_other_runs_of_its_provider(tmp_path: Pat
         assert other["held_until"] == paused.resume_at
         assert f"usage-limited until {paused.resume_at}" in other["next_action"]
         assert project.store.attempts(OTHER, RUN) == []
-        assert f"queued #1 (held: usage limit until {paused.resume_at})" in project.cli(
-            "list"
-        ).stdout
+        assert (
+            f"queued #1 (held: usage limit until {paused.resume_at})" in project.cli("list").stdout
+        )
         # at the reset both go on; neither fails
         for feature in (DEMO_FEATURE, OTHER):
             wait_until(
