@@ -38,7 +38,8 @@ def _started_until_paused(project: Project, *engine_args: str) -> tuple[Popen[by
 
 
 def test_a_usage_limited_run_resumes_by_itself_at_the_reset_and_completes(tmp_path: Path) -> None:
-    project = make_project(tmp_path, fault="tester:usage-limit=3", default_phases=SHORT_WORKFLOW)
+    # the reset is far enough ahead for two `tmops` commands to see the pause on a busy machine
+    project = make_project(tmp_path, fault="tester:usage-limit=10", default_phases=SHORT_WORKFLOW)
     try:
         engine, paused = _started_until_paused(project)
         assert paused.pause_reason == "usage_limited"
