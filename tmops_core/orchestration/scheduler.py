@@ -84,6 +84,8 @@ class Scheduler:
         """When the engine has something to do although nothing runs: the soonest time a
         paused run resumes by itself, or a usage limit holding queued runs back lifts (ISO,
         UTC); None when nothing waits. An engine does not go idle before it."""
+        if not waits:
+            return None
         queued = {self._provider(run) for run in self.store.queued_runs()}
         times = [
             run.resume_at for run in waits
