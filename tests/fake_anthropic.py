@@ -173,6 +173,8 @@ class Script:
     steps: Mapping[str, Sequence[Step]] = field(default_factory=dict)
     faults: Sequence[Fault] = ()
     final_text: str = "Done."
+    #: the prompt tokens every answer reports: many make the CLI count a high cost
+    input_tokens: int = _INPUT_TOKENS
 
 
 # -- reading a request --------------------------------------------------------------------------
@@ -305,9 +307,9 @@ def _blocks(actions: Sequence[Action]) -> list[dict[str, Any]]:
     return blocks
 
 
-def _usage(output_tokens: int) -> dict[str, Any]:
+def _usage(output_tokens: int, input_tokens: int = _INPUT_TOKENS) -> dict[str, Any]:
     return {
-        "input_tokens": _INPUT_TOKENS,
+        "input_tokens": input_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
         "output_tokens": output_tokens,
@@ -315,7 +317,9 @@ def _usage(output_tokens: int) -> dict[str, Any]:
     }
 
 
-def _message(model: str, blocks: list[dict[str, Any]], stop_reason: str) -> dict[str, Any]:
+def _message(
+    model: str, blocks: list[dict[str, Any]], stop_reason: str, input_tokens: int
+) -> dict[str, Any]:
     return {
         "id": f"msg_fake{uuid.uuid4().hex[:20]}",
         "type": "message",
@@ -324,12 +328,13 @@ def _message(model: str, blocks: list[dict[str, Any]], stop_reason: str) -> dict
         "content": blocks,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": _usage(_OUTPUT_TOKENS),
+        "usage": _usage(_OUTPUT_TOKENS, input_tokens),
     }
 
 
 def _message_start(message: Mapping[str, Any]) -> bytes:
-    start = {**message, "content": [], "stop_reason": None, "usage": _usage(1)}
+    input_tokens = message["usage"]["input_tokens"]
+    start = {**message, "content": [], "stop_reason": None, "usage": _usage(1, input_tokens)}
     return _sse("message_start", {"type": "message_start", "message": start})
 
 
@@ -466,7 +471,10 @@ class FakeAnthropic:
         if not actions:
             actions = [Text(self.script.final_text)]
         uses_tools = any(isinstance(a, ToolUse) for a in actions)
-        return _message(model, _blocks(actions), "tool_use" if uses_tools else "end_turn")
+        return _message(
+            model, _blocks(actions), "tool_use" if uses_tools else "end_turn",
+            self.script.input_tokens,
+        )  # fmt: skip
 
 
 def _handler_for(fake: FakeAnthropic) -> type[BaseHTTPRequestHandler]:

@@ -158,6 +158,9 @@ def test_result_line_is_a_result_event() -> None:
         "api_error_status": None,
         "duration_ms": 409,
         "permission_denials": 0,
+        "input_tokens": 300,
+        "output_tokens": 60,
+        "model": "claude-opus-5-5",
     }
 
 
@@ -344,12 +347,48 @@ def test_max_turns_fails_saying_so() -> None:
     assert result.turns == 4
 
 
-def test_max_budget_fails_saying_so() -> None:
+def test_max_budget_is_a_budget_exhausted_outcome_not_a_failure() -> None:
     result = finish_with(
-        1, result_line(subtype="error_max_budget_usd", errors=["Reached maximum budget ($1)"])
-    )
-    assert result.outcome is Outcome.FAILED
-    assert "budget" in result.message
+        1, result_line(subtype="error_max_budget_usd", errors=["Reached maximum budget ($1)"],
+                       total_cost_usd=1.02),
+    )  # fmt: skip
+    assert result.outcome is Outcome.BUDGET_EXHAUSTED
+    assert not result.outcome.retryable
+    assert "--max-budget-usd" in result.message
+    assert "Reached maximum budget ($1)" in result.message
+    assert result.cost_usd == pytest.approx(1.02)
+
+
+def test_the_result_reports_its_tokens_and_the_session_its_model() -> None:
+    init = json.dumps({"type": "system", "subtype": "init", "session_id": "sess-1",
+                       "model": "claude-sonnet-4-5"})  # fmt: skip
+    usage = {"input_tokens": 10, "cache_creation_input_tokens": 200,
+             "cache_read_input_tokens": 3000, "output_tokens": 45}  # fmt: skip
+    result = finish_with(0, init, result_line(is_error=False, usage=usage, total_cost_usd=None))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert (result.input_tokens, result.output_tokens) == (3210, 45)
+    assert result.model == "claude-sonnet-4-5"
+    assert result.cost_usd is None
+
+
+def test_a_result_stopped_at_its_budget_counts_tokens_from_model_usage() -> None:
+    # what 2.1.329 prints when it stops at --max-budget-usd: usage all 0, modelUsage filled
+    zero = {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+            "output_tokens": 0}  # fmt: skip
+    per_model = {"claude-opus-5-5": {"inputTokens": 2000000, "outputTokens": 30,
+                                     "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0,
+                                     "costUSD": 8.0006}}  # fmt: skip
+    line = result_line(subtype="error_max_budget_usd", errors=["Reached maximum budget ($0.5)"],
+                       usage=zero, modelUsage=per_model, total_cost_usd=8.0006)  # fmt: skip
+    result = finish_with(1, line)
+    assert result.outcome is Outcome.BUDGET_EXHAUSTED
+    assert (result.input_tokens, result.output_tokens) == (2000000, 30)
+    assert result.model == "claude-opus-5-5"
+
+
+def test_a_result_without_usage_reports_no_tokens() -> None:
+    result = finish_with(0, result_line(is_error=False, usage="none"))
+    assert (result.input_tokens, result.output_tokens, result.model) == (None, None, None)
 
 
 def test_error_during_execution_fails() -> None:

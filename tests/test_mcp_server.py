@@ -389,7 +389,7 @@ async def test_an_explicit_workspace_of_server_workspaces_overrides_the_default(
     assert result.structured_content["workspace"] == str(other)
     assert (other / ".tmops" / "billing" / "current").is_symlink()
     assert not (repo / ".tmops").exists()
-    assert here.structured_content == {"features": []}
+    assert here.structured_content == {"features": [], "total_cost_usd": 0.0}
     assert text_of(here) == "0 feature(s): no features yet"
     assert there.structured_content is not None
     assert [f["feature"] for f in there.structured_content["features"]] == ["billing"]

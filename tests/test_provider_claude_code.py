@@ -175,6 +175,18 @@ def test_no_max_turns_flag_when_unset() -> None:
     assert "--max-turns" not in provider().build_invocation(request()).argv
 
 
+def test_what_is_left_of_the_budget_goes_to_the_cli_before_the_prompt() -> None:
+    argv = provider().build_invocation(request(max_budget_usd=1.25)).argv
+    assert argv[argv.index("--max-budget-usd") + 1] == "1.250000"
+    assert argv.index("--max-budget-usd") < argv.index("--")
+
+
+def test_no_budget_flag_without_a_budget_and_the_configs_own_is_dropped() -> None:
+    made = provider(args=("--max-budget-usd", "99", "--debug"))
+    assert "--max-budget-usd" not in made.build_invocation(request()).argv
+    assert made.ignored_args == ("--max-budget-usd", "99")
+
+
 def test_model_from_the_settings() -> None:
     argv = provider(model="claude-sonnet-4-5").build_invocation(request()).argv
     assert argv[argv.index("--model") + 1] == "claude-sonnet-4-5"

@@ -42,6 +42,7 @@ __all__ = [
     "LoadedConfig",
     "PathsConfig",
     "PluginsConfig",
+    "PriceConfig",
     "ProviderConfig",
     "ServerConfig",
     "TelemetryConfig",
@@ -112,6 +113,19 @@ class ServerConfig:
     workspaces: tuple[str, ...] = attrs.field(default=(), validator=_absolute_paths)
 
 
+def _price(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"must be 0 or more (USD per million tokens), got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class PriceConfig:
+    """What a model's tokens cost, in USD per million, for a provider that reports tokens only."""
+
+    input_per_mtok: float = attrs.field(validator=_price)
+    output_per_mtok: float = attrs.field(validator=_price)
+
+
 @attrs.frozen(kw_only=True)
 class ProviderConfig:
     enabled: bool = True
@@ -128,6 +142,21 @@ class ProviderConfig:
     #: wall-clock limit of one agent attempt, and the longest it may stay silent
     timeout_s: int = attrs.field(default=3600, validator=_positive)
     idle_timeout_s: int = attrs.field(default=600, validator=_positive)
+    #: model name (or ``default``) -> its price, for an agent that reports tokens but no cost
+    prices: Mapping[str, PriceConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+def _usd(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"must be more than 0 (USD), got {value}")
+
+
+def _phase_budgets(
+    instance: object, attribute: attrs.Attribute[Any], value: Mapping[str, float]
+) -> None:
+    for phase, limit in value.items():
+        if limit <= 0:
+            raise ValueError(f"the budget of {phase!r} must be more than 0 (USD), got {limit}")
 
 
 def _isolation(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -189,6 +218,17 @@ class FeaturesConfig:
     #: argv run in a feature's worktree once, before its first agent (e.g. ``[npm, ci]``)
     worktree_setup: tuple[str, ...] = ()
     worktree_setup_timeout: int = attrs.field(default=600, validator=_positive)
+    #: what one run may spend in USD (None: no limit); reached, the run pauses
+    #: ``budget_exhausted``
+    max_budget_usd: float | None = attrs.field(default=None, validator=_usd)
+    #: phase name -> what that phase may spend in one run, in USD
+    phase_budget_usd: Mapping[str, float] = attrs.field(
+        factory=dict, converter=_frozen_mapping, validator=_phase_budgets
+    )
+    #: a run paused by a usage limit is queued again by itself when the limit lifts
+    resume_after_usage_limit: bool = True
+    #: seconds to wait when the agent reports a usage limit without saying when it lifts
+    usage_limit_wait_s: int = attrs.field(default=3600, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)

@@ -139,6 +139,8 @@ class Outcome(enum.Enum):
     AUTH_ERROR = "auth_error"
     TRANSIENT_ERROR = "transient_error"
     USAGE_LIMITED = "usage_limited"
+    #: the agent stopped at the spending limit it was given (``AgentRequest.max_budget_usd``)
+    BUDGET_EXHAUSTED = "budget_exhausted"
     TIMED_OUT = "timed_out"
     CRASHED = "crashed"
     CANCELLED = "cancelled"
@@ -163,6 +165,10 @@ class AgentRequest:
     resume_session_id: str | None = None
     max_turns: int | None = None
     allowed_tools: tuple[str, ...] = attrs.field(default=(), converter=_strs)
+    #: what is left of the run's (or the phase's) budget in USD, for a provider whose agent
+    #: can stop itself there (Claude Code's ``--max-budget-usd``); None: no limit. tmops
+    #: enforces the budget after each attempt either way.
+    max_budget_usd: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -210,6 +216,12 @@ class AgentResult:
     turns: int | None = None
     message: str = ""
     retry_after_s: float | None = None
+    #: tokens the agent reported (input: every prompt token, cache reads and writes included);
+    #: tmops prices them from ``providers.<name>.prices`` when ``cost_usd`` is None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    #: the model the agent reported, to find its price
+    model: str | None = None
 
 
 @runtime_checkable

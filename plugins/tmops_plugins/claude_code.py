@@ -70,6 +70,7 @@ MANAGED_FLAGS: Mapping[str, int | str] = {
     "-r": "?",
     "--resume": "?",
     "--add-dir": "+",
+    "--max-budget-usd": 1,
 }
 
 
@@ -228,6 +229,9 @@ class ClaudeCodeProvider:
             argv += _option("--model", self.settings.model)
         if request.allowed_tools:
             argv += _option("--allowedTools", ",".join(request.allowed_tools))
+        if request.max_budget_usd is not None:
+            # what is left of the run's (or phase's) budget: the CLI stops itself there
+            argv += ["--max-budget-usd", f"{max(request.max_budget_usd, 0.0):.6f}"]
         argv += [*self.extra_args, "--", request.prompt]
         return Invocation(argv=argv, env=dict(self.settings.env))
 

@@ -144,6 +144,46 @@ def _api_retry(message: Mapping[str, Any], session_id: str | None) -> AgentEvent
     return AgentEvent(kind="progress", session_id=session_id, message=f"{text} ({why})", data=data)
 
 
+_USAGE_KEYS = (
+    ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"),
+    ("output_tokens",),
+)
+#: the same counts per model in ``modelUsage``, which a result stopped at its budget (2.1.329)
+#: fills while its ``usage`` says 0
+_MODEL_USAGE_KEYS = (
+    ("inputTokens", "cacheCreationInputTokens", "cacheReadInputTokens"),
+    ("outputTokens",),
+)
+
+
+def _summed(counts: Sequence[Mapping[str, Any]], keys: tuple[str, ...]) -> int | None:
+    found = [_count(entry.get(key)) for entry in counts for key in keys]
+    return sum(n or 0 for n in found) if any(n is not None for n in found) else None
+
+
+def _tokens(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The input and output tokens of a result (input counts the prompt cache's reads and
+    writes too), from ``modelUsage`` when it has them, else ``usage``; and the one model of
+    ``modelUsage``. Nothing for what it does not report."""
+    per_model = result.get("modelUsage")
+    models = (
+        {name: entry for name, entry in per_model.items() if isinstance(entry, Mapping)}
+        if isinstance(per_model, Mapping) else {}
+    )  # fmt: skip
+    usage = result.get("usage")
+    counts, keys = list(models.values()), _MODEL_USAGE_KEYS
+    if not any(_summed(counts, k) for k in keys):
+        counts, keys = ([usage] if isinstance(usage, Mapping) else []), _USAGE_KEYS
+    found: dict[str, Any] = {}
+    for name, part in zip(("input_tokens", "output_tokens"), keys, strict=True):
+        total = _summed(counts, part)
+        if total is not None:
+            found[name] = total
+    if len(models) == 1:
+        found["model"] = next(iter(models))
+    return found
+
+
 def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
     """What one decoded stream-json object means; unknown shapes mean nothing."""
     kind = message.get("type")
@@ -184,12 +224,13 @@ def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
         ]
     if kind == "result":
         denials = message.get("permission_denials")
-        data = {
+        result: dict[str, Any] = {
             "subtype": message.get("subtype"),
             "is_error": message.get("is_error"),
             "api_error_status": message.get("api_error_status"),
             "duration_ms": message.get("duration_ms"),
             "permission_denials": len(denials) if isinstance(denials, list) else 0,
+            **_tokens(message),
         }
         return [
             AgentEvent(
@@ -198,7 +239,7 @@ def events_from_message(message: Mapping[str, Any]) -> list[AgentEvent]:
                 message=_result_message(message),
                 cost_usd=_number(message.get("total_cost_usd")),
                 turns=_count(message.get("num_turns")),
-                data=data,
+                data=result,
             )
         ]
     return []
@@ -437,7 +478,8 @@ def _classify(
     if subtype == "error_max_turns":
         return Outcome.FAILED, f"reached max turns after {result.turns} turns: {text}", None
     if subtype == "error_max_budget_usd":
-        return Outcome.FAILED, f"reached the budget limit (--max-budget-usd): {text}", None
+        message = f"{program} stopped at the budget it was given (--max-budget-usd): {text}"
+        return Outcome.BUDGET_EXHAUSTED, message.rstrip(": "), None
     if _USAGE_TEXT.search(text):
         return Outcome.USAGE_LIMITED, text, parse_retry_after(text, now)
     if status in {401, 403} or (status is None and _AUTH_TEXT.search(text)):
@@ -486,6 +528,7 @@ def judge(
         _RESUME_TEXT.search(result.message) or _RESUME_TEXT.search(stderr)
     ):
         return _resume_failed(result.message or stderr_tail(stderr), result.cost_usd)
+    session = _last(events, "session")
     return AgentResult(
         outcome=outcome,
         session_id=result.session_id or _session_of(events),
@@ -493,4 +536,8 @@ def judge(
         turns=result.turns,
         message=_clip(message),
         retry_after_s=retry_after_s,
+        input_tokens=_count(result.data.get("input_tokens")),
+        output_tokens=_count(result.data.get("output_tokens")),
+        model=_str(result.data.get("model"))
+        or (_str(session.data.get("model")) if session is not None else None),
     )

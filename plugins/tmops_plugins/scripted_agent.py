@@ -12,7 +12,7 @@ Command line (the flags of ``claude -p``, as Claude Code's headless mode documen
 
     python -m tmops_plugins.scripted_agent -p PROMPT --output-format stream-json --verbose \\
         [--append-system-prompt TEXT] [--permission-mode M] [--add-dir DIR ...] \\
-        [--resume SESSION_ID] [--max-turns N] [--model M] \\
+        [--resume SESSION_ID] [--max-turns N] [--max-budget-usd AMOUNT] [--model M] \\
         [--allowedTools A,B ...] [--disallowedTools C ...] [--dangerously-skip-permissions]
 
 - ``-p/--print`` is required; the prompt is the positional argument, else stdin.
@@ -34,6 +34,9 @@ Command line (the flags of ``claude -p``, as Claude Code's headless mode documen
   that is not a UUID is refused (exit 1), as claude refuses it.
 - ``--max-turns N``: each tool action is one turn; a role needing more ends with a result of
   subtype ``error_max_turns`` (``is_error`` true, ``errors`` listed) and exit 1.
+- ``--max-budget-usd AMOUNT``: a session whose cost (the ``cost`` fault; 0 otherwise) is that
+  much or more does no work and ends with a result of subtype ``error_max_budget_usd``
+  (``is_error`` true) and exit 1, as claude stops at its budget.
 - Permissions are not enforced: ``--permission-mode``, ``--allowedTools``,
   ``--disallowedTools``, ``--add-dir``, ``--model`` and ``--append-system-prompt`` are checked
   and accepted, then ignored (``permission_denials`` is always empty).
@@ -97,6 +100,14 @@ behaves normally. With the ``:always`` suffix it hits every attempt. Kinds:
 - ``<role>:leave-artefacts``: before its checkpoint, leaves behind, uncommitted, what an agent's
   tools leave: a virtual environment ``tools-env/`` (``<python> -m venv --without-pip``), byte
   code (``<python> -m compileall -q tests``) and a ``.coverage`` file.
+- ``<role>:cost=<usd>``: the result reports ``total_cost_usd`` <usd> (0 otherwise); with
+  ``:always`` every session of the role costs that much.
+- ``<role>:tokens=<input>/<output>``: the result reports those tokens in ``usage`` and no cost
+  (``total_cost_usd`` null), as an agent that counts tokens only.
+- ``<role>:usage-limit[=<seconds>]``: prints the init line, then ends with the usage-limit
+  error Claude Code gives (``You've hit your usage limit · resets in <seconds>s``, without the
+  reset when no seconds are given; ``is_error`` true, HTTP 429) and exit 1, before any work;
+  once per run and role (a marker in the checkpoint folder remembers it) unless ``:always``.
 
 A malformed or unknown item is an error (message on stderr, exit 1). ``TMOPS_SCRIPTED_DELAY_S``
 (float seconds, default 0) is slept before each action, for live-view demos.
@@ -108,9 +119,10 @@ time, and the other live agents of its feature) and, unless it is killed, an ``e
 (:mod:`tmops_plugins.scripted_journal`).
 
 This module is the entry (``tmops-scripted-agent``, ``python -m tmops_plugins.scripted_agent``):
-it owns the command line, :func:`main`, the stream (and the Read, Write and Bash tools that
-show in it) and the faults that end a session (``crash``, ``slow``, ``exit-without-result``) or
-outlive it (``detach``).
+it owns :func:`main` (the command line is :mod:`tmops_plugins.scripted_cli`'s), the stream
+(and the Read, Write and Bash tools that show in it) and the faults that end a session
+(``crash``, ``slow``, ``exit-without-result``, ``usage-limit``, the budget) or outlive it
+(``detach``).
 The role work and the demo task's files are :mod:`tmops_plugins.scripted_roles`'; the faults,
 the prompt's context and the saved sessions are :mod:`tmops_plugins.scripted_session`'s; the
 journal is :mod:`tmops_plugins.scripted_journal`'s.
@@ -118,11 +130,8 @@ journal is :mod:`tmops_plugins.scripted_journal`'s.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -133,19 +142,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-import attrs
-
+from .scripted_cli import DELAY_ENV, Options, UsageError, read_options
 from .scripted_detach import detach_daemon
-from .scripted_journal import JOURNAL_ENV, open_journal
+from .scripted_journal import open_journal
 from .scripted_roles import LABEL, ROLE_WORK, Ran
 from .scripted_session import (
     CRASH_EXIT_CODE,
-    FAULT_ENV,
     Context,
     Fault,
     atomic_write,
+    limited_once,
     load_session,
-    parse_faults,
     parse_prompt,
     save_session,
     state_dir,
@@ -153,76 +160,9 @@ from .scripted_session import (
 
 __all__ = ["DELAY_ENV", "main"]
 
-DELAY_ENV = "TMOPS_SCRIPTED_DELAY_S"
 _TOOLS = ("Read", "Write", "Bash")
-_PERMISSION_MODES = ("acceptEdits", "bypassPermissions", "default", "dontAsk", "plan")
-_OUTPUT_FORMATS = ("text", "json", "stream-json")
 _COMMAND_TIMEOUT_S = 300
 _OUTPUT_LIMIT = 4000
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
-
-
-# --------------------------------------------------------------------------------------------
-# The command line
-# --------------------------------------------------------------------------------------------
-
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive whole number, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
-
-
-def _parser() -> _Parser:
-    parser = _Parser(
-        prog="python -m tmops_plugins.scripted_agent",
-        description=(
-            f"The {LABEL}: a stand-in for `claude -p` that does the tmops demo task by script, "
-            "with no AI model behind it. Same flags as claude."
-        ),
-        epilog=f"Fault injection: {FAULT_ENV}=<role>:<kind>[:always],...; "
-        f"pause before each action: {DELAY_ENV}=<seconds>; "
-        f"journal of sessions: {JOURNAL_ENV}=<folder>.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("prompt", nargs="?", help="the prompt (default: read stdin)")
-    parser.add_argument("--version", action="version", version="0.0.0 (tmops scripted agent)")
-    parser.add_argument("-p", "--print", action="store_true", help="print mode (required)")
-    parser.add_argument("--output-format", choices=_OUTPUT_FORMATS, default="text")
-    parser.add_argument("--verbose", action="store_true")
-    parser.add_argument("--append-system-prompt", metavar="TEXT")
-    parser.add_argument("--permission-mode", choices=_PERMISSION_MODES)
-    parser.add_argument("--dangerously-skip-permissions", action="store_true")
-    parser.add_argument("--add-dir", action="extend", nargs="+", metavar="DIR")
-    parser.add_argument("--resume", "-r", metavar="SESSION_ID")
-    parser.add_argument("--max-turns", type=_positive_int, metavar="N")
-    parser.add_argument("--model", metavar="MODEL")
-    parser.add_argument(
-        "--allowedTools", "--allowed-tools", dest="allowed_tools", action="extend", nargs="+"
-    )
-    parser.add_argument(
-        "--disallowedTools",
-        "--disallowed-tools",
-        dest="disallowed_tools",
-        action="extend",
-        nargs="+",
-    )
-    return parser
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,6 +202,9 @@ class _Agent:
         self.delay_s = delay_s
         self.max_turns = max_turns
         self.turns = 0
+        #: what the result reports it cost (the ``cost`` and ``tokens`` faults change both)
+        self.cost_usd: float | None = 0.0
+        self.usage: dict[str, int] = {}
         self.messages: list[dict[str, Any]] = []
         self.env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
         for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
@@ -410,82 +353,35 @@ def _result(agent: _Agent, started: float, text: str, **extra: Any) -> dict[str,
         "num_turns": agent.turns,
         "result": text,
         "session_id": agent.session_id,
-        "total_cost_usd": 0.0,
-        "usage": {},
+        "total_cost_usd": agent.cost_usd,
+        "usage": agent.usage,
         "permission_denials": [],
     }
     result.update(extra)
     return result
 
 
-@attrs.frozen(kw_only=True)
-class _Options:
-    prompt: str
-    output_format: str
-    verbose: bool
-    resume: str | None
-    max_turns: int | None
-    permission_mode: str
-    faults: tuple[Fault, ...]
-    delay_s: float
+def _stopped(
+    agent: _Agent, started: float, message: str, *, subtype: str, status: int | None = None
+) -> int:
+    """End the stream with an error result, as claude does; exit code 1."""
+    error = {"subtype": subtype, "is_error": True, "errors": [message], "api_error_status": status}
+    agent.finish(_result(agent, started, message, **error))
+    return 1
 
 
-def _read_options(argv: Sequence[str] | None, stdin: TextIO | None) -> _Options:
-    """The checked command line and environment.
-
-    :raises _UsageError: (or ValueError from the faults) for anything claude would refuse.
-    """
-    args = _parser().parse_args(argv)
-    if not args.print:
-        raise _UsageError("the scripted agent runs in print mode only: pass -p/--print")
-    if args.output_format == "stream-json" and not args.verbose:
-        raise _UsageError("When using --print, --output-format=stream-json requires --verbose")
-    if args.resume is not None and not _UUID.match(args.resume):
-        raise _UsageError(f"--resume requires a valid session ID, got {args.resume!r}")
-    faults = parse_faults(os.environ.get(FAULT_ENV, ""))
-    delay_text = os.environ.get(DELAY_ENV, "").strip() or "0"
-    try:
-        delay_s = float(delay_text)
-    except ValueError:
-        delay_s = -1.0
-    if not math.isfinite(delay_s) or delay_s < 0:
-        raise _UsageError(f"{DELAY_ENV} must be a number of seconds >= 0, got {delay_text!r}")
-    prompt = args.prompt
-    if prompt is None:
-        source = sys.stdin if stdin is None else stdin
-        prompt = "" if source is None or source.isatty() else source.read()
-    if not prompt.strip():
-        raise _UsageError(
-            "Input must be provided either through stdin or as a prompt argument when using --print"
-        )
-    return _Options(
-        prompt=prompt,
-        output_format=args.output_format,
-        verbose=args.verbose,
-        resume=args.resume,
-        max_turns=args.max_turns,
-        permission_mode=args.permission_mode or "default",
-        faults=faults,
-        delay_s=delay_s,
-    )
-
-
-def _do_work(agent: _Agent, options: _Options, hits: Sequence[Fault], started: float) -> int:
+def _do_work(agent: _Agent, options: Options, hits: Sequence[Fault], started: float) -> int:
     """Run the role's script and end the stream; the exit code."""
     role = agent.context.role
     try:
         work = ROLE_WORK[role](agent, hits)
     except _MaxTurns:
         message = f"Reached maximum number of turns ({options.max_turns})"
-        error = {"subtype": "error_max_turns", "is_error": True, "errors": [message]}
-        agent.finish(_result(agent, started, message, **error))
-        return 1
+        return _stopped(agent, started, message, subtype="error_max_turns")
     except Exception as exc:
         print(f"scripted agent: {role} failed: {exc!r}", file=sys.stderr)
         message = f"[{LABEL}] {role} failed: {exc}"
-        error = {"subtype": "error_during_execution", "is_error": True, "errors": [message]}
-        agent.finish(_result(agent, started, message, **error))
-        return 1
+        return _stopped(agent, started, message, subtype="error_during_execution")
     if any(f.kind == "exit-without-result" for f in hits):
         print(f"scripted agent: fault {role}:exit-without-result", file=sys.stderr)
         return 0
@@ -511,8 +407,8 @@ def main(
     started = time.monotonic()
     out = sys.stdout if stdout is None else stdout
     try:
-        options = _read_options(argv, stdin)
-    except (_UsageError, ValueError) as exc:
+        options = read_options(argv, stdin)
+    except (UsageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except SystemExit as exc:  # --help
@@ -574,7 +470,7 @@ def main(
     return code
 
 
-def _session(agent: _Agent, options: _Options, resumed: bool, started: float) -> int:
+def _session(agent: _Agent, options: Options, resumed: bool, started: float) -> int:
     """The faults that end or delay a session, then the role's work; the exit code."""
     role = agent.context.role
     hits = [f for f in options.faults if f.hits(role, resumed=resumed)]
@@ -585,7 +481,19 @@ def _session(agent: _Agent, options: _Options, resumed: bool, started: float) ->
         detach_daemon(state_dir() / f"detached-{role}-{os.getpid()}.pid")
     for fault in hits:
         if fault.kind == "slow":
-            time.sleep(fault.seconds)
+            time.sleep(fault.seconds or 0.0)
+        elif fault.kind == "cost":
+            agent.cost_usd = fault.usd
+        elif fault.kind == "tokens":
+            agent.cost_usd = None
+            agent.usage = {"input_tokens": fault.tokens[0], "output_tokens": fault.tokens[1]}
+    limit = limited_once(agent.context, hits)
+    if limit is not None:
+        return _stopped(agent, started, limit, subtype="success", status=429)
+    budget = options.max_budget_usd
+    if budget is not None and (agent.cost_usd or 0.0) >= budget:
+        return _stopped(agent, started, f"Reached maximum budget (${budget})",
+                        subtype="error_max_budget_usd")  # fmt: skip
     return _do_work(agent, options, hits, started)
 
 

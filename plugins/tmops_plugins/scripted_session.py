@@ -20,7 +20,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,6 +35,7 @@ __all__ = [
     "Context",
     "Fault",
     "atomic_write",
+    "limited_once",
     "load_session",
     "parse_faults",
     "parse_prompt",
@@ -59,6 +60,9 @@ FAULT_KINDS: Mapping[str, str | None] = {
     "exit-without-result": None,
     "refuse": "verifier",
     "leave-artefacts": None,
+    "cost": None,
+    "tokens": None,
+    "usage-limit": None,
 }
 
 #: (trigger, completion) checkpoint of each role, when the prompt names none.
@@ -82,7 +86,13 @@ class Fault:
     role: str
     kind: str
     always: bool = False
-    seconds: float = 0.0
+    #: ``slow``: how long to sleep; ``usage-limit``: in how long the limit resets (None: it
+    #: does not say)
+    seconds: float | None = 0.0
+    #: ``cost``: what each session reports it cost, in USD
+    usd: float = 0.0
+    #: ``tokens``: the input and output tokens each session reports (and no cost)
+    tokens: tuple[int, int] = (0, 0)
 
     def hits(self, role: str, *, resumed: bool) -> bool:
         """Whether this fault applies to a session of ``role`` (first attempt unless always)."""
@@ -112,18 +122,43 @@ def parse_faults(text: str) -> tuple[Fault, ...]:
         only = FAULT_KINDS[kind]
         if only is not None and role != only:
             raise ValueError(f"fault {item!r}: {kind} applies to the {only} only")
-        seconds = 0.0
-        if kind == "slow":
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = -1.0
-            if not math.isfinite(seconds) or seconds < 0:
-                raise ValueError(f"fault {item!r}: expected slow=<seconds>, e.g. slow=30")
-        elif value:
-            raise ValueError(f"fault {item!r}: {kind} takes no value")
-        faults.append(Fault(role=role, kind=kind, always=always, seconds=seconds))
+        faults.append(Fault(role=role, kind=kind, always=always, **_fault_value(item, kind, value)))
     return tuple(faults)
+
+
+_VALUES = {
+    "slow": "slow=<seconds>, e.g. slow=30",
+    "cost": "cost=<usd>, e.g. cost=0.25",
+    "usage-limit": "usage-limit or usage-limit=<seconds until it resets>",
+    "tokens": "tokens=<input>/<output>, e.g. tokens=200000/40000",
+}
+
+
+def _number(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        return -1.0
+    return number if math.isfinite(number) else -1.0
+
+
+def _fault_value(item: str, kind: str, value: str) -> dict[str, Any]:
+    """The value of a ``<kind>=<value>`` fault, checked."""
+    if kind not in _VALUES:
+        if value:
+            raise ValueError(f"fault {item!r}: {kind} takes no value")
+        return {}
+    if kind == "usage-limit" and not value:
+        return {"seconds": None}
+    if kind == "tokens":
+        counts = [part for part in value.split("/") if part.isdigit()]
+        if len(counts) != 2 or value.count("/") != 1:
+            raise ValueError(f"fault {item!r}: expected {_VALUES[kind]}")
+        return {"tokens": (int(counts[0]), int(counts[1]))}
+    number = _number(value)
+    if number < 0:
+        raise ValueError(f"fault {item!r}: expected {_VALUES[kind]}")
+    return {"usd": number} if kind == "cost" else {"seconds": number}
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,3 +298,24 @@ def load_session(folder: Path, session_id: str) -> Context | None:
         return Context.from_json(data)
     except (OSError, ValueError, TypeError):
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# The usage limit, once per run
+# --------------------------------------------------------------------------------------------
+
+
+def limited_once(context: Context, faults: Sequence[Fault]) -> str | None:
+    """The ``usage-limit`` fault: what the agent says when its usage limit is reached (with
+    the reset, when the fault names one), once per run and role (a marker file in the
+    checkpoint folder remembers it) unless ``:always``; None when the session goes on."""
+    fault = next((f for f in faults if f.kind == "usage-limit"), None)
+    if fault is None:
+        return None
+    marker = context.checkpoint_dir / f".scripted-usage-limit-{context.role}"
+    if marker.exists() and not fault.always:
+        return None
+    with contextlib.suppress(OSError):
+        marker.touch()
+    reset = "" if fault.seconds is None else f" · resets in {math.ceil(fault.seconds)}s"
+    return f"You've hit your usage limit{reset}"

@@ -18,10 +18,10 @@ __all__ = ["HandoffClock", "attempt_spec", "detection_lag_ms"]
 
 def attempt_spec(
     *, config: Config, layout: Layout, context: FeatureContext, spec: PhaseSpec, provider: str,
-    fencing: int, number: int, resume: str | None, note: str | None,
+    fencing: int, number: int, resume: str | None, note: str | None, budget: float | None = None,
 ) -> AttemptSpec:  # fmt: skip
     """The attempt ``number`` at ``spec``: a resumed session is told only ``note``; a fresh one
-    gets the whole phase prompt (and the note after it)."""
+    gets the whole phase prompt (and the note after it); ``budget``: what it may spend."""
     settings = provider_settings(config, provider)
     feature, run = context.feature, context.run
     prompt = (
@@ -41,6 +41,7 @@ def attempt_spec(
         resume_session_id=resume,
         max_turns=settings.get("max_turns"),
         allowed_tools=spec.allowed_tools,
+        max_budget_usd=budget,
     )
     return AttemptSpec(
         feature=feature,

@@ -21,11 +21,13 @@ PERSON_CAUSED_PAUSES = frozenset({PauseReason.REQUESTED, PauseReason.ROLLED_BACK
 
 
 class Ending(NamedTuple):
-    """How a run stopped: its state, why, and for a pause its reason."""
+    """How a run stopped: its state, why, for a pause its reason, and for a usage limit when it
+    lifts (ISO, UTC)."""
 
     state: RunState
     reason: str | None = None
     pause: PauseReason | None = None
+    resume_at: str | None = None
 
 
 class Accepted(enum.Enum):

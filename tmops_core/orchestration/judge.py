@@ -52,6 +52,8 @@ class Judge:
             return Verdict.FAIL, f"authentication failed: {attempt.result.message}"
         if outcome is Outcome.USAGE_LIMITED:
             return Verdict.PAUSE, f"usage limit reached: {attempt.result.message}"
+        if outcome is Outcome.BUDGET_EXHAUSTED:
+            return Verdict.PAUSE, attempt.result.message or "the agent stopped at its budget"
         if not attempt.checkpoint_present:
             if outcome is Outcome.SUCCEEDED:
                 return (

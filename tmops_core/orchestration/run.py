@@ -29,7 +29,7 @@ from tmops_core.config import Config, provider_settings
 from tmops_core.events import EventBus
 from tmops_core.git import BranchMoved, Git
 from tmops_core.lifecycle import AttemptState, PauseReason, RunState, Verdict
-from tmops_core.orchestration import prompts
+from tmops_core.orchestration import limits, prompts, rework
 from tmops_core.orchestration.attempts import HandoffClock, attempt_spec
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt, announce_ending
@@ -40,10 +40,11 @@ from tmops_core.orchestration.progress import AgentProgress
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.orchestration.worktree_setup import run_worktree_setup
 from tmops_core.plugins import Plugins
-from tmops_core.store import AttemptRecord, LostOwnership, Store, since_reset
-from tmops_core.workspace.layout import Layout, check_run_paths, iso, rename_checked, utc_now
+from tmops_core.store import LostOwnership, Store, since_reset
+from tmops_core.workspace.layout import Layout, check_run_paths, iso, utc_now
 from tmops_core.workspace.project_files import FeatureLine, write_feature_line
 from tmops_hookspecs import (
+    AgentResult,
     AttemptOutcome,
     Executor,
     FeatureContext,
@@ -56,8 +57,6 @@ from tmops_hookspecs import (
 __all__ = ["RunDriver"]
 
 _TRANSIENT_BACKOFF_S = (1.0, 4.0, 15.0)
-#: in a rework's (or a retry's) message, what precedes the path of the refused review
-_REVIEW = "; review: "
 #: the longest ``retry_after_s`` honoured before a retry; longer ones are usage limits
 _MAX_RETRY_AFTER_S = 300.0
 
@@ -96,6 +95,7 @@ class RunDriver:
         self.worktree = Path(record.worktree)
         self.branch = record.branch
         self.provider_name = run_record.provider or config.features.default_provider
+        self.settings = provider_settings(config, self.provider_name)
         self.correlation_id = run_record.run_id or f"{feature}/{run}"
         self.checkpoint_dir = layout.checkpoint_dir(feature, run)
         self.git = Git(self.worktree)
@@ -176,6 +176,7 @@ class RunDriver:
             self.store.end_run(
                 self.feature, self.run, self.fencing, status=ending.state, now=now,
                 error=ending.reason, pause_reason=ending.pause.value if ending.pause else None,
+                resume_at=ending.resume_at,
             )  # fmt: skip
         except LostOwnership:
             return "lost"
@@ -195,7 +196,7 @@ class RunDriver:
             return Ending(
                 RunState.FAILED, f"no provider named {self.provider_name!r} (installed: {known})"
             )
-        provider = registered.spec.factory(provider_settings(self.config, self.provider_name))
+        provider = registered.spec.factory(self.settings)
         phases = self.plugins.phases()
         missing = [name for name in self.workflow if name not in phases]
         if missing:
@@ -257,7 +258,7 @@ class RunDriver:
         if not mine or mine[-1].state != AttemptState.COMPLETED:
             return False
         reworks = [a.id for a in attempts if a.state == AttemptState.REWORK]
-        if reworks and self._reworks(spec.name):
+        if reworks and rework.reworks(self.config, self.workflow, spec.name):
             # A rework round after this phase's acceptance sends it back.
             return mine[-1].id > max(reworks)
         return True
@@ -274,13 +275,6 @@ class RunDriver:
             f"awaiting approval before {spec.name}: `tmops approve {self.feature}` lets it go on",
             PauseReason.AWAITING_APPROVAL,
         )
-
-    def _reworks(self, phase: str) -> bool:
-        """Whether a rework round reruns ``phase`` (the rework phase and the ones after it)."""
-        target = self.config.features.rework_phase
-        if target not in self.workflow:
-            return False
-        return self.workflow.index(phase) >= self.workflow.index(target)
 
     def _guard_branch(self) -> None:
         """Refuse to go on when the branch is not where tmops left it (or, after a restart,
@@ -362,8 +356,8 @@ class RunDriver:
             self.store.finish_attempt(
                 attempt.id, self.feature, self.run, self.fencing, state=AttemptState.COMPLETED,
                 outcome=result.outcome.value, message=result.message,
-                session_id=attempt.outcome.session_id, cost_usd=result.cost_usd,
-                turns=result.turns, now=now, duration_s=time.monotonic() - attempt.started,
+                session_id=attempt.outcome.session_id, **self._spent(result), now=now,
+                duration_s=time.monotonic() - attempt.started,
                 next_phase=next_phase, branch_head=head,
                 event=("orchestration.phase.transition", transition),
             )  # fmt: skip
@@ -398,20 +392,14 @@ class RunDriver:
             and self.workflow.index(target) <= self.workflow.index(spec.name)
         )
         if can_rework:
-            # Set the reworked phases' checkpoints aside first: a crash before the rework is
-            # recorded must not let the next engine adopt them as they were.
-            review = path.with_name(f".{path.name}.rework-{rounds + 1}")
-            rename_checked(path, review, root=self.layout.project_root)
-            for name in self.workflow[self.workflow.index(target) : self.workflow.index(spec.name)]:
-                done = self.checkpoint_dir / self.plugins.phases()[name].spec.completion_checkpoint
-                if os.path.lexists(done):
-                    rename_checked(
-                        done, done.with_name(f".{done.name}.rework-{rounds + 1}"),
-                        root=self.layout.project_root,
-                    )  # fmt: skip
-                self.arrivals.forget(done.name)
-            self.arrivals.forget(path.name)
-            state, message = AttemptState.REWORK, f"{refusal}{_REVIEW}{review}"
+            phases = self.plugins.phases()
+            earlier = self.workflow[self.workflow.index(target) : self.workflow.index(spec.name)]
+            done = [self.checkpoint_dir / phases[n].spec.completion_checkpoint for n in earlier]
+            review = rework.set_aside_for_rework(
+                refused=path, earlier=done, round_=rounds + 1, root=self.layout.project_root,
+                forget=self.arrivals.forget,
+            )  # fmt: skip
+            state, message = AttemptState.REWORK, f"{refusal}{rework.REVIEW}{review}"
         else:
             state = AttemptState.REFUSED
             message = f"{refusal}; read {path} and decide"
@@ -437,8 +425,8 @@ class RunDriver:
         self.store.finish_attempt(
             attempt.id, self.feature, self.run, self.fencing, state=state,
             outcome=result.outcome.value, message=message,
-            session_id=attempt.outcome.session_id, cost_usd=result.cost_usd, turns=result.turns,
-            now=now, duration_s=time.monotonic() - attempt.started, branch_head=head,
+            session_id=attempt.outcome.session_id, **self._spent(result), now=now,
+            duration_s=time.monotonic() - attempt.started, branch_head=head,
         )  # fmt: skip
 
     # -- one phase ---------------------------------------------------------------------------
@@ -464,10 +452,14 @@ class RunDriver:
         started = time.monotonic()
         resumable = bool(getattr(provider, "can_resume", False))
         session_id: str | None = None
-        note = self._rework_note(spec, attempts_so_far)
+        note = rework.rework_note(self.config, spec, attempts_so_far, self.checkpoint_dir)
         attempts = self.config.features.max_retries + 1
         last_error = "no attempt was made"
         for number in range(1, attempts + 1):
+            so_far = self.store.attempts(self.feature, self.run)
+            exhausted = limits.budget_ending(self.config, so_far, self.feature, spec.name)
+            if exhausted is not None:  # checked before each attempt, so after each one too
+                return exhausted
             attempt_id = self.store.start_attempt(
                 self.feature, self.run, self.fencing, phase=spec.name, attempt=number,
                 provider=self.provider_name, start_commit=start_commit, now=iso(utc_now()),
@@ -475,7 +467,8 @@ class RunDriver:
             self.plugins.phase_started(self.context(spec.name), spec.name, number)
             attempt_started = time.monotonic()
             resume = session_id if resumable else None
-            outcome = self._attempt(spec, provider, attempt_id, number, resume, note)
+            budget = limits.budget_left(self.config, so_far, spec.name)
+            outcome = self._attempt(spec, provider, attempt_id, number, resume, note, budget)
             live = LiveAttempt(attempt_id, number, outcome, attempt_started)
             if resumable:
                 session_id = outcome.session_id or session_id
@@ -506,7 +499,10 @@ class RunDriver:
             )  # fmt: skip
             if final:
                 if verdict is Verdict.PAUSE:
-                    return Ending(RunState.PAUSED, last_error, PauseReason.USAGE_LIMITED)
+                    return limits.pause_ending(
+                        self.config, outcome.result, last_error,
+                        self.store.attempts(self.feature, self.run), self.feature, spec.name,
+                    )  # fmt: skip
                 if verdict is Verdict.CANCEL:
                     return Ending(RunState.CANCELLED, last_error)
                 return Ending(RunState.FAILED, last_error)
@@ -522,34 +518,19 @@ class RunDriver:
         elif outcome.result.outcome is Outcome.TRANSIENT_ERROR:
             self.cancel.wait(self.backoff[min(number - 1, len(self.backoff) - 1)])
 
-    def _rework_note(self, spec: PhaseSpec, attempts: list[AttemptRecord]) -> str | None:
-        """The reviewer's findings, when ``spec`` runs again because of a rework round or of a
-        person's retry of work the reviewer refused."""
-        if spec.name != self.config.features.rework_phase:
-            return None
-        sent_back = [
-            a for a in attempts
-            if a.state == AttemptState.REWORK
-            or (a.state == AttemptState.RESET and _REVIEW in (a.message or ""))
-        ]  # fmt: skip
-        if not sent_back:
-            return None
-        mine = [a for a in attempts if a.phase == spec.name and a.state == AttemptState.COMPLETED]
-        if mine and mine[-1].id > sent_back[-1].id:
-            return None
-        reason, _, review = (sent_back[-1].message or "").partition(_REVIEW)
-        return prompts.rework_note(
-            spec, Path(review or self.checkpoint_dir), reason, self.checkpoint_dir
-        )
-
     def _finish_attempt(self, live: LiveAttempt, state: AttemptState, reason: str) -> None:
         result = live.outcome.result
         self.store.finish_attempt(
             live.id, self.feature, self.run, self.fencing, state=state,
             outcome=result.outcome.value, message=reason, session_id=live.outcome.session_id,
-            cost_usd=result.cost_usd, turns=result.turns, now=iso(utc_now()),
+            **self._spent(result), now=iso(utc_now()),
             duration_s=time.monotonic() - live.started,
         )  # fmt: skip
+
+    def _spent(self, result: AgentResult) -> dict[str, Any]:
+        """What an attempt cost, priced from its tokens when the agent gave no cost."""
+        return {"cost_usd": limits.price(result, self.settings), "turns": result.turns,
+                "tokens": (result.input_tokens, result.output_tokens)}  # fmt: skip
 
     def _session_started(
         self, phase: str, number: int, pid: int, *, resumed: bool, note: str | None
@@ -574,13 +555,14 @@ class RunDriver:
         number: int,
         resume: str | None,
         note: str | None,
+        budget: float | None,
     ) -> AttemptOutcome:
         completion = spec.completion_checkpoint
         self.arrivals.forget(completion)
         attempt = attempt_spec(
             config=self.config, layout=self.layout, context=self.context(spec.name), spec=spec,
             provider=self.provider_name, fencing=self.fencing, number=number, resume=resume,
-            note=note,
+            note=note, budget=budget,
         )  # fmt: skip
         progress = AgentProgress(
             self.emit, spec, number, roots=(self.worktree, self.checkpoint_dir)
@@ -601,5 +583,6 @@ class RunDriver:
             crash_point("checkpoint-detected")
         self.emit("orchestration.session.ended", phase=spec.name, attempt=number,
                   outcome=outcome.result.outcome.value, returncode=outcome.returncode,
-                  session_id=outcome.session_id, cost_usd=outcome.result.cost_usd)  # fmt: skip
+                  session_id=outcome.session_id,
+                  cost_usd=limits.price(outcome.result, self.settings))  # fmt: skip
         return outcome

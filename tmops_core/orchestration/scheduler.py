@@ -2,13 +2,15 @@
 each admitted run is driven by a :class:`~tmops_core.orchestration.run.RunDriver` in a thread.
 
 This module owns which run starts when (``features.concurrent_limit``, the queue order of the
-store) and the driver threads. It must never decide whether this process may serve the
+store, a provider's usage limit holding its runs back until it lifts, and a run paused by one
+queued again then) and the driver threads. It must never decide whether this process may serve the
 project, reconcile what another engine left, or handle signals: that is
 :mod:`tmops_core.orchestration.daemon`'s.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -20,10 +22,10 @@ from tmops_core.config import Config
 from tmops_core.events import EventBus
 from tmops_core.orchestration.run import RunDriver
 from tmops_core.plugins import Plugins
-from tmops_core.store import LostOwnership, Store
+from tmops_core.store import LostOwnership, RunRecord, Store
 from tmops_core.workspace.layout import Layout, iso, utc_now
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "held_providers"]
 
 _POLL_S = 0.02
 
@@ -58,8 +60,11 @@ class Scheduler:
         idle_since = time.monotonic()
         while not (self.cancel.is_set() or stop()):
             self._reap_threads()
-            admitted = self._admit(engine_id)
-            if self._threads or admitted:
+            waits = self.store.usage_limited_runs()
+            now = iso(utc_now())
+            self._resume_due(waits, now)
+            admitted = self._admit(engine_id, held_providers(waits, now))
+            if self._threads or admitted or self.next_wake_up(waits) is not None:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= idle_exit_s:
                 break
@@ -75,14 +80,52 @@ class Scheduler:
             del self._threads[key]
         return True
 
-    def _admit(self, engine_id: int) -> bool:
+    def next_wake_up(self, waits: list[RunRecord]) -> str | None:
+        """When the engine has something to do although nothing runs: the soonest time a
+        paused run resumes by itself, or a usage limit holding queued runs back lifts (ISO,
+        UTC); None when nothing waits. An engine does not go idle before it."""
+        if not waits:
+            return None
+        queued = {self._provider(run) for run in self.store.queued_runs()}
+        times = [
+            run.resume_at for run in waits
+            if run.resume_at and (self.config.features.resume_after_usage_limit
+                                  or self._provider(run) in queued)
+        ]  # fmt: skip
+        return min(times) if times else None
+
+    def _resume_due(self, waits: list[RunRecord], now: str) -> None:
+        """Queue again, at their old place, the runs whose usage limit has lifted (unless
+        ``features.resume_after_usage_limit`` is off: then a person resumes them)."""
+        if not self.config.features.resume_after_usage_limit:
+            return
+        for run in waits:
+            due = run.resume_at is not None and run.resume_at <= now
+            if due and self.store.resume_due(run.feature, run.run, now=now):
+                self._resumed(run)
+
+    def _resumed(self, run: RunRecord) -> None:
+        data = {"run": run.run, "actor": "tmops", "status": "paused",
+                "reason": f"the usage limit lifted at {run.resume_at}"}  # fmt: skip
+        event = self.events.emit("orchestration.run.resumed", data, feature=run.feature,
+                                 correlation_id=run.run_id)  # fmt: skip
+        self.store.add_event(run.feature, run.run, "orchestration.run.resumed",
+                             json.dumps(dict(event.data)), iso(event.timestamp))  # fmt: skip
+        logger.info("run {}/{} resumes: its usage limit lifted", run.feature, run.run)
+
+    def _provider(self, run: RunRecord) -> str:
+        return run.provider or self.config.features.default_provider
+
+    def _admit(self, engine_id: int, held: dict[str, str]) -> bool:
+        """Admit queued runs in FIFO order under the limit, but none of a provider in
+        ``held`` (usage-limited: they stay queued until the limit lifts)."""
         limit = self.config.features.concurrent_limit
         admitted = False
         for run in self.store.queued_runs():
             if len(self._threads) >= limit:
                 break
             key = (run.feature, run.run)
-            if key in self._threads:
+            if key in self._threads or self._provider(run) in held:
                 continue
             try:
                 fencing = self.store.admit_run(
@@ -115,3 +158,13 @@ class Scheduler:
             if not thread.is_alive():
                 thread.join()
                 del self._threads[key]
+
+
+def held_providers(waits: list[RunRecord], now: str) -> dict[str, str]:
+    """Provider -> until when its usage limit holds its queued runs back (ISO, UTC): the
+    latest reset among its runs paused by a limit that has not lifted yet."""
+    held: dict[str, str] = {}
+    for run in waits:
+        if run.provider and run.resume_at and run.resume_at > now:
+            held[run.provider] = max(held.get(run.provider, ""), run.resume_at)
+    return held

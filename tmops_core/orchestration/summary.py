@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 from tmops_core.checkpoints.parse import parse_checkpoint
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.secrets import redact_data, redact_text
+from tmops_core.store import AttemptRecord
 from tmops_core.workspace.layout import atomic_write, iso, lstat_checked, utc_now
 from tmops_hookspecs import PhaseSpec
 
 if TYPE_CHECKING:
     from tmops_core.orchestration.run import RunDriver
 
-__all__ = ["write_summary"]
+__all__ = ["attempt_row", "write_summary"]
 
 
 def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, Any]:
@@ -51,6 +52,9 @@ def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, An
         "finished_at": iso(utc_now()),
         "phases": phases,
         "total_cost_usd": round(sum(p["cost_usd"] for p in phases), 6),
+        "max_budget_usd": driver.config.features.max_budget_usd,
+        # every agent attempt, so a retry's or a rework's cost shows where it was spent
+        "attempts": [attempt_row(a) for a in attempts if a.outcome != "adopted"],
         "total_duration_s": round(sum(p["duration_s"] for p in phases), 3),
         "commits": [{"sha": sha, "subject": subject} for sha, subject in commits],
         "quality_score": verdict.get("quality_score"),
@@ -67,12 +71,33 @@ def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, An
     return metrics
 
 
+def attempt_row(attempt: AttemptRecord) -> dict[str, Any]:
+    """One attempt as metrics.json and status show it: how it ended, what it cost, its tokens."""
+    return {
+        "phase": attempt.phase,
+        "attempt": attempt.attempt,
+        "state": attempt.state,
+        "outcome": attempt.outcome,
+        "cost_usd": None if attempt.cost_usd is None else round(attempt.cost_usd, 6),
+        "input_tokens": attempt.input_tokens,
+        "output_tokens": attempt.output_tokens,
+        "duration_s": None if attempt.duration_s is None else round(attempt.duration_s, 3),
+    }
+
+
 def _render(metrics: dict[str, Any]) -> str:
     rows = "\n".join(
         f"| {p['phase']} | {p['attempts']} | {p['duration_s']:.1f} s | ${p['cost_usd']:.4f} |"
         for p in metrics["phases"]
     )
     commits = "\n".join(f"- `{c['sha'][:10]}` {c['subject']}" for c in metrics["commits"])
+    attempts = "\n".join(
+        f"| {a['phase']} | {a['attempt']} | {a['state']} | "
+        + ("-" if a["cost_usd"] is None else f"${a['cost_usd']:.4f}")
+        + (f" | {a['input_tokens']} / {a['output_tokens']} |"
+           if a["input_tokens"] is not None or a["output_tokens"] is not None else " | - |")
+        for a in metrics["attempts"]
+    )  # fmt: skip
     return (
         f"# Checkpoint: SUMMARY.md\n"
         f"**From:** tmops (orchestration)\n"
@@ -86,6 +111,8 @@ def _render(metrics: dict[str, Any]) -> str:
         f"{metrics['quality_score'] or '?'}/10; ready for merge: "
         f"{metrics['ready_for_merge'] or 'not stated'}.\n\n"
         f"## Phases\n| phase | attempts | duration | cost |\n|---|---|---|---|\n{rows}\n\n"
+        f"## Attempts\n| phase | attempt | state | cost | tokens in / out |\n"
+        f"|---|---|---|---|---|\n{attempts or '| - | - | - | - | - |'}\n\n"
         f"## Commits on the branch\n{commits or '- none'}\n\n"
         f"## Metrics\n- Total duration: {metrics['total_duration_s']:.1f} s\n"
         f"- Total cost: ${metrics['total_cost_usd']:.4f}\n"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tmops_core.agents.processes import reap_orphans
 from tmops_core.lifecycle import ACTIVE_RUN_STATES, AttemptState, PauseReason, RunState
+from tmops_core.orchestration.limits import budget_ending
 from tmops_core.service.actor import current_actor
 from tmops_core.service.rollback import apply_rollback, plan_rollback, stamp_now
 from tmops_core.workspace.layout import (
@@ -118,11 +119,25 @@ class Controls:
                 f"run '{run.run}' of '{feature}' waits for an approval before {run.current_phase}",
                 hint=f"`tmops approve {feature}` lets it go on (or `tmops cancel {feature}`)",
             )
+        if run.pause_reason == PauseReason.BUDGET_EXHAUSTED:
+            self._check_budget(store, run)
         self._audit(store, run, "orchestration.run.resumed", status=state.value)
         return self.start(
             feature, provider=provider, resume=True, accept_branch=accept_branch,
             workspace=workspace, spawn=spawn,
         )  # fmt: skip
+
+    def _check_budget(self, store: Store, run: RunRecord) -> None:
+        """Refuse to resume a run whose budget is still spent under the config as it is now:
+        it would pause again before its first attempt."""
+        attempts = store.attempts(run.feature, run.run)
+        spent = budget_ending(self.config, attempts, run.feature, run.current_phase or "")
+        if spent is not None:
+            raise FeatureError(
+                f"run '{run.run}' of '{run.feature}' cannot resume: {spent.reason}",
+                hint="raise the limit in the config (`tmops config show` shows it), then "
+                f"`tmops resume {run.feature}`",
+            )
 
     # -- retry and approve -------------------------------------------------------------------
 

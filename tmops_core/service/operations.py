@@ -45,7 +45,7 @@ from tmops_core.service.agent_logs import AgentLogs
 from tmops_core.service.control import Controls
 from tmops_core.service.metrics import Metrics
 from tmops_core.service.preflight import check_before_start
-from tmops_core.service.status import feature_status, find_project_root, list_features
+from tmops_core.service.status import feature_status, find_project_root, list_features, project_cost
 from tmops_core.service.trail import Trail
 from tmops_core.service.worktrees import Worktrees
 from tmops_core.store import (
@@ -457,6 +457,7 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
             phases={name: r.spec for name, r in self.plugins.phases().items()},
             include_sessions=include_sessions,
             include_checkpoints=include_checkpoints,
+            auto_resume=self.config.features.resume_after_usage_limit,
         )
         if take_over and store is not None and status["engine"] == "dead":
             self._take_over(layout, store)
@@ -487,7 +488,12 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
             self._store(layout, create=False),
             workflow=self.config.features.default_phases,
             phases={name: r.spec for name, r in self.plugins.phases().items()},
+            auto_resume=self.config.features.resume_after_usage_limit,
         )
+
+    def project_cost(self, *, workspace: Path | None = None) -> float:
+        """What every run of the project cost so far, in USD."""
+        return project_cost(self._store(self._layout(workspace), create=False))
 
     # -- plugins -----------------------------------------------------------------------------
 
@@ -542,6 +548,12 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
             f"approve_before names {name!r}, which is not a phase of the workflow "
             f"({', '.join(features.default_phases)}) @ $.features.approve_before[{index}]"
             for index, name in enumerate(features.approve_before)
+            if name not in features.default_phases
+        ]
+        problems += [
+            f"phase_budget_usd names {name!r}, which is not a phase of the workflow "
+            f"({', '.join(features.default_phases)}) @ $.features.phase_budget_usd.{name}"
+            for name in features.phase_budget_usd
             if name not in features.default_phases
         ]
         if features.rework_phase not in features.default_phases:

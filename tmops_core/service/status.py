@@ -20,6 +20,8 @@ import attrs
 
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
 from tmops_core.orchestration.daemon import engine_running, run_engine_alive
+from tmops_core.orchestration.scheduler import held_providers
+from tmops_core.orchestration.summary import attempt_row
 from tmops_core.store import AttemptRecord, RunRecord, Store, since_reset
 from tmops_core.workspace.layout import FEATURE_NAME, Layout, iso, open_dir, shown
 from tmops_core.workspace.project_files import FeatureLine, read_features
@@ -31,13 +33,14 @@ __all__ = [
     "feature_status",
     "find_project_root",
     "list_features",
+    "project_cost",
 ]
 
 NEXT_ACTION_NEW = "edit TASK_SPEC.md, then start"
 #: the fields of a feature in ``list``
 _ROW_KEYS = (
     "feature", "branch", "run", "status", "queue_position", "current_phase", "updated",
-    "elapsed_s", "cost_usd",
+    "elapsed_s", "cost_usd", "resume_at", "held_until",
 )  # fmt: skip
 #: a phase of the workflow that no installed plugin provides
 _UNAVAILABLE = "unavailable"
@@ -176,11 +179,15 @@ def feature_status(
     include_checkpoints: bool = True,
     feature_lines: Mapping[str, FeatureLine] | None = None,
     queue: Mapping[tuple[str, str], int] | None = None,
+    holds: Mapping[str, str] | None = None,
+    auto_resume: bool = True,
 ) -> dict[str, Any]:
     """The upstream status shape of one feature; unknown features are a FeatureError.
 
-    ``feature_lines`` (FEATURES.txt) and ``queue`` (the queue positions) may be read once by
-    a caller that asks about every feature, so that listing stays linear.
+    ``feature_lines`` (FEATURES.txt), ``queue`` (the queue positions) and ``holds`` (the
+    providers a usage limit holds back, :func:`usage_holds`) may be read once by a caller that
+    asks about every feature, so that listing stays linear. ``auto_resume``:
+    ``features.resume_after_usage_limit``.
 
     The state of a run tmops has started is the store's, so ``completed`` appears only once
     the run record says so (after SUMMARY.md and metrics.json exist). For a run it has not
@@ -221,6 +228,8 @@ def feature_status(
         )
     queue_position = _queue_position(store, run_record, queue)
     engine = _engine(layout, store, run_record)
+    held_until = _held_until(store, run_record, holds)
+    next_action = _usage_limit_action(run_record, held_until, auto_resume) or next_action
     if engine == "dead":
         next_action = f"its engine stopped: `tmops start {feature}` takes the run over"
     elif engine == "none":
@@ -243,14 +252,20 @@ def feature_status(
         "run_id": run_record.run_id if run_record else None,
         "provider": run_record.provider if run_record else None,
         "cost_usd": round(run_record.cost_usd, 6) if run_record else 0.0,
+        "resume_at": run_record.resume_at if run_record else None,
+        "held_until": held_until,
         "last_error": run_record.last_error if run_record else None,
         "pause_reason": run_record.pause_reason if run_record else None,
         "queue_position": queue_position,
         "engine": engine,
         "elapsed_s": _elapsed(run_record),
     }
+    for phase in result["phase_progress"]["phases"]:
+        phase["cost_usd"] = round(sum(a.cost_usd or 0.0 for a in attempts
+                                      if a.phase == phase["phase"]), 6)  # fmt: skip
     if include_sessions:
         result["sessions"] = {p.role: _session(p, attempts) for p in progress}
+        result["attempts"] = [_attempt(a) for a in attempts]
     if include_checkpoints:
         result["checkpoints"] = [attrs.asdict(c) for c in checkpoints]
     return result
@@ -312,6 +327,8 @@ def _next_action(
                 f"`tmops approve {feature}` lets {run.current_phase} start (or `tmops cancel "
                 f"{feature}`)"
             )
+        if run.pause_reason == PauseReason.BUDGET_EXHAUSTED:
+            return str(run.last_error)  # spent against which limit, and how to go on
         return f"`tmops resume {feature}` goes on ({run.last_error})"
     by_hand = ""
     if current is not None:
@@ -386,6 +403,54 @@ def _elapsed(run: RunRecord | None) -> float | None:
     return round(max(0.0, (ended - started).total_seconds()), 1)
 
 
+def _attempt(attempt: AttemptRecord) -> dict[str, Any]:
+    """One attempt as status shows it: what it cost, its tokens, how it ended."""
+    return {**attempt_row(attempt), "started_at": attempt.started_at}
+
+
+def usage_holds(store: Store | None) -> dict[str, str]:
+    """Provider -> until when a usage limit holds its queued runs back (ISO, UTC)."""
+    if store is None:
+        return {}
+    return held_providers(store.usage_limited_runs(), iso(datetime.now(UTC)))
+
+
+def _held_until(
+    store: Store | None, run: RunRecord | None, holds: Mapping[str, str] | None
+) -> str | None:
+    """For a queued run its provider's usage limit holds back: until when; else None."""
+    if run is None or run.status != RunState.QUEUED or run.provider is None:
+        return None
+    return (usage_holds(store) if holds is None else holds).get(run.provider)
+
+
+def _usage_limit_action(
+    run: RunRecord | None, held_until: str | None, auto_resume: bool
+) -> str | None:
+    """The next action of a run a usage limit stopped: queued but held back by another run's
+    limit, or paused by its own until it lifts; None for any other run."""
+    if run is None:
+        return None
+    if held_until is not None:
+        return (
+            f"held back: provider {run.provider} is usage-limited until {held_until} (another "
+            "run hit the limit); admitted then"
+        )
+    if run.status != RunState.PAUSED or run.resume_at is None:
+        return None
+    if run.pause_reason != PauseReason.USAGE_LIMITED:
+        return None
+    if auto_resume:
+        return (
+            f"paused: usage limit, resumes at {run.resume_at} by itself while an engine serves "
+            f"the project (`tmops resume {run.feature}` goes on now)"
+        )
+    return (
+        f"paused: usage limit, lifts at {run.resume_at}; `tmops resume {run.feature}` goes on "
+        "(features.resume_after_usage_limit is off)"
+    )
+
+
 def _branch(record: Any, line: FeatureLine | None, feature: str) -> str:
     if record is not None:
         return str(record.branch)
@@ -405,16 +470,25 @@ def _updated(
     return max(stamps) if stamps else None
 
 
+def project_cost(store: Store | None) -> float:
+    """What every run of every feature of the project cost, in USD (earlier runs included)."""
+    if store is None:
+        return 0.0
+    return round(sum(run.cost_usd for f in store.features() for run in store.runs(f.name)), 6)
+
+
 def list_features(
     layout: Layout,
     store: Store | None,
     *,
     workflow: Sequence[str],
     phases: Mapping[str, PhaseSpec],
+    auto_resume: bool = True,
 ) -> list[dict[str, Any]]:
     """Every feature the store, FEATURES.txt or the ``.tmops`` folders know of."""
     lines = read_features(layout)  # once, and the queue once: the listing stays linear
     queue = queue_positions(store)
+    holds = usage_holds(store)
     names = set(lines)
     if store is not None:
         names.update(record.name for record in store.features())
@@ -437,6 +511,8 @@ def list_features(
                 include_checkpoints=False,
                 feature_lines=lines,
                 queue=queue,
+                holds=holds,
+                auto_resume=auto_resume,
             )
         except FeatureError:
             continue

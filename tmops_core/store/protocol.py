@@ -167,6 +167,7 @@ class Store(Protocol):
         next_phase: str | None = None,
         branch_head: str | None = None,
         event: tuple[str, str] | None = None,
+        tokens: tuple[int | None, int | None] = (None, None),
     ) -> None:
         """Close an attempt and, in the SAME transaction, move the run on (the transition) and
         record the branch head the accepted work..."""
@@ -181,11 +182,19 @@ class Store(Protocol):
         now: str,
         error: str | None = None,
         pause_reason: str | None = None,
+        resume_at: str | None = None,
     ) -> None:
-        """Move a run to a stopped state; ``fencing`` None is for a person's command."""
+        """Move a run to a stopped state; ``fencing`` None is for a person's command;
+        ``resume_at``: when a usage limit lifts."""
 
     def set_branch_head(self, feature: str, run: str, fencing: int | None, head: str) -> None:
         """Record the head tmops left the feature branch at (the branch guard compares it)."""
+
+    def usage_limited_runs(self) -> list[RunRecord]:
+        """The runs paused by a usage limit that know when it lifts, the soonest first."""
+
+    def resume_due(self, feature: str, run: str, *, now: str) -> bool:
+        """Queue a run paused by a usage limit again if its time has come; False if not."""
 
     def attempts(self, feature: str, run: str) -> list[AttemptRecord]: ...
 

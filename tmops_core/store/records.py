@@ -59,6 +59,8 @@ class RunRecord:
     engine_id: int | None = None
     #: a person asked the run to pause before its next phase
     pause_requested: bool = attrs.field(default=False, converter=bool)
+    #: a run paused by a usage limit: when the limit lifts (ISO, UTC)
+    resume_at: str | None = None
 
     @property
     def active(self) -> bool:
@@ -87,6 +89,8 @@ class AttemptRecord:
     message: str | None = None
     duration_s: float | None = None
     finished_at: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 def since_reset(attempts: list[AttemptRecord], phase: str) -> list[AttemptRecord]:

@@ -43,6 +43,7 @@ from tmops_core.store.records import (
 )
 from tmops_core.store.tallies import StoreTallies
 from tmops_core.store.trail import AuditTrail
+from tmops_core.store.waits import UsageWaits
 from tmops_core.workspace.layout import lstat_checked, open_file
 from tmops_hookspecs import WorkspaceError
 
@@ -86,7 +87,7 @@ def _check_files(path: Path) -> None:
         lstat_checked(path.with_name(path.name + suffix))
 
 
-class SQLiteStore(EngineLeases, RunControls, AuditTrail, StoreTallies):
+class SQLiteStore(EngineLeases, RunControls, AuditTrail, StoreTallies, UsageWaits):
     """The :class:`~tmops_core.store.protocol.Store` in one SQLite database (WAL); safe to share
     between threads of one process."""
 
@@ -445,9 +446,10 @@ class SQLiteStore(EngineLeases, RunControls, AuditTrail, StoreTallies):
         next_phase: str | None = None,
         branch_head: str | None = None,
         event: tuple[str, str] | None = None,
+        tokens: tuple[int | None, int | None] = (None, None),
     ) -> None:
         """Close an attempt and, in the SAME transaction, move the run on (the transition) and
-        record the branch head the accepted work left."""
+        record the branch head the accepted work left; ``tokens``: input and output."""
         state = AttemptState(state)
         message = redact_text(message)  # an agent's result text may quote a secret
         with self.fenced(feature, run, fencing) as db:
@@ -455,11 +457,11 @@ class SQLiteStore(EngineLeases, RunControls, AuditTrail, StoreTallies):
                 """
                 UPDATE attempts SET state = ?, outcome = ?, message = ?,
                     session_id = COALESCE(?, session_id), cost_usd = ?, turns = ?,
-                    duration_s = ?, finished_at = ?
+                    duration_s = ?, finished_at = ?, input_tokens = ?, output_tokens = ?
                 WHERE id = ?
                 """,
                 (state, outcome, message, session_id, cost_usd, turns, duration_s, now,
-                 attempt_id),
+                 *tokens, attempt_id),
             )  # fmt: skip
             db.execute(
                 """
@@ -481,12 +483,18 @@ class SQLiteStore(EngineLeases, RunControls, AuditTrail, StoreTallies):
 
     def end_run(
         self, feature: str, run: str, fencing: int | None, *, status: RunState | str, now: str,
-        error: str | None = None, pause_reason: str | None = None,
+        error: str | None = None, pause_reason: str | None = None, resume_at: str | None = None,
     ) -> None:  # fmt: skip
-        """Move a run to a stopped state; ``fencing`` None is for a person's command."""
+        """Move a run to a stopped state; ``fencing`` None is for a person's command;
+        ``resume_at``: when the usage limit that paused it lifts (the engine resumes it then)."""
         context = self.fenced(feature, run, fencing) if fencing is not None else self.transaction()
         with context as db:
             self._move_run(db, feature, run, RunState(status), now, error, pause_reason)
+            if resume_at is not None:
+                db.execute(
+                    "UPDATE runs SET resume_at = ? WHERE feature = ? AND run = ?",
+                    (resume_at, feature, run),
+                )
 
     def set_branch_head(self, feature: str, run: str, fencing: int | None, head: str) -> None:
         """Record the head tmops left the feature branch at (the branch guard compares it)."""
@@ -517,6 +525,7 @@ class SQLiteStore(EngineLeases, RunControls, AuditTrail, StoreTallies):
         db.execute(
             """
             UPDATE runs SET status = ?, finished_at = ?, updated_at = ?, pause_reason = ?,
+                resume_at = NULL,
                 last_error = CASE WHEN ? = 'completed' THEN NULL ELSE COALESCE(?, last_error) END
             WHERE feature = ? AND run = ?
             """,

@@ -19,7 +19,13 @@ from tmops_core import __version__
 from tmops_core.service.operations import HEARTBEAT_S, LEASE_S
 from tmops_core.surfaces.cli_audit import events_command
 from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
-from tmops_core.surfaces.cli_live import echo_table, list_table, logs_command, watch_list
+from tmops_core.surfaces.cli_live import (
+    echo_table,
+    list_table,
+    logs_command,
+    status_text,
+    watch_list,
+)
 from tmops_core.surfaces.cli_metrics import metrics_command
 from tmops_core.surfaces.cli_ops import OPS_COMMANDS
 from tmops_core.surfaces.cli_state import AppState
@@ -253,7 +259,7 @@ def list_command(
     state: AppState, workspace: Path | None, as_json: bool, watch: bool, interval: float
 ) -> None:
     """List the features with their branch, run, status, phase, elapsed time, cost and last
-    update (a queued run's status says its place in the queue)."""
+    update (a queued run's status says its place in the queue), and what the project cost."""
     if watch:
         if as_json:
             raise click.UsageError("--watch and --json do not go together")
@@ -261,20 +267,37 @@ def list_command(
         return
     rows = state.service.list_features(workspace=workspace)
     disk = state.service.worktree_disk(workspace=workspace)
+    total = state.service.project_cost(workspace=workspace)
     if as_json:
-        click.echo(json.dumps({"features": rows, "worktree_disk": disk}, indent=2))
+        answer = {"features": rows, "total_cost_usd": total, "worktree_disk": disk}
+        click.echo(json.dumps(answer, indent=2))
         return
     _warn_disk(disk)
     if not rows:
         click.echo("no features yet; create one with `tmops init <feature>`")
         return
     echo_table(list_table(rows))
+    if total:  # once the project has spent something
+        click.echo(f"total cost of the project: ${total:.4f}")
 
 
 def _warn_disk(disk: dict[str, Any] | None) -> None:
     """The worktrees over features.worktree_disk_budget_gb: a warning on stderr."""
     if disk and disk["warning"]:
         click.echo(f"warning: {disk['warning']}", err=True)
+
+
+def _echo_attempts(attempts: list[dict[str, Any]]) -> None:
+    """Each attempt with what it cost (and its tokens, when the agent reported them)."""
+    if not attempts:
+        return
+    click.echo("attempts:")
+    for a in attempts:
+        cost = "-" if a["cost_usd"] is None else f"${a['cost_usd']:.4f}"
+        tokens = ""
+        if a["input_tokens"] is not None or a["output_tokens"] is not None:
+            tokens = f", tokens {a['input_tokens'] or 0} in / {a['output_tokens'] or 0} out"
+        click.echo(f"  {a['phase']:<14} #{a['attempt']:<3} {a['state']:<12} {cost}{tokens}")
 
 
 @cli.command("status")
@@ -290,7 +313,8 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
         return
     _warn_disk(status.get("worktree_disk"))
     progress = status["phase_progress"]
-    click.echo(f"{status['feature']}: {status['status']} (run {status['run']}, {status['branch']})")
+    click.echo(f"{status['feature']}: {status_text(status)} (run {status['run']}, "
+               f"{status['branch']})")  # fmt: skip
     if status.get("queue_position"):
         click.echo(f"queue position: {status['queue_position']}")
     click.echo(f"phases: {progress['completed']}/{progress['total']} completed")
@@ -300,7 +324,10 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
         detail = ""
         if session.get("attempts"):
             detail = f"  attempts {session['attempts']}, session {session['session_id'] or '-'}"
+        if phase.get("cost_usd"):
+            detail += f", ${phase['cost_usd']:.4f}"
         click.echo(f"  {phase['phase']:<14} {phase['status']:<12}{detail}".rstrip())
+    _echo_attempts(status.get("attempts") or [])
     if status["run_id"]:
         click.echo(f"run id {status['run_id']}, provider {status['provider']}, "
                    f"cost so far ${status['cost_usd']:.4f}")  # fmt: skip
@@ -469,7 +496,11 @@ def mcp_command(
 
 
 for _command in (
-    *CONTROL_COMMANDS, events_command, *OPS_COMMANDS, cleanup_command, logs_command,
+    *CONTROL_COMMANDS,
+    events_command,
+    *OPS_COMMANDS,
+    cleanup_command,
+    logs_command,
     metrics_command,
 ):
     cli.add_command(_command)

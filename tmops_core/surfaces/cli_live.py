@@ -104,8 +104,7 @@ def list_table(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     queue (``queued #2``)."""
     table: list[tuple[str, ...]] = [_HEADER]
     for row in rows:
-        place = row.get("queue_position")
-        status = f"{row['status']} #{place}" if place else str(row["status"])
+        status = status_text(row)
         cost = "-" if row.get("elapsed_s") is None else f"${row.get('cost_usd') or 0.0:.4f}"
         table.append(
             (
@@ -115,6 +114,18 @@ def list_table(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             )
         )  # fmt: skip
     return table
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """The status, with its place in the queue for a queued run (``queued #2``), and when a
+    usage limit lifts for a run it stopped."""
+    place = status.get("queue_position")
+    text = f"{status['status']} #{place}" if place else str(status["status"])
+    if status.get("held_until"):
+        return f"{text} (held: usage limit until {status['held_until']})"
+    if status.get("resume_at"):
+        return f"{text} (usage limit, resumes at {status['resume_at']})"
+    return text
 
 
 def echo_table(rows: Sequence[tuple[str, ...]], echo: Callable[[str], None] = click.echo) -> None:

@@ -95,13 +95,14 @@ def follow_run(
     live: bool | None = None,
 ) -> int:
     """Show the run's events (those after ``after_id``) as they happen until it is no longer
-    queued or running: a live view (phases, times, cost, the agent's last actions) when
-    ``live`` (default: stdout is a terminal), else one line per event through ``echo``.
-    Ctrl-C stops the following only, at once (exit 130): the run is the background engine's,
-    which goes on with it."""
+    queued or running, nor paused by a usage limit it resumes from by itself: a live view
+    (phases, times, cost, the agent's last actions) when ``live`` (default: stdout is a
+    terminal), else one line per event through ``echo``. Ctrl-C stops the following only, at
+    once (exit 130): the run is the background engine's, which goes on with it."""
     if live is None:
         live = sys.stdout.isatty()
     last = after_id
+    waiting_told: str | None = None
     try:
         with open_view(feature, live=live, echo=echo) as view:
             while True:
@@ -111,7 +112,11 @@ def follow_run(
                 status = service.status(
                     feature, workspace=workspace, include_sessions=False, include_checkpoints=False
                 )
-                if status["status"] not in _ACTIVE:
+                if _resumes_by_itself(service, status):
+                    if waiting_told != status["resume_at"]:
+                        waiting_told = status["resume_at"]
+                        echo(f"{feature}: {status['next_action']}; following on (Ctrl-C stops it)")
+                elif status["status"] not in _ACTIVE:
                     for event in service.events_since(feature, after_id=last, workspace=workspace):
                         last = event["id"]
                         view.event(event)
@@ -170,6 +175,16 @@ def ctrl_c_stops_waiting(feature: str, workspace: Path | None, *, waiting: bool)
             raise
         click.echo(interrupted_message(feature, workspace))
         sys.exit(INTERRUPTED_EXIT)
+
+
+def _resumes_by_itself(service: Service, status: dict[str, Any]) -> bool:
+    """A run paused by a usage limit that the engine queues again when the limit lifts."""
+    return bool(
+        status["status"] == "paused"
+        and status.get("pause_reason") == "usage_limited"
+        and status.get("resume_at")
+        and service.config.features.resume_after_usage_limit
+    )
 
 
 def interrupted_message(feature: str, workspace: Path | None = None) -> str:

@@ -164,12 +164,18 @@ class FeatureRow(BaseModel):
     #: seconds since the run was first admitted (to its end if it ended), None if never run
     elapsed_s: float | None = None
     cost_usd: float = 0.0
+    #: a run paused by a usage limit: when it lifts (ISO, UTC)
+    resume_at: str | None = None
+    #: a queued run another run's usage limit holds back: until when (ISO, UTC)
+    held_until: str | None = None
 
 
 class ListFeaturesOutput(BaseModel):
     features: list[FeatureRow]
     #: the worktrees' disk against features.worktree_disk_budget_gb (None: no budget)
     worktree_disk: dict[str, Any] | None = None
+    #: what every run of the project cost so far, in USD
+    total_cost_usd: float = 0.0
 
 
 class StatusOutput(BaseModel):
@@ -197,7 +203,13 @@ class StatusOutput(BaseModel):
     engine: str | None = None
     #: seconds since the run was first admitted (to its end if it ended), None if never run
     elapsed_s: float | None = None
+    #: a run paused by a usage limit: when it lifts (ISO, UTC)
+    resume_at: str | None = None
+    #: a queued run another run's usage limit holds back: until when (ISO, UTC)
+    held_until: str | None = None
     sessions: dict[str, dict[str, Any]] | None = None
+    #: every attempt: phase, number, state, cost_usd, tokens, duration (with the sessions)
+    attempts: list[dict[str, Any]] | None = None
     checkpoints: list[dict[str, Any]] | None = None
     #: the worktrees' disk against features.worktree_disk_budget_gb (None: no budget)
     worktree_disk: dict[str, Any] | None = None
@@ -335,12 +347,14 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
         try:
             rows = service.list_features(workspace=resolve(workspace))
             disk = service.worktree_disk(workspace=resolve(workspace))
+            total = service.project_cost(workspace=resolve(workspace))
         except TmopsError as exc:
             raise ToolError(str(exc)) from exc
         summary = ", ".join(f"{r['feature']} ({r['status']})" for r in rows) or "no features yet"
         warning = f"; warning: {disk['warning']}" if disk and disk["warning"] else ""
         text = f"{len(rows)} feature(s): {summary}{warning}"
-        return _result(text, {"features": rows, **({"worktree_disk": disk} if disk else {})})
+        answer = {"features": rows, "total_cost_usd": total}
+        return _result(text, {**answer, **({"worktree_disk": disk} if disk else {})})
 
     async def tmops_get_status(
         feature: FeatureName,
