@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import pluggy
-from loguru import logger
 
+from tmops_core.log import logger
 from tmops_hookspecs import (
     PROJECT_NAME,
     ExecutorSpec,

@@ -35,8 +35,6 @@ checks start times), never touch a run whose engine is alive, and never admit a 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import itertools
 import os
 import re
@@ -46,32 +44,38 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from loguru import logger
-
-from tmops_core.agents.processes import (
-    boot_clock,
-    boot_id,
-    process_alive,
-    process_start_time,
-    reap_orphans,
-)
+from tmops_core.agents.processes import boot_clock, boot_id, process_start_time, reap_orphans
 from tmops_core.agents.supervisor import stop_all
 from tmops_core.config import Config
 from tmops_core.events import EventBus
-from tmops_core.lifecycle import AttemptState, EngineState, RunState
+from tmops_core.lifecycle import AttemptState, RunState
+from tmops_core.log import logger
+from tmops_core.orchestration.liveness import (
+    ENGINE_LOCK,
+    HEARTBEAT_S,
+    LEASE_S,
+    engine_alive,
+    engine_lock,
+    engine_running,
+    open_lock,
+    run_engine_alive,
+    serving_engine_alive,
+    serving_engine_hung,
+    try_lock,
+)
 from tmops_core.orchestration.scheduler import Scheduler
+from tmops_core.orchestration.wakeup import Flag, ring_doorbell
 from tmops_core.plugins import Plugins
-from tmops_core.store import EngineRecord, LeaseHeld, RunRecord, Store
+from tmops_core.store import EngineRecord, LeaseHeld, Store
 from tmops_core.workspace.layout import (
     Layout,
     ensure_private_dir,
     iso,
-    lstat_checked,
     open_file,
     utc_now,
 )
@@ -92,7 +96,6 @@ __all__ = [
     "spawn_engine",
 ]
 
-ENGINE_LOCK = "engine.lock"
 #: The engine's log, relative to ``.tmops/``.
 ENGINE_LOG = Path("logs") / "engine.log"
 #: What the engine writes to its ready pipe once it serves (holds the lease).
@@ -103,100 +106,15 @@ _READY_WAIT_S = 15.0
 #: How much of the log's new output is read back to find the error of an engine that died.
 _LOG_TAIL_BYTES = 64 * 1024
 _LOGURU_ERROR = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} (?:ERROR|CRITICAL)\s+(.*)$")
-#: How often the serving engine renews its lease, and how far ahead.
-HEARTBEAT_S = 1.0
-LEASE_S = 5.0
 #: How often an orderly stop sweeps for agents while the drivers wind down.
 _SWEEP_S = 0.05
-
-
-# -- identity and liveness -----------------------------------------------------------------------
-
-
-def engine_alive(engine: EngineRecord) -> bool:
-    """Whether ``engine`` still serves: its row is serving, it is this boot, its lease has not
-    expired, and its process runs with the recorded start time (a zombie or a reused pid does
-    not count)."""
-    return (
-        engine.state == EngineState.SERVING
-        and engine.boot_id == boot_id()
-        and boot_clock() <= engine.lease_until
-        and process_alive(engine.pid, engine.start_time)
-    )
-
-
-def run_engine_alive(store: Store, run: RunRecord) -> bool:
-    """Whether the engine that owns ``run`` is alive (False when no engine owns it)."""
-    engine = store.engine(run.engine_id) if run.engine_id is not None else None
-    return engine is not None and engine_alive(engine)
-
-
-def serving_engine_alive(store: Store) -> bool:
-    """Whether the engine that holds the project's lease is alive."""
-    engine = store.serving_engine()
-    return engine is not None and engine_alive(engine)
-
-
-def _serving_engine_hung(store: Store) -> bool:
-    """Whether the engine that holds the lease runs but let its lease expire (stopped with
-    SIGSTOP, or stuck): dead for tmops, though it may still hold the lock file."""
-    engine = store.serving_engine()
-    return (
-        engine is not None
-        and engine.boot_id == boot_id()
-        and boot_clock() > engine.lease_until
-        and process_alive(engine.pid, engine.start_time)
-    )
-
-
-# -- the lock file: the fast path -----------------------------------------------------------------
-
-
-def _open_lock(layout: Layout) -> int:
-    # never through a link, in any folder on the way
-    return open_file(layout.tmops_dir / ENGINE_LOCK, os.O_RDWR | os.O_CREAT)
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _engine_lock(layout: Layout, *, inherited: int | None = None) -> Iterator[bool]:
-    """Hold the engine lock for the block (True), or say another process holds it (False).
-
-    ``inherited`` is a descriptor of the lock file already locked by the process that started
-    this one (:func:`spawn_engine`): the lock was never free in between.
-    """
-    if inherited is not None:
-        os.set_inheritable(inherited, False)  # the agents must not hold it
-        fd = inherited
-    else:
-        fd = _open_lock(layout)
-    try:
-        yield _try_lock(fd)  # a no-op on the inherited lock, which this process holds already
-    finally:
-        os.close(fd)
-
-
-def engine_running(layout: Layout, store: Store | None = None) -> bool:
-    """Whether an engine serves this project: a process holds the engine lock or, with
-    ``store``, the store names a live engine (its lock file may have been removed)."""
-    if lstat_checked(layout.tmops_dir / ENGINE_LOCK) is not None:
-        with _engine_lock(layout) as acquired:
-            if not acquired:
-                return True
-    return store is not None and serving_engine_alive(store)
 
 
 def spawn_engine(
     layout: Layout, *, config_path: Path | None, store: Store | None = None
 ) -> int | None:
-    """Start ``tmops engine`` in the background for this project unless one is serving.
+    """Start ``tmops engine`` in the background for this project unless one is serving; if
+    one is, ring its doorbell (the caller committed a change of the queue).
 
     The lock is taken here and handed to the new process (an inherited descriptor), so it is
     held from this moment on: a second call meanwhile (another ``start``, a status poll)
@@ -205,15 +123,17 @@ def spawn_engine(
     the new engine takes over without the lock.
     """
     ensure_private_dir(layout.tmops_dir)
-    fd = _open_lock(layout)
+    fd = open_lock(layout)
     try:
-        if _try_lock(fd):
+        if try_lock(fd):
             if store is not None and serving_engine_alive(store):
+                ring_doorbell(layout.tmops_dir)
                 return None
             handed = [fd]
-        elif store is not None and _serving_engine_hung(store):
+        elif store is not None and serving_engine_hung(store):
             handed = []
         else:
+            ring_doorbell(layout.tmops_dir)  # it serves: the queue changed
             return None
         log_path = layout.tmops_dir / ENGINE_LOG
         ensure_private_dir(log_path.parent)
@@ -380,7 +300,7 @@ class Engine:
         self.heartbeat_s = heartbeat_s
         self.lease_s = lease_s
         #: set from outside: the drivers cancel their runs
-        self.cancel = threading.Event()
+        self.cancel = Flag()
         #: the heartbeat found the lease taken over: stop serving now
         self.lease_lost = threading.Event()
         self.record: EngineRecord | None = None
@@ -428,11 +348,11 @@ class Engine:
     ) -> bool:
         served = False
         while True:
-            with _engine_lock(self.layout, inherited=lock_fd) as acquired:
+            with engine_lock(self.layout, inherited=lock_fd) as acquired:
                 lock_fd = None
                 # The lock is the fast path; the lease decides. Without the lock, serve only if
                 # its holder is the serving engine and that one is hung (its lease expired).
-                if not acquired and not _serving_engine_hung(self.store):
+                if not acquired and not serving_engine_hung(self.store):
                     return served
                 if not self._acquire_lease():
                     return served
@@ -450,6 +370,11 @@ class Engine:
         and from a signal handler: it takes no lock)."""
         if self._signal is None:
             self._signal = signum
+        self.scheduler.wakeup.ring()  # one write: no lock
+
+    def _on_lease_lost(self) -> None:
+        self.lease_lost.set()
+        self.scheduler.wakeup.ring()
 
     def _stopping(self) -> bool:
         return self._signal is not None or self.lease_lost.is_set()
@@ -459,7 +384,7 @@ class Engine:
         assert record is not None  # noqa: S101 - set by _acquire_lease
         heartbeat = _Heartbeat(
             self.store, record.id, every_s=self.heartbeat_s, lease_s=self.lease_s,
-            on_lost=self.lease_lost.set,
+            on_lost=self._on_lease_lost,
         )  # fmt: skip
         heartbeat.start()
         try:

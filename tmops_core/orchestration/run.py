@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
-
-from loguru import logger
 
 from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
 from tmops_core.config import Config, provider_settings
@@ -35,6 +32,7 @@ from tmops_core.lifecycle import (
     RunState,
     Verdict,
 )
+from tmops_core.log import logger
 from tmops_core.orchestration import prompts
 from tmops_core.orchestration.attempts import attempt_spec, detection_lag_ms
 from tmops_core.orchestration.crashpoints import crash_point
@@ -43,6 +41,7 @@ from tmops_core.orchestration.executor import LocalExecutor
 from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.summary import write_summary
+from tmops_core.orchestration.wakeup import Flag
 from tmops_core.plugins import Plugins
 from tmops_core.store import AttemptRecord, LostOwnership, Store, since_reset
 from tmops_core.workspace.layout import Layout, check_run_paths, iso, rename_checked, utc_now
@@ -80,7 +79,7 @@ class RunDriver:
         feature: str,
         run: str,
         fencing: int,
-        cancel: threading.Event,
+        cancel: Flag,
         retry_backoff_s: tuple[float, ...] = _TRANSIENT_BACKOFF_S,
     ) -> None:
         self.config = config

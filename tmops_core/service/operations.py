@@ -11,9 +11,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-from loguru import logger
+from typing import TYPE_CHECKING, Any
 
 from tmops_core.agents.processes import reap_orphans
 from tmops_core.config import (
@@ -28,21 +26,17 @@ from tmops_core.config import (
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
 from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
-from tmops_core.orchestration import prompts
-from tmops_core.orchestration.daemon import (
+from tmops_core.log import logger
+from tmops_core.orchestration.liveness import (
     HEARTBEAT_S,
     LEASE_S,
-    READY,
-    Engine,
     engine_running,
     run_engine_alive,
     serving_engine_alive,
-    spawn_engine,
 )
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.actor import os_user
 from tmops_core.service.control import Controls
-from tmops_core.service.preflight import check_before_start
 from tmops_core.service.status import feature_status, find_project_root, list_features
 from tmops_core.service.trail import Trail
 from tmops_core.store import (
@@ -53,11 +47,16 @@ from tmops_core.store import (
     open_existing_store,
     open_store,
 )
-from tmops_core.workspace.features import InitRequest, InitResult, init_feature
 from tmops_core.workspace.layout import Layout, iso, shown, utc_now, validate_feature_name
 from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsError, WorkspaceError
 
+if TYPE_CHECKING:
+    from tmops_core.workspace.features import InitRequest, InitResult
+
 __all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
+
+# The engine, init, the start checks and the prompts are imported by the operations that use
+# them: a read (status, list) must not pay for importing the engine.
 
 
 class Service(Controls, Trail):
@@ -127,6 +126,8 @@ class Service(Controls, Trail):
 
     def init(self, request: InitRequest) -> InitResult:
         """Create a feature (or confirm it exists); emit ``orchestration.feature.initialized``."""
+        from tmops_core.workspace.features import init_feature
+
         result = init_feature(request, self.config, store_for=self._create_store)
         self._record(
             self._create_store(self._layout(result.workspace)), result.feature, result.run,
@@ -214,6 +215,8 @@ class Service(Controls, Trail):
                 f"{ended}: {run.last_error or 'no reason recorded'}",
                 hint="continue it from where it stopped with --resume (MCP: resume: true)",
             )
+        from tmops_core.service.preflight import check_before_start
+
         check_before_start(
             self.config, self.plugins, layout, feature=feature, run=run.run,
             worktree=Path(record.worktree), provider_name=name, force=force,
@@ -260,6 +263,8 @@ class Service(Controls, Trail):
     def _spawn_engine(self, layout: Layout, store: Store, feature: str, run: str) -> None:
         """Make sure an engine serves the project; if none can start, the run that waits for
         it fails with the reason, and the caller gets that reason as an error."""
+        from tmops_core.orchestration.daemon import spawn_engine
+
         try:
             spawn_engine(layout, config_path=self.loaded.source, store=store)
         except TmopsError as exc:
@@ -301,6 +306,8 @@ class Service(Controls, Trail):
         if run_record is not None:  # a person takes the phase over: the audit trail says so
             self._audit(store, run_record, "orchestration.phase.prompt_given",
                         phase=phase)  # fmt: skip
+        from tmops_core.orchestration import prompts
+
         return {
             "feature": feature,
             "run": run,
@@ -395,6 +402,8 @@ class Service(Controls, Trail):
         the ``start`` that spawned this engine) gets :data:`~tmops_core.orchestration.daemon.
         READY` once this engine holds the lease."""
         layout = self._layout(workspace)
+        from tmops_core.orchestration.daemon import READY, Engine
+
         engine = Engine(
             config=self.config, plugins=self.plugins, events=self.events,
             store=self._create_store(layout), layout=layout, retry_backoff_s=retry_backoff_s,
@@ -465,6 +474,8 @@ class Service(Controls, Trail):
         now = time.monotonic()
         if now - self._take_overs.get(layout.project_root, -LEASE_S) < LEASE_S:
             return
+        from tmops_core.orchestration.daemon import spawn_engine
+
         try:
             spawned = spawn_engine(layout, config_path=self.loaded.source, store=store)
         except TmopsError as exc:  # a status read reports; `start` says why it cannot start

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
-from tmops_core.orchestration.daemon import engine_running, run_engine_alive
+from tmops_core.orchestration.liveness import engine_running, run_engine_alive
 from tmops_core.store import AttemptRecord, RunRecord, Store, since_reset
 from tmops_core.workspace.layout import FEATURE_NAME, Layout, iso, open_dir, shown
 from tmops_core.workspace.project_files import FeatureLine, read_features

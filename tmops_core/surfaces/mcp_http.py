@@ -28,13 +28,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import uvicorn
-from loguru import logger
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tmops_core.git import Git
+from tmops_core.log import logger
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.mcp_actor import ActorMiddleware, client_name
 from tmops_core.surfaces.mcp_server import build_server
