@@ -186,7 +186,11 @@ def feature_status(
     if not isinstance(feature, str) or not FEATURE_NAME.fullmatch(feature):
         raise FeatureError(f"no feature named {shown(feature)}: not a valid feature name")
     record = store.feature(feature) if store else None
-    line = (read_features(layout) if feature_lines is None else feature_lines).get(feature)
+    # FEATURES.txt speaks only for a feature the store does not know (a status poll of a
+    # tracked feature does not read it).
+    line = None
+    if record is None:
+        line = (read_features(layout) if feature_lines is None else feature_lines).get(feature)
     run = layout.current_run(feature) or (record.current_run if record else None)
     if record is None and line is None and run is None:
         raise FeatureError(
