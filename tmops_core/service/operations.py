@@ -263,7 +263,7 @@ class Service(Controls, Trail):
     def _spawn_engine(self, layout: Layout, store: Store, feature: str, run: str) -> None:
         """Make sure an engine serves the project; if none can start, the run that waits for
         it fails with the reason, and the caller gets that reason as an error."""
-        from tmops_core.orchestration.daemon import spawn_engine
+        from tmops_core.orchestration.spawn import spawn_engine
 
         try:
             spawn_engine(layout, config_path=self.loaded.source, store=store)
@@ -402,7 +402,8 @@ class Service(Controls, Trail):
         the ``start`` that spawned this engine) gets :data:`~tmops_core.orchestration.daemon.
         READY` once this engine holds the lease."""
         layout = self._layout(workspace)
-        from tmops_core.orchestration.daemon import READY, Engine
+        from tmops_core.orchestration.daemon import Engine
+        from tmops_core.orchestration.spawn import READY
 
         engine = Engine(
             config=self.config, plugins=self.plugins, events=self.events,
@@ -474,7 +475,7 @@ class Service(Controls, Trail):
         now = time.monotonic()
         if now - self._take_overs.get(layout.project_root, -LEASE_S) < LEASE_S:
             return
-        from tmops_core.orchestration.daemon import spawn_engine
+        from tmops_core.orchestration.spawn import spawn_engine
 
         try:
             spawned = spawn_engine(layout, config_path=self.loaded.source, store=store)
