@@ -24,7 +24,6 @@ from tmops_core.config import (
     to_data,
 )
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
-from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
 from tmops_core.log import logger
 from tmops_core.orchestration.liveness import (
@@ -359,6 +358,8 @@ class Service(Controls, Trail):
     def _check_branch(store: Store, record: FeatureRecord, run: RunRecord, *, accept: bool) -> None:
         """A run paused because its branch moved goes on only from where tmops left it, or
         from the new head when the person accepts it."""
+        from tmops_core.git import Git
+
         found = Git(Path(record.worktree)).rev(f"refs/heads/{record.branch}")
         if found is None or found == run.branch_head:
             return
