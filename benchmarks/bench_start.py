@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -88,6 +89,12 @@ def _wait_in_flight(service: Any, repo: Path, count: int) -> None:
         time.sleep(0.2)
 
 
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of the process ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_start(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> None:
     compile_sources()
     config = _config(work / "start.yaml")
@@ -121,9 +128,11 @@ def run_start(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> 
                 argv = [*tmops_argv(), "--config", str(config), "start", feature, "--force"]
                 return iter([*argv, "--workspace", str(repos[self.name])])
 
+        cpu_before, wall_before = _cpu_s(engines[1].pid), time.monotonic()
         times = time_in_turn(
             {"idle": _Next("idle"), "loaded": _Next("loaded")}, args.cli_samples, cwd=work
         )
+        engine_cpu = (_cpu_s(engines[1].pid) - cpu_before) / (time.monotonic() - wall_before)
     finally:
         for engine in engines:
             engine.terminate()
@@ -134,6 +143,9 @@ def run_start(args: argparse.Namespace, work: Path, results: dict[str, Any]) -> 
         loaded_service.close()
     section: dict[str, Any] = {key: dist(values) for key, values in times.items()}
     section["in_flight"] = args.in_flight
+    # informative: the share of a CPU the loaded engine used meanwhile (its own threads; its
+    # agents sleep), which every other process on the machine, `start` included, competes with
+    section["loaded_engine_cpu_share"] = round(engine_cpu, 3)
     section["ratio_p50"] = ratio(section["loaded"]["p50"], section["idle"]["p50"])
     results["start"] = section
     results["targets"].append(target(START_TARGET_NAMES[0], section["ratio_p50"], START_TARGET))

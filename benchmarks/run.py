@@ -154,6 +154,8 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
             _row(f"tmops start, {start['in_flight']} runs in flight", start["loaded"],
                  start["ratio_p50"]),
             _row("  floor: tmops start, idle project", start["idle"]),
+            ("  loaded engine: CPU share meanwhile", "", _fmt(start["loaded_engine_cpu_share"]),
+             "", "", ""),
         ]  # fmt: skip
     return rows
 
