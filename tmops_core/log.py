@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     from loguru import Logger
 
-__all__ = ["logger", "when_loaded"]
+__all__ = ["logger", "settle", "when_loaded"]
 
 _lock = threading.Lock()
 _pending: list[Callable[[Logger], None]] = []
@@ -50,3 +50,10 @@ def when_loaded(configure: Callable[[Logger], None]) -> None:
         return
     with _lock:
         _pending.append(configure)
+
+
+def settle() -> None:
+    """Apply a deferred configuration now if loguru was imported meanwhile by other code (a
+    plugin logging through loguru directly must find the redacting sink, not loguru's own)."""
+    if _pending and "loguru" in sys.modules:
+        _loaded()

@@ -25,7 +25,7 @@ from tmops_core.config import (
 )
 from tmops_core.events import EventBus, build_event_bus, configure_logging, select_sinks
 from tmops_core.lifecycle import PauseReason, RunState
-from tmops_core.log import logger
+from tmops_core.log import logger, settle
 from tmops_core.orchestration.liveness import (
     HEARTBEAT_S,
     LEASE_S,
@@ -88,6 +88,7 @@ class Service(Controls, Trail):
         plugins = create_plugin_manager(
             disabled=loaded.config.plugins.disabled, settings=loaded.config.plugins.settings
         )
+        settle()  # a plugin that imported loguru itself logs through the configured sink
         return cls(loaded, plugins)
 
     # -- telemetry ---------------------------------------------------------------------------
