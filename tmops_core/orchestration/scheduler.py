@@ -118,6 +118,8 @@ class Scheduler:
     def _admit(self, engine_id: int) -> bool:
         limit = self.config.features.concurrent_limit
         admitted = False
+        if len(self._threads) >= limit:
+            return admitted  # no slot: the queue is read when a driver ends
         for run in self.store.queued_runs():
             if len(self._threads) >= limit:
                 break
