@@ -14,10 +14,10 @@ from typing import Any
 from bench_init import default_service
 from bench_stats import dist, ms, ratio, target
 
-STATUS_TARGET = 1.5  # tmops_get_status within 1.5x a no-op tool, p50 and p95
+STATUS_TARGET = 1.3  # tmops_get_status within 1.3x a no-op tool, p50 and p95
 STATUS_TARGET_NAMES = (
-    "tmops_get_status p50 <= 1.5x no-op p50",
-    "tmops_get_status p95 <= 1.5x no-op p95",
+    "tmops_get_status p50 <= 1.3x no-op p50",
+    "tmops_get_status p95 <= 1.3x no-op p95",
 )
 
 NOOP_SERVER = '''\

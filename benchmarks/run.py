@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""tmops performance benchmarks: handoff latency, ``tmops_get_status`` over stdio, cold start.
+"""tmops performance benchmarks: handoff latency, ``tmops_get_status`` over stdio, cold start,
+``tmops list`` at 1,000 features, ``tmops status``'s start-up, ``tmops start`` under load.
 
 Every number is compared with a *floor* measured in the same run on the same machine, so the
 verdicts are ratios, never absolute times::
 
     .venv/bin/python benchmarks/run.py [--rounds N] [--out benchmarks/results/results.json]
-                                       [--check] [--only handoff|mcp|cold|init ...]
+                                       [--check] [--only handoff|mcp|cold|init|list|cli|start]
 
 It prints a table and whether each target is met, and writes every distribution to JSON. The
 exit code is 0 whatever the results; with ``--check`` it is 1 when a target is missed (or could
@@ -33,16 +34,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_cli import CLI_TARGET_NAMES, run_cli
 from bench_handoff import HANDOFF_TARGET_NAMES, run_handoff
 from bench_init import run_init
+from bench_list import LIST_TARGET_NAMES, run_list
 from bench_mcp import STATUS_TARGET_NAMES, run_mcp
+from bench_start import START_TARGET_NAMES, run_start
 from bench_stats import ratio
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "results.json"
-SECTIONS = ("handoff", "mcp", "cold", "init")
+SECTIONS = ("handoff", "mcp", "cold", "init", "list", "cli", "start")
 
-TARGET_NAMES = {"handoff": HANDOFF_TARGET_NAMES, "mcp": STATUS_TARGET_NAMES}
+TARGET_NAMES = {
+    "handoff": HANDOFF_TARGET_NAMES,
+    "mcp": STATUS_TARGET_NAMES,
+    "list": LIST_TARGET_NAMES,
+    "cli": CLI_TARGET_NAMES,
+    "start": START_TARGET_NAMES,
+}
 
 # --------------------------------------------------------------------------------------------
 # Report
@@ -128,6 +138,25 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
         ]  # fmt: skip
     for key, value in results.get("init", {}).items():
         rows.append(_row(key, value))
+    if listing := results.get("list"):
+        rows += [
+            _row("tmops list, 1000 features", listing["list_1000"], listing["ratio_p50"]),
+            _row("  floor: tmops list, 10 features", listing["list_10"]),
+        ]
+    if cli := results.get("cli"):
+        rows += [
+            _row("tmops status (process)", cli["status"], cli["ratio_p50"]),
+            _row("  floor: python -c 'import click'", cli["import_click"]),
+            _row("  python -c pass", cli["python_bare"]),
+        ]
+    if start := results.get("start"):
+        rows += [
+            _row(f"tmops start, {start['in_flight']} runs in flight", start["loaded"],
+                 start["ratio_p50"]),
+            _row("  floor: tmops start, idle project", start["idle"]),
+            ("  loaded engine: CPU share meanwhile", "", _fmt(start["loaded_engine_cpu_share"]),
+             "", "", ""),
+        ]  # fmt: skip
     return rows
 
 
@@ -197,6 +226,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--warmup", type=int, default=30, help="MCP warm-up calls (default 30)")
     add("--cold", type=int, default=5, help="cold-start samples (default 5)")
     add("--init-samples", type=int, default=10, help="Service.init samples (default 10)")
+    add("--cli-samples", type=int, default=15, help="samples of each command (default 15)")
+    add("--in-flight", type=int, default=100, help="runs in flight for start (default 100)")
     add("--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)")
     add("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     add("--keep", action="store_true", help="keep the scratch folder")
@@ -220,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         ("handoff", lambda: run_handoff(args, work, results)),
         ("mcp", lambda: run_mcp(args, work, results, sections)),
         ("init", lambda: run_init(args, work, results)),
+        ("list", lambda: run_list(args, work, results)),
+        ("cli", lambda: run_cli(args, work, results)),
+        ("start", lambda: run_start(args, work, results)),
     ]
     try:
         for name, step in steps:

@@ -111,7 +111,18 @@ def test_readme_holds_a_run_command_and_a_test_command() -> None:
 
 #: The wings of the core, lowest first: a module may import its own layer and those below.
 _LAYERS = (
-    {"lifecycle", "secrets", "config", "events", "plugins", "git", "artefacts", "__init__"},
+    {
+        "lifecycle",
+        "secrets",
+        "config",
+        "events",
+        "plugins",
+        "git",
+        "artefacts",
+        "log",
+        "entry_points",
+        "__init__",
+    },
     {"agents", "checkpoints", "workspace", "store"},
     {"orchestration"},
     {"service"},

@@ -6,11 +6,24 @@ never imports tmops_plugins.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("tmops")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0+unknown"
+import functools
 
 __all__ = ["__version__"]
+
+
+@functools.cache
+def _version() -> str:
+    # importlib.metadata costs tens of milliseconds: only the commands that show the version
+    # pay for it (a read command such as `tmops status` never does).
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tmops")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

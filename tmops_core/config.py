@@ -8,6 +8,7 @@ expansion, and one strict cattrs converter that reports EVERY error at once as
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -18,7 +19,6 @@ from typing import Any
 
 import attrs
 import cattrs
-import yaml
 from cattrs.cols import (
     homogenous_tuple_structure_factory,
     is_mapping,
@@ -400,34 +400,42 @@ def _format_error(exc: BaseException, type_: type[Any] | None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader without aliases (billion-laughs bombs) or duplicate keys."""
+@functools.cache
+def _strict_loader() -> type[Any]:
+    """The YAML loader, built on first use: a command that reads no config file (the defaults)
+    never imports PyYAML."""
+    import yaml
 
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise ConfigError(
-                f"YAML aliases are not allowed in a tmops config (line {mark.line + 1})",
-                hint="write the repeated value out where it is needed",
-            )
-        return super().compose_node(parent, index)
+    class _StrictLoader(yaml.SafeLoader):
+        """SafeLoader without aliases (billion-laughs bombs) or duplicate keys."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, str | int | float | bool | None):
+        def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise ConfigError(
-                    f"a mapping key must be plain text (line {key_node.start_mark.line + 1})"
+                    f"YAML aliases are not allowed in a tmops config (line {mark.line + 1})",
+                    hint="write the repeated value out where it is needed",
                 )
-            if key in seen:
-                raise ConfigError(
-                    f"key {key!r} appears twice in one mapping "
-                    f"(line {key_node.start_mark.line + 1})",
-                    hint="keep one of them",
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, str | int | float | bool | None):
+                    raise ConfigError(
+                        f"a mapping key must be plain text (line {key_node.start_mark.line + 1})"
+                    )
+                if key in seen:
+                    raise ConfigError(
+                        f"key {key!r} appears twice in one mapping "
+                        f"(line {key_node.start_mark.line + 1})",
+                        hint="keep one of them",
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return _StrictLoader
 
 
 def _read_config_file(path: Path) -> str:
@@ -464,9 +472,11 @@ def _read_config_file(path: Path) -> str:
 
 
 def _parse_yaml(text: str, source: str) -> Any:
+    import yaml
+
     try:
         # nosemgrep: tmops-yaml-safe-load-only -- _StrictLoader is a SafeLoader, no aliases
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader  # nosec B506
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - _StrictLoader is a SafeLoader  # nosec B506
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {source} is not valid YAML: {exc}") from exc
     except RecursionError as exc:

@@ -10,15 +10,19 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from loguru import logger
 
-from tmops_core import __version__
+import tmops_core
 from tmops_core.config import Config
+from tmops_core.log import logger, when_loaded
 from tmops_core.plugins import Plugins, Registered
 from tmops_core.secrets import redact_data, redact_text
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
 from tmops_hookspecs import ConfigError, Event, EventMetadata, Sink, SinkSpec, TmopsError
 
 __all__ = [
@@ -42,21 +46,25 @@ def new_correlation_id() -> str:
 
 def configure_logging(level: str = "info", *, debug: bool = False) -> None:
     """Send loguru output to stderr only, at ``level`` (``debug`` forces DEBUG), secrets
-    redacted (a message or a traceback may quote a URL with its password, or a token)."""
+    redacted (a message or a traceback may quote a URL with its password, or a token); from
+    the first message on (a command that logs nothing never imports loguru)."""
 
     def redacting_sink(message: str) -> None:
         sys.stderr.write(redact_text(str(message)))  # the stderr of the moment, as print's
         sys.stderr.flush()
 
-    logger.remove()
-    logger.add(
-        redacting_sink,
-        colorize=sys.stderr.isatty(),
-        level="DEBUG" if debug else level.upper(),
-        format="<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}",
-        backtrace=debug,
-        diagnose=False,  # diagnose prints local variables, which may hold secrets
-    )
+    def configure(real: Logger) -> None:
+        real.remove()
+        real.add(
+            redacting_sink,
+            colorize=sys.stderr.isatty(),
+            level="DEBUG" if debug else level.upper(),
+            format="<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> {message}",
+            backtrace=debug,
+            diagnose=False,  # diagnose prints local variables, which may hold secrets
+        )
+
+    when_loaded(configure)
 
 
 class EventBus:
@@ -71,7 +79,7 @@ class EventBus:
     ) -> None:
         self._sinks = list(sinks)
         self._workspace = workspace
-        self._metadata = metadata or EventMetadata(version=__version__)
+        self._metadata = metadata or EventMetadata(version=tmops_core.__version__)
         self._failed: set[str] = set()
         self._lock = threading.Lock()
 
@@ -200,7 +208,9 @@ def start_sinks(config: Config, plugins: Plugins) -> tuple[list[tuple[str, Sink]
 
 def build_event_bus(config: Config, plugins: Plugins) -> EventBus:
     """Create the sinks named in ``telemetry.outputs``; every config problem is raised at once."""
-    metadata = EventMetadata(version=__version__, environment=config.telemetry.environment)
+    metadata = EventMetadata(
+        version=tmops_core.__version__, environment=config.telemetry.environment
+    )
     workspace = config.server.workspace_id
     if not config.telemetry.enabled:
         return EventBus((), workspace=workspace, metadata=metadata)

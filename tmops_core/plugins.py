@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import types
 from collections.abc import Iterable, Mapping
-from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import pluggy
-from loguru import logger
 
+from tmops_core.entry_points import EntryPoint, entry_points
+from tmops_core.log import logger
 from tmops_hookspecs import (
     PROJECT_NAME,
     ExecutorSpec,

@@ -97,6 +97,11 @@ class AttemptHooks(Protocol):
     def checkpoint_seen(self) -> bool:
         """Whether the completion checkpoint has been seen (the grace period starts)."""
 
+    def on_change(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake()`` (on any thread) whenever :meth:`cancelled` or :meth:`checkpoint_seen`
+        may have become true, so an executor waits on events rather than polling them; returns
+        the call that stops it."""
+
 
 @runtime_checkable
 class Executor(Protocol):

@@ -25,8 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from loguru import logger
-
+from tmops_core.log import logger
 from tmops_core.secrets import redact_text
 from tmops_core.workspace.layout import FILE_MODE, open_file
 from tmops_hookspecs import WorkspaceError

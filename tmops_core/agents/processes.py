@@ -35,7 +35,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import NamedTuple, cast
 
-from loguru import logger
+from tmops_core.log import logger
 
 __all__ = [
     "MARK_ENV",

@@ -57,7 +57,6 @@ from types import TracebackType
 from typing import Self
 
 import attrs
-from loguru import logger
 
 from tmops_core.agents.io import AgentIO
 from tmops_core.agents.processes import (
@@ -68,6 +67,7 @@ from tmops_core.agents.processes import (
     process_start_time,
 )
 from tmops_core.agents.spawner import _child_setup, spawn
+from tmops_core.log import logger
 from tmops_hookspecs import ProviderError, WorkspaceError
 
 __all__ = [
@@ -235,6 +235,7 @@ class AgentProcess:
         self._stop_reason: str | None = None
         self._outcome: ProcessOutcome | None = None
         self._done = threading.Event()
+        self._done_callbacks: list[Callable[[], None]] = []
         self._io_thread: threading.Thread | None = None
         self._monitor_thread: threading.Thread | None = None
         self._pidfd: int | None = None
@@ -343,6 +344,15 @@ class AgentProcess:
         if outcome is None:  # pragma: no cover - wait() without a timeout always has one
             raise RuntimeError("agent process did not finish")
         return outcome
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the outcome is ready (on the watchdog thread; at once if it
+        is ready already): wait for the exit together with other events."""
+        with self._lock:
+            if not self._done.is_set():
+                self._done_callbacks.append(callback)
+                return
+        callback()
 
     def wait(self, timeout: float | None = None) -> ProcessOutcome | None:
         """The outcome once the agent exited and its output was read; None after ``timeout``."""
@@ -534,8 +544,11 @@ class AgentProcess:
                 )
                 _close(self._wake_w)
                 self._done.set()
+                callbacks, self._done_callbacks = self._done_callbacks, []
             with _live_lock:
                 _live_agents.discard(self)
+            for callback in callbacks:
+                callback()
         logger.debug(
             "tmops supervisor: agent pid {} ended: code {}, stop {}",
             self._pid,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import attrs
 import yaml
-from loguru import logger
 
+from tmops_core.log import logger
 from tmops_core.workspace.layout import open_file
 from tmops_hookspecs import (
     Checkpoint,

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
-from loguru import logger
 
+from tmops_core.log import logger
 from tmops_core.plugins import Registered
 from tmops_hookspecs import (
     Checkpoint,

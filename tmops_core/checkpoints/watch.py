@@ -14,7 +14,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from loguru import logger
 from watchdog.events import (
     FileClosedEvent,
     FileCreatedEvent,
@@ -26,6 +25,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
+from tmops_core.log import logger
 from tmops_hookspecs import (
     CHECKPOINT_NAME_PATTERN,
     CheckpointError,
@@ -236,11 +236,26 @@ class Arrivals:
     def __init__(self) -> None:
         self._seen: dict[str, float] = {}
         self._condition = threading.Condition()
+        self._listeners: list[Callable[[], None]] = []
 
     def __call__(self, path: Path) -> None:
         with self._condition:
             self._seen.setdefault(path.name, time.time())
             self._condition.notify_all()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` on every arrival from now on; returns the call that stops it."""
+        with self._condition:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._condition, contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
 
     def seen_at(self, name: str) -> float | None:
         with self._condition:

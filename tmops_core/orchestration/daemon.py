@@ -1,9 +1,11 @@
 """The engine process: its identity and lease, taking over from a dead engine, stopping in
-order on a signal, and starting one in the background.
+order on a signal.
 
 ``start`` only queues a run and makes sure an engine serves the project, so it returns at
-once; the engine runs as a background process (``tmops engine``) that exits when nothing is
-left to do. Admitting and driving runs is :mod:`tmops_core.orchestration.scheduler`'s.
+once; the engine runs as a background process (``tmops engine``, started by
+:mod:`tmops_core.orchestration.spawn`) that exits when nothing is left to do. Whether an
+engine serves is :mod:`tmops_core.orchestration.liveness`'s; admitting and driving runs is
+:mod:`tmops_core.orchestration.scheduler`'s.
 
 **Identity.** An engine is a process named by its pid, its start time (``/proc/<pid>/stat``)
 and the boot id, recorded in the store's ``engines`` table. A pid alone names nothing: a dead
@@ -35,47 +37,42 @@ checks start times), never touch a run whose engine is alive, and never admit a 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import itertools
 import os
-import re
-import select
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from loguru import logger
-
-from tmops_core.agents.processes import (
-    boot_clock,
-    boot_id,
-    process_alive,
-    process_start_time,
-    reap_orphans,
-)
+from tmops_core.agents.processes import boot_clock, boot_id, process_start_time, reap_orphans
 from tmops_core.agents.supervisor import stop_all
 from tmops_core.config import Config
 from tmops_core.events import EventBus
-from tmops_core.lifecycle import AttemptState, EngineState, RunState
+from tmops_core.lifecycle import AttemptState, RunState
+from tmops_core.log import logger
+from tmops_core.orchestration.liveness import (
+    ENGINE_LOCK,
+    HEARTBEAT_S,
+    LEASE_S,
+    engine_alive,
+    engine_lock,
+    engine_running,
+    run_engine_alive,
+    serving_engine_alive,
+    serving_engine_hung,
+)
 from tmops_core.orchestration.scheduler import Scheduler
+from tmops_core.orchestration.spawn import ENGINE_LOG, READY, first_error, spawn_engine
+from tmops_core.orchestration.wakeup import Flag
 from tmops_core.plugins import Plugins
-from tmops_core.store import EngineRecord, LeaseHeld, RunRecord, Store
+from tmops_core.store import EngineRecord, LeaseHeld, Store
 from tmops_core.workspace.layout import (
     Layout,
     ensure_private_dir,
     iso,
-    lstat_checked,
-    open_file,
     utc_now,
 )
-from tmops_hookspecs import WorkspaceError
 
 __all__ = [
     "ENGINE_LOCK",
@@ -92,215 +89,8 @@ __all__ = [
     "spawn_engine",
 ]
 
-ENGINE_LOCK = "engine.lock"
-#: The engine's log, relative to ``.tmops/``.
-ENGINE_LOG = Path("logs") / "engine.log"
-#: What the engine writes to its ready pipe once it serves (holds the lease).
-READY = b"ready\n"
-#: How long ``start`` waits for a spawned engine to come up. It only waits that long for an
-#: engine that neither serves nor exits (then it lets it go on starting).
-_READY_WAIT_S = 15.0
-#: How much of the log's new output is read back to find the error of an engine that died.
-_LOG_TAIL_BYTES = 64 * 1024
-_LOGURU_ERROR = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} (?:ERROR|CRITICAL)\s+(.*)$")
-#: How often the serving engine renews its lease, and how far ahead.
-HEARTBEAT_S = 1.0
-LEASE_S = 5.0
 #: How often an orderly stop sweeps for agents while the drivers wind down.
 _SWEEP_S = 0.05
-
-
-# -- identity and liveness -----------------------------------------------------------------------
-
-
-def engine_alive(engine: EngineRecord) -> bool:
-    """Whether ``engine`` still serves: its row is serving, it is this boot, its lease has not
-    expired, and its process runs with the recorded start time (a zombie or a reused pid does
-    not count)."""
-    return (
-        engine.state == EngineState.SERVING
-        and engine.boot_id == boot_id()
-        and boot_clock() <= engine.lease_until
-        and process_alive(engine.pid, engine.start_time)
-    )
-
-
-def run_engine_alive(store: Store, run: RunRecord) -> bool:
-    """Whether the engine that owns ``run`` is alive (False when no engine owns it)."""
-    engine = store.engine(run.engine_id) if run.engine_id is not None else None
-    return engine is not None and engine_alive(engine)
-
-
-def serving_engine_alive(store: Store) -> bool:
-    """Whether the engine that holds the project's lease is alive."""
-    engine = store.serving_engine()
-    return engine is not None and engine_alive(engine)
-
-
-def _serving_engine_hung(store: Store) -> bool:
-    """Whether the engine that holds the lease runs but let its lease expire (stopped with
-    SIGSTOP, or stuck): dead for tmops, though it may still hold the lock file."""
-    engine = store.serving_engine()
-    return (
-        engine is not None
-        and engine.boot_id == boot_id()
-        and boot_clock() > engine.lease_until
-        and process_alive(engine.pid, engine.start_time)
-    )
-
-
-# -- the lock file: the fast path -----------------------------------------------------------------
-
-
-def _open_lock(layout: Layout) -> int:
-    # never through a link, in any folder on the way
-    return open_file(layout.tmops_dir / ENGINE_LOCK, os.O_RDWR | os.O_CREAT)
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _engine_lock(layout: Layout, *, inherited: int | None = None) -> Iterator[bool]:
-    """Hold the engine lock for the block (True), or say another process holds it (False).
-
-    ``inherited`` is a descriptor of the lock file already locked by the process that started
-    this one (:func:`spawn_engine`): the lock was never free in between.
-    """
-    if inherited is not None:
-        os.set_inheritable(inherited, False)  # the agents must not hold it
-        fd = inherited
-    else:
-        fd = _open_lock(layout)
-    try:
-        yield _try_lock(fd)  # a no-op on the inherited lock, which this process holds already
-    finally:
-        os.close(fd)
-
-
-def engine_running(layout: Layout, store: Store | None = None) -> bool:
-    """Whether an engine serves this project: a process holds the engine lock or, with
-    ``store``, the store names a live engine (its lock file may have been removed)."""
-    if lstat_checked(layout.tmops_dir / ENGINE_LOCK) is not None:
-        with _engine_lock(layout) as acquired:
-            if not acquired:
-                return True
-    return store is not None and serving_engine_alive(store)
-
-
-def spawn_engine(
-    layout: Layout, *, config_path: Path | None, store: Store | None = None
-) -> int | None:
-    """Start ``tmops engine`` in the background for this project unless one is serving.
-
-    The lock is taken here and handed to the new process (an inherited descriptor), so it is
-    held from this moment on: a second call meanwhile (another ``start``, a status poll)
-    starts nothing. With ``store``, a live engine in the store also counts as serving, and a
-    hung one (its lease expired, see :func:`engine_alive`) does not, though it holds the lock:
-    the new engine takes over without the lock.
-    """
-    ensure_private_dir(layout.tmops_dir)
-    fd = _open_lock(layout)
-    try:
-        if _try_lock(fd):
-            if store is not None and serving_engine_alive(store):
-                return None
-            handed = [fd]
-        elif store is not None and _serving_engine_hung(store):
-            handed = []
-        else:
-            return None
-        log_path = layout.tmops_dir / ENGINE_LOG
-        ensure_private_dir(log_path.parent)
-        argv = [sys.executable, "-m", "tmops_core.surfaces.cli"]
-        if config_path is not None:
-            argv += ["--config", str(config_path.resolve())]
-        argv += ["engine", "--workspace", str(layout.project_root)]
-        argv += [arg for handed_fd in handed for arg in ("--lock-fd", str(handed_fd))]
-        ready_r, ready_w = os.pipe()
-        argv += ["--ready-fd", str(ready_w)]
-        try:
-            log = open_file(log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
-            try:
-                offset = os.fstat(log).st_size  # the engine's own output starts here
-                try:
-                    process = subprocess.Popen(
-                        argv,
-                        cwd=layout.project_root,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=log,
-                        start_new_session=True,  # outlives the CLI call or MCP request
-                        close_fds=True,
-                        pass_fds=(*handed, ready_w),
-                    )
-                except OSError as exc:
-                    raise WorkspaceError(f"cannot start the engine {argv[0]}: {exc}") from exc
-                os.close(ready_w)
-                ready_w = -1
-                _await_engine(process, ready_r, log, offset, log_path)
-            finally:
-                os.close(log)
-        finally:
-            os.close(ready_r)
-            if ready_w >= 0:
-                os.close(ready_w)
-    finally:
-        os.close(fd)
-    # Reap it when it exits: a long-lived caller (the MCP server) must not collect zombies.
-    threading.Thread(
-        target=process.wait, name=f"tmops-engine-reaper-{process.pid}", daemon=True
-    ).start()
-    return process.pid
-
-
-def _await_engine(
-    process: subprocess.Popen[bytes], ready_r: int, log: int, offset: int, log_path: Path
-) -> None:
-    """Return once the engine said it holds the lock (or is still starting after the wait);
-    raise with its first error if it exited without taking it."""
-    poller = select.poll()
-    poller.register(ready_r, select.POLLIN)
-    if not poller.poll(_READY_WAIT_S * 1000):
-        logger.warning("the engine (pid {}) is still starting; see {}", process.pid, log_path)
-        return
-    if os.read(ready_r, len(READY)) == READY:
-        return
-    # End of file: the engine exited (or closed the pipe) before it held the lock.
-    try:
-        returncode = process.wait(timeout=_READY_WAIT_S)
-    except subprocess.TimeoutExpired:
-        return
-    if returncode == 0:  # it found another engine serving the project
-        return
-    output = os.pread(log, _LOG_TAIL_BYTES, offset).decode("utf-8", errors="replace")
-    raise WorkspaceError(
-        f"the engine exited at start-up (exit code {returncode}): {first_error(output)}",
-        hint=f"its whole output is in {log_path}",
-    )
-
-
-def first_error(output: str) -> str:
-    """The first error in an engine's output: a user error as the CLI prints it (with its hint),
-    a logged error, or the exception line of a traceback; else its last line."""
-    lines = [line.rstrip() for line in output.splitlines() if line.strip()]
-    for index, line in enumerate(lines):
-        if line.startswith("Error: "):
-            more = itertools.takewhile(lambda part: part.startswith("  "), lines[index + 1 :])
-            return " ".join([line.removeprefix("Error: "), *(part.strip() for part in more)])
-        logged = _LOGURU_ERROR.match(line)
-        if logged:
-            return logged.group(1)
-        if line.startswith("Traceback (most recent call last)"):
-            raised = next((part for part in lines[index + 1 :] if not part.startswith(" ")), None)
-            if raised is not None:
-                return raised
-    return lines[-1] if lines else "it wrote nothing"
 
 
 # -- the lease's heartbeat ------------------------------------------------------------------------
@@ -380,7 +170,7 @@ class Engine:
         self.heartbeat_s = heartbeat_s
         self.lease_s = lease_s
         #: set from outside: the drivers cancel their runs
-        self.cancel = threading.Event()
+        self.cancel = Flag()
         #: the heartbeat found the lease taken over: stop serving now
         self.lease_lost = threading.Event()
         self.record: EngineRecord | None = None
@@ -428,11 +218,11 @@ class Engine:
     ) -> bool:
         served = False
         while True:
-            with _engine_lock(self.layout, inherited=lock_fd) as acquired:
+            with engine_lock(self.layout, inherited=lock_fd) as acquired:
                 lock_fd = None
                 # The lock is the fast path; the lease decides. Without the lock, serve only if
                 # its holder is the serving engine and that one is hung (its lease expired).
-                if not acquired and not _serving_engine_hung(self.store):
+                if not acquired and not serving_engine_hung(self.store):
                     return served
                 if not self._acquire_lease():
                     return served
@@ -450,6 +240,11 @@ class Engine:
         and from a signal handler: it takes no lock)."""
         if self._signal is None:
             self._signal = signum
+        self.scheduler.wakeup.ring()  # one write: no lock
+
+    def _on_lease_lost(self) -> None:
+        self.lease_lost.set()
+        self.scheduler.wakeup.ring()
 
     def _stopping(self) -> bool:
         return self._signal is not None or self.lease_lost.is_set()
@@ -459,7 +254,7 @@ class Engine:
         assert record is not None  # noqa: S101 - set by _acquire_lease
         heartbeat = _Heartbeat(
             self.store, record.id, every_s=self.heartbeat_s, lease_s=self.lease_s,
-            on_lost=self.lease_lost.set,
+            on_lost=self._on_lease_lost,
         )  # fmt: skip
         heartbeat.start()
         try:

@@ -4,18 +4,20 @@ supervisor.
 It builds the agent's invocation from the provider, starts the process, feeds every output line
 to the provider, reports through the run's :class:`~tmops_hookspecs.AttemptHooks` (which fence
 every change), and waits for BOTH the agent's exit and its completion checkpoint: a checkpoint
-without an exit gets a grace period, then the agent is stopped. It never judges a checkpoint,
-never commits and never touches the store itself.
+without an exit gets a grace period, then the agent is stopped. It waits on events (the
+supervisor's end of the process, the hooks' checkpoint arrival and cancel), never on a poll.
+It never judges a checkpoint, never commits and never touches the store itself.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import attrs
 
 from tmops_core.agents.env import build_env
-from tmops_core.agents.supervisor import AgentProcess, Limits
+from tmops_core.agents.supervisor import AgentProcess, Limits, ProcessOutcome
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_hookspecs import (
     AgentEvent,
@@ -28,13 +30,18 @@ from tmops_hookspecs import (
 
 __all__ = ["LocalExecutor"]
 
-_POLL_S = 0.005
-
 
 class LocalExecutor:
-    """Runs attempts as child processes of this engine."""
+    """Runs attempts as child processes of this engine.
+
+    ``wakeups`` counts how often an attempt's wait woke up (a test hook: a wait that spins
+    shows up as a count, not as a time).
+    """
 
     name = "local"
+
+    def __init__(self) -> None:
+        self.wakeups = 0
 
     def execute(self, spec: AttemptSpec, provider: Provider, hooks: AttemptHooks) -> AttemptOutcome:
         invocation = provider.build_invocation(spec.request)
@@ -65,19 +72,7 @@ class LocalExecutor:
             process.stop("cancelled")  # this attempt lost its run: its agent must not go on
             raise
         crash_point("after-spawn")
-        outcome = None
-        grace_until: float | None = None
-        while outcome is None:
-            outcome = process.wait(timeout=_POLL_S)
-            if outcome is not None:
-                break
-            if hooks.cancelled():
-                outcome = process.stop("cancelled")
-            elif hooks.checkpoint_seen():
-                if grace_until is None:
-                    grace_until = time.monotonic() + spec.checkpoint_grace_s
-                elif time.monotonic() > grace_until:
-                    outcome = process.stop("stopped")
+        outcome = self._await(process, spec, hooks)
         result = provider.finish(outcome.returncode, events, outcome.stderr_tail)
         if outcome.stop_reason in {"wall_clock", "idle"}:
             result = attrs.evolve(
@@ -93,3 +88,31 @@ class LocalExecutor:
             stop_reason=outcome.stop_reason,
             returncode=outcome.returncode,
         )
+
+    def _await(
+        self, process: AgentProcess, spec: AttemptSpec, hooks: AttemptHooks
+    ) -> ProcessOutcome:
+        """Block until the agent exits, the attempt is cancelled, or the grace after its
+        checkpoint runs out: woken by the process's end and the hooks' changes, never polled."""
+        changed = threading.Event()
+        process.add_done_callback(changed.set)
+        unsubscribe = hooks.on_change(changed.set)
+        try:
+            grace_until: float | None = None
+            while True:
+                changed.clear()  # before looking: a change from here on wakes the wait below
+                outcome = process.wait(timeout=0)
+                if outcome is not None:
+                    return outcome
+                if hooks.cancelled():
+                    return process.stop("cancelled")
+                now = time.monotonic()
+                if hooks.checkpoint_seen():
+                    if grace_until is None:
+                        grace_until = now + spec.checkpoint_grace_s
+                    elif now >= grace_until:
+                        return process.stop("stopped")
+                changed.wait(None if grace_until is None else grace_until - now)
+                self.wakeups += 1
+        finally:
+            unsubscribe()

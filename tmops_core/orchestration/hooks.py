@@ -6,11 +6,11 @@ It never starts or stops a process itself and never judges an attempt.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from tmops_core.checkpoints.watch import Arrivals
 from tmops_core.orchestration.progress import AgentProgress
+from tmops_core.orchestration.wakeup import Flag, subscribe_all
 from tmops_core.store import Store
 from tmops_hookspecs import AgentEvent
 
@@ -30,7 +30,7 @@ class FencedHooks:
         attempt_id: int,
         arrivals: Arrivals,
         completion: str,
-        cancel: threading.Event,
+        cancel: Flag,
         on_started: Callable[[int], None],
         progress: AgentProgress | None = None,
     ) -> None:
@@ -68,3 +68,6 @@ class FencedHooks:
 
     def checkpoint_seen(self) -> bool:
         return self._arrivals.seen_at(self._completion) is not None
+
+    def on_change(self, wake: Callable[[], None]) -> Callable[[], None]:
+        return subscribe_all(wake, self._arrivals, self._cancel)

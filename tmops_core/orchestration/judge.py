@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-from loguru import logger
 
 from tmops_core.agents.env import build_env
 from tmops_core.checkpoints.parse import parse_checkpoint
 from tmops_core.checkpoints.validate import run_validators
 from tmops_core.config import Config
 from tmops_core.lifecycle import Verdict
+from tmops_core.log import logger
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.gates import run_gates
 from tmops_core.plugins import Plugins

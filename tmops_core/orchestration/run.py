@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
-
-from loguru import logger
 
 from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
 from tmops_core.config import Config, provider_settings
 from tmops_core.events import EventBus
 from tmops_core.git import BranchMoved, Git
 from tmops_core.lifecycle import AttemptState, PauseReason, RunState, Verdict
+from tmops_core.log import logger
 from tmops_core.orchestration import limits, prompts, rework
 from tmops_core.orchestration.attempts import HandoffClock, attempt_spec
 from tmops_core.orchestration.crashpoints import crash_point
@@ -38,6 +36,7 @@ from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.progress import AgentProgress
 from tmops_core.orchestration.summary import write_summary
+from tmops_core.orchestration.wakeup import Flag
 from tmops_core.orchestration.worktree_setup import run_worktree_setup
 from tmops_core.plugins import Plugins
 from tmops_core.store import LostOwnership, Store, since_reset
@@ -75,7 +74,7 @@ class RunDriver:
         feature: str,
         run: str,
         fencing: int,
-        cancel: threading.Event,
+        cancel: Flag,
         retry_backoff_s: tuple[float, ...] = _TRANSIENT_BACKOFF_S,
     ) -> None:
         self.config = config

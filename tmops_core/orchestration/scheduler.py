@@ -3,9 +3,13 @@ each admitted run is driven by a :class:`~tmops_core.orchestration.run.RunDriver
 
 This module owns which run starts when (``features.concurrent_limit``, the queue order of the
 store, a provider's usage limit holding its runs back until it lifts, and a run paused by one
-queued again then) and the driver threads. It must never decide whether this process may serve the
-project, reconcile what another engine left, or handle signals: that is
-:mod:`tmops_core.orchestration.daemon`'s.
+queued again then) and the driver threads. It waits on events, never on a fixed interval
+(:mod:`tmops_core.orchestration.wakeup`): a driver ending, a run queued by another process (the
+doorbell), a stop asked for, or the next deadline (the idle exit, the time a usage limit lifts,
+a long safety timeout that makes up for a lost ring). Every wake reads the queue again.
+
+It must never decide whether this process may serve the project, reconcile what another engine
+left, or handle signals: that is :mod:`tmops_core.orchestration.daemon`'s.
 """
 
 from __future__ import annotations
@@ -14,20 +18,24 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-
-from loguru import logger
+from datetime import datetime
 
 from tmops_core.config import Config
 from tmops_core.events import EventBus
+from tmops_core.log import logger
 from tmops_core.orchestration.run import RunDriver
+from tmops_core.orchestration.wakeup import Flag, Wakeup
 from tmops_core.plugins import Plugins
-from tmops_core.store import LostOwnership, RunRecord, Store
+from tmops_core.store import LostOwnership, RunRecord, Store, held_providers
 from tmops_core.workspace.layout import Layout, iso, utc_now
+from tmops_hookspecs import WorkspaceError
 
-__all__ = ["Scheduler", "held_providers"]
+__all__ = ["SAFETY_WAKE_S", "Scheduler"]
 
-_POLL_S = 0.02
+#: The longest the loop sleeps without a ring: a lost ring delays a queued run by this much.
+SAFETY_WAKE_S = 5.0
 
 
 class Scheduler:
@@ -41,7 +49,7 @@ class Scheduler:
         events: EventBus,
         store: Store,
         layout: Layout,
-        cancel: threading.Event,
+        cancel: Flag,
         retry_backoff_s: tuple[float, ...] | None = None,
     ) -> None:
         self.config = config
@@ -52,23 +60,60 @@ class Scheduler:
         self.backoff = retry_backoff_s
         self.cancel = cancel
         self._threads: dict[tuple[str, str], threading.Thread] = {}
+        #: the drivers that ended, in order (appended by their threads)
+        self._ended: deque[threading.Thread] = deque()
+        #: rung by a driver ending, the engine (a stop, a lost lease) and other processes
+        self.wakeup = Wakeup()
+        self.safety_wake_s = SAFETY_WAKE_S
+        cancel.subscribe(self.wakeup.ring)
 
     def run(self, idle_exit_s: float, *, engine_id: int, stop: Callable[[], bool]) -> None:
         """Admit runs for the engine ``engine_id`` and drive them until nothing has run for
-        ``idle_exit_s``; or until ``stop()`` says so (or ``cancel`` is set), leaving the
-        drivers to the caller (:meth:`join`)."""
-        idle_since = time.monotonic()
-        while not (self.cancel.is_set() or stop()):
-            self._reap_threads()
-            waits = self.store.usage_limited_runs()
-            now = iso(utc_now())
-            self._resume_due(waits, now)
-            admitted = self._admit(engine_id, held_providers(waits, now))
-            if self._threads or admitted or self.next_wake_up(waits) is not None:
-                idle_since = time.monotonic()
-            elif time.monotonic() - idle_since >= idle_exit_s:
-                break
-            time.sleep(_POLL_S)
+        ``idle_exit_s``; or until ``stop()`` says so (or ``cancel`` is set: ring
+        :attr:`wakeup` after either), leaving the drivers to the caller (:meth:`join`)."""
+        self._listen()
+        try:
+            idle_since = time.monotonic()
+            while not (self.cancel.is_set() or stop()):
+                self._reap_threads()
+                waits = self.store.usage_limited_runs()
+                stamp = iso(utc_now())
+                self._resume_due(waits, stamp)
+                admitted = self._admit(engine_id, held_providers(waits, stamp))
+                due = self.next_wake_up(waits)
+                now = time.monotonic()
+                if self._threads or admitted or due is not None:
+                    idle_since = now  # a run waiting for its usage limit keeps the engine up
+                elif now - idle_since >= idle_exit_s:
+                    break
+                idle_until = None if self._threads or due else idle_since + idle_exit_s
+                self.wakeup.wait(self._next_deadline(now, idle_until, due) - now)
+        finally:
+            self.wakeup.close_doorbell()
+
+    def _next_deadline(self, now: float, idle_until: float | None, due: str | None) -> float:
+        """When the loop must look again though nothing rang: the idle exit, the time a usage
+        limit lifts, else the safety timeout."""
+        deadlines = [now + self.safety_wake_s]
+        if idle_until is not None:
+            deadlines.append(idle_until)
+        if due is not None:
+            left = (datetime.fromisoformat(due) - utc_now()).total_seconds()
+            deadlines.append(now + max(0.0, left))
+        return min(deadlines)
+
+    def _listen(self) -> None:
+        """Open the doorbell before the first read of the queue: a run committed before it is
+        in that read, one committed after it rings."""
+        try:
+            self.wakeup.open_doorbell(self.layout.tmops_dir)
+        except (OSError, WorkspaceError) as exc:
+            logger.warning(
+                "cannot listen on the engine doorbell ({}); runs queued by other processes are "
+                "admitted within {} s",
+                exc,
+                self.safety_wake_s,
+            )
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the drivers to end (up to ``timeout`` seconds); True when none is left."""
@@ -121,6 +166,8 @@ class Scheduler:
         ``held`` (usage-limited: they stay queued until the limit lifts)."""
         limit = self.config.features.concurrent_limit
         admitted = False
+        if len(self._threads) >= limit:
+            return admitted  # no slot: the queue is read when a driver ends
         for run in self.store.queued_runs():
             if len(self._threads) >= limit:
                 break
@@ -145,26 +192,23 @@ class Scheduler:
 
     def _drive(self, feature: str, run: str, fencing: int) -> None:
         extra = {} if self.backoff is None else {"retry_backoff_s": self.backoff}
-        driver = RunDriver(
-            config=self.config, plugins=self.plugins, events=self.events, store=self.store,
-            layout=self.layout, feature=feature, run=run, fencing=fencing, cancel=self.cancel,
-            **extra,
-        )  # fmt: skip
-        status = driver.drive()
-        logger.info("run {}/{} ended: {}", feature, run, status)
+        try:
+            driver = RunDriver(
+                config=self.config, plugins=self.plugins, events=self.events, store=self.store,
+                layout=self.layout, feature=feature, run=run, fencing=fencing,
+                cancel=self.cancel, **extra,
+            )  # fmt: skip
+            status = driver.drive()
+            logger.info("run {}/{} ended: {}", feature, run, status)
+        finally:
+            self._ended.append(threading.current_thread())
+            self.wakeup.ring()  # a slot is free
 
     def _reap_threads(self) -> None:
+        """Join the drivers that said they ended (each is returning) and any other that did."""
+        while self._ended:
+            self._ended.popleft().join()  # returning: a moment at most
         for key, thread in list(self._threads.items()):
             if not thread.is_alive():
                 thread.join()
                 del self._threads[key]
-
-
-def held_providers(waits: list[RunRecord], now: str) -> dict[str, str]:
-    """Provider -> until when its usage limit holds its queued runs back (ISO, UTC): the
-    latest reset among its runs paused by a limit that has not lifted yet."""
-    held: dict[str, str] = {}
-    for run in waits:
-        if run.provider and run.resume_at and run.resume_at > now:
-            held[run.provider] = max(held.get(run.provider, ""), run.resume_at)
-    return held

@@ -11,9 +11,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-from loguru import logger
+from typing import TYPE_CHECKING, Any
 
 from tmops_core.agents.processes import reap_orphans
 from tmops_core.config import (
@@ -26,25 +24,20 @@ from tmops_core.config import (
     to_data,
 )
 from tmops_core.events import EventBus, build_event_bus, configure_logging, start_sinks
-from tmops_core.git import Git
 from tmops_core.lifecycle import PauseReason, RunState
-from tmops_core.orchestration import prompts
-from tmops_core.orchestration.daemon import (
+from tmops_core.log import logger, settle
+from tmops_core.orchestration.liveness import (
     HEARTBEAT_S,
     LEASE_S,
-    READY,
-    Engine,
     engine_running,
     run_engine_alive,
     serving_engine_alive,
-    spawn_engine,
 )
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.actor import os_user
 from tmops_core.service.agent_logs import AgentLogs
 from tmops_core.service.control import Controls
 from tmops_core.service.metrics import Metrics
-from tmops_core.service.preflight import check_before_start
 from tmops_core.service.status import feature_status, find_project_root, list_features, project_cost
 from tmops_core.service.trail import Trail
 from tmops_core.service.worktrees import Worktrees
@@ -56,11 +49,16 @@ from tmops_core.store import (
     open_existing_store,
     open_store,
 )
-from tmops_core.workspace.features import InitRequest, InitResult, init_feature
 from tmops_core.workspace.layout import Layout, iso, shown, utc_now, validate_feature_name
 from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsError, WorkspaceError
 
+if TYPE_CHECKING:
+    from tmops_core.workspace.features import InitRequest, InitResult
+
 __all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
+
+# The engine, init, the start checks and the prompts are imported by the operations that use
+# them: a read (status, list) must not pay for importing the engine.
 
 
 class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
@@ -93,6 +91,7 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
         plugins = create_plugin_manager(
             disabled=loaded.config.plugins.disabled, settings=loaded.config.plugins.settings
         )
+        settle()  # a plugin that imported loguru itself logs through the configured sink
         return cls(loaded, plugins)
 
     # -- telemetry ---------------------------------------------------------------------------
@@ -131,6 +130,8 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
 
     def init(self, request: InitRequest) -> InitResult:
         """Create a feature (or confirm it exists); emit ``orchestration.feature.initialized``."""
+        from tmops_core.workspace.features import init_feature
+
         result = init_feature(request, self.config, store_for=self._create_store)
         self._record(
             self._create_store(self._layout(result.workspace)), result.feature, result.run,
@@ -218,6 +219,8 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
                 f"{ended}: {run.last_error or 'no reason recorded'}",
                 hint="continue it from where it stopped with --resume (MCP: resume: true)",
             )
+        from tmops_core.service.preflight import check_before_start
+
         check_before_start(
             self.config, self.plugins, layout, feature=feature, run=run.run,
             worktree=Path(record.worktree), provider_name=name, force=force,
@@ -264,6 +267,8 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
     def _spawn_engine(self, layout: Layout, store: Store, feature: str, run: str) -> None:
         """Make sure an engine serves the project; if none can start, the run that waits for
         it fails with the reason, and the caller gets that reason as an error."""
+        from tmops_core.orchestration.spawn import spawn_engine
+
         try:
             spawn_engine(layout, config_path=self.loaded.source, store=store)
         except TmopsError as exc:
@@ -305,6 +310,8 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
         if run_record is not None:  # a person takes the phase over: the audit trail says so
             self._audit(store, run_record, "orchestration.phase.prompt_given",
                         phase=phase)  # fmt: skip
+        from tmops_core.orchestration import prompts
+
         return {
             "feature": feature,
             "run": run,
@@ -356,6 +363,8 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
     def _check_branch(store: Store, record: FeatureRecord, run: RunRecord, *, accept: bool) -> None:
         """A run paused because its branch moved goes on only from where tmops left it, or
         from the new head when the person accepts it."""
+        from tmops_core.git import Git
+
         found = Git(Path(record.worktree)).rev(f"refs/heads/{record.branch}")
         if found is None or found == run.branch_head:
             return
@@ -399,6 +408,9 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
         the ``start`` that spawned this engine) gets :data:`~tmops_core.orchestration.daemon.
         READY` once this engine holds the lease."""
         layout = self._layout(workspace)
+        from tmops_core.orchestration.daemon import Engine
+        from tmops_core.orchestration.spawn import READY
+
         engine = Engine(
             config=self.config, plugins=self.plugins, events=self.events,
             store=self._create_store(layout), layout=layout, retry_backoff_s=retry_backoff_s,
@@ -472,6 +484,8 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
         now = time.monotonic()
         if now - self._take_overs.get(layout.project_root, -LEASE_S) < LEASE_S:
             return
+        from tmops_core.orchestration.spawn import spawn_engine
+
         try:
             spawned = spawn_engine(layout, config_path=self.loaded.source, store=store)
         except TmopsError as exc:  # a status read reports; `start` says why it cannot start

@@ -19,10 +19,9 @@ from typing import Any
 import attrs
 
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
-from tmops_core.orchestration.daemon import engine_running, run_engine_alive
-from tmops_core.orchestration.scheduler import held_providers
+from tmops_core.orchestration.liveness import engine_running, run_engine_alive
 from tmops_core.orchestration.summary import attempt_row
-from tmops_core.store import AttemptRecord, RunRecord, Store, since_reset
+from tmops_core.store import AttemptRecord, RunRecord, Store, held_providers, since_reset
 from tmops_core.workspace.layout import FEATURE_NAME, Layout, iso, open_dir, shown
 from tmops_core.workspace.project_files import FeatureLine, read_features
 from tmops_hookspecs import CHECKPOINT_NAME_PATTERN, FeatureError, PhaseSpec, WorkspaceError
@@ -196,7 +195,11 @@ def feature_status(
     if not isinstance(feature, str) or not FEATURE_NAME.fullmatch(feature):
         raise FeatureError(f"no feature named {shown(feature)}: not a valid feature name")
     record = store.feature(feature) if store else None
-    line = (read_features(layout) if feature_lines is None else feature_lines).get(feature)
+    # FEATURES.txt speaks only for a feature the store does not know (a status poll of a
+    # tracked feature does not read it).
+    line = None
+    if record is None:
+        line = (read_features(layout) if feature_lines is None else feature_lines).get(feature)
     run = layout.current_run(feature) or (record.current_run if record else None)
     if record is None and line is None and run is None:
         raise FeatureError(

@@ -20,6 +20,7 @@ from tmops_core.store.records import (
     since_reset,
 )
 from tmops_core.store.sqlite import SQLiteStore
+from tmops_core.store.waits import held_providers
 
 __all__ = [
     "ACTIVE_STATES",
@@ -32,6 +33,7 @@ __all__ = [
     "RunRecord",
     "SQLiteStore",
     "Store",
+    "held_providers",
     "open_existing_store",
     "open_store",
     "since_reset",

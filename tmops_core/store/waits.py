@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from tmops_core.lifecycle import PauseReason, RunState
 from tmops_core.store.records import RunRecord
 
-__all__ = ["UsageWaits"]
+__all__ = ["UsageWaits", "held_providers"]
 
 
 class UsageWaits:
@@ -67,3 +67,13 @@ class UsageWaits:
                 (feature, run),
             )
             return True
+
+
+def held_providers(waits: list[RunRecord], now: str) -> dict[str, str]:
+    """Provider -> until when its usage limit holds its queued runs back (ISO, UTC): the
+    latest reset among its runs paused by a limit that has not lifted yet."""
+    held: dict[str, str] = {}
+    for run in waits:
+        if run.provider and run.resume_at and run.resume_at > now:
+            held[run.provider] = max(held.get(run.provider, ""), run.resume_at)
+    return held

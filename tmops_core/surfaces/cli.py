@@ -2,21 +2,22 @@
 
 User errors (:class:`~tmops_hookspecs.TmopsError`) print one clear message and no traceback
 (``--debug`` shows it) and exit with the error's code: 2 for config errors, 1 otherwise.
+
+Imports are lazy: this module imports click and little else, and each command imports what it
+needs inside its body (a new command does the same), so a read command such as ``tmops status``
+never pays for the engine, YAML, or the package metadata it does not use.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
-from tmops_core import __version__
-from tmops_core.service.operations import HEARTBEAT_S, LEASE_S
+from tmops_core.orchestration.liveness import HEARTBEAT_S, LEASE_S
 from tmops_core.surfaces.cli_audit import events_command
 from tmops_core.surfaces.cli_control import CONTROL_COMMANDS
 from tmops_core.surfaces.cli_live import (
@@ -30,9 +31,6 @@ from tmops_core.surfaces.cli_metrics import metrics_command
 from tmops_core.surfaces.cli_ops import OPS_COMMANDS
 from tmops_core.surfaces.cli_state import AppState
 from tmops_core.surfaces.cli_worktrees import cleanup_command
-from tmops_core.surfaces.follow import ctrl_c_stops_waiting, follow_run, last_event_id
-from tmops_core.workspace.features import InitRequest
-from tmops_hookspecs import TmopsError
 
 __all__ = ["cli", "main"]
 
@@ -45,7 +43,11 @@ class TmopsGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except TmopsError as exc:
+        except Exception as exc:
+            from tmops_hookspecs import TmopsError  # loaded already if one was raised
+
+            if not isinstance(exc, TmopsError):
+                raise
             state = ctx.obj if isinstance(ctx.obj, AppState) else None
             if state is not None and state.debug:
                 raise
@@ -67,6 +69,8 @@ class TmopsGroup(click.Group):
         if self._plugin_commands_loaded:
             return False
         state = ctx.find_object(AppState) or AppState(config_path=None, debug=False)
+        from tmops_hookspecs import TmopsError
+
         try:
             service = state.service
         except TmopsError:
@@ -81,6 +85,10 @@ class TmopsGroup(click.Group):
 def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from tmops_core import __version__
+
     parts = []
     for dist in ("tmops-hookspecs", "tmops-plugins"):
         try:
@@ -189,6 +197,8 @@ def config_show(state: AppState, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     source = service.loaded.source or "built-in defaults"
+    import yaml
+
     click.echo(f"# tmops config from {source}")
     click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
 
@@ -222,6 +232,8 @@ def init_command(
     as_json: bool,
 ) -> None:
     """Create FEATURE: its branch, worktree, .tmops folders and TASK_SPEC.md."""
+    from tmops_core.workspace.features import InitRequest
+
     result = state.service.init(
         InitRequest(
             feature=feature,
@@ -368,6 +380,8 @@ def start_command(
     as_json: bool,
 ) -> None:
     """Queue FEATURE's run through the workflow; returns at once unless --wait."""
+    from tmops_core.surfaces.follow import ctrl_c_stops_waiting, follow_run, last_event_id
+
     # --wait follows this run only: a resumed run keeps its name, and the events of its
     # earlier attempts are already in the log.
     since = last_event_id(state.service, feature, workspace=workspace) if wait else 0
@@ -387,6 +401,8 @@ def start_command(
 @click.pass_obj
 def watch_command(state: AppState, feature: str, workspace: Path | None) -> None:
     """Follow FEATURE's run live until it ends; the exit code says how it ended."""
+    from tmops_core.surfaces.follow import follow_run
+
     sys.exit(follow_run(state.service, feature, workspace=workspace))
 
 

@@ -4,11 +4,12 @@ use (commands that never need the config never pay for loading it)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
-from tmops_core.service.actor import cli_actor
-from tmops_core.service.operations import Service
+if TYPE_CHECKING:
+    from tmops_core.service.operations import Service
 
 __all__ = ["AppState"]
 
@@ -24,6 +25,9 @@ class AppState:
     @property
     def service(self) -> Service:
         if self._service is None:
+            from tmops_core.service.actor import cli_actor
+            from tmops_core.service.operations import Service
+
             self._service = Service.load(self.config_path, debug=self.debug)
             self._service.actor = cli_actor()  # the audit trail names the OS user
         return self._service

@@ -32,13 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
-from loguru import logger
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tmops_core.git import Git
+from tmops_core.log import logger
 from tmops_core.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.mcp_actor import ActorMiddleware, client_name

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from loguru import logger
 from mcp.server.mcpserver.exceptions import ToolError
 
 from tmops_core.git import Git
+from tmops_core.log import logger
 from tmops_core.service.operations import Service
 from tmops_core.service.status import find_project_root
 from tmops_core.workspace.layout import SHOWN_CHARS, shown

@@ -21,7 +21,6 @@ import fcntl
 import functools
 import os
 import re
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -402,7 +401,7 @@ def atomic_write(path: Path, data: str | bytes, *, root: Path | None = None) -> 
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISLNK(os.stat(path.name, dir_fd=parent, follow_symlinks=False).st_mode):
                 raise _link_error(path)
-        temp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+        temp = f".{path.name}.{os.urandom(6).hex()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(temp, flags, FILE_MODE, dir_fd=parent)
@@ -477,7 +476,7 @@ def point_current(layout: Layout, feature: str, run: str) -> None:
                     f"{link} exists and is not a symlink",
                     hint=f"move {link} away and run init again",
                 )
-        temp = f".current.{secrets.token_hex(6)}"
+        temp = f".current.{os.urandom(6).hex()}"
         os.symlink(f"runs/{run}", temp, dir_fd=folder)
         os.replace(temp, link.name, src_dir_fd=folder, dst_dir_fd=folder)
     finally:

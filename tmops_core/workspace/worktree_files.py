@@ -16,8 +16,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from loguru import logger
-
+from tmops_core.log import logger
 from tmops_core.workspace.layout import lstat_checked, open_file, read_checked
 from tmops_hookspecs import TmopsError
 
