@@ -15,15 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from tmops_core.agents.processes import reap_orphans
 from tmops_core.config import (
-    Config,
     LoadedConfig,
-    ProviderConfig,
     load_config,
     provider_settings,
-    redacted,
-    to_data,
 )
-from tmops_core.events import EventBus, build_event_bus, configure_logging, start_sinks
+from tmops_core.events import EventBus, build_event_bus, configure_logging
 from tmops_core.lifecycle import PauseReason, RunState
 from tmops_core.log import logger, settle
 from tmops_core.orchestration.liveness import (
@@ -36,6 +32,7 @@ from tmops_core.orchestration.liveness import (
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.actor import os_user
 from tmops_core.service.agent_logs import AgentLogs
+from tmops_core.service.config_checks import ConfigChecks
 from tmops_core.service.control import Controls
 from tmops_core.service.metrics import Metrics
 from tmops_core.service.status import feature_status, find_project_root, list_features, project_cost
@@ -50,7 +47,7 @@ from tmops_core.store import (
     open_store,
 )
 from tmops_core.workspace.layout import Layout, iso, shown, utc_now, validate_feature_name
-from tmops_hookspecs import ConfigError, FeatureContext, FeatureError, TmopsError, WorkspaceError
+from tmops_hookspecs import FeatureContext, FeatureError, TmopsError, WorkspaceError
 
 if TYPE_CHECKING:
     from tmops_core.workspace.features import InitRequest, InitResult
@@ -61,7 +58,7 @@ __all__ = ["HEARTBEAT_S", "LEASE_S", "Service"]
 # them: a read (status, list) must not pay for importing the engine.
 
 
-class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
+class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
     """The loaded config and plugins of one tmops process, and the operations over them."""
 
     def __init__(self, loaded: LoadedConfig, plugins: Plugins) -> None:
@@ -515,102 +512,3 @@ class Service(Controls, Trail, Worktrees, AgentLogs, Metrics):
         return self.plugins.info(), list(self.plugins.failures)
 
     # -- config ------------------------------------------------------------------------------
-
-    def check_config(self) -> list[str]:
-        """Checks that need the plugins; raise :class:`ConfigError` with every problem.
-
-        :return: warnings that do not make the config invalid.
-        """
-        # Started and closed at once, so a sink's own checks of its options run too.
-        sinks, problems = start_sinks(self.config, self.plugins)
-        for _, sink in sinks:
-            sink.close()
-        loaded = set(self.plugins.names())
-        disabled = set(self.config.plugins.disabled)
-        failures = self.plugins.failures
-        refused = {f.name for f in failures if f.config_path}  # reported below, with the reason
-        for name in self.config.plugins.settings:
-            if name not in loaded and name not in disabled and name not in refused:
-                installed = ", ".join(sorted(loaded)) or "none"
-                problems.append(
-                    f"settings for {name!r}, which is not an installed plugin "
-                    f"(installed: {installed}) @ $.plugins.settings.{name}"
-                )
-        problems += [f"{f.reason} @ {f.config_path}" for f in failures if f.config_path]
-        warnings = [
-            f"plugin {f.name} was skipped: {f.reason}" for f in failures if not f.config_path
-        ]
-        problems += self._check_workflow(warnings)
-        problems += self._check_providers(warnings)
-        if problems:
-            source = self.loaded.source or "built-in defaults"
-            raise ConfigError(f"config {source} has {len(problems)} error(s):", problems)
-        return warnings
-
-    def _check_workflow(self, warnings: list[str]) -> list[str]:
-        """The workflow's phases against the installed phase plugins."""
-        features = self.config.features
-        installed = self.plugins.phases()
-        known = ", ".join(sorted(installed)) or "none"
-        problems = [
-            f"no installed plugin provides the phase {name!r} (installed: {known}) "
-            f"@ $.features.default_phases[{index}]"
-            for index, name in enumerate(features.default_phases)
-            if name not in installed
-        ]
-        problems += [
-            f"approve_before names {name!r}, which is not a phase of the workflow "
-            f"({', '.join(features.default_phases)}) @ $.features.approve_before[{index}]"
-            for index, name in enumerate(features.approve_before)
-            if name not in features.default_phases
-        ]
-        problems += [
-            f"phase_budget_usd names {name!r}, which is not a phase of the workflow "
-            f"({', '.join(features.default_phases)}) @ $.features.phase_budget_usd.{name}"
-            for name in features.phase_budget_usd
-            if name not in features.default_phases
-        ]
-        if features.rework_phase not in features.default_phases:
-            warnings.append(
-                f"features.rework_phase {features.rework_phase!r} is not in the workflow: a "
-                "verdict of NO ends the run needs_review without a rework round"
-            )
-        return problems
-
-    def _check_providers(self, warnings: list[str]) -> list[str]:
-        """The default provider and every provider section against the installed providers,
-        each section checked by its own provider (permission modes, argv templates...)."""
-        installed = self.plugins.providers()
-        known = ", ".join(sorted(installed)) or "none"
-        problems = []
-        default = self.config.features.default_provider
-        if default not in installed and default.replace("_", "-") not in installed:
-            problems.append(
-                f"no installed provider is named {default!r} (installed: {known}) "
-                "@ $.features.default_provider"
-            )
-        for name in self.config.providers:
-            registered = installed.get(name) or installed.get(name.replace("_", "-"))
-            if registered is None:
-                warnings.append(
-                    f"providers.{name} configures a provider that is not installed "
-                    f"(installed: {known}); it is not used"
-                )
-                continue
-            try:
-                registered.spec.factory(provider_settings(self.config, registered.spec.name))
-            except TmopsError as exc:
-                problems.append(f"{exc.message} @ $.providers.{name}")
-        return problems
-
-    def effective_config(self) -> dict[str, Any]:
-        """The config in force, as data, with secrets redacted: every key with its value,
-        defaults included, and the default provider's section even when the file has none
-        (it runs with those built-in settings)."""
-        data = to_data(self.config)
-        default = self.config.features.default_provider
-        if not {default, default.replace("-", "_")} & set(self.config.providers):
-            builtin = Config(providers={default: ProviderConfig()})
-            data["providers"][default] = to_data(builtin)["providers"][default]
-        shown: dict[str, Any] = redacted(data)
-        return shown
