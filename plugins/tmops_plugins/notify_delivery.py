@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from loguru import logger
+from . import _log as logger
 
 __all__ = ["Notifier", "Outbox", "flush_all"]
 

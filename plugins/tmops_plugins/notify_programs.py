@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from loguru import logger
+from . import _log as logger
 
 __all__ = ["BASE_ENV", "CommandNotifier", "DesktopNotifier", "notify_env"]
 

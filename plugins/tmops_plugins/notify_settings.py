@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from tmops_hookspecs import ConfigError
@@ -145,6 +144,8 @@ def _webhook(name: str, options: Mapping[str, Any]) -> WebhookNotifier:
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # only with a webhook
+
     try:
         return version("tmops-plugins")
     except PackageNotFoundError:

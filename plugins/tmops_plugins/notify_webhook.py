@@ -8,16 +8,14 @@ variable, read at each delivery, and is never logged.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import ssl
 import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from loguru import logger
+from . import _log as logger
 
 __all__ = ["WebhookNotifier"]
 
@@ -83,6 +81,10 @@ class WebhookNotifier:
         return headers
 
     def _post(self, body: bytes, headers: Mapping[str, str]) -> None:
+        # Imported here: every command loads the plugins, few of them post anything.
+        import http.client
+        import ssl
+
         parts = urlsplit(self.url)
         target = parts.path or "/"
         if parts.query:

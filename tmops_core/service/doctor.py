@@ -30,7 +30,7 @@ from tmops_core.agents.probe import program_version
 from tmops_core.config import Config, provider_settings
 from tmops_core.git import Git, find_git
 from tmops_core.lifecycle import RunState
-from tmops_core.orchestration.daemon import engine_alive, run_engine_alive
+from tmops_core.orchestration.liveness import engine_alive, run_engine_alive
 from tmops_core.plugins import Plugins
 from tmops_core.service.preflight import provider_program, resolve_program
 from tmops_core.store import STORE_NAME, open_existing_store

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from tmops_core.agents.processes import process_alive
 from tmops_core.lifecycle import PauseReason, RunState
-from tmops_core.orchestration.daemon import engine_alive
+from tmops_core.orchestration.liveness import engine_alive
 from tmops_core.store import Store
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tmops_core.git import Git
-from tmops_core.orchestration.daemon import engine_running
+from tmops_core.orchestration.liveness import engine_running
 from tmops_core.service import archive as fmt
 from tmops_core.store import STORE_NAME, SQLiteStore, open_existing_store
 from tmops_core.store.maintenance import adopt_restored, head_version, inspect_database
