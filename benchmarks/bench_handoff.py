@@ -154,7 +154,8 @@ def _drive_runs(
             t0 = time.perf_counter_ns()
             service.init(InitRequest(feature=feature, workspace=repo))
             out["init"].append(ms(time.perf_counter_ns() - t0))
-            service.start(feature, workspace=repo, spawn=False)
+            # the bench's agents do not read the task spec: start on init's template
+            service.start(feature, workspace=repo, spawn=False, force=True)
             t0 = time.perf_counter_ns()
             service.serve_engine(workspace=repo, idle_exit_s=0.05)
             out["engine_s"] += (time.perf_counter_ns() - t0) / 1e9

@@ -41,6 +41,8 @@ class Tracer:
         after: Callable[[Any], None] | None = None,
     ) -> None:
         if isinstance(owner, type):
+            # wrap it where it is defined: a method may come from a mixin of the class
+            owner = next((k for k in owner.__mro__ if name in k.__dict__), owner)
             original = owner.__dict__.get(name)
         else:
             original = getattr(owner, name, None)
