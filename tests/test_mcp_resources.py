@@ -99,10 +99,13 @@ async def test_the_feature_list_is_the_services_list(
         listed, _ = await read(client, "tmops://features")
         tool = await client.call_tool("tmops_list_features", {})
     assert mime == "application/json"
-    assert json.loads(empty) == {"features": []}
+    assert json.loads(empty) == {"features": [], "total_cost_usd": 0.0}
     data = json.loads(listed)
     assert [row["feature"] for row in data["features"]] == ["auth-api", "billing"]
-    assert data == {"features": service.list_features(workspace=repo)}
+    assert data == {
+        "features": service.list_features(workspace=repo),
+        "total_cost_usd": service.project_cost(workspace=repo),
+    }
     assert data == tool.structured_content
 
 

@@ -82,11 +82,13 @@ class _Reader:
     def features(self) -> str:
         try:
             rows = self.service.list_features(workspace=self.workspace)
+            total = self.service.project_cost(workspace=self.workspace)
             # with a budget, as tmops_list_features has it; a read keeps no sizes
             disk = self.service.worktree_disk(workspace=self.workspace, keep=False)
         except TmopsError as exc:
             raise ResourceError(str(exc)) from exc
-        return json.dumps({"features": rows, **({"worktree_disk": disk} if disk else {})}, indent=2)
+        answer = {"features": rows, "total_cost_usd": total}
+        return json.dumps({**answer, **({"worktree_disk": disk} if disk else {})}, indent=2)
 
     def status(self, feature: str) -> dict[str, Any]:
         _feature(feature)
