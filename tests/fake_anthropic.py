@@ -458,18 +458,18 @@ class FakeAnthropic:
                     return fault
             return None
 
-    def _answer(self, prompt: Prompt, model: str) -> dict[str, Any]:
+    def _actions(self, prompt: Prompt) -> Sequence[Action]:
+        """The actions of the script's step for ``prompt``; none once its steps ran out."""
         steps = self.script.steps.get(prompt.role, ())
-        actions: Sequence[Action] = ()
-        if prompt.turn < len(steps):
-            step = steps[prompt.turn]
-            actions = (
-                step(prompt.worktree, prompt.checkpoint_dir, prompt.feature, prompt.run)
-                if callable(step)
-                else step
-            )
-        if not actions:
-            actions = [Text(self.script.final_text)]
+        if prompt.turn >= len(steps):
+            return ()
+        step = steps[prompt.turn]
+        if callable(step):
+            return step(prompt.worktree, prompt.checkpoint_dir, prompt.feature, prompt.run)
+        return step
+
+    def _answer(self, prompt: Prompt, model: str) -> dict[str, Any]:
+        actions = self._actions(prompt) or [Text(self.script.final_text)]
         uses_tools = any(isinstance(a, ToolUse) for a in actions)
         return _message(
             model, _blocks(actions), "tool_use" if uses_tools else "end_turn",

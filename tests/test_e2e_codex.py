@@ -1,0 +1,138 @@
+"""End to end: tmops' engine drives the REAL Codex CLI through the ``codex`` provider.
+
+Only the model is faked (``tests/fake_openai.py``, a Responses API on 127.0.0.1): Codex runs
+its agent loop, its shell tool really writes the tests, the code and the checkpoints, runs
+pytest and commits, and tmops does the rest (gates, checkpoint validation, retries).
+
+The binary is ``TMOPS_CODEX_BIN`` (the npm package ``@openai/codex``, pinned in ``.ci/run``);
+without it the tests are skipped, except under ``TMOPS_REQUIRE_CODEX=1``, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .fake_anthropic import HttpError
+from .fake_openai import FakeOpenAI, codex_args
+from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
+from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, git_log, run_tmops, with_other
+
+CHECKPOINTS = (
+    "001-discovery-trigger.md",
+    "003-tests-complete.md",
+    "005-impl-complete.md",
+    "007-verify-complete.md",
+)
+
+
+@pytest.fixture
+def codex_bin() -> Path:
+    found = os.environ.get("TMOPS_CODEX_BIN") or shutil.which("codex")
+    if not found or not Path(found).is_file():
+        why = "no Codex CLI: npm install @openai/codex (pinned in .ci/run), set TMOPS_CODEX_BIN"
+        if os.environ.get("TMOPS_REQUIRE_CODEX") == "1":
+            pytest.fail(f"TMOPS_REQUIRE_CODEX=1 but {why}")
+        pytest.skip(why)
+    return Path(found)
+
+
+def config_data(codex_bin: Path, base_url: str, home: Path, max_retries: int = 2) -> dict[str, Any]:
+    (home / "codex").mkdir(parents=True, exist_ok=True)
+    return {
+        "providers": {
+            "codex": {
+                "command": str(codex_bin),
+                "model": "gpt-test",
+                "prices": {"gpt-test": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}},
+                # git commits write the repository's .git, outside the worktree sandbox
+                "permission_mode": "bypassPermissions",
+                "args": codex_args(base_url),
+                "env": {
+                    "OPENAI_API_KEY": "dummy",
+                    "CODEX_HOME": str(home / "codex"),  # never the user's ~/.codex
+                    "HOME": str(home),
+                },
+                "timeout_s": 180,
+                "idle_timeout_s": 120,
+            }
+        },
+        "features": {
+            "default_provider": "codex",
+            "test_command": PYTEST,
+            "max_retries": max_retries,
+        },
+    }
+
+
+def test_four_phases_with_the_real_codex(tmp_path: Path, codex_bin: Path) -> None:
+    with FakeOpenAI(tdd_script(test_command=AGENT_TEST_COMMAND)) as fake:
+        outcome = run_tmops(tmp_path, config_data(codex_bin, fake.url, tmp_path / "home"))
+        by_role = fake.requests_by_role
+    why = outcome.describe()
+
+    assert outcome.status["status"] == "completed", why
+    assert [(a.phase, a.attempt, a.outcome) for a in outcome.attempts] == [
+        (role, 1, "succeeded") for role in ROLES
+    ], why
+    assert all(by_role[role] >= 2 for role in ROLES), by_role
+    for name in (*CHECKPOINTS, "SUMMARY.md"):
+        assert (outcome.checkpoints / name).is_file(), name
+    assert "No module named 'slug'" in (outcome.logs / "gate-tester.log").read_text()
+    assert "3 passed" in (outcome.logs / "gate-implementer.log").read_text()
+    assert (outcome.worktree / TEST_FILE).is_file()
+    assert (outcome.worktree / CODE_FILE).is_file()
+    subjects = git_log(outcome.worktree, "main..HEAD")
+    test_commit = next(i for i, s in enumerate(subjects) if s.startswith("test(slug)"))
+    code_commit = next(i for i, s in enumerate(subjects) if s.startswith("feat(slug)"))
+    assert code_commit < test_commit, subjects  # newest first: the tests came first
+    # the thread ids Codex printed, and the tokens it reported, priced by tmops (Codex
+    # reports no cost): each of the fake's answers counts 120 tokens in and 30 out
+    for role in ROLES:
+        (attempt,) = outcome.of(role)
+        assert attempt.session_id, why
+        assert f'"thread_id":"{attempt.session_id}"' in (outcome.logs / f"{role}.log").read_text()
+        requests = by_role[role]
+        assert (attempt.input_tokens, attempt.output_tokens) == (120 * requests, 30 * requests)
+        assert attempt.cost_usd == pytest.approx((240 * requests + 240 * requests) / 1e6)
+
+
+def test_unauthorised_fails_at_once_without_a_retry(tmp_path: Path, codex_bin: Path) -> None:
+    with FakeOpenAI(tdd_script(faults=[HttpError(401, times=None)])) as fake:
+        outcome = run_tmops(tmp_path, config_data(codex_bin, fake.url, tmp_path / "home"))
+        by_role = fake.requests_by_role
+    why = outcome.describe()
+
+    assert outcome.status["status"] == "failed", why
+    assert [(a.phase, a.attempt, a.outcome) for a in outcome.attempts] == [
+        ("orchestrator", 1, "auth_error")
+    ], why
+    assert "401" in (outcome.attempts[0].message or ""), why
+    assert by_role == {"orchestrator": 1}, by_role
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_transient_error_once_is_retried_and_completes(
+    tmp_path: Path, codex_bin: Path, status: int
+) -> None:
+    script = with_other(
+        tdd_script(
+            faults=[HttpError(status, times=1, role="orchestrator")],
+            test_command=AGENT_TEST_COMMAND,
+        ),
+        "orchestrator",
+    )
+    with FakeOpenAI(script) as fake:
+        outcome = run_tmops(tmp_path, config_data(codex_bin, fake.url, tmp_path / "home"))
+    why = outcome.describe()
+
+    assert outcome.status["status"] == "completed", why
+    first, second = outcome.of("orchestrator")
+    assert (first.attempt, first.outcome) == (1, "transient_error"), why
+    assert str(status) in (first.message or ""), why
+    assert (second.attempt, second.outcome) == (2, "succeeded"), why
+    assert (outcome.checkpoints / "SUMMARY.md").is_file()
