@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .fake_anthropic import HttpError
+from tmops_hookspecs import AgentRequest, AgentResult, Outcome
+from tmops_plugins.claude_stream import RESUME_FAILED
+from tmops_plugins.codex_provider import create_provider
+
+from .conftest import make_repo
+from .fake_anthropic import OTHER, HttpError
 from .fake_openai import FakeOpenAI, codex_args
 from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
 from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, git_log, run_tmops, with_other
@@ -128,11 +134,59 @@ def test_a_transient_error_once_is_retried_and_completes(
     )
     with FakeOpenAI(script) as fake:
         outcome = run_tmops(tmp_path, config_data(codex_bin, fake.url, tmp_path / "home"))
+        by_role = fake.requests_by_role
     why = outcome.describe()
 
     assert outcome.status["status"] == "completed", why
+    assert by_role[OTHER] >= 1, by_role  # the retry resumed the thread with tmops' nudge
     first, second = outcome.of("orchestrator")
     assert (first.attempt, first.outcome) == (1, "transient_error"), why
     assert str(status) in (first.message or ""), why
     assert (second.attempt, second.outcome) == (2, "succeeded"), why
+    assert second.session_id == first.session_id, why  # `codex exec resume` kept the thread
     assert (outcome.checkpoints / "SUMMARY.md").is_file()
+
+
+def run_provider(codex_bin: Path, tmp_path: Path, url: str, **request: Any) -> AgentResult:
+    """One session as tmops starts it: the provider's argv and env, its lines, its judgement."""
+    home = tmp_path / "home"
+    settings = config_data(codex_bin, url, home)["providers"]["codex"]
+    provider = create_provider(settings)
+    worktree = make_repo(tmp_path / "repo")
+    invocation = provider.build_invocation(
+        AgentRequest(
+            feature="slug", run="initial", phase="tester", role_instructions="",
+            working_dir=worktree, **request,
+        )
+    )  # fmt: skip
+    env = {"PATH": os.environ.get("PATH", os.defpath), **invocation.env}
+    done = subprocess.run(
+        invocation.argv, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    events = [event for line in done.stdout.splitlines() for event in provider.parse_line(line)]
+    return provider.finish(done.returncode, events, done.stderr)
+
+
+def test_a_thread_codex_does_not_know_is_a_failed_resume(tmp_path: Path, codex_bin: Path) -> None:
+    with FakeOpenAI(tdd_script()) as fake:
+        result = run_provider(
+            codex_bin, tmp_path, fake.url,
+            prompt="Go on.", resume_session_id="01a236b4-0000-7000-8000-000000000000",
+        )  # fmt: skip
+        asked = fake.requests_by_role
+
+    assert result.outcome is Outcome.FAILED, result
+    assert RESUME_FAILED in result.message, result
+    assert result.session_id is None
+    assert sum(asked.values()) == 0, asked
+
+
+def test_a_prompt_starting_with_a_dash_reaches_the_model(tmp_path: Path, codex_bin: Path) -> None:
+    with FakeOpenAI(tdd_script()) as fake:
+        result = run_provider(codex_bin, tmp_path, fake.url, prompt="--version is not a flag here")
+        prompts = [r.prompt.text for r in fake.messages_requests if r.prompt]
+
+    assert result.outcome is Outcome.SUCCEEDED, result
+    assert result.session_id
+    assert (result.input_tokens, result.output_tokens) == (120, 30)
+    assert prompts == ["--version is not a flag here"]
