@@ -18,11 +18,11 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from .fake_anthropic import Action, HttpError, Prompt, Script, Text, parse_prompt
+from .fake_anthropic import Action, HttpError, Prompt, Script, Text, parse_prompt, scripted_actions
+from .fake_server import BackgroundServer
 
 __all__ = ["FakeGemini", "GeminiRequest"]
 
@@ -96,7 +96,7 @@ def _chunk(parts: list[dict[str, Any]], model: str, input_tokens: int) -> dict[s
     }
 
 
-class FakeGemini:
+class FakeGemini(BackgroundServer):
     """The fake API on a free port of 127.0.0.1, served from a background thread."""
 
     def __init__(self, script: Script | None = None) -> None:
@@ -104,30 +104,7 @@ class FakeGemini:
         self._lock = threading.Lock()
         self._requests: list[GeminiRequest] = []
         self._fired: Counter[int] = Counter()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-gemini", daemon=True
-        )
-        self._thread.start()
-
-    def __enter__(self) -> FakeGemini:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
+        super().__init__(_handler_for(self), "fake-gemini")
 
     @property
     def requests(self) -> list[GeminiRequest]:
@@ -155,18 +132,8 @@ class FakeGemini:
             return None
 
     def _answer(self, prompt: Prompt, model: str) -> dict[str, Any]:
-        steps = self.script.steps.get(prompt.role, ())
-        actions: Sequence[Action] = ()
-        if prompt.turn < len(steps):
-            step = steps[prompt.turn]
-            actions = (
-                step(prompt.worktree, prompt.checkpoint_dir, prompt.feature, prompt.run)
-                if callable(step)
-                else step
-            )
-        if not actions:
-            actions = [Text(self.script.final_text)]
-        return _chunk(_parts(actions), model, self.script.input_tokens)
+        parts = _parts(scripted_actions(self.script, prompt))
+        return _chunk(parts, model, self.script.input_tokens)
 
 
 def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:

@@ -63,6 +63,7 @@ def config_data(gemini: Path, base_url: str, home: Path, **features: Any) -> dic
                     "GEMINI_CLI_NO_RELAUNCH": "1",
                     "HOME": str(home),
                 },
+                "prices": {MODEL: {"input_per_mtok": 1.0, "output_per_mtok": 10.0}},
                 "timeout_s": 180,
                 "idle_timeout_s": 120,
             }
@@ -107,6 +108,15 @@ def test_four_phases_with_the_real_gemini_cli(tmp_path: Path, gemini_bin: Path) 
         assert lines[-1]["type"] == "result", lines
         (attempt,) = outcome.of(role)
         assert attempt.session_id == lines[0]["session_id"]
+        # the CLI reports tokens, no cost: tmops prices them from providers.gemini.prices
+        stats = lines[-1]["stats"]
+        assert (attempt.input_tokens, attempt.output_tokens) == (
+            stats["input_tokens"],
+            stats["output_tokens"],
+        )
+        assert attempt.input_tokens
+        expected = (stats["input_tokens"] * 1.0 + stats["output_tokens"] * 10.0) / 1e6
+        assert attempt.cost_usd == pytest.approx(expected), attempt
         assert any(line["type"] == "tool_use" for line in lines)
     assert len({a.session_id for a in outcome.attempts}) == 4
 
