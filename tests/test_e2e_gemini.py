@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .fake_anthropic import HttpError
+from .fake_anthropic import OTHER, HttpError, Script, say
 from .fake_gemini import FakeGemini
 from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
 from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, git_log, run_tmops, stream_lines
@@ -148,3 +148,23 @@ def test_overloaded_once_is_retried_and_completes(tmp_path: Path, gemini_bin: Pa
     assert turns[:2] == [0, 0], turns
     assert [(a.attempt, a.outcome) for a in outcome.of("orchestrator")] == [(1, "succeeded")], why
     assert (outcome.checkpoints / "SUMMARY.md").is_file(), why
+
+
+def test_a_retry_resumes_the_cli_session(tmp_path: Path, gemini_bin: Path) -> None:
+    tdd = tdd_script(test_command=AGENT_TEST_COMMAND)
+    # the orchestrator's first session ends without its checkpoint; tmops' nudge (a prompt that
+    # names no role) then plays the orchestrator's script in the same, resumed session
+    steps = {**tdd.steps, "orchestrator": [[say("I will plan later.")]]}
+    steps[OTHER] = tdd.steps["orchestrator"]
+    with FakeGemini(Script(steps=steps)) as fake:
+        outcome = run_tmops(tmp_path, config_data(gemini_bin, fake.url, tmp_path / "home"))
+        nudged = [r for r in fake.requests if r.prompt and r.prompt.role == OTHER]
+    why = outcome.describe()
+
+    assert outcome.status["status"] == "completed", why
+    first, second = outcome.of("orchestrator")
+    assert (first.attempt, first.state) == (1, "rejected"), why
+    assert (second.attempt, second.outcome) == (2, "succeeded"), why
+    assert second.session_id == first.session_id, why  # --resume=<id> continued it
+    # the resumed request carries the first session's conversation
+    assert any("I will plan later." in json.dumps(r.body) for r in nudged), why
