@@ -4,6 +4,7 @@ the real Gemini CLI 0.61.0 (``tests/data/gemini/``) and on the error shapes its 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,15 @@ def test_a_recorded_401_is_an_auth_error() -> None:
     result = judge(1, events_of("401.jsonl"), "", now=0.0)
     assert result.outcome is Outcome.AUTH_ERROR
     assert "API key not valid" in result.message
+
+
+def test_a_recorded_daily_quota_is_a_usage_limit_until_midnight_pacific() -> None:
+    # 2026-12-02 12:00 UTC is 04:00 in Los Angeles: 20 hours to its midnight
+    noon_utc = datetime(2026, 12, 2, 12, 0, tzinfo=UTC).timestamp()
+    result = judge(1, events_of("daily-quota.jsonl"), "", now=noon_utc)
+    assert result.outcome is Outcome.USAGE_LIMITED
+    assert "daily quota" in result.message
+    assert result.retry_after_s == 20 * 3600
 
 
 def result_line(message: str) -> str:

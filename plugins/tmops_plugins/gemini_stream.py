@@ -20,7 +20,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from datetime import time as time_of_day
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tmops_hookspecs import AgentEvent, AgentResult, Outcome
 
@@ -159,10 +162,12 @@ _AUTH_TEXT = re.compile(
 )
 #: A quota that lifts at a set time (a daily or monthly limit), not a per-minute rate.
 _USAGE_TEXT = re.compile(
-    r"quota exceeded for quota metric|per ?day|daily (?:limit|quota)|usage limit"
-    r"|TerminalQuotaError",
+    r"exhausted your daily quota|quota exceeded for quota metric|per ?day|daily (?:limit|quota)"
+    r"|usage limit|TerminalQuotaError",
     re.I,
 )
+#: Where Google's daily quotas reset at midnight, when the error names no time.
+_QUOTA_ZONE = ZoneInfo("America/Los_Angeles")
 _RETRY_DELAY = re.compile(
     r'"retryDelay"\s*:\s*"(\d+(?:\.\d+)?)s"|retry in (\d+(?:\.\d+)?)\s*s', re.I
 )
@@ -186,13 +191,23 @@ def _retry_after(text: str, now: float) -> float | None:
     return parse_retry_after(text, now)
 
 
+def _until_quota_midnight(now: float) -> float:
+    current = datetime.fromtimestamp(now, _QUOTA_ZONE)
+    midnight = datetime.combine(current.date() + timedelta(days=1), time_of_day(0), _QUOTA_ZONE)
+    return midnight.timestamp() - now
+
+
 def _classify(text: str, now: float) -> tuple[Outcome, str, float | None] | None:
     """The outcome an API error message names, or None when it names none."""
     status = _status(text)
     if status in {401, 403} or _AUTH_TEXT.search(text):
         return Outcome.AUTH_ERROR, f"authentication failed: {text}", None
-    if status == 429 and _USAGE_TEXT.search(text):
-        return Outcome.USAGE_LIMITED, f"usage limit reached: {text}", _retry_after(text, now)
+    if status in {429, None} and _USAGE_TEXT.search(text):
+        # the CLI words a daily quota without the HTTP status (0.61.0)
+        retry_after = _retry_after(text, now)
+        if retry_after is None:
+            retry_after = _until_quota_midnight(now)
+        return Outcome.USAGE_LIMITED, f"usage limit reached: {text}", retry_after
     if status is not None and (status in {408, 409, 429} or status >= 500):
         message = f"API error (HTTP {status}), worth retrying: {text}"
         return Outcome.TRANSIENT_ERROR, message, _retry_after(text, now)
