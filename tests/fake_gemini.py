@@ -24,7 +24,7 @@ from typing import Any
 from .fake_anthropic import Action, HttpError, Prompt, Script, Text, parse_prompt, scripted_actions
 from .fake_server import BackgroundServer
 
-__all__ = ["FakeGemini", "GeminiRequest"]
+__all__ = ["DailyQuota", "FakeGemini", "GeminiRequest"]
 
 _INPUT_TOKENS = 120
 _OUTPUT_TOKENS = 30
@@ -43,6 +43,23 @@ _MESSAGES = {
     429: "Resource has been exhausted (e.g. check quota).",
     503: "The model is overloaded. Please try again later.",
 }
+
+
+@dataclass(frozen=True)
+class DailyQuota:
+    """A 429 naming a per-day quota (Google's ``QuotaFailure`` detail), ``times`` times (None:
+    always): the CLI takes it for a limit it must not retry."""
+
+    times: int | None = None
+    role: str | None = None
+
+
+_DAILY_QUOTA_DETAILS = [
+    {
+        "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+        "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}],
+    }
+]
 
 
 @dataclass(frozen=True)
@@ -99,8 +116,9 @@ def _chunk(parts: list[dict[str, Any]], model: str, input_tokens: int) -> dict[s
 class FakeGemini(BackgroundServer):
     """The fake API on a free port of 127.0.0.1, served from a background thread."""
 
-    def __init__(self, script: Script | None = None) -> None:
+    def __init__(self, script: Script | None = None, quotas: Sequence[DailyQuota] = ()) -> None:
         self.script = script or Script()
+        self.quotas = tuple(quotas)
         self._lock = threading.Lock()
         self._requests: list[GeminiRequest] = []
         self._fired: Counter[int] = Counter()
@@ -116,13 +134,13 @@ class FakeGemini(BackgroundServer):
         """The model turns each role asked for (faulted ones included)."""
         return Counter(r.prompt.role for r in self.requests if r.prompt is not None)
 
-    def _record(self, request: GeminiRequest) -> HttpError | None:
+    def _record(self, request: GeminiRequest) -> HttpError | DailyQuota | None:
         with self._lock:
             self._requests.append(request)
             if request.prompt is None:
                 return None
-            for index, fault in enumerate(self.script.faults):
-                if not isinstance(fault, HttpError):
+            for index, fault in enumerate([*self.script.faults, *self.quotas]):
+                if not isinstance(fault, HttpError | DailyQuota):
                     continue
                 if fault.role is not None and fault.role != request.prompt.role:
                     continue
@@ -159,7 +177,9 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
             streaming = path.endswith(":streamGenerateContent") and isinstance(body, dict)
             prompt = parse_prompt(_as_messages(body)) if streaming else None
             fault = fake._record(GeminiRequest(self.path, body, prompt))
-            if fault is not None:
+            if isinstance(fault, DailyQuota):
+                self._error(429, "You exceeded your current quota.", _DAILY_QUOTA_DETAILS)
+            elif fault is not None:
                 self._error(fault.status, fault.message)
             elif prompt is not None:
                 chunk = fake._answer(prompt, model)
@@ -174,12 +194,16 @@ def _handler_for(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
             else:
                 self._error(404, "not found (fake)")
 
-        def _error(self, status: int, message: str | None) -> None:
-            error = {
+        def _error(
+            self, status: int, message: str | None, details: list[dict[str, Any]] | None = None
+        ) -> None:
+            error: dict[str, Any] = {
                 "code": status,
                 "message": message or _MESSAGES.get(status, "fake error"),
                 "status": _STATUS_NAMES.get(status, "UNKNOWN"),
             }
+            if details:
+                error["details"] = details
             self._send(status, "application/json", json.dumps({"error": error}))
 
         def _send(self, status: int, content_type: str, payload: str) -> None:

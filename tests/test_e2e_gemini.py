@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from .fake_anthropic import OTHER, HttpError, Script, say
-from .fake_gemini import FakeGemini
+from .fake_gemini import DailyQuota, FakeGemini
 from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
 from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, git_log, run_tmops, stream_lines
 
@@ -168,3 +168,15 @@ def test_a_retry_resumes_the_cli_session(tmp_path: Path, gemini_bin: Path) -> No
     assert second.session_id == first.session_id, why  # --resume=<id> continued it
     # the resumed request carries the first session's conversation
     assert any("I will plan later." in json.dumps(r.body) for r in nudged), why
+
+
+def test_a_daily_quota_pauses_the_run_as_usage_limited(tmp_path: Path, gemini_bin: Path) -> None:
+    with FakeGemini(tdd_script(), quotas=[DailyQuota()]) as fake:
+        data = config_data(gemini_bin, fake.url, tmp_path / "home", resume_after_usage_limit=False)
+        outcome = run_tmops(tmp_path, data)
+    why = outcome.describe()
+
+    assert outcome.status["status"] == "paused", why
+    (attempt,) = outcome.attempts
+    assert (attempt.phase, attempt.outcome) == ("orchestrator", "usage_limited"), why
+    assert "daily quota" in (attempt.message or ""), why
