@@ -64,6 +64,15 @@ def test_a_recorded_daily_quota_is_a_usage_limit_until_midnight_pacific() -> Non
     assert result.retry_after_s == 20 * 3600
 
 
+def test_a_recorded_turn_limit_fails_naming_it() -> None:
+    # recorded with model.maxSessionTurns: 1 in the CLI's settings; it exits 53
+    result = judge(53, events_of("turn-limit.jsonl"), "", now=0.0)
+    assert result.outcome is Outcome.FAILED
+    assert "turn limit" in result.message
+    assert "maxSessionTurns" in result.message
+    assert (result.input_tokens, result.output_tokens) == (100, 7)
+
+
 def result_line(message: str) -> str:
     return json.dumps(
         {"type": "result", "status": "error", "error": {"type": "unknown", "message": message}}
