@@ -21,6 +21,10 @@ from typing import Any
 
 import pytest
 
+from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
+
+from .acceptance_support import Site
+from .engine_support import write_config
 from .fake_anthropic import OTHER, HttpError, Script, say
 from .fake_gemini import DailyQuota, FakeGemini
 from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
@@ -180,3 +184,17 @@ def test_a_daily_quota_pauses_the_run_as_usage_limited(tmp_path: Path, gemini_bi
     (attempt,) = outcome.attempts
     assert (attempt.phase, attempt.outcome) == ("orchestrator", "usage_limited"), why
     assert "daily quota" in (attempt.message or ""), why
+
+
+def test_tmops_start_wait_runs_the_gemini_cli(tmp_path: Path, gemini_bin: Path) -> None:
+    """The same run as a person starts it: the ``tmops`` command, a config file, a spawned
+    engine."""
+    with FakeGemini(tdd_script(test_command=AGENT_TEST_COMMAND)) as fake:
+        data = config_data(gemini_bin, fake.url, tmp_path / "home")
+        root = create_demo_project(tmp_path / "p").path
+        site = Site(tmp_path, root, write_config(tmp_path / "tmops.yaml", data), tmp_path / "s")
+        run_dir = site.init(DEMO_FEATURE)
+        started = site.cli("start", DEMO_FEATURE, "--wait", timeout=600)
+        assert started.returncode == 0, started.stdout + started.stderr
+    assert (run_dir / "checkpoints" / "SUMMARY.md").is_file(), started.stdout
+    assert "completed" in site.cli("status", DEMO_FEATURE).stdout
