@@ -35,11 +35,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from .fake_server import BackgroundServer
 
 __all__ = [
     "OTHER",
@@ -58,6 +59,7 @@ __all__ = [
     "bash",
     "parse_prompt",
     "say",
+    "scripted_actions",
     "write",
 ]
 
@@ -379,10 +381,25 @@ def _stream(message: Mapping[str, Any]) -> bytes:
     return b"".join(parts)
 
 
+def scripted_actions(script: Script, prompt: Prompt) -> Sequence[Action]:
+    """The actions of the step ``prompt`` is at in its role's script; past the last step, the
+    script's final text."""
+    steps = script.steps.get(prompt.role, ())
+    actions: Sequence[Action] = ()
+    if prompt.turn < len(steps):
+        step = steps[prompt.turn]
+        actions = (
+            step(prompt.worktree, prompt.checkpoint_dir, prompt.feature, prompt.run)
+            if callable(step)
+            else step
+        )
+    return actions or [Text(script.final_text)]
+
+
 # -- the server ---------------------------------------------------------------------------------
 
 
-class FakeAnthropic:
+class FakeAnthropic(BackgroundServer):
     """The fake API on ``127.0.0.1`` (a free port), served from a background thread.
 
     Use it as a context manager; ``url`` goes into ``ANTHROPIC_BASE_URL``. ``requests`` and
@@ -395,31 +412,7 @@ class FakeAnthropic:
         self._requests: list[RecordedRequest] = []
         self._by_role: Counter[str] = Counter()
         self._fired: Counter[int] = Counter()  # fault index -> times it has fired
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-anthropic", daemon=True
-        )
-        self._thread.start()
-
-    def __enter__(self) -> FakeAnthropic:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop serving and free the port; safe to call twice."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
+        super().__init__(_handler_for(self), "fake-anthropic")
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -458,18 +451,8 @@ class FakeAnthropic:
                     return fault
             return None
 
-    def _actions(self, prompt: Prompt) -> Sequence[Action]:
-        """The actions of the script's step for ``prompt``; none once its steps ran out."""
-        steps = self.script.steps.get(prompt.role, ())
-        if prompt.turn >= len(steps):
-            return ()
-        step = steps[prompt.turn]
-        if callable(step):
-            return step(prompt.worktree, prompt.checkpoint_dir, prompt.feature, prompt.run)
-        return step
-
     def _answer(self, prompt: Prompt, model: str) -> dict[str, Any]:
-        actions = self._actions(prompt) or [Text(self.script.final_text)]
+        actions = scripted_actions(self.script, prompt)
         uses_tools = any(isinstance(a, ToolUse) for a in actions)
         return _message(
             model, _blocks(actions), "tool_use" if uses_tools else "end_turn",

@@ -28,6 +28,7 @@ from .fake_anthropic import (
     Script,
     Text,
     parse_prompt,
+    scripted_actions,
 )
 
 __all__ = ["FakeOpenAI", "as_messages", "codex_args"]
@@ -73,7 +74,7 @@ def as_messages(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"messages": messages}
 
 
-def _output_items(actions: Sequence[Action], final_text: str) -> list[dict[str, Any]]:
+def _output_items(actions: Sequence[Action]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for number, action in enumerate(actions):
         if isinstance(action, Text):
@@ -93,9 +94,6 @@ def _output_items(actions: Sequence[Action], final_text: str) -> list[dict[str, 
         arguments = json.dumps({"cmd": command})
         items.append({"type": "function_call", "name": "exec_command", "id": f"fc_{number}",
                       "call_id": f"call_{number}", "arguments": arguments})  # fmt: skip
-    if not items:
-        items.append({"type": "message", "role": "assistant", "id": "msg_final",
-                      "content": [{"type": "output_text", "text": final_text}]})  # fmt: skip
     return items
 
 
@@ -137,7 +135,7 @@ class FakeOpenAI(FakeAnthropic):
         if isinstance(fault, HttpError):
             error = {"message": fault.message or f"fake error {fault.status}", "type": "error"}
             return fault.status, json.dumps({"error": error}).encode(), "application/json"
-        items = _output_items(self._actions(prompt), self.script.final_text)
+        items = _output_items(scripted_actions(self.script, prompt))
         return 200, _stream(items, f"resp_{len(self.requests)}"), "text/event-stream"
 
 
