@@ -255,5 +255,8 @@ def tmops_register_providers() -> Iterable[ProviderSpec]:
             factory=create_provider,
             description="Claude Code in headless mode (claude -p, stream-json)",
             version_args=("--version",),
+            # its settings, gateways and config folder (ANTHROPIC_BASE_URL, CLAUDE_CODE_...)
+            env_names=("CLAUDE_CONFIG_DIR",),
+            env_prefixes=("ANTHROPIC_", "CLAUDE_CODE_"),
         )
     ]
