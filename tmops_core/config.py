@@ -30,7 +30,7 @@ from cattrs.gen import make_dict_structure_fn, override
 from cattrs.v import transform_error
 
 from tmops_core.secrets import REDACTED, redact_data
-from tmops_hookspecs import ConfigError
+from tmops_hookspecs import DEFAULT_PROVIDER, ConfigError
 
 __all__ = [
     "CONFIG_ENV",
@@ -201,7 +201,7 @@ class FeaturesConfig:
     #: a person runs ``tmops approve FEATURE``
     approve_before: tuple[str, ...] = ()
     #: the provider agents run with unless `start` names another
-    default_provider: str = "claude-code"
+    default_provider: str = DEFAULT_PROVIDER
     #: the project's test command (argv, run in the worktree) for the tests-fail/pass gates
     test_command: tuple[str, ...] = ("python", "-m", "pytest", "-q")
     test_timeout: int = attrs.field(default=600, validator=_positive)

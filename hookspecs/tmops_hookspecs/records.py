@@ -21,6 +21,7 @@ import attrs
 
 __all__ = [
     "CHECKPOINT_NAME_PATTERN",
+    "DEFAULT_PROVIDER",
     "NAME_PATTERN",
     "AgentEvent",
     "AgentRequest",
@@ -251,6 +252,10 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
         raise TypeError(f"expected a list of strings, got {value!r}")
     return tuple(value)
 
+
+#: The provider agents run with when the config names none (``features.default_provider``):
+#: the one the built-in plugins ship for real work. The core itself names no provider.
+DEFAULT_PROVIDER = "claude-code"
 
 _ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
