@@ -26,7 +26,7 @@ from cattrs.cols import (
     mapping_structure_factory,
 )
 from cattrs.errors import ForbiddenExtraKeysError
-from cattrs.gen import make_dict_structure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.v import transform_error
 
 from tmops_core.secrets import REDACTED, redact_data
@@ -128,6 +128,9 @@ class PriceConfig:
 
 @attrs.frozen(kw_only=True)
 class ProviderConfig:
+    """The keys every provider shares; any other key of the section is the provider's own, kept
+    in ``options`` for its plugin to check (``tmops config check``) and use."""
+
     enabled: bool = True
     #: the program to run (``claude`` for claude-code; any program for ``command``)
     command: str | None = None
@@ -144,6 +147,8 @@ class ProviderConfig:
     idle_timeout_s: int = attrs.field(default=600, validator=_positive)
     #: model name (or ``default``) -> its price, for an agent that reports tokens but no cost
     prices: Mapping[str, PriceConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
+    #: the section's other keys, written beside these ones (not under ``options``)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
 
 
 def _usd(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -377,7 +382,34 @@ def _make_converter() -> cattrs.Converter:
     )
     converter.register_structure_hook_factory(is_mapping, _strict_mapping)
     converter.register_structure_hook_factory(attrs.has, _validating_attrs_class)
+    converter.register_structure_hook(ProviderConfig, _provider_section(converter))
+    converter.register_unstructure_hook(ProviderConfig, _provider_data(converter))
     return converter
+
+
+def _provider_section(converter: cattrs.Converter) -> Callable[[Any, Any], ProviderConfig]:
+    # The core checks the keys it reads; the others are the provider's, checked by its plugin.
+    shared = _validating_attrs_class(ProviderConfig, converter)
+    common = {field.name for field in attrs.fields(ProviderConfig)} - {"options"}
+
+    def structure(value: Any, type_: Any) -> ProviderConfig:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a mapping, got {_describe(value)}")
+        section: ProviderConfig = shared({k: v for k, v in value.items() if k in common}, type_)
+        own = {str(key): item for key, item in value.items() if key not in common}
+        return attrs.evolve(section, options=own) if own else section
+
+    return structure
+
+
+def _provider_data(converter: cattrs.Converter) -> Callable[[ProviderConfig], dict[str, Any]]:
+    fields = make_dict_unstructure_fn(ProviderConfig, converter)
+
+    def unstructure(section: ProviderConfig) -> dict[str, Any]:
+        data: dict[str, Any] = fields(section)
+        return {**{k: v for k, v in data.items() if k != "options"}, **dict(section.options)}
+
+    return unstructure
 
 
 _CONVERTER = _make_converter()
