@@ -16,12 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from tmops_core.config import LoadedConfig, parse_config
+from tmops_core.config import Config, LoadedConfig, parse_config
 from tmops_core.events import configure_logging
 from tmops_core.git import Git
-from tmops_core.plugins import create_plugin_manager
+from tmops_core.plugins import Plugins, create_plugin_manager
 from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
 from tmops_core.service.operations import Service
+from tmops_core.service.preflight import provider_program, resolve_program
 from tmops_core.surfaces.follow import INTERRUPTED_EXIT, follow_run, interrupted_message
 from tmops_core.workspace.features import InitRequest
 from tmops_core.workspace.layout import Layout, atomic_write, ensure_private_dir
@@ -54,6 +55,19 @@ def _demo_config(provider: str) -> dict[str, object]:
     return {"features": {"default_provider": provider, "test_command": _TEST_COMMAND}}
 
 
+def _check_installed(config: Config, plugins: Plugins, provider: str, where: Path) -> None:
+    """Refuse a provider whose program is not installed before making anything."""
+    program, path = provider_program(
+        config, plugins, Layout(where), provider, feature=DEMO_FEATURE, run="001", worktree=where
+    )
+    if resolve_program(program, path) is None:
+        raise WorkspaceError(
+            f"provider {provider!r} runs {program!r}, which is not installed (not on PATH)",
+            hint=f"install it (and log in), or run `tmops demo` without --provider to use the "
+            f"{DEMO_PROVIDER} agent",
+        )
+
+
 def run_demo(*, provider: str, directory: Path | None, echo: Callable[[str], None] = print) -> int:
     """Create the scratch project, run the workflow with a live view, show the commits."""
     configure_logging("warning")
@@ -67,6 +81,7 @@ def run_demo(*, provider: str, directory: Path | None, echo: Callable[[str], Non
         )
     data = _demo_config(provider)
     config = parse_config(data, source="the demo's built-in config")
+    _check_installed(config, plugins, provider, directory or Path.cwd())
     root = directory or Path(tempfile.mkdtemp(prefix="tmops-demo-"))
     if directory is not None and directory.exists() and any(directory.iterdir()):
         raise WorkspaceError(f"{directory} is not empty", hint="give --dir a new or empty folder")
