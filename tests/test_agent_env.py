@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tmops_core.agents.env import BASE_ENV_ALLOWLIST, BASE_ENV_PREFIXES, build_env
-from tmops_hookspecs import ProviderError
+from tmops_core.agents.env import BASE_ENV_ALLOWLIST, BASE_ENV_PREFIXES, build_env, provider_allow
+from tmops_core.plugins import create_plugin_manager
+from tmops_hookspecs import ProviderError, ProviderSpec
 
 
 def test_build_env_keeps_only_the_allowlist() -> None:
@@ -24,9 +25,10 @@ def test_build_env_keeps_only_the_allowlist() -> None:
         "NODE_EXTRA_CA_CERTS": "/ca.pem",
         "SSH_AUTH_SOCK": "/tmp/agent",
     }
+    claude = create_plugin_manager().providers()["claude-code"].spec
     env = build_env(
         {"ANTHROPIC_BASE_URL": "http://gateway", "EXTRA": "1"},
-        allow=["MY_PROXY", "NODE_*"],
+        allow=provider_allow(claude, ["MY_PROXY", "NODE_*"]),
         environ=environ,
     )
     assert env == {
@@ -42,18 +44,35 @@ def test_build_env_keeps_only_the_allowlist() -> None:
         "NODE_EXTRA_CA_CERTS": "/ca.pem",
         "EXTRA": "1",
     }
-    assert {"HOME", "PATH", "CLAUDE_CONFIG_DIR", "IS_SANDBOX", "NO_COLOR"} <= set(
-        BASE_ENV_ALLOWLIST
-    )
-    assert set(BASE_ENV_PREFIXES) == {"ANTHROPIC_", "CLAUDE_CODE_", "LC_"}
+    assert {"HOME", "PATH", "IS_SANDBOX", "NO_COLOR"} <= set(BASE_ENV_ALLOWLIST)
+    assert set(BASE_ENV_PREFIXES) == {"LC_"}
+
+
+def test_an_agents_variables_come_from_its_provider_not_the_core() -> None:
+    # The core's allowlist names no agent: another provider's agent gets no Claude settings.
+    environ = {"PATH": "/usr/bin", "ANTHROPIC_API_KEY": "k", "CLAUDE_CONFIG_DIR": "/cfg",
+               "OTHER_AGENT_HOME": "/o", "OTHER_KEY": "x"}  # fmt: skip
+    assert build_env({}, environ=environ) == {"PATH": "/usr/bin"}
+    other = ProviderSpec(name="other", factory=lambda _: None,  # type: ignore[arg-type,return-value]
+                         env_names=["OTHER_KEY"], env_prefixes=["OTHER_AGENT_"])  # fmt: skip
+    assert build_env({}, allow=provider_allow(other), environ=environ) == {
+        "PATH": "/usr/bin", "OTHER_AGENT_HOME": "/o", "OTHER_KEY": "x"}  # fmt: skip
+    assert provider_allow(other, ["MINE"]) == ("MINE", "OTHER_KEY", "OTHER_AGENT_*")
+    assert provider_allow(None, ["MINE"]) == ("MINE",)
+
+
+@pytest.mark.parametrize("bad", ["", "A-B", "A B", "A*", "1A"])
+def test_a_provider_spec_refuses_bad_variable_names(bad: str) -> None:
+    with pytest.raises(ValueError, match="environment variable names"):
+        ProviderSpec(name="p", factory=lambda _: None, env_prefixes=[bad])  # type: ignore[arg-type,return-value]
 
 
 def test_build_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "dummy")
+    monkeypatch.setenv("LC_MESSAGES", "C")
     env = build_env({})
     assert "AWS_SECRET_ACCESS_KEY" not in env
-    assert env["ANTHROPIC_API_KEY"] == "dummy"
+    assert env["LC_MESSAGES"] == "C"
 
 
 @pytest.mark.parametrize("extra", [{"A=B": "1"}, {"": "1"}, {"A\0": "1"}, {"A": "x\0y"}, {"A": 1}])

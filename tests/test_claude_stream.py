@@ -213,6 +213,7 @@ def test_success_carries_session_cost_turns_and_the_final_text() -> None:
 
 def test_resumed_run_keeps_the_session_id() -> None:
     result = finish_recorded("resumed")
+    assert not result.resume_failed
     assert result.outcome is Outcome.SUCCEEDED
     assert result.session_id == SESSION
 
@@ -258,6 +259,7 @@ def test_recorded_resume_failure_says_so_and_names_no_session(name: str) -> None
     assert RESUME_FAILED in result.message
     assert result.message.startswith("resume failed")
     assert result.session_id is None
+    assert result.resume_failed  # the core reads the flag, not the words
 
 
 def test_unknown_resume_id_with_only_stderr_is_a_resume_failure() -> None:
@@ -267,6 +269,7 @@ def test_unknown_resume_id_with_only_stderr_is_a_resume_failure() -> None:
     assert RESUME_FAILED in result.message
     assert SESSION in result.message
     assert result.session_id is None
+    assert result.resume_failed
 
 
 def test_bad_flag_with_only_stderr_fails_with_the_cli_message() -> None:

@@ -47,9 +47,11 @@ def test_the_documented_keys_are_the_keys_of_the_model() -> None:
         if attrs.has(model):
             assert set(value) == _fields(model), section
     # every provider key is documented on the first provider, and nothing else is
-    assert set(documented["providers"]["claude-code"]) == _fields(ProviderConfig)
+    # (``options`` is no key: it holds the section's other keys, the provider's own)
+    common = _fields(ProviderConfig) - {"options"}
+    assert set(documented["providers"]["claude-code"]) == common
     for name, provider in documented["providers"].items():
-        assert set(provider) <= _fields(ProviderConfig), name
+        assert set(provider) <= common, name
 
 
 @pytest.mark.parametrize(
@@ -132,3 +134,51 @@ def test_settings_a_plugin_refuses_skip_it_and_fail_config_check(make_dist: Make
         assert "strictness" not in service.plugins.names()
     finally:
         service.close()
+
+
+def test_a_providers_own_keys_reach_its_plugin_which_checks_them(make_dist: MakeDist) -> None:
+    make_dist(
+        "tmops-sandboxed",
+        {"sandboxed": "sandboxed_mod"},
+        {
+            "sandboxed_mod": """
+                from tmops_hookspecs import ConfigError, ProviderSpec, hookimpl
+                from tmops_plugins.command_provider import create_provider
+
+                def factory(settings):
+                    own = dict(settings["options"])
+                    if own.pop("sandbox", "none") not in ("none", "strict"):
+                        where = "$.providers.sandboxed.sandbox"
+                        raise ConfigError("bad", [f"must be none or strict @ {where}"])
+                    return create_provider({**settings, "options": own})
+
+                @hookimpl
+                def tmops_register_providers():
+                    return [ProviderSpec(name="sandboxed", factory=factory)]
+            """
+        },
+    )
+    text = (
+        "providers:\n"
+        "  sandboxed: {command: /bin/true, sandbox: strict, timeout_s: 9}\n"
+        "  claude_code: {timeout_s: 9, sandbox: strict}\n"
+    )
+    config = write_file(Path.cwd() / "tmops.yaml", text, 0o600)
+    show = CliRunner().invoke(cli, ["--config", str(config), "config", "show"])
+    assert show.exit_code == 0, show.output
+    shown = yaml.safe_load(show.stdout)["providers"]
+    assert shown["sandboxed"]["sandbox"] == "strict"  # beside the common keys, as written
+    assert shown["sandboxed"]["timeout_s"] == 9
+    assert "options" not in shown["sandboxed"]
+    check = CliRunner().invoke(cli, ["--config", str(config), "config", "check"])
+    assert check.exit_code == 2, check.output
+    # the provider that knows the key takes it; the one that does not refuses it, at its path
+    assert "@ $.providers.sandboxed" not in check.stderr
+    assert (
+        "unknown key 'sandbox' for provider 'claude-code' @ $.providers.claude_code.sandbox"
+    ) in check.stderr
+    bad = write_file(
+        Path.cwd() / "bad.yaml", "providers: {sandboxed: {command: x, sandbox: loose}}\n", 0o600
+    )
+    refused = CliRunner().invoke(cli, ["--config", str(bad), "config", "check"])
+    assert "must be none or strict @ $.providers.sandboxed.sandbox" in refused.stderr

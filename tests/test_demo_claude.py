@@ -43,7 +43,7 @@ def test_the_demo_with_claude_code_runs_the_real_cli(
         by_role = dict(fake.requests_by_role)
     text = "\n".join(lines)
     assert code == 0, text
-    assert "played by Claude Code" in text
+    assert "played by claude-code (Claude Code" in text
     assert "slugify: completed" in text
     # every role was a real CLI session against the fake model
     assert {"orchestrator", "tester", "implementer", "verifier"} <= set(by_role)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from tests.engine_support import (
 )
 from tmops_core.surfaces.demo import scripted_agent_config
 from tmops_hookspecs import FeatureError
+from tmops_plugins.scripted_provider import SCRIPTED_ARGS
 
 # -- 1. a full run through the claude-code provider ---------------------------------------------
 
@@ -227,8 +229,11 @@ def test_a_completed_run_is_not_started_again_without_resume(full: Finished) -> 
 @pytest.fixture(scope="module")
 def command_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
     base = tmp_path_factory.mktemp("command")
-    data: dict[str, Any] = scripted_agent_config()
-    data["providers"]["command"]["env"] = {"TMOPS_SCRIPTED_STATE_DIR": str(base / "state")}
+    # the scripted agent as any program is run: through the command provider's argv template
+    data: dict[str, Any] = scripted_agent_config(default_provider="command")
+    data["providers"] = {"command": {
+        "command": sys.executable, "args": list(SCRIPTED_ARGS),
+        "env": {"TMOPS_SCRIPTED_STATE_DIR": str(base / "state")}}}  # fmt: skip
     finished = run_workflow(base, data)
     yield finished
     finished.close()

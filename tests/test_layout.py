@@ -115,6 +115,7 @@ _LAYERS = (
         "lifecycle",
         "secrets",
         "config",
+        "config_source",
         "events",
         "plugins",
         "git",

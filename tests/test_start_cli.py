@@ -209,7 +209,8 @@ def test_demo_with_claude_code_but_no_claude_is_a_clear_error(
     monkeypatch.setenv("PATH", str(empty))
     result = tmops("demo", "--provider", "claude-code", "--dir", str(tmp_path / "demo"))
     assert result.exit_code == 1
-    assert "Claude Code is not installed" in result.output
+    assert "provider 'claude-code' runs 'claude', which is not installed" in result.output
+    assert not (tmp_path / "demo").exists()  # refused before anything was made
     assert "Traceback" not in result.output
 
 

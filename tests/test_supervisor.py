@@ -151,7 +151,9 @@ def test_env_reaches_the_child_through_the_allowlist(
     monkeypatch.setenv("TEAM_PROXY", "http://proxy")
     monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "5")
     argv = script("import json, os\nprint(json.dumps(dict(os.environ)))\n")
-    env = build_env({"CLAUDE_CODE_MAX_RETRIES": "0"}, allow=["TEAM_PROXY"])
+    # what the claude-code provider's spec declares, as the executor passes it
+    allow = ["TEAM_PROXY", "ANTHROPIC_*", "CLAUDE_CODE_*"]
+    env = build_env({"CLAUDE_CODE_MAX_RETRIES": "0"}, allow=allow)
     proc = agent(argv, env=env)
     outcome = run(proc)
     assert outcome.returncode == 0

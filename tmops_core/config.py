@@ -8,10 +8,8 @@ expansion, and one strict cattrs converter that reports EVERY error at once as
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import stat
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,11 +24,12 @@ from cattrs.cols import (
     mapping_structure_factory,
 )
 from cattrs.errors import ForbiddenExtraKeysError
-from cattrs.gen import make_dict_structure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.v import transform_error
 
+from tmops_core.config_source import MAX_CONFIG_BYTES, expand, parse_yaml, read_config_file
 from tmops_core.secrets import REDACTED, redact_data
-from tmops_hookspecs import ConfigError
+from tmops_hookspecs import DEFAULT_PROVIDER, ConfigError
 
 __all__ = [
     "CONFIG_ENV",
@@ -55,11 +54,9 @@ __all__ = [
 ]
 
 CONFIG_ENV = "TMOPS_CONFIG"
-MAX_CONFIG_BYTES = 1024 * 1024
 ISOLATIONS = ("worktree", "checkout")
 LOG_LEVELS = ("trace", "debug", "info", "success", "warning", "error", "critical")
 _SEARCH_PATHS = (Path("tmops.yaml"), Path(".tmops") / "config.yaml")
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SIMPLE_KEY = re.compile(r"\['([A-Za-z0-9_-]+)'\]")
 
 
@@ -128,6 +125,9 @@ class PriceConfig:
 
 @attrs.frozen(kw_only=True)
 class ProviderConfig:
+    """The keys every provider shares; any other key of the section is the provider's own, kept
+    in ``options`` for its plugin to check (``tmops config check``) and use."""
+
     enabled: bool = True
     #: the program to run (``claude`` for claude-code; any program for ``command``)
     command: str | None = None
@@ -144,6 +144,8 @@ class ProviderConfig:
     idle_timeout_s: int = attrs.field(default=600, validator=_positive)
     #: model name (or ``default``) -> its price, for an agent that reports tokens but no cost
     prices: Mapping[str, PriceConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
+    #: the section's other keys, written beside these ones (not under ``options``)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
 
 
 def _usd(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -201,7 +203,7 @@ class FeaturesConfig:
     #: a person runs ``tmops approve FEATURE``
     approve_before: tuple[str, ...] = ()
     #: the provider agents run with unless `start` names another
-    default_provider: str = "claude-code"
+    default_provider: str = DEFAULT_PROVIDER
     #: the project's test command (argv, run in the worktree) for the tests-fail/pass gates
     test_command: tuple[str, ...] = ("python", "-m", "pytest", "-q")
     test_timeout: int = attrs.field(default=600, validator=_positive)
@@ -377,7 +379,34 @@ def _make_converter() -> cattrs.Converter:
     )
     converter.register_structure_hook_factory(is_mapping, _strict_mapping)
     converter.register_structure_hook_factory(attrs.has, _validating_attrs_class)
+    converter.register_structure_hook(ProviderConfig, _provider_section(converter))
+    converter.register_unstructure_hook(ProviderConfig, _provider_data(converter))
     return converter
+
+
+def _provider_section(converter: cattrs.Converter) -> Callable[[Any, Any], ProviderConfig]:
+    # The core checks the keys it reads; the others are the provider's, checked by its plugin.
+    shared = _validating_attrs_class(ProviderConfig, converter)
+    common = {field.name for field in attrs.fields(ProviderConfig)} - {"options"}
+
+    def structure(value: Any, type_: Any) -> ProviderConfig:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a mapping, got {_describe(value)}")
+        section: ProviderConfig = shared({k: v for k, v in value.items() if k in common}, type_)
+        own = {str(key): item for key, item in value.items() if key not in common}
+        return attrs.evolve(section, options=own) if own else section
+
+    return structure
+
+
+def _provider_data(converter: cattrs.Converter) -> Callable[[ProviderConfig], dict[str, Any]]:
+    fields = make_dict_unstructure_fn(ProviderConfig, converter)
+
+    def unstructure(section: ProviderConfig) -> dict[str, Any]:
+        data: dict[str, Any] = fields(section)
+        return {**{k: v for k, v in data.items() if k != "options"}, **dict(section.options)}
+
+    return unstructure
 
 
 _CONVERTER = _make_converter()
@@ -396,128 +425,6 @@ def _format_error(exc: BaseException, type_: type[Any] | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Reading a file safely
-# --------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _strict_loader() -> type[Any]:
-    """The YAML loader, built on first use: a command that reads no config file (the defaults)
-    never imports PyYAML."""
-    import yaml
-
-    class _StrictLoader(yaml.SafeLoader):
-        """SafeLoader without aliases (billion-laughs bombs) or duplicate keys."""
-
-        def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-            if self.check_event(yaml.AliasEvent):
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise ConfigError(
-                    f"YAML aliases are not allowed in a tmops config (line {mark.line + 1})",
-                    hint="write the repeated value out where it is needed",
-                )
-            return super().compose_node(parent, index)
-
-        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if not isinstance(key, str | int | float | bool | None):
-                    raise ConfigError(
-                        f"a mapping key must be plain text (line {key_node.start_mark.line + 1})"
-                    )
-                if key in seen:
-                    raise ConfigError(
-                        f"key {key!r} appears twice in one mapping "
-                        f"(line {key_node.start_mark.line + 1})",
-                        hint="keep one of them",
-                    )
-                seen.add(key)
-            return super().construct_mapping(node, deep=deep)
-
-    return _StrictLoader
-
-
-def _read_config_file(path: Path) -> str:
-    try:
-        # O_NONBLOCK: a FIFO planted as the config must not hang tmops in open()
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read config file {path}: {exc.strerror}",
-            hint="check the path given by --config or $TMOPS_CONFIG",
-        ) from exc
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise ConfigError(f"config {path} is not a regular file")
-    with os.fdopen(fd, "rb") as handle:
-        if info.st_mode & stat.S_IWOTH:
-            raise ConfigError(
-                f"config {path} is writable by every user, so anyone could change what tmops runs",
-                hint=f"chmod o-w {path}",
-            )
-        if info.st_uid not in (os.getuid(), 0):
-            raise ConfigError(
-                f"config {path} belongs to another user (uid {info.st_uid})",
-                hint="use a config file you own",
-            )
-        data = handle.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config {path} is larger than 1 MiB; a tmops config is a few KiB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start})") from exc
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    import yaml
-
-    try:
-        # nosemgrep: tmops-yaml-safe-load-only -- _StrictLoader is a SafeLoader, no aliases
-        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - _StrictLoader is a SafeLoader  # nosec B506
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {source} is not valid YAML: {exc}") from exc
-    except RecursionError as exc:
-        raise ConfigError(f"config {source} is nested too deeply to be a tmops config") from exc
-
-
-# --------------------------------------------------------------------------------------------
-# ${VAR} expansion
-# --------------------------------------------------------------------------------------------
-
-
-def _expand(node: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
-    if isinstance(node, str):
-        return _expand_string(node, env, path, problems)
-    if isinstance(node, dict):
-        return {key: _expand(value, env, f"{path}.{key}", problems) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_expand(item, env, f"{path}[{i}]", problems) for i, item in enumerate(node)]
-    return node
-
-
-def _expand_string(text: str, env: Mapping[str, str], path: str, problems: list[str]) -> str:
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        problems.append(
-            f"environment variable {name} is not set (write ${{{name}:-default}} for a default)"
-            f" @ {path}"
-        )
-        return ""
-
-    # One pass: a value that itself contains ${...} is taken literally, never expanded again.
-    return _VAR.sub(substitute, text)
-
-
-# --------------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------------
 
@@ -532,7 +439,7 @@ def parse_config(
         raise ConfigError(f"config {source} must be a mapping of sections, got {_describe(data)}")
     problems: list[str] = []
     data = _without_retired_keys(data, problems)
-    expanded = _expand(data, os.environ if env is None else env, "$", problems)
+    expanded = expand(data, os.environ if env is None else env, "$", problems)
     try:
         config = _CONVERTER.structure(expanded, Config)
     except Exception as exc:  # cattrs groups every error of the document in one exception
@@ -594,7 +501,7 @@ def load_config(
     path = find_config(explicit, cwd=cwd)
     if path is None:
         return LoadedConfig(Config(), None)
-    data = _parse_yaml(_read_config_file(path), str(path))
+    data = parse_yaml(read_config_file(path), str(path))
     return LoadedConfig(parse_config(data, env=env, source=str(path)), path)
 
 

@@ -24,6 +24,7 @@ from .errors import (
 from .executor import AttemptHooks, AttemptOutcome, AttemptSpec, Executor, ExecutorSpec
 from .records import (
     CHECKPOINT_NAME_PATTERN,
+    DEFAULT_PROVIDER,
     NAME_PATTERN,
     AgentEvent,
     AgentRequest,
@@ -53,6 +54,7 @@ from .specs import PROJECT_NAME, hookimpl
 
 __all__ = [
     "CHECKPOINT_NAME_PATTERN",
+    "DEFAULT_PROVIDER",
     "NAME_PATTERN",
     "PROJECT_NAME",
     "AgentEvent",

@@ -21,6 +21,7 @@ import attrs
 
 __all__ = [
     "CHECKPOINT_NAME_PATTERN",
+    "DEFAULT_PROVIDER",
     "NAME_PATTERN",
     "AgentEvent",
     "AgentRequest",
@@ -222,6 +223,9 @@ class AgentResult:
     output_tokens: int | None = None
     #: the model the agent reported, to find its price
     model: str | None = None
+    #: the session asked for (``AgentRequest.resume_session_id``) could not be continued: the
+    #: core forgets it and runs the next attempt afresh with the whole prompt
+    resume_failed: bool = False
 
 
 @runtime_checkable
@@ -249,6 +253,22 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+#: The provider agents run with when the config names none (``features.default_provider``):
+#: the one the built-in plugins ship for real work. The core itself names no provider.
+DEFAULT_PROVIDER = "claude-code"
+
+_ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_names(instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for name in value:
+        if not _ENV_NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"{type(instance).__name__}.{attribute.name} holds environment variable names "
+                f"(letters, digits and '_', like 'MY_AGENT_'), got {name!r}"
+            )
+
+
 @attrs.frozen(kw_only=True)
 class ProviderSpec:
     """Registers a provider: ``factory(settings)`` gets the provider's config section."""
@@ -259,6 +279,13 @@ class ProviderSpec:
     #: the arguments that make the provider's program print its version (``("--version",)``),
     #: for ``tmops doctor``; empty: the program has no such argument, its version is not asked
     version_args: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    #: variables the agent may take from tmops' environment besides the core's allowlist (HOME,
+    #: PATH, locale...): exact names (``MY_AGENT_CONFIG_DIR``), and prefixes (``MY_AGENT_``)
+    #: for a family of settings; anything else stays behind unless the config allows it
+    env_names: tuple[str, ...] = attrs.field(default=(), converter=_strings, validator=_env_names)
+    env_prefixes: tuple[str, ...] = attrs.field(
+        default=(), converter=_strings, validator=_env_names
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -111,10 +111,22 @@ def read_settings(provider: str, settings: Mapping[str, Any]) -> ProviderSetting
     """Check a provider's settings mapping (``attrs.asdict(ProviderConfig)``).
 
     Keys this provider does not use (``enabled``, ``timeout_s``, ... and any the config model
-    gains later) are left to the core. Raises :class:`ConfigError` naming the key.
+    gains later) are left to the core; the section's own keys (``options``: none is known to
+    these providers) are refused, each at its ``$.providers.<name>.<key>``. Raises
+    :class:`ConfigError` naming the key.
     """
     if not isinstance(settings, Mapping):
         raise ConfigError(f"provider '{provider}': settings must be a mapping, got {settings!r}")
+    unknown = sorted(settings.get("options") or {})
+    if unknown:
+        raise ConfigError(
+            f"provider '{provider}': unknown key(s) {', '.join(map(repr, unknown))}",
+            [
+                f"unknown key {key!r} for provider '{provider}' @ $.providers.{provider}.{key}"
+                for key in unknown
+            ],
+            hint=f"remove them, or check their spelling in providers.{provider}",
+        )
     args = settings.get("args")
     args = () if args is None else args
     if isinstance(args, str | bytes) or not isinstance(args, Sequence):
@@ -255,5 +267,8 @@ def tmops_register_providers() -> Iterable[ProviderSpec]:
             factory=create_provider,
             description="Claude Code in headless mode (claude -p, stream-json)",
             version_args=("--version",),
+            # its settings, gateways and config folder (ANTHROPIC_BASE_URL, CLAUDE_CODE_...)
+            env_names=("CLAUDE_CONFIG_DIR",),
+            env_prefixes=("ANTHROPIC_", "CLAUDE_CODE_"),
         )
     ]

@@ -43,8 +43,8 @@ __all__ = [
     "stderr_tail",
 ]
 
-#: Words in an AgentResult message that tell the core a ``--resume`` failed, so it can start a
-#: fresh session (tmops_core.orchestration.run looks for them).
+#: Words in an AgentResult message that tell a person a ``--resume`` failed; the core reads
+#: ``AgentResult.resume_failed`` (set with them) and starts a fresh session.
 RESUME_FAILED = "could not be resumed"
 
 _MESSAGE_LIMIT = 1000
@@ -437,6 +437,7 @@ def _resume_failed(text: str, cost_usd: float | None) -> AgentResult:
         outcome=Outcome.FAILED,
         cost_usd=cost_usd,
         message=_clip(f"resume failed: the session {RESUME_FAILED}: {text}"),
+        resume_failed=True,
     )
 
 

@@ -87,5 +87,7 @@ def create_provider(settings: Mapping[str, Any]) -> CodexProvider:
 @hookimpl
 def tmops_register_providers() -> Iterable[ProviderSpec]:
     about = "OpenAI Codex CLI in headless mode (codex exec --json)"
-    spec = ProviderSpec(name=NAME, factory=create_provider, description=about)
+    spec = ProviderSpec(
+        name=NAME, factory=create_provider, description=about, env_prefixes=ENV_PREFIXES
+    )
     return [attrs.evolve(spec, version_args=("--version",))]

@@ -71,9 +71,9 @@ _STREAM_TYPES = frozenset({"system", "assistant", "user", "result"})
 _LINE_LIMIT = 1000
 
 
-def _check_template(index: int, item: str) -> None:
+def _check_template(index: int, item: str, provider: str) -> None:
     shown = item if len(item) <= 60 else item[:59] + "…"
-    where = f"provider '{NAME}': args[{index}] {shown!r}"
+    where = f"provider '{provider}': args[{index}] {shown!r}"
     hint = f"placeholders: {', '.join('{' + name + '}' for name in PLACEHOLDERS)}; "
     hint += "write {{ and }} for literal braces"
     try:
@@ -95,15 +95,19 @@ class CommandProvider:
     """Runs ``command`` with the ``args`` template filled from the request."""
 
     def __init__(
-        self, settings: ProviderSettings, *, clock: Callable[[], float] = time.time
+        self,
+        settings: ProviderSettings,
+        *,
+        name: str = NAME,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not settings.command:
             raise ConfigError(
-                f"provider '{NAME}' needs 'command': the program to run",
-                hint=f"set providers.{NAME}.command (and its args template) in tmops.yaml",
+                f"provider '{name}' needs 'command': the program to run",
+                hint=f"set providers.{name}.command (and its args template) in tmops.yaml",
             )
         for index, item in enumerate(settings.args):
-            _check_template(index, item)
+            _check_template(index, item, name)
         self.settings = settings
         self.command: str = settings.command
         #: config ``args`` items this provider ignores (none: the template is used as written)

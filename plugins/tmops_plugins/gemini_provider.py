@@ -19,7 +19,7 @@ reading and judging are :mod:`tmops_plugins.gemini_stream`'s). Checked against t
 
 The CLI reads its key and endpoint from the environment (``GEMINI_API_KEY``,
 ``GOOGLE_GEMINI_BASE_URL``, ``GEMINI_CLI_HOME`` for its settings folder); put them in the
-provider's ``env`` config. :data:`ENV_PREFIXES` names the variables it needs.
+provider's ``env`` config, or export them: :data:`ENV_PREFIXES` lets them through to the agent.
 """
 
 from __future__ import annotations
@@ -135,5 +135,6 @@ def tmops_register_providers() -> Iterable[ProviderSpec]:
             factory=create_provider,
             description="Gemini CLI in headless mode (gemini -p, stream-json)",
             version_args=("--version",),
+            env_prefixes=ENV_PREFIXES,
         )
     ]

@@ -84,6 +84,8 @@ behaves normally. With the ``:always`` suffix it hits every attempt. Kinds:
   reports the real count; a resumed session fixes it (never with ``:always``).
 - ``<role>:no-checkpoint``: does all the work but writes no checkpoint; result success, exit 0.
 - ``<role>:crash``: prints the init line, then exits 3 with no result and no work done.
+- ``<role>:lost-session``: a RESUMED session of the role cannot be continued: it says so on
+  stderr as ``claude --resume`` does for an unknown session and exits 1 (fresh sessions work).
 - ``<role>:slow=<seconds>``: sleeps that long after the init line, before working (timeouts,
   no-output watchdogs).
 - ``<role>:detach``: after the init line, starts a daemon the way a dev server does (a new
@@ -474,6 +476,9 @@ def _session(agent: _Agent, options: Options, resumed: bool, started: float) -> 
     """The faults that end or delay a session, then the role's work; the exit code."""
     role = agent.context.role
     hits = [f for f in options.faults if f.hits(role, resumed=resumed)]
+    if resumed and any(f.kind == "lost-session" and f.role in (role, "*") for f in options.faults):
+        print(f"No conversation found with session ID: {options.resume}", file=sys.stderr)
+        return 1
     if any(f.kind == "crash" for f in hits):
         print(f"scripted agent: fault {role}:crash, exit {CRASH_EXIT_CODE}", file=sys.stderr)
         return CRASH_EXIT_CODE

@@ -63,6 +63,7 @@ FAULT_KINDS: Mapping[str, str | None] = {
     "cost": None,
     "tokens": None,
     "usage-limit": None,
+    "lost-session": None,
 }
 
 #: (trigger, completion) checkpoint of each role, when the prompt names none.

@@ -1,8 +1,9 @@
 """The environment an agent starts with: an allowlist of tmops' own, plus what is asked for.
 
 This module owns :data:`BASE_ENV_ALLOWLIST`, :data:`BASE_ENV_PREFIXES` and :func:`build_env`,
-which filters an environment down to them (plus a config's extra names) and validates the
-variables a provider or config adds.
+which filters an environment down to them (plus a config's extra names and what the provider's
+spec declares, see :func:`provider_allow`) and validates the variables a provider or config
+adds. The core names no agent's variables: each provider declares its own.
 
 It must never pass a variable that is not allowlisted by name or prefix (credentials such as
 ``AWS_SECRET_ACCESS_KEY`` or ``GITHUB_TOKEN`` stay behind unless a config names them), never
@@ -14,9 +15,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-from tmops_hookspecs import ProviderError
+from tmops_hookspecs import ProviderError, ProviderSpec
 
-__all__ = ["BASE_ENV_ALLOWLIST", "BASE_ENV_PREFIXES", "build_env"]
+__all__ = ["BASE_ENV_ALLOWLIST", "BASE_ENV_PREFIXES", "build_env", "provider_allow"]
 
 #: Variables passed from tmops' own environment to every agent, by exact name.
 BASE_ENV_ALLOWLIST: tuple[str, ...] = (
@@ -31,12 +32,20 @@ BASE_ENV_ALLOWLIST: tuple[str, ...] = (
     "TERM",
     "TMPDIR",
     "TZ",
-    "CLAUDE_CONFIG_DIR",
     "IS_SANDBOX",
     "NO_COLOR",
 )
-#: Variables passed to every agent by prefix (Claude Code's settings, gateways, locale).
-BASE_ENV_PREFIXES: tuple[str, ...] = ("ANTHROPIC_", "CLAUDE_CODE_", "LC_")
+#: Variables passed to every agent by prefix (locale); an agent's own come from its provider.
+BASE_ENV_PREFIXES: tuple[str, ...] = ("LC_",)
+
+
+def provider_allow(spec: ProviderSpec | None, config_allow: Iterable[str] = ()) -> tuple[str, ...]:
+    """The ``allow`` of :func:`build_env` for an agent of ``spec``: the config's entries, then
+    the spec's ``env_names`` and its ``env_prefixes`` (as ``PREFIX*``)."""
+    declared: tuple[str, ...] = ()
+    if spec is not None:
+        declared = (*spec.env_names, *(f"{prefix}*" for prefix in spec.env_prefixes))
+    return (*config_allow, *declared)
 
 
 def build_env(

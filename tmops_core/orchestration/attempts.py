@@ -19,9 +19,11 @@ __all__ = ["HandoffClock", "attempt_spec", "detection_lag_ms"]
 def attempt_spec(
     *, config: Config, layout: Layout, context: FeatureContext, spec: PhaseSpec, provider: str,
     fencing: int, number: int, resume: str | None, note: str | None, budget: float | None = None,
+    env_allow: tuple[str, ...] = (),
 ) -> AttemptSpec:  # fmt: skip
     """The attempt ``number`` at ``spec``: a resumed session is told only ``note``; a fresh one
-    gets the whole phase prompt (and the note after it); ``budget``: what it may spend."""
+    gets the whole phase prompt (and the note after it); ``budget``: what it may spend;
+    ``env_allow``: what the agent may take from tmops' environment (config and provider spec)."""
     settings = provider_settings(config, provider)
     feature, run = context.feature, context.run
     prompt = (
@@ -54,7 +56,7 @@ def attempt_spec(
         checkpoint=context.checkpoint_dir / spec.completion_checkpoint,
         log_path=layout.logs_dir(feature, run) / f"{spec.role}.log",
         env=settings.get("env", {}),
-        env_allow=tuple(config.features.env_allowlist),
+        env_allow=env_allow or tuple(config.features.env_allowlist),
         wall_clock_s=float(settings.get("timeout_s") or 3600),
         idle_s=float(settings.get("idle_timeout_s") or 600),
         checkpoint_grace_s=float(config.features.checkpoint_timeout),

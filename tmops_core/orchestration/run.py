@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from tmops_core.agents.env import provider_allow
 from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
 from tmops_core.config import Config, provider_settings
 from tmops_core.events import EventBus
@@ -471,7 +472,7 @@ class RunDriver:
             live = LiveAttempt(attempt_id, number, outcome, attempt_started)
             if resumable:
                 session_id = outcome.session_id or session_id
-                if "could not be resumed" in outcome.result.message:
+                if outcome.result.resume_failed:  # the provider says: start afresh
                     session_id = None
             checkpoint = self.checkpoint_dir / spec.completion_checkpoint
             verdict, reason = self.judge.judge(spec, outcome, checkpoint)
@@ -561,7 +562,9 @@ class RunDriver:
         attempt = attempt_spec(
             config=self.config, layout=self.layout, context=self.context(spec.name), spec=spec,
             provider=self.provider_name, fencing=self.fencing, number=number, resume=resume,
-            note=note, budget=budget,
+            note=note, budget=budget, env_allow=provider_allow(
+                self.plugins.providers()[self.provider_name].spec,
+                self.config.features.env_allowlist),
         )  # fmt: skip
         progress = AgentProgress(
             self.emit, spec, number, roots=(self.worktree, self.checkpoint_dir)

@@ -112,6 +112,12 @@ class ConfigChecks:
                 continue
             try:
                 registered.spec.factory(provider_settings(self.config, registered.spec.name))
+            except ConfigError as exc:  # the plugin's own problems say where they are
+                spelled = (
+                    p.replace(f"$.providers.{registered.spec.name}", f"$.providers.{name}")
+                    for p in exc.problems
+                )  # the section as the file spells it
+                problems.extend(list(spelled) or [f"{exc.message} @ $.providers.{name}"])
             except TmopsError as exc:
                 problems.append(f"{exc.message} @ $.providers.{name}")
         return problems

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from tmops_core.agents.env import build_env
+from tmops_core.agents.env import build_env, provider_allow
 from tmops_core.agents.probe import program_version
 from tmops_core.config import Config, provider_settings
 from tmops_core.git import Git, find_git
@@ -144,11 +144,13 @@ def _provider_version(
             label, FAIL, f"its program {program!r} is not on the agents' PATH",
             f"install it, or set providers.{name}.command to its path",
         )  # fmt: skip
-    version_args = plugins.providers()[name].spec.version_args
+    spec = plugins.providers()[name].spec
+    version_args = spec.version_args
     if not version_args:
         return Check(label, OK, f"{resolved} (the provider names no way to ask its version)")
     settings = provider_settings(config, name)
-    env = build_env(dict(settings.get("env", {})), allow=config.features.env_allowlist)
+    allow = provider_allow(spec, config.features.env_allowlist)
+    env = build_env(dict(settings.get("env", {})), allow=allow)
     version, why = program_version([resolved, *version_args], env)
     if version is None:
         return Check(

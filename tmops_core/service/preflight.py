@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tmops_core.agents.env import build_env
+from tmops_core.agents.env import build_env, provider_allow
 from tmops_core.config import Config, provider_settings
 from tmops_core.plugins import Plugins
 from tmops_core.workspace.layout import Layout, read_checked
@@ -68,7 +68,8 @@ def provider_program(
     PATH it is looked up on. The provider checks its own section (permission modes,
     templates) as it is built: a bad one raises its ConfigError."""
     settings = provider_settings(config, provider_name)
-    provider = plugins.providers()[provider_name].spec.factory(settings)
+    provider_spec = plugins.providers()[provider_name].spec
+    provider = provider_spec.factory(settings)
     workflow = list(config.features.default_phases)
     phases = plugins.phases()
     first = phases[workflow[0]].spec.name if workflow and workflow[0] in phases else "orchestrator"
@@ -85,7 +86,8 @@ def provider_program(
         )
     )
     env = build_env(
-        {**settings.get("env", {}), **invocation.env}, allow=config.features.env_allowlist
+        {**settings.get("env", {}), **invocation.env},
+        allow=provider_allow(provider_spec, config.features.env_allowlist),
     )
     return invocation.argv[0], env.get("PATH", os.defpath)
 

@@ -457,10 +457,10 @@ def engine_command(
 @cli.command("demo")
 @click.option(
     "--provider",
-    type=click.Choice(["scripted", "claude-code"]),
     default="scripted",
     show_default=True,
-    help="scripted: a local scripted agent, no model or key needed; claude-code: the real CLI.",
+    help="The provider playing the roles: scripted, a local script (no model or key needed), "
+    "or the name of any installed provider to run its real agent.",
 )
 @click.option(
     "--dir",
