@@ -235,7 +235,8 @@ def test_config_check_warns_about_a_section_of_a_provider_not_installed(tmp_path
     config = write_config(tmp_path / "c.yaml", "providers:\n  opencode:\n    command: opencode\n")
     result = run("--config", str(config), "config", "check")
     assert result.exit_code == 0
-    assert "warning: providers.opencode configures a provider that is not installed" in result.stderr
+    warning = "warning: providers.opencode configures a provider that is not installed"
+    assert warning in result.stderr
 
 
 def _model_keys(model: type[Any], prefix: str = "") -> set[str]:
