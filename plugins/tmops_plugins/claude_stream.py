@@ -32,6 +32,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tmops_hookspecs import AgentEvent, AgentResult, Outcome
 
+from ._json_values import count as _count
+from ._json_values import number as _number
+from ._json_values import text as _str
+
 __all__ = [
     "RESUME_FAILED",
     "decode_stream_line",
@@ -84,22 +88,6 @@ def _tool_summary(name: str, arguments: Mapping[str, Any]) -> str:
         if isinstance(value, str) and value:
             return f"{name} {_one_line(value, _TEXT_PREVIEW)}"
     return name
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
 
 
 def _blocks(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:

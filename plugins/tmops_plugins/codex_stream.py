@@ -27,6 +27,7 @@ from typing import Any
 
 from tmops_hookspecs import AgentEvent, AgentResult, Outcome
 
+from ._json_values import count as _count
 from .claude_stream import (
     RESUME_FAILED,
     decode_stream_line,
@@ -44,10 +45,6 @@ _MESSAGE_LIMIT = 1000
 def _one_line(text: str, limit: int = _TEXT_PREVIEW) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _item_event(kind: str, item: Mapping[str, Any]) -> AgentEvent | None:

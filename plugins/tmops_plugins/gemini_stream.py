@@ -27,6 +27,8 @@ from zoneinfo import ZoneInfo
 
 from tmops_hookspecs import AgentEvent, AgentResult, Outcome
 
+from ._json_values import count as _count
+from ._json_values import text as _str
 from .claude_stream import (
     RESUME_FAILED,
     decode_stream_line,
@@ -52,14 +54,6 @@ EXIT_CODES: Mapping[int, str] = {
     55: "untrusted workspace",
     130: "cancelled",
 }
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _one_line(text: str, limit: int) -> str:
