@@ -58,6 +58,7 @@ def test_tmops_plugins_lists_the_example(plugin_env: dict[str, str], tmp_path: P
     assert example["distribution"] == "tmops-security-review"
     assert example["version"] == "0.1.0"
     assert example["registers"] == {
+        "providers": ["security-review-agent"],
         "phases": ["security-review"],
         "validators": ["no-secrets"],
         "sinks": ["security-audit"],

@@ -1,4 +1,5 @@
-"""The ``security-review`` plugin: a phase, a checkpoint validator and a telemetry sink.
+"""The ``security-review`` plugin: a phase, a provider that plays it without a model, a
+checkpoint validator and a telemetry sink.
 
 It imports ``tmops_hookspecs`` only, as every third-party plugin should.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,14 @@ from tmops_hookspecs import (
     Gate,
     PhaseSpec,
     Problem,
+    ProviderSpec,
     SinkSpec,
     ValidatorSpec,
     hookimpl,
 )
+
+from .patterns import SECRET_PATTERNS
+from .provider import CHECKPOINT, PHASE, ReviewProvider, provider_spec, read_settings
 
 INSTRUCTIONS = """\
 You are the SECURITY REVIEWER of a TeamOps feature. You are read-only: you change no code and
@@ -37,15 +41,6 @@ PROMPT = """\
 Review the security of feature {feature} (run {run}) in {worktree}.
 The spec is {task_spec}. Write your report to {checkpoint_dir}/{completion_checkpoint}.
 """
-
-# Private keys and the common token shapes; a checkpoint is committed, so none may carry one.
-SECRET_PATTERNS = {
-    "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    "AWS access key": re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
-    "Anthropic API key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
-    "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
-}
-
 
 #: the kinds of secret not reported, from ``plugins.settings.security-review.ignore``
 _ignored: frozenset[str] = frozenset()
@@ -113,16 +108,27 @@ def make_audit_sink(options: Mapping[str, Any]) -> AuditSink:
 def tmops_register_phases() -> Iterable[PhaseSpec]:
     return [
         PhaseSpec(
-            name="security-review",
+            name=PHASE,
             role="security-reviewer",
             instructions=INSTRUCTIONS,
             prompt=PROMPT,
             trigger_checkpoint="008-security-trigger.md",
-            completion_checkpoint="009-security-complete.md",
+            completion_checkpoint=CHECKPOINT,
             gates=(Gate.TESTS_PASS,),
             description="read-only security review after the verifier",
         )
     ]
+
+
+def make_review_provider(settings: Mapping[str, Any]) -> ReviewProvider:
+    """The ``security-review-agent`` factory: ``settings`` is ``providers.security-review-agent``;
+    the agent skips the kinds of secret the validator is told to ignore."""
+    return ReviewProvider(read_settings(settings), ignore=_ignored)
+
+
+@hookimpl
+def tmops_register_providers() -> Iterable[ProviderSpec]:
+    return [provider_spec(make_review_provider)]
 
 
 @hookimpl
