@@ -97,7 +97,7 @@ def read_settings(settings: Mapping[str, Any]) -> ReviewSettings:
         or not all(isinstance(item, str) and item and "\0" not in item for item in scanner)
     ):
         problems.append(
-            _problem("scanner", f"must be a list of strings, the scanner's argv, got {scanner!r}")
+            _problem("scanner", f"'scanner' must be a list of strings, its argv, got {scanner!r}")
         )
     codes = options.get("findings_exit_codes", (1,))
     if (
@@ -106,12 +106,18 @@ def read_settings(settings: Mapping[str, Any]) -> ReviewSettings:
         or not all(_is_count(code, 1, 255) for code in codes)
     ):
         problems.append(
-            _problem("findings_exit_codes", f"must be a list of exit codes 1-255, got {codes!r}")
+            _problem(
+                "findings_exit_codes",
+                f"'findings_exit_codes' must be exit codes 1-255, got {codes!r}",
+            )
         )
     max_bytes = options.get("max_file_bytes", 1_000_000)
     if not _is_count(max_bytes, 1):
         problems.append(
-            _problem("max_file_bytes", f"must be a whole number above 0, got {max_bytes!r}")
+            _problem(
+                "max_file_bytes",
+                f"'max_file_bytes' must be a whole number above 0, got {max_bytes!r}",
+            )
         )
     if problems:
         raise ConfigError(
