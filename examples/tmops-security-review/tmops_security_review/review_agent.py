@@ -22,7 +22,9 @@ import argparse
 import json
 import os
 import stat
-import subprocess  # nosec B404 - git and the configured scanner, as argv lists
+
+# git and the configured scanner, run from argv lists
+import subprocess  # nosec B404
 import sys
 import uuid
 from pathlib import Path
@@ -62,7 +64,7 @@ def _arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def _files(worktree: Path) -> list[str]:
     # git is on PATH wherever tmops runs (it needs it too); the agent's PATH is tmops' own
-    listed = subprocess.run(  # nosec B603 B607 - an argv list
+    listed = subprocess.run(  # nosec B603 B607
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],  # noqa: S607
         cwd=worktree, capture_output=True, check=False,
     )  # fmt: skip
@@ -108,7 +110,8 @@ def _scan(scanner: list[str], worktree: Path, findings_codes: set[int]) -> tuple
     _say(type="step", tool="Scanner", target=" ".join(scanner))
     output: list[str] = []
     try:
-        process = subprocess.Popen(  # nosec B603 - the configured argv list, no shell
+        # the configured argv list, never a shell
+        process = subprocess.Popen(  # nosec B603
             scanner, cwd=worktree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, errors="replace",
         )  # fmt: skip
