@@ -39,7 +39,14 @@ class Review:
     report: str | None
 
 
-def _review(tmp_path: Path, *, files: dict[str, str] | None = None, **options: Any) -> Review:
+def _review(
+    tmp_path: Path,
+    *,
+    files: dict[str, str] | None = None,
+    phases: tuple[str, ...] = ("security-review",),
+    max_retries: int = 0,
+    **options: Any,
+) -> Review:
     """A project (with ``files`` committed), its feature run through the security-review phase
     by the example provider, with ``options`` in its config section."""
     root = make_repo(tmp_path / "project")
@@ -52,9 +59,9 @@ def _review(tmp_path: Path, *, files: dict[str, str] | None = None, **options: A
         "providers": {PROVIDER: options},
         "features": {
             "default_provider": PROVIDER,
-            "default_phases": ["security-review"],
+            "default_phases": list(phases),
             "test_command": [sys.executable, "-c", "pass"],
-            "max_retries": 0,
+            "max_retries": max_retries,
         },
     }
     service = Service(LoadedConfig(parse_config(data), None), create_plugin_manager())
@@ -210,6 +217,21 @@ def test_another_phase_is_refused_when_the_run_starts(tmp_path: Path) -> None:
         assert service.status("audit", workspace=root)["status"] != "queued"
     finally:
         service.close()
+
+
+def test_a_later_phase_it_cannot_play_is_a_failed_attempt_naming_it(tmp_path: Path) -> None:
+    """The provider refuses the request (ProviderError): each attempt of that phase ends
+    failed with the provider's reason, none is left running, and the run fails."""
+    review = _review(tmp_path, phases=("security-review", "orchestrator"), max_retries=1)
+    assert review.status["status"] == "failed"
+    assert "cannot play the phase 'orchestrator'" in review.status["last_error"]
+    rows = [(a.phase, a.state, a.outcome) for a in review.attempts]
+    assert rows == [
+        ("security-review", "completed", "succeeded"),
+        ("orchestrator", "rejected", "failed"),
+        ("orchestrator", "failed", "failed"),
+    ]
+    assert all("cannot play" in (a.message or "") for a in review.attempts[1:])
 
 
 def test_each_bad_option_is_reported_at_its_path(tmp_path: Path) -> None:

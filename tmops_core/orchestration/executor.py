@@ -6,6 +6,7 @@ to the provider, reports through the run's :class:`~tmops_hookspecs.AttemptHooks
 every change), and waits for BOTH the agent's exit and its completion checkpoint: a checkpoint
 without an exit gets a grace period, then the agent is stopped. It waits on events (the
 supervisor's end of the process, the hooks' checkpoint arrival and cancel), never on a poll.
+A request the provider refuses (``ProviderError``) is a failed attempt in which no agent ran.
 It never judges a checkpoint, never commits and never touches the store itself.
 """
 
@@ -21,11 +22,13 @@ from tmops_core.agents.supervisor import AgentProcess, Limits, ProcessOutcome
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_hookspecs import (
     AgentEvent,
+    AgentResult,
     AttemptHooks,
     AttemptOutcome,
     AttemptSpec,
     Outcome,
     Provider,
+    ProviderError,
 )
 
 __all__ = ["LocalExecutor"]
@@ -44,7 +47,11 @@ class LocalExecutor:
         self.wakeups = 0
 
     def execute(self, spec: AttemptSpec, provider: Provider, hooks: AttemptHooks) -> AttemptOutcome:
-        invocation = provider.build_invocation(spec.request)
+        try:
+            invocation = provider.build_invocation(spec.request)
+        except ProviderError as exc:  # refused by the provider: a failed attempt, no agent ran
+            result = AgentResult(outcome=Outcome.FAILED, message=str(exc))
+            return AttemptOutcome(result=result, checkpoint_present=spec.checkpoint.exists())
         events: list[AgentEvent] = []
         session: dict[str, str | None] = {"id": spec.request.resume_session_id}
 
