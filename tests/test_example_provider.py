@@ -18,10 +18,12 @@ from tmops_core.config import LoadedConfig, parse_config
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.operations import Service
 from tmops_core.store import AttemptRecord, SQLiteStore
+from tmops_core.surfaces.demo import scripted_agent_config
 from tmops_core.workspace.features import InitRequest
 from tmops_hookspecs import ProviderError
 
 from .conftest import git, make_repo
+from .engine_support import TEST_COMMAND, run_workflow
 
 pytest.importorskip("tmops_security_review")
 
@@ -232,6 +234,41 @@ def test_a_later_phase_it_cannot_play_is_a_failed_attempt_naming_it(tmp_path: Pa
         ("orchestrator", "failed", "failed"),
     ]
     assert all("cannot play" in (a.message or "") for a in review.attempts[1:])
+
+
+def test_after_the_four_phases_a_review_run_checks_their_work(tmp_path: Path) -> None:
+    """The four phases run by the scripted agent write and commit tests and code; a second run
+    of the feature, whose workflow is the security review (config), has the example provider
+    review that branch: its gate runs the real tests, its report covers the files they made."""
+    four = run_workflow(tmp_path, scripted_agent_config())
+    try:
+        assert four.status()["status"] == "completed", four.status()["last_error"]
+        root, feature = four.root, four.feature
+    finally:
+        four.close()
+    data = {
+        "providers": {PROVIDER: {}},
+        "features": {
+            "default_provider": PROVIDER,
+            "default_phases": ["security-review"],
+            "test_command": TEST_COMMAND,
+        },
+    }
+    service = Service(LoadedConfig(parse_config(data), None), create_plugin_manager())
+    try:
+        again = service.init(InitRequest(feature=feature, run_type="retry", workspace=root))
+        again.task_spec.write_text(f"# Task Specification: {feature}\n\nReview it.\n")
+        service.start(feature, workspace=root, spawn=False)
+        service.serve_engine(workspace=root, idle_exit_s=0.1, retry_backoff_s=(0.05,))
+        status = service.status(feature, workspace=root)
+    finally:
+        service.close()
+    assert (again.run, status["status"]) == ("retry", "completed"), status["last_error"]
+    report = (again.checkpoint_dir / "009-security-complete.md").read_text()
+    assert "Security verdict: PASS" in report
+    tracked = git(again.worktree, "ls-files").split()
+    assert {"slug.py", "tests/test_slug.py"} <= set(tracked)
+    assert f"Reviewed {len(tracked)} file(s)" in report
 
 
 def test_each_bad_option_is_reported_at_its_path(tmp_path: Path) -> None:
