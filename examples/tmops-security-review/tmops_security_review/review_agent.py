@@ -35,6 +35,7 @@ from .patterns import SECRET_PATTERNS, redact
 __all__ = ["main"]
 
 _REPORT_LINES = 200
+_LINE_LIMIT = 500
 _SNIFF_BYTES = 8192
 
 
@@ -107,7 +108,7 @@ def _secrets(worktree: Path, names: list[str], ignore: set[str], limit: int) -> 
 
 def _scan(scanner: list[str], worktree: Path, findings_codes: set[int]) -> tuple[bool, list[str]]:
     """Run the scanner; (whether it found problems, its output with secrets redacted)."""
-    _say(type="step", tool="Scanner", target=" ".join(scanner))
+    _say(type="step", tool="Scanner", target=redact(" ".join(scanner)))
     output: list[str] = []
     try:
         # the configured argv list, never a shell
@@ -120,7 +121,7 @@ def _scan(scanner: list[str], worktree: Path, findings_codes: set[int]) -> tuple
     assert process.stdout is not None  # noqa: S101 - stdout=PIPE
     with process.stdout:
         for line in process.stdout:
-            text = redact(line.rstrip())
+            text = redact(line.rstrip())[:_LINE_LIMIT]  # the report stays small
             output.append(text)
             if text.strip():
                 _say(type="text", text=text)
@@ -157,9 +158,13 @@ def _report(args: argparse.Namespace, secrets: list[str], scanner: list[str],
 def _write(path: Path, text: str) -> None:
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with os.fdopen(os.open(temp, flags, 0o600), "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temp, path)
+    try:
+        with os.fdopen(os.open(temp, flags, 0o600), "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def review(args: argparse.Namespace, scanner: list[str]) -> None:
