@@ -9,9 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from .fake_anthropic import FakeAnthropic
 from .fake_tdd_script import tdd_script
 from .test_e2e_claude import AGENT_TEST_COMMAND, config_data, run_tmops, stream_lines
+
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
 
 #: every answer says its prompt was this many tokens: dollars per answer at any Claude price
 EXPENSIVE_PROMPT = 2_000_000

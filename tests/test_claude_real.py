@@ -52,6 +52,9 @@ from .fake_anthropic import (
 )
 from .fake_tdd_script import CODE_SOURCE, TEST_FILE, TEST_SOURCE, tdd_script
 
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:

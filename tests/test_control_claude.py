@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tmops_core.agents.processes import process_alive
 from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
 
@@ -20,6 +22,9 @@ from .fake_anthropic import FakeAnthropic, bash
 from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
 from .takeover_support import Project, wait_until
 from .test_e2e_claude import AGENT_TEST_COMMAND, config_data
+
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
 
 #: a real session of the real CLI takes seconds; a whole phase somewhat more
 LONG_S = 180.0

@@ -16,6 +16,9 @@ from tmops_core.surfaces.demo import run_demo
 from .fake_anthropic import FakeAnthropic
 from .fake_tdd_script import tdd_script
 
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 
 def test_the_demo_with_claude_code_runs_the_real_cli(
     claude_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tmops_core.config import LoadedConfig, parse_config
 from tmops_core.plugins import create_plugin_manager
 from tmops_core.service.demo_project import DEMO_FEATURE, DEMO_TASK_SPEC, create_demo_project
@@ -38,6 +40,9 @@ from .fake_anthropic import (
     bash,
 )
 from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
+
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
 
 ROLES = ("orchestrator", "tester", "implementer", "verifier")
 RUN = "initial"

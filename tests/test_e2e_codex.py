@@ -28,6 +28,9 @@ from .fake_openai import FakeOpenAI, codex_args
 from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
 from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, git_log, run_tmops, with_other
 
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 CHECKPOINTS = (
     "001-discovery-trigger.md",
     "003-tests-complete.md",

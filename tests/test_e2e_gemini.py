@@ -30,6 +30,9 @@ from .fake_gemini import DailyQuota, FakeGemini
 from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
 from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, git_log, run_tmops, stream_lines
 
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 MODEL = "gemini-2.5-pro"  # named, so the CLI asks no router which model to use
 SETTINGS = {
     "security": {"auth": {"selectedType": "gemini-api-key"}},

@@ -47,6 +47,9 @@ from tmops_core.workspace.layout import iso, utc_now
 from tmops_plugins.scripted_journal import JOURNAL_ENV, MARK_ENV
 from tmops_plugins.scripted_session import FAULT_ENV, STATE_ENV
 
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 #: Where each point is hit: (which time it is reached, the run's current phase when it is).
 #: The occurrences spread the kills over the four phases.
 WHERE: dict[str, tuple[int, str]] = {

@@ -18,9 +18,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tmops_core.service.demo_project import DEMO_FEATURE
 
 from .takeover_support import TMOPS, make_project
+
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
 
 #: what rich's Live writes to redraw in place: erase the line, go up one
 REDRAW = "\x1b[2K\x1b[1A"

@@ -16,6 +16,9 @@ import pytest
 
 from .mcp_support import ALLOWED_NAME, PHASES, TIMEOUT_S, TMOPS, TOOLS, server_env
 
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSPECTOR_VERSION = "0.15.0"  # the newest release without `engines.node >= 22`; see .ci/run
 INSPECTOR_DEFAULT = REPO_ROOT / ".ci" / "cache" / "inspector" / "node_modules" / ".bin"

@@ -31,6 +31,9 @@ from .conftest import REPO
 from .mcp_support import TIMEOUT_S
 from .test_mcp_http import HttpServer, StartServer, start_server, token_of
 
+# left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
+pytestmark = pytest.mark.slow
+
 __all__ = ["start_server"]  # the fixture of test_mcp_http.py, serving this module's project
 
 REQUIRE_ENV = "TMOPS_REQUIRE_PROMETHEUS"
