@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 
 from tmops_core.config import parse_config, provider_settings
+from tmops_core.service.demo_project import DEMO_FEATURE
+from tmops_core.store import SQLiteStore
 from tmops_hookspecs import Outcome
 from tmops_plugins.claude_stream import RESUME_FAILED
 from tmops_plugins.opencode_provider import OpenCodeProvider, create_provider
@@ -34,7 +36,7 @@ from .agent_cli_support import (
 )
 from .fake_anthropic import OTHER, HttpError
 from .fake_openai import FakeOpenAI, opencode_tool
-from .fake_tdd_script import tdd_script
+from .fake_tdd_script import TEST_FILE, tdd_script
 from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, run_tmops, with_other
 
 pytestmark = pytest.mark.slow
@@ -88,6 +90,16 @@ def config_data(opencode: Path, base_url: str, home: Path) -> dict[str, Any]:
     }
 
 
+def trail(outcome: Any, event_type: str) -> list[dict[str, Any]]:
+    """The data of the run's events of ``event_type``, oldest first."""
+    store = SQLiteStore(outcome.root / ".tmops" / "tmops.db")
+    try:
+        rows = store.events_for(DEMO_FEATURE)
+    finally:
+        store.close()
+    return [json.loads(row["data"]) for row in rows if row["event_type"] == event_type]
+
+
 def fake_api(script: Any) -> FakeOpenAI:
     return FakeOpenAI(script, tool_call=opencode_tool, error_headers=FAST_RETRIES)
 
@@ -114,6 +126,14 @@ def test_four_phases_with_the_real_opencode(tmp_path: Path, opencode_bin: Path) 
         assert ('"tool":"bash"' in log) == (role != "orchestrator")  # the others run commands
         assert_priced_per_answer(attempt, by_role[role])
     assert len({a.session_id for a in outcome.attempts}) == 4
+    # what a person following the run saw: the tool calls, their targets relative to the
+    # worktree or the checkpoint folder
+    tools = {(e["phase"], e["tool"], e["target"]) for e in trail(outcome, "agent.tool")}
+    assert ("tester", "write", TEST_FILE) in tools, tools
+    assert ("tester", "write", "003-tests-complete.md") in tools, tools
+    assert ("implementer", "bash", AGENT_TEST_COMMAND) in tools, tools
+    texts = {e["text"] for e in trail(outcome, "agent.message")}
+    assert "Review done: 8/10, ready for merge." in texts, texts
 
 
 def test_unauthorised_fails_at_once_without_a_retry(tmp_path: Path, opencode_bin: Path) -> None:
