@@ -7,11 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from tmops_core.surfaces.cli import cli
 from tmops_hookspecs import AgentEvent, AgentRequest, ConfigError, Outcome
 from tmops_plugins.claude_stream import RESUME_FAILED
 from tmops_plugins.opencode_provider import ENV_PREFIXES, create_provider
 from tmops_plugins.opencode_stream import judge_opencode, parse_opencode_line
+
+from .config_support import write_file
 
 RECORDINGS = Path(__file__).resolve().parent / "data" / "opencode"
 
@@ -230,3 +235,27 @@ def test_bad_keys_are_refused_at_their_path(settings: dict[str, object], where: 
     with pytest.raises(ConfigError) as refused:
         create_provider(settings)
     assert any(where in problem for problem in refused.value.problems), refused.value
+
+
+def test_config_check_reports_a_bad_opencode_key_and_config_show_keeps_the_good_ones(
+    tmp_path: Path,
+) -> None:
+    good = write_file(
+        tmp_path / "good.yaml",
+        "providers:\n  opencode:\n    model: openai/gpt-x\n    agent: build\n"
+        "    config: {share: disabled}\n",
+        0o600,
+    )
+    shown = CliRunner().invoke(cli, ["--config", str(good), "config", "show"])
+    assert shown.exit_code == 0, shown.output
+    section = yaml.safe_load(shown.stdout)["providers"]["opencode"]
+    assert (section["agent"], section["config"]) == ("build", {"share": "disabled"})
+    checked = CliRunner().invoke(cli, ["--config", str(good), "config", "check"])
+    assert checked.exit_code == 0, checked.output
+
+    bad = write_file(
+        tmp_path / "bad.yaml", "providers:\n  opencode:\n    agent: [build]\n    turbo: on\n", 0o600
+    )
+    refused = CliRunner().invoke(cli, ["--config", str(bad), "config", "check"])
+    assert refused.exit_code == 2, refused.output
+    assert "@ $.providers.opencode.agent" in refused.stderr
