@@ -136,6 +136,13 @@ def test_a_refused_permission_stops_the_session_with_exit_0_and_fails() -> None:
     assert "rejected permission" in result.message
 
 
+def test_a_last_answer_cut_short_is_a_failure_naming_why() -> None:
+    line = '{"type":"step_finish","sessionID":"ses_x","part":{"reason":"length","tokens":{}}}'
+    result = judge_opencode(0, parse_opencode_line(line), "", now=0.0)
+    assert result.outcome is Outcome.FAILED
+    assert "ended with 'length'" in result.message
+
+
 def test_an_unknown_session_is_a_failed_resume_and_a_kill_a_crash() -> None:
     resumed = judge_opencode(1, [], "\x1b[91mError: \x1b[0mSession not found\n", now=0.0)
     killed = judge_opencode(-9, events_of("success.jsonl")[:4], "", now=0.0)

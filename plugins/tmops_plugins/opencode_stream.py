@@ -51,8 +51,6 @@ from .claude_stream import (
 __all__ = ["judge_opencode", "parse_opencode_line"]
 
 _COMMAND_PREVIEW = 80
-#: the step ended because the agent is done (``stop``), or ran out of output (``length``)
-_FINISHED = frozenset({"stop", "length"})
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -250,12 +248,15 @@ def judge_opencode(
         message = f"{ended}; stderr: {tail}" if tail else ended
     elif returncode < 0:
         outcome, message = Outcome.CRASHED, f"{program} was stopped ({describe_exit(returncode)})"
-    elif last.data.get("status") in _FINISHED and returncode == 0:
+    elif last.data.get("status") == "stop" and returncode == 0:
         outcome, message = Outcome.SUCCEEDED, "finished"
-    elif returncode == 0:
+    elif last.data.get("status") == "tool-calls" and returncode == 0:
         refused = [e for e in events if e.data.get("tool_error") and e.data.get("error")]
         why = f": {refused[-1].message} ({refused[-1].data['error']})" if refused else ""
         outcome, message = Outcome.FAILED, f"{program} stopped after a tool call{why}"
+    elif returncode == 0:  # length (out of output tokens), content-filter, other
+        outcome = Outcome.FAILED
+        message = f"{program}'s last model call ended with '{last.data.get('status')}'"
     else:
         outcome = Outcome.FAILED
         message = f"{program} ended with {describe_exit(returncode)}"
