@@ -10,44 +10,34 @@ without it the tests are skipped, except under ``TMOPS_REQUIRE_CODEX=1``, where 
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tmops_hookspecs import AgentRequest, AgentResult, Outcome
+from tmops_hookspecs import AgentResult, Outcome
 from tmops_plugins.claude_stream import RESUME_FAILED
 from tmops_plugins.codex_provider import create_provider
 
-from .conftest import make_repo
+from .agent_cli_support import (
+    assert_auth_error_at_once,
+    assert_priced_per_answer,
+    assert_tdd_run_completed,
+    real_binary,
+    run_session,
+)
 from .fake_anthropic import OTHER, HttpError
 from .fake_openai import FakeOpenAI, codex_args
-from .fake_tdd_script import CODE_FILE, TEST_FILE, tdd_script
-from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, git_log, run_tmops, with_other
+from .fake_tdd_script import tdd_script
+from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, run_tmops, with_other
 
 # left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
 pytestmark = pytest.mark.slow
 
-CHECKPOINTS = (
-    "001-discovery-trigger.md",
-    "003-tests-complete.md",
-    "005-impl-complete.md",
-    "007-verify-complete.md",
-)
-
 
 @pytest.fixture
 def codex_bin() -> Path:
-    found = os.environ.get("TMOPS_CODEX_BIN") or shutil.which("codex")
-    if not found or not Path(found).is_file():
-        why = "no Codex CLI: npm install @openai/codex (pinned in .ci/run), set TMOPS_CODEX_BIN"
-        if os.environ.get("TMOPS_REQUIRE_CODEX") == "1":
-            pytest.fail(f"TMOPS_REQUIRE_CODEX=1 but {why}")
-        pytest.skip(why)
-    return Path(found)
+    return real_binary("TMOPS_CODEX_BIN", "codex", "npm install @openai/codex (pinned in .ci/run)")
 
 
 def config_data(codex_bin: Path, base_url: str, home: Path, max_retries: int = 2) -> dict[str, Any]:
@@ -82,46 +72,21 @@ def test_four_phases_with_the_real_codex(tmp_path: Path, codex_bin: Path) -> Non
     with FakeOpenAI(tdd_script(test_command=AGENT_TEST_COMMAND)) as fake:
         outcome = run_tmops(tmp_path, config_data(codex_bin, fake.url, tmp_path / "home"))
         by_role = fake.requests_by_role
-    why = outcome.describe()
-
-    assert outcome.status["status"] == "completed", why
-    assert [(a.phase, a.attempt, a.outcome) for a in outcome.attempts] == [
-        (role, 1, "succeeded") for role in ROLES
-    ], why
-    assert all(by_role[role] >= 2 for role in ROLES), by_role
-    for name in (*CHECKPOINTS, "SUMMARY.md"):
-        assert (outcome.checkpoints / name).is_file(), name
-    assert "No module named 'slug'" in (outcome.logs / "gate-tester.log").read_text()
-    assert "3 passed" in (outcome.logs / "gate-implementer.log").read_text()
-    assert (outcome.worktree / TEST_FILE).is_file()
-    assert (outcome.worktree / CODE_FILE).is_file()
-    subjects = git_log(outcome.worktree, "main..HEAD")
-    test_commit = next(i for i, s in enumerate(subjects) if s.startswith("test(slug)"))
-    code_commit = next(i for i, s in enumerate(subjects) if s.startswith("feat(slug)"))
-    assert code_commit < test_commit, subjects  # newest first: the tests came first
+    assert_tdd_run_completed(outcome, by_role)
     # the thread ids Codex printed, and the tokens it reported, priced by tmops (Codex
     # reports no cost): each of the fake's answers counts 120 tokens in and 30 out
     for role in ROLES:
         (attempt,) = outcome.of(role)
-        assert attempt.session_id, why
+        assert attempt.session_id, outcome.describe()
         assert f'"thread_id":"{attempt.session_id}"' in (outcome.logs / f"{role}.log").read_text()
-        requests = by_role[role]
-        assert (attempt.input_tokens, attempt.output_tokens) == (120 * requests, 30 * requests)
-        assert attempt.cost_usd == pytest.approx((240 * requests + 240 * requests) / 1e6)
+        assert_priced_per_answer(attempt, by_role[role])
 
 
 def test_unauthorised_fails_at_once_without_a_retry(tmp_path: Path, codex_bin: Path) -> None:
     with FakeOpenAI(tdd_script(faults=[HttpError(401, times=None)])) as fake:
         outcome = run_tmops(tmp_path, config_data(codex_bin, fake.url, tmp_path / "home"))
         by_role = fake.requests_by_role
-    why = outcome.describe()
-
-    assert outcome.status["status"] == "failed", why
-    assert [(a.phase, a.attempt, a.outcome) for a in outcome.attempts] == [
-        ("orchestrator", 1, "auth_error")
-    ], why
-    assert "401" in (outcome.attempts[0].message or ""), why
-    assert by_role == {"orchestrator": 1}, by_role
+    assert_auth_error_at_once(outcome, by_role)
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -152,22 +117,8 @@ def test_a_transient_error_once_is_retried_and_completes(
 
 def run_provider(codex_bin: Path, tmp_path: Path, url: str, **request: Any) -> AgentResult:
     """One session as tmops starts it: the provider's argv and env, its lines, its judgement."""
-    home = tmp_path / "home"
-    settings = config_data(codex_bin, url, home)["providers"]["codex"]
-    provider = create_provider(settings)
-    worktree = make_repo(tmp_path / "repo")
-    invocation = provider.build_invocation(
-        AgentRequest(
-            feature="slug", run="initial", phase="tester", role_instructions="",
-            working_dir=worktree, **request,
-        )
-    )  # fmt: skip
-    env = {"PATH": os.environ.get("PATH", os.defpath), **invocation.env}
-    done = subprocess.run(
-        invocation.argv, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    events = [event for line in done.stdout.splitlines() for event in provider.parse_line(line)]
-    return provider.finish(done.returncode, events, done.stderr)
+    settings = config_data(codex_bin, url, tmp_path / "home")["providers"]["codex"]
+    return run_session(create_provider(settings), tmp_path, **request)
 
 
 def test_a_thread_codex_does_not_know_is_a_failed_resume(tmp_path: Path, codex_bin: Path) -> None:

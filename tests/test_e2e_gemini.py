@@ -13,8 +13,6 @@ except under ``TMOPS_REQUIRE_GEMINI=1`` (CI), where they fail.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import pytest
 from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
 
 from .acceptance_support import Site
+from .agent_cli_support import real_binary
 from .engine_support import write_config
 from .fake_anthropic import OTHER, HttpError, Script, say
 from .fake_gemini import DailyQuota, FakeGemini
@@ -45,13 +44,7 @@ SETTINGS = {
 @pytest.fixture(scope="session")
 def gemini_bin() -> Path:
     """The real Gemini CLI; skipped where missing unless ``TMOPS_REQUIRE_GEMINI=1``."""
-    named = os.environ.get("TMOPS_GEMINI_BIN") or shutil.which("gemini")
-    if named and Path(named).is_file():
-        return Path(named)
-    why = "no Gemini CLI: npm install @google/gemini-cli@0.61.0, or set TMOPS_GEMINI_BIN"
-    if os.environ.get("TMOPS_REQUIRE_GEMINI") == "1":
-        pytest.fail(f"TMOPS_REQUIRE_GEMINI=1 but {why}")
-    pytest.skip(why)
+    return real_binary("TMOPS_GEMINI_BIN", "gemini", "npm install @google/gemini-cli@0.61.0")
 
 
 def config_data(gemini: Path, base_url: str, home: Path, **features: Any) -> dict[str, Any]:

@@ -35,6 +35,8 @@ from tmops_hookspecs import AgentEvent, AgentResult, Outcome
 from ._json_values import count as _count
 from ._json_values import number as _number
 from ._json_values import text as _str
+from ._text import clip as _clip
+from ._text import one_line as _one_line
 
 __all__ = [
     "RESUME_FAILED",
@@ -51,7 +53,6 @@ __all__ = [
 #: ``AgentResult.resume_failed`` (set with them) and starts a fresh session.
 RESUME_FAILED = "could not be resumed"
 
-_MESSAGE_LIMIT = 1000
 _TEXT_PREVIEW = 200
 _COMMAND_PREVIEW = 80
 
@@ -73,11 +74,6 @@ def decode_stream_line(line: str) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("type"), str):
         return None
     return value
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _tool_summary(name: str, arguments: Mapping[str, Any]) -> str:
@@ -384,11 +380,6 @@ def stderr_tail(stderr: str, *, lines: int = 10, limit: int = 600) -> str:
     kept = [line.strip() for line in stderr.splitlines() if line.strip()][-lines:]
     text = " | ".join(kept)
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]
-
-
-def _clip(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"
 
 
 def describe_exit(returncode: int) -> str:

@@ -28,6 +28,8 @@ from typing import Any
 from tmops_hookspecs import AgentEvent, AgentResult, Outcome
 
 from ._json_values import count as _count
+from ._text import clip as _clip
+from ._text import one_line as _one_line
 from .claude_stream import (
     RESUME_FAILED,
     decode_stream_line,
@@ -37,14 +39,6 @@ from .claude_stream import (
 )
 
 __all__ = ["judge_codex", "parse_codex_line"]
-
-_TEXT_PREVIEW = 200
-_MESSAGE_LIMIT = 1000
-
-
-def _one_line(text: str, limit: int = _TEXT_PREVIEW) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _item_event(kind: str, item: Mapping[str, Any]) -> AgentEvent | None:
@@ -132,11 +126,6 @@ _RESUME_TEXT = re.compile(r"no rollout found|thread/resume failed", re.I)
 def _sum(counts: Iterable[int | None]) -> int | None:
     known = [count for count in counts if count is not None]
     return sum(known) if known else None
-
-
-def _clip(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"
 
 
 def _classify(text: str, now: float) -> tuple[Outcome, str, float | None]:

@@ -29,6 +29,8 @@ from tmops_hookspecs import AgentEvent, AgentResult, Outcome
 
 from ._json_values import count as _count
 from ._json_values import text as _str
+from ._text import clip as _clip
+from ._text import one_line as _one_line
 from .claude_stream import (
     RESUME_FAILED,
     decode_stream_line,
@@ -41,7 +43,6 @@ __all__ = ["EXIT_CODES", "judge", "parse_stream_line"]
 
 _TEXT_PREVIEW = 200
 _COMMAND_PREVIEW = 80
-_MESSAGE_LIMIT = 1000
 
 #: The CLI's fatal exit codes (``FatalError`` subclasses) and what they mean.
 EXIT_CODES: Mapping[int, str] = {
@@ -54,16 +55,6 @@ EXIT_CODES: Mapping[int, str] = {
     55: "untrusted workspace",
     130: "cancelled",
 }
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _clip(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"
 
 
 def _tool_summary(name: str, parameters: Mapping[str, Any]) -> str:
