@@ -67,6 +67,7 @@ def test_an_unknown_thread_is_a_failed_resume_and_a_kill_a_crash() -> None:
     killed = judge_codex(-9, events_of("success.jsonl")[:3], "", now=0.0)
 
     assert resumed.outcome is Outcome.FAILED
+    assert resumed.resume_failed  # the core reads the flag and starts a fresh session
     assert "could not be resumed" in resumed.message
     assert resumed.session_id is None
     assert killed.outcome is Outcome.CRASHED

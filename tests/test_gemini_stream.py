@@ -132,6 +132,7 @@ def test_an_unknown_session_is_a_failed_resume() -> None:
     stderr = 'Error: Invalid session identifier "x". Use --list-sessions to see sessions.'
     result = judge(42, [], stderr, now=0.0)
     assert result.outcome is Outcome.FAILED
+    assert result.resume_failed  # the core reads the flag and starts a fresh session
     assert "could not be resumed" in result.message
     assert result.session_id is None
 

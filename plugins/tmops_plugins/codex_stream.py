@@ -165,7 +165,7 @@ def judge_codex(
     output_tokens = _sum(_count(event.data.get("output_tokens")) for event in results)
     if _RESUME_TEXT.search(stderr) and not results:
         message = f"resume failed: the session {RESUME_FAILED}: {stderr_tail(stderr)}"
-        return AgentResult(outcome=Outcome.FAILED, message=_clip(message))
+        return AgentResult(outcome=Outcome.FAILED, message=_clip(message), resume_failed=True)
     if not results:
         ended = f"{program} ended without finishing a turn ({describe_exit(returncode)})"
         tail = stderr_tail(stderr)

@@ -241,6 +241,7 @@ def judge(
         return AgentResult(
             outcome=Outcome.FAILED,
             message=_clip(f"resume failed: the session {RESUME_FAILED}: {text or tail}"),
+            resume_failed=True,
         )
     retry_after: float | None = None
     if result is not None and returncode == 0 and result.data.get("status") == "success":
