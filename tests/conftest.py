@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -184,6 +185,20 @@ def _find_claude() -> Path | None:
         if os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+@pytest.fixture
+def codex_bin() -> Path:
+    """The real Codex CLI ($TMOPS_CODEX_BIN, else ``codex`` on PATH).
+
+    Skipped where it is missing, except that ``TMOPS_REQUIRE_CODEX=1`` fails."""
+    found = os.environ.get("TMOPS_CODEX_BIN") or shutil.which("codex")
+    if not found or not Path(found).is_file():
+        why = "no Codex CLI: npm install @openai/codex (pinned in .ci/run), set TMOPS_CODEX_BIN"
+        if os.environ.get("TMOPS_REQUIRE_CODEX") == "1":
+            pytest.fail(f"TMOPS_REQUIRE_CODEX=1 but {why}")
+        pytest.skip(why)
+    return Path(found)
 
 
 @pytest.fixture(scope="session")

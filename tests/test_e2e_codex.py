@@ -11,7 +11,6 @@ without it the tests are skipped, except under ``TMOPS_REQUIRE_CODEX=1``, where 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -34,17 +33,6 @@ CHECKPOINTS = (
     "005-impl-complete.md",
     "007-verify-complete.md",
 )
-
-
-@pytest.fixture
-def codex_bin() -> Path:
-    found = os.environ.get("TMOPS_CODEX_BIN") or shutil.which("codex")
-    if not found or not Path(found).is_file():
-        why = "no Codex CLI: npm install @openai/codex (pinned in .ci/run), set TMOPS_CODEX_BIN"
-        if os.environ.get("TMOPS_REQUIRE_CODEX") == "1":
-            pytest.fail(f"TMOPS_REQUIRE_CODEX=1 but {why}")
-        pytest.skip(why)
-    return Path(found)
 
 
 def config_data(codex_bin: Path, base_url: str, home: Path, max_retries: int = 2) -> dict[str, Any]:
