@@ -186,6 +186,16 @@ def _find_claude() -> Path | None:
     return None
 
 
+@pytest.fixture
+def codex_bin() -> Path:
+    """The real Codex CLI ($TMOPS_CODEX_BIN, else ``codex`` on PATH).
+
+    Skipped where it is missing, except that ``TMOPS_REQUIRE_CODEX=1`` fails."""
+    from .agent_cli_support import real_binary  # it imports this module
+
+    return real_binary("TMOPS_CODEX_BIN", "codex", "npm install @openai/codex (pinned in .ci/run)")
+
+
 @pytest.fixture(scope="session")
 def claude_bin() -> Path:
     """The real Claude Code binary (from the claude-agent-sdk wheel, or $TMOPS_CLAUDE_BIN).

@@ -9,6 +9,7 @@ found by that folder in its environment (:func:`leftovers`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import signal
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.engine_support import (
+    AGENT,
+    WAIT_S,
     file_service,
     new_feature,
     open_store,
@@ -68,6 +71,18 @@ class Project:
         record = self.store.run(DEMO_FEATURE, RUN)
         assert record is not None
         return record
+
+    def wait_completed(self, *features: str, timeout: float = 2 * WAIT_S) -> None:
+        """Wait until the current run of each of ``features`` has completed."""
+        for feature in features:
+            wait_until(
+                functools.partial(self._completed, feature), timeout=timeout,
+                what=f"{feature} completed",
+            )  # fmt: skip
+
+    def _completed(self, feature: str) -> bool:
+        run = self.store.run(feature, RUN)
+        return run is not None and run.status == "completed"
 
     def attempts(self, phase: str | None = None) -> list[AttemptRecord]:
         rows = self.store.attempts(DEMO_FEATURE, RUN)
@@ -124,10 +139,25 @@ class Project:
         self.service.close()
 
 
-def make_project(base: Path, *, fault: str = "", **features: Any) -> Project:
+def make_project(
+    base: Path, *, fault: str = "", command_env: dict[str, str] | None = None,
+    claude_env: dict[str, str] | None = None, **features: Any,
+) -> Project:  # fmt: skip
+    """The demo project, its feature initialised, whose ``claude-code`` provider runs the
+    scripted agent (with ``fault``, ``claude_env``); with ``command_env``, the ``command``
+    provider runs it too (from an argv template, that env on top of the shared state folder)."""
     root = create_demo_project(base / "p").path
     state = base / "state"
-    config = write_config(base / "tmops.yaml", scripted_config(state, fault=fault, **features))
+    data = scripted_config(state, fault=fault, **features)
+    data["providers"]["claude-code"]["env"].update(claude_env or {})
+    if command_env is not None:
+        data["providers"]["command"] = {
+            "command": AGENT,
+            "args": ["-p", "--output-format", "stream-json", "--verbose", "--permission-mode",
+                     "bypassPermissions", "--add-dir", "{checkpoint_dir}", "--", "{prompt}"],
+            "env": {STATE_ENV: str(state), **command_env},
+        }  # fmt: skip
+    config = write_config(base / "tmops.yaml", data)
     service = file_service(config)
     new_feature(service, root)
     return Project(base, root, config, state, service, open_store(root))

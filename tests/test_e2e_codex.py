@@ -23,7 +23,6 @@ from .agent_cli_support import (
     assert_auth_error_at_once,
     assert_priced_per_answer,
     assert_tdd_run_completed,
-    real_binary,
     run_session,
 )
 from .fake_anthropic import OTHER, HttpError
@@ -33,11 +32,6 @@ from .test_e2e_claude import AGENT_TEST_COMMAND, PYTEST, ROLES, run_tmops, with_
 
 # left out of the main run: CI runs the slow tests in a step of their own (pytest -m slow)
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def codex_bin() -> Path:
-    return real_binary("TMOPS_CODEX_BIN", "codex", "npm install @openai/codex (pinned in .ci/run)")
 
 
 def config_data(codex_bin: Path, base_url: str, home: Path, max_retries: int = 2) -> dict[str, Any]:

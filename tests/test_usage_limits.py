@@ -11,18 +11,13 @@ from pathlib import Path
 from subprocess import Popen
 
 from tmops_core.orchestration.scheduler import held_providers
-from tmops_core.service.demo_project import DEMO_FEATURE, create_demo_project
+from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_core.store import RunRecord
 
 from .engine_support import (
-    AGENT,
     SHORT_WORKFLOW,
     WAIT_S,
-    file_service,
     new_feature,
-    open_store,
-    scripted_config,
-    write_config,
 )
 from .takeover_support import RUN, Project, make_project, wait_until
 
@@ -136,11 +131,7 @@ def test_one_usage_limit_holds_back_the_other_runs_of_its_provider(tmp_path: Pat
             f"queued #1 (held: usage limit until {paused.resume_at})" in project.cli("list").stdout
         )
         # at the reset both go on; neither fails
-        for feature in (DEMO_FEATURE, OTHER):
-            wait_until(
-                lambda f=feature: project.store.run(f, RUN).status == "completed",  # type: ignore[union-attr]
-                timeout=2 * WAIT_S, what=f"{feature} completed",
-            )  # fmt: skip
+        project.wait_completed(DEMO_FEATURE, OTHER)
         assert engine.wait(timeout=WAIT_S) == 0
         first_of_other = project.store.attempts(OTHER, RUN)[0]
         assert first_of_other.started_at >= str(paused.resume_at)
@@ -151,20 +142,9 @@ def test_one_usage_limit_holds_back_the_other_runs_of_its_provider(tmp_path: Pat
 def _two_providers(base: Path, fault: str) -> Project:
     """The demo feature on ``claude-code`` (with ``fault``) and :data:`OTHER` to run on the
     ``command`` provider: the same scripted agent from an argv template, without the fault."""
-    state = base / "state"
-    data = scripted_config(state, fault=fault, default_phases=SHORT_WORKFLOW)
-    data["providers"]["command"] = {
-        "command": AGENT,
-        "args": ["-p", "--output-format", "stream-json", "--verbose", "--permission-mode",
-                 "bypassPermissions", "--add-dir", "{checkpoint_dir}", "--", "{prompt}"],
-        "env": {"TMOPS_SCRIPTED_STATE_DIR": str(state)},
-    }  # fmt: skip
-    root = create_demo_project(base / "p").path
-    config = write_config(base / "tmops.yaml", data)
-    service = file_service(config)
-    new_feature(service, root)
-    new_feature(service, root, OTHER)
-    return Project(base, root, config, state, service, open_store(root))
+    project = make_project(base, fault=fault, command_env={}, default_phases=SHORT_WORKFLOW)
+    new_feature(project.service, project.root, OTHER)
+    return project
 
 
 def test_a_usage_limit_holds_back_only_its_own_provider(tmp_path: Path) -> None:
@@ -175,10 +155,7 @@ def test_a_usage_limit_holds_back_only_its_own_provider(tmp_path: Path) -> None:
         engine = project.engine()
         paused = wait_until(lambda: _paused(project), timeout=WAIT_S, what="the usage limit")
         # the other provider's run goes on while claude-code's limit holds
-        wait_until(
-            lambda: project.store.run(OTHER, RUN).status == "completed",  # type: ignore[union-attr]
-            timeout=2 * WAIT_S, what=f"{OTHER} completed",
-        )  # fmt: skip
+        project.wait_completed(OTHER)
         first_of_other = project.store.attempts(OTHER, RUN)[0]
         assert first_of_other.provider == "command"
         assert first_of_other.started_at < str(paused.resume_at)

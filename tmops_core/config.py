@@ -29,7 +29,7 @@ from cattrs.v import transform_error
 
 from tmops_core.config_source import MAX_CONFIG_BYTES, expand, parse_yaml, read_config_file
 from tmops_core.secrets import REDACTED, redact_data
-from tmops_hookspecs import DEFAULT_PROVIDER, ConfigError
+from tmops_hookspecs import ConfigError
 
 __all__ = [
     "CONFIG_ENV",
@@ -202,8 +202,11 @@ class FeaturesConfig:
     #: approval gates: the run pauses ``awaiting_approval`` before each of these phases until
     #: a person runs ``tmops approve FEATURE``
     approve_before: tuple[str, ...] = ()
-    #: the provider agents run with unless `start` names another
-    default_provider: str = DEFAULT_PROVIDER
+    #: the provider agents run with unless `start` or ``phase_providers`` names another;
+    #: None: the installed provider that says it is the default (claude-code, built in)
+    default_provider: str | None = None
+    #: phase name -> the provider its agent runs with (e.g. ``implementer: codex``)
+    phase_providers: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
     #: the project's test command (argv, run in the worktree) for the tests-fail/pass gates
     test_command: tuple[str, ...] = ("python", "-m", "pytest", "-q")
     test_timeout: int = attrs.field(default=600, validator=_positive)
@@ -448,12 +451,26 @@ def parse_config(
             for line in transform_error(exc, format_exception=_format_error)
         )
         config = None
+    if config is not None:
+        problems += _workflow_problems(config.features)
     if problems or config is None:
         raise ConfigError(
             f"config {source} has {len(problems)} error(s):",
             problems,
         )
     return config
+
+
+def _workflow_problems(features: FeaturesConfig) -> list[str]:
+    """Keys that must name phases of the workflow (the fields are checked one by one)."""
+    workflow = ", ".join(features.default_phases)
+    return [
+        f"phase_providers names {name!r}, which is not a phase of the workflow ({workflow}); "
+        f"name one of those, or add it to features.default_phases "
+        f"@ $.features.phase_providers.{name}"
+        for name in features.phase_providers
+        if name not in features.default_phases
+    ]
 
 
 def _without_retired_keys(data: dict[Any, Any], problems: list[str]) -> dict[Any, Any]:

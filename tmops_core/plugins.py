@@ -20,6 +20,7 @@ from tmops_core.entry_points import EntryPoint, entry_points
 from tmops_core.log import logger
 from tmops_hookspecs import (
     PROJECT_NAME,
+    ConfigError,
     ExecutorSpec,
     FeatureContext,
     PhaseSpec,
@@ -297,6 +298,24 @@ class Plugins:
     def providers(self) -> dict[str, Registered[ProviderSpec]]:
         """Registered providers by name."""
         return dict(self._registry["provider"])
+
+    def default_provider(self) -> str:
+        """The provider agents run with when the config names none: the one installed
+        provider whose spec says ``is_default`` (the core itself names no provider)."""
+        installed = self._registry["provider"]
+        chosen = sorted(name for name, found in installed.items() if found.spec.is_default)
+        if len(chosen) == 1:
+            return chosen[0]
+        known = ", ".join(sorted(installed)) or "none"
+        problem = (
+            f"more than one installed provider says it is the default ({', '.join(chosen)})"
+            if chosen
+            else f"no installed provider says it is the default (installed: {known})"
+        )
+        raise ConfigError(
+            f"{problem} @ $.features.default_provider",
+            hint="name the provider to run in features.default_provider",
+        )
 
     def phases(self) -> dict[str, Registered[PhaseSpec]]:
         """Registered phases by name."""

@@ -24,7 +24,6 @@ from .errors import (
 from .executor import AttemptHooks, AttemptOutcome, AttemptSpec, Executor, ExecutorSpec
 from .records import (
     CHECKPOINT_NAME_PATTERN,
-    DEFAULT_PROVIDER,
     NAME_PATTERN,
     AgentEvent,
     AgentRequest,
@@ -54,7 +53,6 @@ from .specs import PROJECT_NAME, hookimpl
 
 __all__ = [
     "CHECKPOINT_NAME_PATTERN",
-    "DEFAULT_PROVIDER",
     "NAME_PATTERN",
     "PROJECT_NAME",
     "AgentEvent",
@@ -95,3 +93,19 @@ __all__ = [
     "hookimpl",
     "specs",
 ]
+
+
+def __getattr__(name: str) -> str:
+    # The default provider is chosen by the plugins now (ProviderSpec.is_default); the old
+    # constant stays readable, with a warning, for plugins written against it.
+    if name == "DEFAULT_PROVIDER":
+        import warnings
+
+        warnings.warn(
+            "tmops_hookspecs.DEFAULT_PROVIDER is deprecated: the default provider is the "
+            "installed one whose ProviderSpec says is_default=True",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return "claude-code"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,6 @@ import attrs
 
 __all__ = [
     "CHECKPOINT_NAME_PATTERN",
-    "DEFAULT_PROVIDER",
     "NAME_PATTERN",
     "AgentEvent",
     "AgentRequest",
@@ -253,10 +252,6 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
-#: The provider agents run with when the config names none (``features.default_provider``):
-#: the one the built-in plugins ship for real work. The core itself names no provider.
-DEFAULT_PROVIDER = "claude-code"
-
 _ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -286,6 +281,9 @@ class ProviderSpec:
     env_prefixes: tuple[str, ...] = attrs.field(
         default=(), converter=_strings, validator=_env_names
     )
+    #: the provider agents run with when the config names none (``features.default_provider``
+    #: unset): the core names no provider, so exactly one installed provider should say so
+    is_default: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 # --------------------------------------------------------------------------------------------

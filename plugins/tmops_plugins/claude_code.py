@@ -270,5 +270,6 @@ def tmops_register_providers() -> Iterable[ProviderSpec]:
             # its settings, gateways and config folder (ANTHROPIC_BASE_URL, CLAUDE_CODE_...)
             env_names=("CLAUDE_CONFIG_DIR",),
             env_prefixes=("ANTHROPIC_", "CLAUDE_CODE_"),
+            is_default=True,  # the provider tmops runs when the config names none
         )
     ]

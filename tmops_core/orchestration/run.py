@@ -23,7 +23,7 @@ from typing import Any
 
 from tmops_core.agents.env import provider_allow
 from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
-from tmops_core.config import Config, provider_settings
+from tmops_core.config import Config
 from tmops_core.events import EventBus
 from tmops_core.git import BranchMoved, Git
 from tmops_core.lifecycle import AttemptState, PauseReason, RunState, Verdict
@@ -36,6 +36,7 @@ from tmops_core.orchestration.executor import LocalExecutor
 from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.progress import AgentProgress
+from tmops_core.orchestration.providers import PhaseProviders
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.orchestration.wakeup import Flag
 from tmops_core.orchestration.worktree_setup import run_worktree_setup
@@ -94,8 +95,8 @@ class RunDriver:
             raise TmopsError(f"feature {feature} run {run} is not in the store")
         self.worktree = Path(record.worktree)
         self.branch = record.branch
-        self.provider_name = run_record.provider or config.features.default_provider
-        self.settings = provider_settings(config, self.provider_name)
+        #: the provider of each phase (the run's, the config's per phase, or the default)
+        self.providers = PhaseProviders(config, plugins, run_record)
         self.correlation_id = run_record.run_id or f"{feature}/{run}"
         self.checkpoint_dir = layout.checkpoint_dir(feature, run)
         self.git = Git(self.worktree)
@@ -189,14 +190,8 @@ class RunDriver:
 
     def _drive(self) -> Ending:
         check_run_paths(self.layout, self.feature, self.run, self.worktree)  # no link, or fail
-        providers = self.plugins.providers()
-        registered = providers.get(self.provider_name)
-        if registered is None:
-            known = ", ".join(sorted(providers)) or "none"
-            return Ending(
-                RunState.FAILED, f"no provider named {self.provider_name!r} (installed: {known})"
-            )
-        provider = registered.spec.factory(self.settings)
+        for name in self.workflow:  # every phase's provider installed, before the first agent
+            self.providers.spec(name)
         phases = self.plugins.phases()
         missing = [name for name in self.workflow if name not in phases]
         if missing:
@@ -225,7 +220,7 @@ class RunDriver:
                     self.emit("orchestration.phase.adopted", phase=spec.name, accepted=True)
                     index += 1
                     continue
-                accepted = self._step(spec, provider)
+                accepted = self._step(spec)
                 if isinstance(accepted, Ending):
                     return accepted
                 if accepted is Accepted.REWORK:
@@ -236,7 +231,7 @@ class RunDriver:
             write_summary(self, specs)
         return Ending(RunState.COMPLETED)
 
-    def _step(self, spec: PhaseSpec, provider: Provider) -> Accepted | Ending:
+    def _step(self, spec: PhaseSpec) -> Accepted | Ending:
         """One phase not yet accepted: a pause asked for, a checkpoint to adopt, an approval
         gate, or an agent to run."""
         if self.store.pause_requested(self.feature, self.run):
@@ -247,7 +242,7 @@ class RunDriver:
         adopted = self._adopt(spec)
         if adopted is not None:
             return adopted
-        return self._awaiting_approval(spec) or self._run_phase(spec, provider)
+        return self._awaiting_approval(spec) or self._run_phase(spec)
 
     def _accepted(self, spec: PhaseSpec) -> bool:
         """Whether this run accepted ``spec`` and nothing sent it back since."""
@@ -356,7 +351,7 @@ class RunDriver:
             self.store.finish_attempt(
                 attempt.id, self.feature, self.run, self.fencing, state=AttemptState.COMPLETED,
                 outcome=result.outcome.value, message=result.message,
-                session_id=attempt.outcome.session_id, **self._spent(result), now=now,
+                session_id=attempt.outcome.session_id, **self._spent(result, spec.name), now=now,
                 duration_s=time.monotonic() - attempt.started,
                 next_phase=next_phase, branch_head=head,
                 event=("orchestration.phase.transition", transition),
@@ -425,13 +420,13 @@ class RunDriver:
         self.store.finish_attempt(
             attempt.id, self.feature, self.run, self.fencing, state=state,
             outcome=result.outcome.value, message=message,
-            session_id=attempt.outcome.session_id, **self._spent(result), now=now,
+            session_id=attempt.outcome.session_id, **self._spent(result, spec.name), now=now,
             duration_s=time.monotonic() - attempt.started, branch_head=head,
         )  # fmt: skip
 
     # -- one phase ---------------------------------------------------------------------------
 
-    def _run_phase(self, spec: PhaseSpec, provider: Provider) -> Accepted | Ending:
+    def _run_phase(self, spec: PhaseSpec) -> Accepted | Ending:
         # Nothing the agent is handed, nor a file written for it, may be a link (else: failed).
         check_run_paths(
             self.layout, self.feature, self.run, self.worktree,
@@ -450,6 +445,8 @@ class RunDriver:
             ref = f"refs/tmops/{self.feature}/{self.run}/{spec.name}-start"
             self._pending_ref = (ref, start_commit)
         started = time.monotonic()
+        # One provider for all of the phase's attempts: a session resumes only within it.
+        provider, provider_name = self.providers.provider(spec.name), self.providers.name(spec.name)
         resumable = bool(getattr(provider, "can_resume", False))
         session_id: str | None = None
         note = rework.rework_note(self.config, spec, attempts_so_far, self.checkpoint_dir)
@@ -462,7 +459,7 @@ class RunDriver:
                 return exhausted
             attempt_id = self.store.start_attempt(
                 self.feature, self.run, self.fencing, phase=spec.name, attempt=number,
-                provider=self.provider_name, start_commit=start_commit, now=iso(utc_now()),
+                provider=provider_name, start_commit=start_commit, now=iso(utc_now()),
             )  # fmt: skip
             self.plugins.phase_started(self.context(spec.name), spec.name, number)
             attempt_started = time.monotonic()
@@ -480,7 +477,7 @@ class RunDriver:
                 try:
                     return self._accept(spec, attempt=live, started=started)
                 except BranchMoved:
-                    self._finish_attempt(live, AttemptState.PAUSED, "branch moved")
+                    self._finish_attempt(spec, live, AttemptState.PAUSED, "branch moved")
                     raise
             last_error = f"{spec.name}: {reason}"
             final = verdict is not Verdict.RETRY or number == attempts
@@ -488,7 +485,7 @@ class RunDriver:
                 Verdict.FAIL: AttemptState.FAILED, Verdict.PAUSE: AttemptState.PAUSED,
                 Verdict.CANCEL: AttemptState.CANCELLED,
             }.get(verdict, AttemptState.FAILED if final else AttemptState.REJECTED)  # fmt: skip
-            self._finish_attempt(live, state, reason)
+            self._finish_attempt(spec, live, state, reason)
             self.emit(
                 "orchestration.phase.attempt_failed", phase=spec.name, attempt=number,
                 verdict=verdict.value, reason=reason,
@@ -518,18 +515,22 @@ class RunDriver:
         elif outcome.result.outcome is Outcome.TRANSIENT_ERROR:
             self.cancel.wait(self.backoff[min(number - 1, len(self.backoff) - 1)])
 
-    def _finish_attempt(self, live: LiveAttempt, state: AttemptState, reason: str) -> None:
+    def _finish_attempt(
+        self, spec: PhaseSpec, live: LiveAttempt, state: AttemptState, reason: str
+    ) -> None:
         result = live.outcome.result
         self.store.finish_attempt(
             live.id, self.feature, self.run, self.fencing, state=state,
             outcome=result.outcome.value, message=reason, session_id=live.outcome.session_id,
-            **self._spent(result), now=iso(utc_now()),
+            **self._spent(result, spec.name), now=iso(utc_now()),
             duration_s=time.monotonic() - live.started,
         )  # fmt: skip
 
-    def _spent(self, result: AgentResult) -> dict[str, Any]:
-        """What an attempt cost, priced from its tokens when the agent gave no cost."""
-        return {"cost_usd": limits.price(result, self.settings), "turns": result.turns,
+    def _spent(self, result: AgentResult, phase: str) -> dict[str, Any]:
+        """What an attempt cost, priced from its tokens (at its phase's provider's prices) when
+        the agent gave no cost."""
+        settings = self.providers.settings(phase)
+        return {"cost_usd": limits.price(result, settings), "turns": result.turns,
                 "tokens": (result.input_tokens, result.output_tokens)}  # fmt: skip
 
     def _session_started(
@@ -561,10 +562,9 @@ class RunDriver:
         self.arrivals.forget(completion)
         attempt = attempt_spec(
             config=self.config, layout=self.layout, context=self.context(spec.name), spec=spec,
-            provider=self.provider_name, fencing=self.fencing, number=number, resume=resume,
-            note=note, budget=budget, env_allow=provider_allow(
-                self.plugins.providers()[self.provider_name].spec,
-                self.config.features.env_allowlist),
+            provider=self.providers.name(spec.name), fencing=self.fencing, number=number,
+            resume=resume, note=note, budget=budget, env_allow=provider_allow(
+                self.providers.spec(spec.name), self.config.features.env_allowlist),
         )  # fmt: skip
         progress = AgentProgress(
             self.emit, spec, number, roots=(self.worktree, self.checkpoint_dir)
@@ -585,6 +585,7 @@ class RunDriver:
             crash_point("checkpoint-detected")
         self.emit("orchestration.session.ended", phase=spec.name, attempt=number,
                   outcome=outcome.result.outcome.value, returncode=outcome.returncode,
-                  session_id=outcome.session_id,
-                  cost_usd=limits.price(outcome.result, self.settings))  # fmt: skip
+                  session_id=outcome.session_id, provider=attempt.provider,
+                  cost_usd=limits.price(outcome.result, self.providers.settings(spec.name)),
+                  )  # fmt: skip
         return outcome

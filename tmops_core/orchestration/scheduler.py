@@ -25,12 +25,13 @@ from datetime import datetime
 from tmops_core.config import Config
 from tmops_core.events import EventBus
 from tmops_core.log import logger
+from tmops_core.orchestration.providers import phase_provider
 from tmops_core.orchestration.run import RunDriver
 from tmops_core.orchestration.wakeup import Flag, Wakeup
 from tmops_core.plugins import Plugins
 from tmops_core.store import LostOwnership, RunRecord, Store, held_providers
 from tmops_core.workspace.layout import Layout, iso, utc_now
-from tmops_hookspecs import WorkspaceError
+from tmops_hookspecs import TmopsError, WorkspaceError
 
 __all__ = ["SAFETY_WAKE_S", "Scheduler"]
 
@@ -135,7 +136,7 @@ class Scheduler:
         times = [
             run.resume_at for run in waits
             if run.resume_at and (self.config.features.resume_after_usage_limit
-                                  or self._provider(run) in queued)
+                                  or (run.limited_provider or self._provider(run)) in queued)
         ]  # fmt: skip
         return min(times) if times else None
 
@@ -158,8 +159,17 @@ class Scheduler:
                              json.dumps(dict(event.data)), iso(event.timestamp))  # fmt: skip
         logger.info("run {}/{} resumes: its usage limit lifted", run.feature, run.run)
 
-    def _provider(self, run: RunRecord) -> str:
-        return run.provider or self.config.features.default_provider
+    def _provider(self, run: RunRecord) -> str | None:
+        """The provider of the phase the run goes on with (a usage limit holds a run back only
+        when that phase's provider is held); None when it cannot be told (the run fails)."""
+        phase = run.current_phase or self.config.features.default_phases[0]
+        try:
+            return phase_provider(
+                self.config, self.plugins, phase, run_provider=run.provider,
+                run_phases=run.phase_overrides,
+            )  # fmt: skip
+        except TmopsError:  # no default provider: the driver ends the run saying so
+            return None
 
     def _admit(self, engine_id: int, held: dict[str, str]) -> bool:
         """Admit queued runs in FIFO order under the limit, but none of a provider in

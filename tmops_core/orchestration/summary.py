@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tmops_core.checkpoints.parse import parse_checkpoint
 from tmops_core.orchestration.crashpoints import crash_point
+from tmops_core.orchestration.providers import providers_label
 from tmops_core.secrets import redact_data, redact_text
 from tmops_core.store import AttemptRecord
 from tmops_core.workspace.layout import atomic_write, iso, lstat_checked, utc_now
@@ -36,6 +37,11 @@ def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, An
             {
                 "phase": spec.name,
                 "role": spec.role,
+                # the provider its last agent ran with (the one it would run with, if none ran)
+                "provider": next(
+                    (a.provider for a in reversed(mine) if a.provider != "none"),
+                    driver.providers.name(spec.name),
+                ),
                 "attempts": sum(a.outcome != "adopted" for a in mine),
                 # from the store, so phases run before a resume keep their durations
                 "duration_s": round(sum(a.duration_s or 0.0 for a in mine), 3),
@@ -48,7 +54,7 @@ def write_summary(driver: RunDriver, specs: Sequence[PhaseSpec]) -> dict[str, An
         "feature": driver.feature,
         "run": driver.run,
         "branch": driver.branch,
-        "provider": driver.provider_name,
+        "provider": providers_label({p["phase"]: p["provider"] for p in phases}),
         "finished_at": iso(utc_now()),
         "phases": phases,
         "total_cost_usd": round(sum(p["cost_usd"] for p in phases), 6),
@@ -76,6 +82,7 @@ def attempt_row(attempt: AttemptRecord) -> dict[str, Any]:
     return {
         "phase": attempt.phase,
         "attempt": attempt.attempt,
+        "provider": attempt.provider,
         "state": attempt.state,
         "outcome": attempt.outcome,
         "cost_usd": None if attempt.cost_usd is None else round(attempt.cost_usd, 6),
@@ -87,7 +94,8 @@ def attempt_row(attempt: AttemptRecord) -> dict[str, Any]:
 
 def _render(metrics: dict[str, Any]) -> str:
     rows = "\n".join(
-        f"| {p['phase']} | {p['attempts']} | {p['duration_s']:.1f} s | ${p['cost_usd']:.4f} |"
+        f"| {p['phase']} | {p['provider']} | {p['attempts']} | {p['duration_s']:.1f} s | "
+        f"${p['cost_usd']:.4f} |"
         for p in metrics["phases"]
     )
     commits = "\n".join(f"- `{c['sha'][:10]}` {c['subject']}" for c in metrics["commits"])
@@ -110,7 +118,8 @@ def _render(metrics: dict[str, Any]) -> str:
         f"Every phase handed off. Branch `{metrics['branch']}`; quality score "
         f"{metrics['quality_score'] or '?'}/10; ready for merge: "
         f"{metrics['ready_for_merge'] or 'not stated'}.\n\n"
-        f"## Phases\n| phase | attempts | duration | cost |\n|---|---|---|---|\n{rows}\n\n"
+        f"## Phases\n| phase | provider | attempts | duration | cost |\n|---|---|---|---|---|\n"
+        f"{rows}\n\n"
         f"## Attempts\n| phase | attempt | state | cost | tokens in / out |\n"
         f"|---|---|---|---|---|\n{attempts or '| - | - | - | - | - |'}\n\n"
         f"## Commits on the branch\n{commits or '- none'}\n\n"

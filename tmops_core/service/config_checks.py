@@ -91,17 +91,31 @@ class ConfigChecks:
         return problems
 
     def _check_providers(self, warnings: list[str]) -> list[str]:
-        """The default provider and every provider section against the installed providers,
-        each section checked by its own provider (permission modes, argv templates...)."""
+        """The default provider, the phases' providers and every provider section against
+        the installed providers, each section checked by its own provider (permission modes,
+        argv templates...)."""
         installed = self.plugins.providers()
         known = ", ".join(sorted(installed)) or "none"
         problems = []
-        default = self.config.features.default_provider
-        if default not in installed and default.replace("_", "-") not in installed:
-            problems.append(
-                f"no installed provider is named {default!r} (installed: {known}) "
-                "@ $.features.default_provider"
-            )
+        named = {"default_provider": self.config.features.default_provider} | {
+            f"phase_providers.{phase}": name
+            for phase, name in self.config.features.phase_providers.items()
+        }
+        for key, name in named.items():
+            if (
+                name is not None
+                and name not in installed
+                and name.replace("_", "-") not in installed
+            ):
+                problems.append(
+                    f"no installed provider is named {name!r} (installed: {known}) "
+                    f"@ $.features.{key}"
+                )
+        if self.config.features.default_provider is None:
+            try:  # none named: the plugins must agree on one
+                self.plugins.default_provider()
+            except ConfigError as exc:
+                problems.append(exc.message)
         for name in self.config.providers:
             registered = installed.get(name) or installed.get(name.replace("_", "-"))
             if registered is None:
@@ -124,12 +138,20 @@ class ConfigChecks:
 
     def effective_config(self) -> dict[str, Any]:
         """The config in force, as data, with secrets redacted: every key with its value,
-        defaults included, and the default provider's section even when the file has none
-        (it runs with those built-in settings)."""
+        defaults included (the default provider as the plugins chose it, when the file names
+        none), and the section of every provider the workflow runs with even when the file has
+        none (it runs with those built-in settings)."""
         data = to_data(self.config)
-        default = self.config.features.default_provider
-        if not {default, default.replace("-", "_")} & set(self.config.providers):
-            builtin = Config(providers={default: ProviderConfig()})
-            data["providers"][default] = to_data(builtin)["providers"][default]
+        features = self.config.features
+        try:
+            default = features.default_provider or self.plugins.default_provider()
+        except ConfigError:  # `tmops config check` says why
+            default = None
+        data["features"]["default_provider"] = default
+        used = {default, *features.phase_providers.values()} - {None}
+        for name in sorted(n for n in used if n is not None):
+            if not {name, name.replace("-", "_")} & set(self.config.providers):
+                builtin = Config(providers={name: ProviderConfig()})
+                data["providers"][name] = to_data(builtin)["providers"][name]
         shown: dict[str, Any] = redacted(data)
         return shown

@@ -31,6 +31,7 @@ from tmops_core.config import Config, provider_settings
 from tmops_core.git import Git, find_git
 from tmops_core.lifecycle import RunState
 from tmops_core.orchestration.liveness import engine_alive, run_engine_alive
+from tmops_core.orchestration.providers import default_provider, workflow_providers
 from tmops_core.plugins import Plugins
 from tmops_core.service.preflight import provider_program, resolve_program
 from tmops_core.store import STORE_NAME, open_existing_store
@@ -100,9 +101,17 @@ def _git(root: Path) -> Check:
     return Check("git", OK, f"git {version} at {git} (tmops needs {wanted} or newer)")
 
 
+def _workflow_providers(config: Config, plugins: Plugins) -> set[str]:
+    """The providers the workflow's phases run with (a failed check of one fails the doctor)."""
+    try:
+        return set(workflow_providers(config, plugins).values())
+    except TmopsError:  # no default provider: reported by the providers check
+        return set(config.features.phase_providers.values())
+
+
 def _enabled_providers(config: Config, plugins: Plugins) -> list[str]:
     installed = plugins.providers()
-    names = {config.features.default_provider, *config.providers}
+    names = {*_workflow_providers(config, plugins), *config.providers}
     return sorted(
         name.replace("_", "-") if name.replace("_", "-") in installed else name
         for name in names
@@ -113,13 +122,19 @@ def _enabled_providers(config: Config, plugins: Plugins) -> list[str]:
 def _providers(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
     installed = plugins.providers()
     checks = []
+    try:
+        default_provider(config, plugins)
+    except TmopsError as exc:
+        checks.append(Check("default provider", FAIL, exc.message, exc.hint or ""))
+    used = _workflow_providers(config, plugins)
     for name in _enabled_providers(config, plugins):
         label = f"provider {name}"
         if name not in installed:
             checks.append(Check(
-                label, FAIL if name == config.features.default_provider else WARN,
+                label, FAIL if name in used else WARN,
                 f"no installed plugin provides it (installed: {', '.join(sorted(installed))})",
-                "install its plugin, or change features.default_provider / remove its section",
+                "install its plugin, or change features.default_provider / "
+                "features.phase_providers / remove its section",
             ))  # fmt: skip
             continue
         try:

@@ -10,6 +10,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,11 @@ from tmops_core.orchestration.liveness import (
     engine_running,
     run_engine_alive,
     serving_engine_alive,
+)
+from tmops_core.orchestration.providers import (
+    phase_provider,
+    providers_label,
+    workflow_providers,
 )
 from tmops_core.plugins import PluginFailure, PluginInfo, Plugins, create_plugin_manager
 from tmops_core.service.actor import os_user
@@ -186,28 +192,27 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
         workspace: Path | None = None,
         spawn: bool = True,
         force: bool = False,
+        phase_providers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Queue the feature's current run and make sure an engine serves it; returns at once.
-        ``force`` starts it on a TASK_SPEC.md that is still the untouched template."""
+        ``provider``: the whole run's, ``phase_providers``: a phase's (each kept for a resume;
+        see :mod:`tmops_core.orchestration.providers`); ``force`` starts it on a TASK_SPEC.md
+        that is still the untouched template."""
         layout, store, record = self._tracked(feature, workspace)
         run = store.run(feature, record.current_run)
         if run is None:
             raise FeatureError(f"feature '{feature}' has no run '{record.current_run}'")
-        installed = self.plugins.providers()
-        name = provider or run.provider or self.config.features.default_provider
-        if name not in installed:
-            raise FeatureError(
-                f"no provider named {shown(name)}",
-                hint=f"installed providers: {', '.join(sorted(installed)) or 'none'}",
-            )
-        section = provider_settings(self.config, name)
-        if not section.get("enabled", True):
-            raise FeatureError(
-                f"the provider {name!r} is disabled in the config (providers.{name}.enabled)",
-                hint="enable it, or start with another --provider",
-            )
-        if run.active:
-            return self._start_active(layout, store, run, name, spawn=spawn)
+        from tmops_core.service.preflight import check_before_start, start_providers
+
+        provider = provider or run.provider
+        overrides = dict(phase_providers) if phase_providers else run.phase_overrides
+        chosen = start_providers(
+            self.config, self.plugins, provider=provider, phase_providers=overrides
+        )
+        name = providers_label(chosen)
+        if run.active:  # it runs with what it was queued with
+            queued_with = providers_label(self._planned_providers(run))
+            return self._start_active(layout, store, run, queued_with, spawn=spawn)
         ended = f"run '{run.run}' of '{feature}' has {run.status}"
         if run.status == RunState.COMPLETED:
             raise FeatureError(ended, hint=f"start a new run: tmops init {feature} --retry")
@@ -216,18 +221,18 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
                 f"{ended}: {run.last_error or 'no reason recorded'}",
                 hint="continue it from where it stopped with --resume (MCP: resume: true)",
             )
-        from tmops_core.service.preflight import check_before_start
-
         check_before_start(
             self.config, self.plugins, layout, feature=feature, run=run.run,
-            worktree=Path(record.worktree), provider_name=name, force=force,
+            worktree=Path(record.worktree), provider_names=chosen.values(), force=force,
         )  # fmt: skip
         if run.pause_reason == PauseReason.BRANCH_MOVED:
             self._check_branch(store, record, run, accept=accept_branch)
         run_id = uuid.uuid4().hex[:12]
-        store.queue_run(feature, run.run, run_id=run_id, provider=name, now=iso(utc_now()))
+        store.queue_run(feature, run.run, run_id=run_id, provider=provider, now=iso(utc_now()),
+                        phase_providers=overrides)  # fmt: skip
         self._record(store, feature, run.run, "orchestration.run.queued",
-                     {"run": run.run, "provider": name}, correlation_id=run_id)  # fmt: skip
+                     {"run": run.run, "provider": name, "providers": chosen},
+                     correlation_id=run_id)  # fmt: skip
         queued = store.run(feature, run.run)  # as queued: the engine may take it at once
         assert queued is not None  # noqa: S101 - it was just updated
         if spawn:
@@ -259,7 +264,7 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
             state = "its engine had stopped; a new engine takes the run over"
         else:
             state = "already queued" + ("; no engine served it: one was started" if spawn else "")
-        return self._start_answer(run, run.provider or provider, state)
+        return self._start_answer(run, provider, state)
 
     def _spawn_engine(self, layout: Layout, store: Store, feature: str, run: str) -> None:
         """Make sure an engine serves the project; if none can start, the run that waits for
@@ -301,9 +306,11 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
             checkpoint_dir=layout.checkpoint_dir(feature, run), phase=phase,
         )  # fmt: skip
         run_record = store.run(feature, run)
-        provider = (run_record.provider if run_record else None) or (
-            self.config.features.default_provider
-        )
+        provider = phase_provider(
+            self.config, self.plugins, phase,
+            run_provider=run_record.provider if run_record else None,
+            run_phases=run_record.phase_overrides if run_record else None,
+        )  # fmt: skip
         if run_record is not None:  # a person takes the phase over: the audit trail says so
             self._audit(store, run_record, "orchestration.phase.prompt_given",
                         phase=phase)  # fmt: skip
@@ -467,6 +474,7 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
             include_sessions=include_sessions,
             include_checkpoints=include_checkpoints,
             auto_resume=self.config.features.resume_after_usage_limit,
+            providers=self._planned_providers,
         )
         if take_over and store is not None and status["engine"] == "dead":
             self._take_over(layout, store)
@@ -500,7 +508,16 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
             workflow=self.config.features.default_phases,
             phases={name: r.spec for name, r in self.plugins.phases().items()},
             auto_resume=self.config.features.resume_after_usage_limit,
+            providers=self._planned_providers,
         )
+
+    def _planned_providers(self, run: RunRecord | None) -> dict[str, str]:
+        """Phase -> the provider it runs with, as the engine would choose it for ``run``
+        (empty when the plugins name no default provider: the run would fail saying so)."""
+        try:
+            return workflow_providers(self.config, self.plugins, run)
+        except TmopsError:
+            return {}
 
     def project_cost(self, *, workspace: Path | None = None) -> float:
         """What every run of the project cost so far, in USD."""

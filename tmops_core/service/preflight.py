@@ -11,28 +11,61 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tmops_core.agents.env import build_env, provider_allow
 from tmops_core.config import Config, provider_settings
+from tmops_core.orchestration.providers import workflow_providers
 from tmops_core.plugins import Plugins
-from tmops_core.workspace.layout import Layout, read_checked
+from tmops_core.workspace.layout import Layout, read_checked, shown
 from tmops_core.workspace.project_files import is_untouched_template
 from tmops_hookspecs import AgentRequest, FeatureError, TmopsError
 
-__all__ = ["check_before_start", "provider_program", "resolve_program"]
+__all__ = ["check_before_start", "provider_program", "resolve_program", "start_providers"]
 
 #: the template is under 1 KiB: a longer spec is not it
 _SPEC_READ_LIMIT = 64 * 1024
 _FIX_CONFIG = "fix the config (`tmops config check` lists every problem), then start again"
 
 
+def start_providers(
+    config: Config, plugins: Plugins, *, provider: str | None,
+    phase_providers: Mapping[str, str],
+) -> dict[str, str]:  # fmt: skip
+    """Phase -> the provider it runs with, for a run started with ``provider`` (the whole run)
+    and ``phase_providers`` (per phase); FeatureError for a phase not in the workflow, a
+    provider not installed or one disabled in the config."""
+    workflow = config.features.default_phases
+    for phase in phase_providers:
+        if phase not in workflow:
+            raise FeatureError(
+                f"no phase {phase!r} in the workflow ({', '.join(workflow)})",
+                hint="name a phase of features.default_phases: --phase-provider PHASE=PROVIDER",
+            )
+    chosen = workflow_providers(config, plugins, run_provider=provider, run_phases=phase_providers)
+    installed = plugins.providers()
+    for phase, name in chosen.items():
+        if name not in installed:
+            raise FeatureError(
+                f"no provider named {shown(name)} (for the {phase} phase)",
+                hint=f"installed providers: {', '.join(sorted(installed)) or 'none'}",
+            )
+        if not provider_settings(config, name).get("enabled", True):
+            raise FeatureError(
+                f"the provider {name!r} is disabled in the config (providers.{name}.enabled)",
+                hint="enable it, or start with another --provider",
+            )
+    return chosen
+
+
 def check_before_start(
     config: Config, plugins: Plugins, layout: Layout, *, feature: str, run: str, worktree: Path,
-    provider_name: str, force: bool = False,
+    provider_names: Iterable[str], force: bool = False,
 ) -> None:  # fmt: skip
     """Raise :class:`~tmops_hookspecs.FeatureError` (or the provider's ConfigError) for a run
-    that cannot start; ``force`` lets a run start on the untouched TASK_SPEC.md template."""
+    that cannot start (``provider_names``: the providers its phases run with); ``force`` lets
+    a run start on the untouched TASK_SPEC.md template."""
     if not force:
         _check_task_spec(layout, feature, run)
     phases = plugins.phases()
@@ -48,16 +81,17 @@ def check_before_start(
         raise FeatureError(
             "the workflow has no phases", hint=f"{_FIX_CONFIG}: features.default_phases"
         )
-    program, path = provider_program(
-        config, plugins, layout, provider_name, feature=feature, run=run, worktree=worktree
-    )
-    if resolve_program(program, path) is None:
-        raise FeatureError(
-            f"the agent program {program!r} of provider {provider_name!r} is not installed "
-            "(not found on the agents' PATH)",
-            hint=f"install it, set providers.{provider_name}.command to its path, or start "
-            "with another --provider",
+    for provider_name in dict.fromkeys(provider_names):
+        program, path = provider_program(
+            config, plugins, layout, provider_name, feature=feature, run=run, worktree=worktree
         )
+        if resolve_program(program, path) is None:
+            raise FeatureError(
+                f"the agent program {program!r} of provider {provider_name!r} is not installed "
+                "(not found on the agents' PATH)",
+                hint=f"install it, set providers.{provider_name}.command to its path, or start "
+                "with another --provider",
+            )
 
 
 def provider_program(

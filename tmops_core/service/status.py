@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import attrs
 
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, PauseReason, PhaseState, RunState, phase_state
 from tmops_core.orchestration.liveness import engine_running, run_engine_alive
+from tmops_core.orchestration.providers import providers_label
 from tmops_core.orchestration.summary import attempt_row
 from tmops_core.store import AttemptRecord, RunRecord, Store, held_providers, since_reset
 from tmops_core.workspace.layout import FEATURE_NAME, Layout, iso, open_dir, shown
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 NEXT_ACTION_NEW = "edit TASK_SPEC.md, then start"
+#: a run (None: one not started) -> phase -> the provider it runs with
+PlannedProviders = Callable[[RunRecord | None], Mapping[str, str]]
 #: the fields of a feature in ``list``
 _ROW_KEYS = (
     "feature", "branch", "run", "status", "queue_position", "current_phase", "updated",
@@ -180,13 +183,15 @@ def feature_status(
     queue: Mapping[tuple[str, str], int] | None = None,
     holds: Mapping[str, str] | None = None,
     auto_resume: bool = True,
+    providers: PlannedProviders | None = None,
 ) -> dict[str, Any]:
     """The upstream status shape of one feature; unknown features are a FeatureError.
 
     ``feature_lines`` (FEATURES.txt), ``queue`` (the queue positions) and ``holds`` (the
     providers a usage limit holds back, :func:`usage_holds`) may be read once by a caller that
     asks about every feature, so that listing stays linear. ``auto_resume``:
-    ``features.resume_after_usage_limit``.
+    ``features.resume_after_usage_limit``. ``providers``: phase -> the provider it runs with,
+    for a run (what the config and its ``start`` chose), to show a phase no agent ran yet.
 
     The state of a run tmops has started is the store's, so ``completed`` appears only once
     the run record says so (after SUMMARY.md and metrics.json exist). For a run it has not
@@ -231,8 +236,13 @@ def feature_status(
         )
     queue_position = _queue_position(store, run_record, queue)
     engine = _engine(layout, store, run_record)
-    held_until = _held_until(store, run_record, holds)
-    next_action = _usage_limit_action(run_record, held_until, auto_resume) or next_action
+    by_phase = _phase_providers(run_record, attempts, providers)
+    next_phase = current_phase or next(iter(workflow), "")
+    held_provider = by_phase.get(next_phase) or (run_record.provider if run_record else None)
+    held_until = _held_until(store, run_record, holds, held_provider)
+    next_action = (
+        _usage_limit_action(run_record, held_until, auto_resume, held_provider) or next_action
+    )
     if engine == "dead":
         next_action = f"its engine stopped: `tmops start {feature}` takes the run over"
     elif engine == "none":
@@ -253,7 +263,7 @@ def feature_status(
         "next_action": next_action,
         "updated": _updated(record, line, checkpoints),
         "run_id": run_record.run_id if run_record else None,
-        "provider": run_record.provider if run_record else None,
+        "provider": providers_label(by_phase) if by_phase else None,
         "cost_usd": round(run_record.cost_usd, 6) if run_record else 0.0,
         "resume_at": run_record.resume_at if run_record else None,
         "held_until": held_until,
@@ -266,6 +276,7 @@ def feature_status(
     for phase in result["phase_progress"]["phases"]:
         phase["cost_usd"] = round(sum(a.cost_usd or 0.0 for a in attempts
                                       if a.phase == phase["phase"]), 6)  # fmt: skip
+        phase["provider"] = by_phase.get(phase["phase"])
     if include_sessions:
         result["sessions"] = {p.role: _session(p, attempts) for p in progress}
         result["attempts"] = [_attempt(a) for a in attempts]
@@ -418,17 +429,35 @@ def usage_holds(store: Store | None) -> dict[str, str]:
     return held_providers(store.usage_limited_runs(), iso(datetime.now(UTC)))
 
 
+def _phase_providers(
+    run: RunRecord | None, attempts: Sequence[AttemptRecord], planned: PlannedProviders | None
+) -> dict[str, str]:
+    """Phase -> provider: the one its last agent ran with, else the one it will run with;
+    empty for a run tmops has not started."""
+    if run is None or run.status == RunState.INITIALIZED:
+        return {}
+    found = dict(planned(run)) if planned is not None else {}
+    if run.provider and not found:  # no resolver: the run's own choice
+        found = dict.fromkeys({a.phase for a in attempts}, run.provider)
+    for attempt in attempts:  # in order: the last one wins
+        if attempt.provider != "none":  # a person's reset mark
+            found[attempt.phase] = attempt.provider
+    return found
+
+
 def _held_until(
-    store: Store | None, run: RunRecord | None, holds: Mapping[str, str] | None
-) -> str | None:
-    """For a queued run its provider's usage limit holds back: until when; else None."""
-    if run is None or run.status != RunState.QUEUED or run.provider is None:
+    store: Store | None, run: RunRecord | None, holds: Mapping[str, str] | None,
+    provider: str | None,
+) -> str | None:  # fmt: skip
+    """For a queued run whose next phase's provider a usage limit holds back: until when;
+    else None."""
+    if run is None or run.status != RunState.QUEUED or provider is None:
         return None
-    return (usage_holds(store) if holds is None else holds).get(run.provider)
+    return (usage_holds(store) if holds is None else holds).get(provider)
 
 
 def _usage_limit_action(
-    run: RunRecord | None, held_until: str | None, auto_resume: bool
+    run: RunRecord | None, held_until: str | None, auto_resume: bool, provider: str | None
 ) -> str | None:
     """The next action of a run a usage limit stopped: queued but held back by another run's
     limit, or paused by its own until it lifts; None for any other run."""
@@ -436,7 +465,7 @@ def _usage_limit_action(
         return None
     if held_until is not None:
         return (
-            f"held back: provider {run.provider} is usage-limited until {held_until} (another "
+            f"held back: provider {provider} is usage-limited until {held_until} (another "
             "run hit the limit); admitted then"
         )
     if run.status != RunState.PAUSED or run.resume_at is None:
@@ -487,6 +516,7 @@ def list_features(
     workflow: Sequence[str],
     phases: Mapping[str, PhaseSpec],
     auto_resume: bool = True,
+    providers: PlannedProviders | None = None,
 ) -> list[dict[str, Any]]:
     """Every feature the store, FEATURES.txt or the ``.tmops`` folders know of."""
     lines = read_features(layout)  # once, and the queue once: the listing stays linear
@@ -516,6 +546,7 @@ def list_features(
                 queue=queue,
                 holds=holds,
                 auto_resume=auto_resume,
+                providers=providers,
             )
         except FeatureError:
             continue

@@ -9,7 +9,7 @@ change of a run's state goes through the lifecycle's table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,8 +49,12 @@ class Store(Protocol):
 
     def run(self, feature: str, run: str) -> RunRecord | None: ...
 
-    def queue_run(self, feature: str, run: str, *, run_id: str, provider: str, now: str) -> None:
-        """Put a run at the end of the queue (FIFO: a sequence number, not a clock)."""
+    def queue_run(
+        self, feature: str, run: str, *, run_id: str, provider: str | None, now: str,
+        phase_providers: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """Put a run at the end of the queue (FIFO: a sequence number, not a clock);
+        ``provider`` and ``phase_providers``: the providers `start` named (None: the config's)."""
 
     def requeue(self, feature: str, run: str, *, now: str) -> bool:
         """Take a running run from its engine and queue it again, keeping its place..."""

@@ -3,6 +3,8 @@ exception that tells a runner it lost its run; data, and one pure helper over it
 
 from __future__ import annotations
 
+import json
+
 import attrs
 
 from tmops_core.lifecycle import ACTIVE_RUN_STATES, AttemptState
@@ -61,6 +63,16 @@ class RunRecord:
     pause_requested: bool = attrs.field(default=False, converter=bool)
     #: a run paused by a usage limit: when the limit lifts (ISO, UTC)
     resume_at: str | None = None
+    #: the per-phase providers `start` named (a JSON object phase -> provider)
+    phase_providers: str | None = None
+    #: a run paused by a usage limit: the provider that hit it (of the phase then running)
+    limited_provider: str | None = None
+
+    @property
+    def phase_overrides(self) -> dict[str, str]:
+        """The per-phase providers `start` named, phase -> provider (empty: none)."""
+        found = json.loads(self.phase_providers) if self.phase_providers else {}
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
     @property
     def active(self) -> bool:

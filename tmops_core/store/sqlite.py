@@ -13,11 +13,12 @@ read), parts of :class:`Store`; nothing else writes to the database.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -225,18 +226,22 @@ class SQLiteStore(EngineLeases, RunControls, AuditTrail, StoreTallies, UsageWait
 
     # -- orchestration -----------------------------------------------------------------------
 
-    def queue_run(self, feature: str, run: str, *, run_id: str, provider: str, now: str) -> None:
+    def queue_run(
+        self, feature: str, run: str, *, run_id: str, provider: str | None, now: str,
+        phase_providers: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
         """Put a run at the end of the queue (FIFO: a sequence number, not a clock)."""
+        overrides = json.dumps(dict(phase_providers)) if phase_providers else None
         with self.transaction() as db:
             self._move_run(db, feature, run, RunState.QUEUED, now, None)
             db.execute(
                 """
-                UPDATE runs SET run_id = ?, provider = ?, queued_at = ?,
+                UPDATE runs SET run_id = ?, provider = ?, phase_providers = ?, queued_at = ?,
                     queue_seq = (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM runs),
                     last_error = NULL, pause_reason = NULL, pause_requested = 0
                 WHERE feature = ? AND run = ?
                 """,
-                (run_id, provider, now, feature, run),
+                (run_id, provider, overrides, now, feature, run),
             )
 
     def requeue(self, feature: str, run: str, *, now: str) -> bool:
@@ -504,10 +509,12 @@ class SQLiteStore(EngineLeases, RunControls, AuditTrail, StoreTallies, UsageWait
         context = self.fenced(feature, run, fencing) if fencing is not None else self.transaction()
         with context as db:
             self._move_run(db, feature, run, RunState(status), now, error, pause_reason)
-            if resume_at is not None:
+            if resume_at is not None:  # held: the provider of the attempt that hit the limit
                 db.execute(
-                    "UPDATE runs SET resume_at = ? WHERE feature = ? AND run = ?",
-                    (resume_at, feature, run),
+                    "UPDATE runs SET resume_at = ?, limited_provider = (SELECT provider FROM "
+                    "attempts WHERE feature = ? AND run = ? ORDER BY id DESC LIMIT 1) "
+                    "WHERE feature = ? AND run = ?",
+                    (resume_at, feature, run, feature, run),
                 )
 
     def set_branch_head(self, feature: str, run: str, fencing: int | None, head: str) -> None:

@@ -71,9 +71,11 @@ class UsageWaits:
 
 def held_providers(waits: list[RunRecord], now: str) -> dict[str, str]:
     """Provider -> until when its usage limit holds its queued runs back (ISO, UTC): the
-    latest reset among its runs paused by a limit that has not lifted yet."""
+    latest reset among its runs paused by a limit that has not lifted yet. A run's limit is
+    its phase's provider's (the one that hit it), not every provider of the run."""
     held: dict[str, str] = {}
     for run in waits:
-        if run.provider and run.resume_at and run.resume_at > now:
-            held[run.provider] = max(held.get(run.provider, ""), run.resume_at)
+        provider = run.limited_provider or run.provider
+        if provider and run.resume_at and run.resume_at > now:
+            held[provider] = max(held.get(provider, ""), run.resume_at)
     return held

@@ -338,6 +338,8 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
             detail = f"  attempts {session['attempts']}, session {session['session_id'] or '-'}"
         if phase.get("cost_usd"):
             detail += f", ${phase['cost_usd']:.4f}"
+        if phase.get("provider"):
+            detail += f"{',' if detail else ' '} {phase['provider']}"
         click.echo(f"  {phase['phase']:<14} {phase['status']:<12}{detail}".rstrip())
     _echo_attempts(status.get("attempts") or [])
     if status["run_id"]:
@@ -354,7 +356,19 @@ def status_command(state: AppState, feature: str, workspace: Path | None, as_jso
 
 @cli.command("start")
 @click.argument("feature")
-@click.option("--provider", help="Agent provider (default: features.default_provider).")
+@click.option(
+    "--provider",
+    help="Agent provider of every phase (default: features.phase_providers, then "
+    "features.default_provider).",
+)
+@click.option(
+    "--phase-provider",
+    "phase_providers",
+    multiple=True,
+    callback=lambda _ctx, _param, value: _phase_providers(value),
+    metavar="PHASE=PROVIDER",
+    help="The provider of one phase (repeatable); wins over --provider for that phase.",
+)
 @click.option("--resume", is_flag=True, help="Continue a failed, paused or cancelled run.")
 @click.option(
     "--accept-branch",
@@ -372,6 +386,7 @@ def start_command(
     state: AppState,
     feature: str,
     provider: str | None,
+    phase_providers: dict[str, str],
     resume: bool,
     accept_branch: bool,
     wait: bool,
@@ -388,11 +403,25 @@ def start_command(
     with ctrl_c_stops_waiting(feature, workspace, waiting=wait):
         answer = state.service.start(
             feature, provider=provider, resume=resume, accept_branch=accept_branch,
-            workspace=workspace, force=force,
+            workspace=workspace, force=force, phase_providers=phase_providers,
         )  # fmt: skip
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
     if wait:
         sys.exit(follow_run(state.service, feature, workspace=workspace, after_id=since))
+
+
+def _phase_providers(values: tuple[str, ...]) -> dict[str, str]:
+    """``--phase-provider PHASE=PROVIDER`` options as phase -> provider."""
+    chosen: dict[str, str] = {}
+    for value in values:
+        phase, _, provider = value.partition("=")
+        if not phase.strip() or not provider.strip():
+            raise click.BadParameter(
+                f"{value!r} is not PHASE=PROVIDER (e.g. implementer=NAME)",
+                param_hint="--phase-provider",
+            )
+        chosen[phase.strip()] = provider.strip()
+    return chosen
 
 
 @cli.command("watch")

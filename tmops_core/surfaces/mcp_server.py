@@ -382,7 +382,15 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
     async def tmops_start_orchestration(
         feature: FeatureName,
         provider: Annotated[
-            str | None, Field(description="Agent provider (default: the configured one)")
+            str | None,
+            Field(description="Agent provider of every phase (default: the configured ones)"),
+        ] = None,
+        phase_providers: Annotated[
+            dict[str, str] | None,
+            Field(
+                description="Phase -> its provider, e.g. {implementer: NAME}; wins "
+                "over provider for those phases"
+            ),
         ] = None,
         resume: Annotated[
             bool, Field(description="Continue a failed, paused or cancelled run")
@@ -411,6 +419,7 @@ def build_server(service: Service, *, workspace: Path | None = None) -> MCPServe
                     accept_branch=accept_branch,
                     workspace=resolve(workspace),
                     force=force,
+                    phase_providers=phase_providers,
                 )
             )
         except TmopsError as exc:
