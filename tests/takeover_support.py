@@ -9,6 +9,7 @@ found by that folder in its environment (:func:`leftovers`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -134,7 +135,9 @@ class Project:
                 process.send_signal(signal.SIGKILL)
             process.wait()
         for pid in leftovers(self.state):
-            os.kill(pid, signal.SIGKILL)
+            # listed alive, it may end before the kill (a cancel is stopping it): gone is fine
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.store.close()
         self.service.close()
 
