@@ -232,10 +232,12 @@ def test_config_check_cross_references_phases_providers_and_permission_modes(
 
 
 def test_config_check_warns_about_a_section_of_a_provider_not_installed(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "c.yaml", "providers:\n  opencode:\n    command: opencode\n")
+    config = write_config(
+        tmp_path / "c.yaml", "providers:\n  cursor-agent:\n    command: cursor-agent\n"
+    )
     result = run("--config", str(config), "config", "check")
     assert result.exit_code == 0
-    warning = "warning: providers.opencode configures a provider that is not installed"
+    warning = "warning: providers.cursor-agent configures a provider that is not installed"
     assert warning in result.stderr
 
 
