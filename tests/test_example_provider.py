@@ -16,14 +16,16 @@ import pytest
 
 from tmops_core.config import LoadedConfig, parse_config
 from tmops_core.plugins import create_plugin_manager
+from tmops_core.service.doctor import run_doctor
 from tmops_core.service.operations import Service
 from tmops_core.store import AttemptRecord, SQLiteStore
 from tmops_core.surfaces.demo import scripted_agent_config
 from tmops_core.workspace.features import InitRequest
+from tmops_core.workspace.layout import Layout
 from tmops_hookspecs import ProviderError
 
 from .conftest import git, make_repo
-from .engine_support import TEST_COMMAND, run_workflow
+from .engine_support import run_workflow
 
 pytest.importorskip("tmops_security_review")
 
@@ -236,37 +238,36 @@ def test_a_later_phase_it_cannot_play_is_a_failed_attempt_naming_it(tmp_path: Pa
     assert all("cannot play" in (a.message or "") for a in review.attempts[1:])
 
 
-def test_after_the_four_phases_a_review_run_checks_their_work(tmp_path: Path) -> None:
-    """The four phases run by the scripted agent write and commit tests and code; a second run
-    of the feature, whose workflow is the security review (config), has the example provider
-    review that branch: its gate runs the real tests, its report covers the files they made."""
-    four = run_workflow(tmp_path, scripted_agent_config())
+def test_a_five_phase_run_mixes_the_scripted_agent_and_the_review(tmp_path: Path) -> None:
+    """One run, a provider per phase: the scripted agent plays the four roles, writing and
+    committing tests and code; ``features.phase_providers`` gives the security-review phase to
+    the example provider, which reviews that branch: its gate runs the real tests, its report
+    covers the files the others made."""
+    data = scripted_agent_config(
+        default_phases=["orchestrator", "tester", "implementer", "verifier", "security-review"],
+        phase_providers={"security-review": PROVIDER},
+    )
+    run = run_workflow(tmp_path, {**data, "providers": {**data["providers"], PROVIDER: {}}})
     try:
-        assert four.status()["status"] == "completed", four.status()["last_error"]
-        root, feature = four.root, four.feature
+        status = run.status()
+        attempts = run.attempts()
+        checks = {c.name: c for c in run_doctor(Layout(run.root), run.service.config,
+                                                 run.service.plugins)}  # fmt: skip
     finally:
-        four.close()
-    data = {
-        "providers": {PROVIDER: {}},
-        "features": {
-            "default_provider": PROVIDER,
-            "default_phases": ["security-review"],
-            "test_command": TEST_COMMAND,
-        },
-    }
-    service = Service(LoadedConfig(parse_config(data), None), create_plugin_manager())
-    try:
-        again = service.init(InitRequest(feature=feature, run_type="retry", workspace=root))
-        again.task_spec.write_text(f"# Task Specification: {feature}\n\nReview it.\n")
-        service.start(feature, workspace=root, spawn=False)
-        service.serve_engine(workspace=root, idle_exit_s=0.1, retry_backoff_s=(0.05,))
-        status = service.status(feature, workspace=root)
-    finally:
-        service.close()
-    assert (again.run, status["status"]) == ("retry", "completed"), status["last_error"]
-    report = (again.checkpoint_dir / "009-security-complete.md").read_text()
+        run.close()
+    # the start and the doctor ask each provider about the first phase it plays
+    assert checks[f"provider {PROVIDER}"].status == "ok", checks[f"provider {PROVIDER}"]
+    assert status["status"] == "completed", status["last_error"]
+    assert [(a.phase, a.provider) for a in attempts] == [
+        ("orchestrator", "scripted"),
+        ("tester", "scripted"),
+        ("implementer", "scripted"),
+        ("verifier", "scripted"),
+        ("security-review", PROVIDER),
+    ]
+    report = (run.init.checkpoint_dir / "009-security-complete.md").read_text()
     assert "Security verdict: PASS" in report
-    tracked = git(again.worktree, "ls-files").split()
+    tracked = git(run.init.worktree, "ls-files").split()
     assert {"slug.py", "tests/test_slug.py"} <= set(tracked)
     assert f"Reviewed {len(tracked)} file(s)" in report
 

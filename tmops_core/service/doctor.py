@@ -101,12 +101,17 @@ def _git(root: Path) -> Check:
     return Check("git", OK, f"git {version} at {git} (tmops needs {wanted} or newer)")
 
 
-def _workflow_providers(config: Config, plugins: Plugins) -> set[str]:
-    """The providers the workflow's phases run with (a failed check of one fails the doctor)."""
+def _workflow_providers(config: Config, plugins: Plugins) -> dict[str, str]:
+    """The providers the workflow's phases run with, each with the first phase it plays (a
+    failed check of one fails the doctor)."""
     try:
-        return set(workflow_providers(config, plugins).values())
+        chosen = workflow_providers(config, plugins)
     except TmopsError:  # no default provider: reported by the providers check
-        return set(config.features.phase_providers.values())
+        chosen = dict(config.features.phase_providers)
+    first: dict[str, str] = {}
+    for phase, name in chosen.items():
+        first.setdefault(name, phase)
+    return first
 
 
 def _enabled_providers(config: Config, plugins: Plugins) -> list[str]:
@@ -140,7 +145,7 @@ def _providers(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
         try:
             program, path = provider_program(
                 config, plugins, layout, name, feature="doctor", run="initial",
-                worktree=layout.project_root,
+                worktree=layout.project_root, phase=used.get(name),
             )  # fmt: skip
         except TmopsError as exc:
             fix = f"fix providers.{name} (`tmops config check` lists all)"

@@ -223,7 +223,7 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
             )
         check_before_start(
             self.config, self.plugins, layout, feature=feature, run=run.run,
-            worktree=Path(record.worktree), provider_names=chosen.values(), force=force,
+            worktree=Path(record.worktree), phase_providers=chosen, force=force,
         )  # fmt: skip
         if run.pause_reason == PauseReason.BRANCH_MOVED:
             self._check_branch(store, record, run, accept=accept_branch)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from tmops_core.agents.env import build_env, provider_allow
@@ -61,10 +61,10 @@ def start_providers(
 
 def check_before_start(
     config: Config, plugins: Plugins, layout: Layout, *, feature: str, run: str, worktree: Path,
-    provider_names: Iterable[str], force: bool = False,
+    phase_providers: Mapping[str, str], force: bool = False,
 ) -> None:  # fmt: skip
     """Raise :class:`~tmops_hookspecs.FeatureError` (or the provider's ConfigError) for a run
-    that cannot start (``provider_names``: the providers its phases run with); ``force`` lets
+    that cannot start (``phase_providers``: phase -> the provider it runs with); ``force`` lets
     a run start on the untouched TASK_SPEC.md template."""
     if not force:
         _check_task_spec(layout, feature, run)
@@ -81,10 +81,14 @@ def check_before_start(
         raise FeatureError(
             "the workflow has no phases", hint=f"{_FIX_CONFIG}: features.default_phases"
         )
-    for provider_name in dict.fromkeys(provider_names):
+    first_phases: dict[str, str] = {}  # provider -> the first phase it plays
+    for phase, name in phase_providers.items():
+        first_phases.setdefault(name, phase)
+    for provider_name, phase in first_phases.items():
         program, path = provider_program(
-            config, plugins, layout, provider_name, feature=feature, run=run, worktree=worktree
-        )
+            config, plugins, layout, provider_name, feature=feature, run=run, worktree=worktree,
+            phase=phase,
+        )  # fmt: skip
         if resolve_program(program, path) is None:
             raise FeatureError(
                 f"the agent program {program!r} of provider {provider_name!r} is not installed "
@@ -96,17 +100,18 @@ def check_before_start(
 
 def provider_program(
     config: Config, plugins: Plugins, layout: Layout, provider_name: str, *, feature: str,
-    run: str, worktree: Path,
+    run: str, worktree: Path, phase: str | None = None,
 ) -> tuple[str, str]:  # fmt: skip
-    """The program the provider would run for the workflow's first phase, and the agents'
-    PATH it is looked up on. The provider checks its own section (permission modes,
-    templates) as it is built: a bad one raises its ConfigError."""
+    """The program the provider would run for ``phase`` (the first it plays; default: the
+    workflow's first), and the agents' PATH it is looked up on. The provider checks its own
+    section (permission modes, templates) as it is built: a bad one raises its ConfigError."""
     settings = provider_settings(config, provider_name)
     provider_spec = plugins.providers()[provider_name].spec
     provider = provider_spec.factory(settings)
     workflow = list(config.features.default_phases)
     phases = plugins.phases()
-    first = phases[workflow[0]].spec.name if workflow and workflow[0] in phases else "orchestrator"
+    wanted = phase or (workflow[0] if workflow else None)
+    first = phases[wanted].spec.name if wanted is not None and wanted in phases else "orchestrator"
     # Providers are pure: building an invocation starts nothing, and names the program.
     invocation = provider.build_invocation(
         AgentRequest(
