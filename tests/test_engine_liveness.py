@@ -1,13 +1,13 @@
 """An engine's identity and lease: when it counts as alive, and what the store's lease allows.
 
 Real processes (this one, a child left as a zombie, a child that exited and was reaped) and a
-real SQLite store in ``tmp_path``. The engines themselves run in ``test_engine_takeover.py``.
+real store of each backend: SQLite in ``tmp_path``, and a PostgreSQL database. The engines
+themselves run in ``test_engine_takeover.py``.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +16,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from tests.pg_support import integrity_errors
 from tests.takeover_support import is_zombie, wait_until
 from tmops_core.agents.processes import boot_clock, boot_id, process_start_time
 from tmops_core.lifecycle import AttemptState, EngineState
@@ -26,8 +27,8 @@ from tmops_core.store import (
     LeaseHeld,
     LostOwnership,
     RunRecord,
-    SQLiteStore,
     Store,
+    open_store,
 )
 
 NOW = "2026-01-01T00:00:00Z"
@@ -91,8 +92,8 @@ def test_an_engine_that_is_a_zombie_is_dead() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = SQLiteStore(tmp_path / "tmops.db")
+def store(tmp_path: Path, store_url: str) -> Iterator[Store]:
+    store = open_store(tmp_path / "tmops.db", url=store_url)
     store.record_init(
         FeatureRecord("slug", "feature/slug", "/w", "worktree", "initial", "initialized", NOW,
                       NOW),
@@ -129,7 +130,7 @@ def test_the_store_schema_has_the_engines_table(store: Store) -> None:
     )
     with store.transaction() as db:
         db.execute(insert, (NOW, NOW))
-    with store.transaction() as db, pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(integrity_errors()), store.transaction() as db:
         db.execute(insert, (NOW, NOW))  # at most one serving engine, by construction
 
 

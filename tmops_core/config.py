@@ -44,12 +44,14 @@ __all__ = [
     "PriceConfig",
     "ProviderConfig",
     "ServerConfig",
+    "StoreConfig",
     "TelemetryConfig",
     "find_config",
     "load_config",
     "parse_config",
     "provider_settings",
     "redacted",
+    "store_url_problem",
     "to_data",
 ]
 
@@ -265,6 +267,40 @@ RETIRED_KEYS: Mapping[tuple[str, str], str] = {
 }
 
 
+#: the URL schemes of ``store.url``: PostgreSQL (libpq spells it both ways) and SQLite
+STORE_SCHEMES = ("postgresql", "postgres", "sqlite")
+
+
+def store_url_problem(url: str) -> str | None:
+    """What is wrong with a ``store.url`` (None: nothing). Never quotes the URL: it may hold a
+    password."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in STORE_SCHEMES or not rest:
+        return (
+            "must be postgresql://USER@HOST:PORT/DATABASE or sqlite:///ABSOLUTE/PATH (unset: "
+            f"the SQLite file .tmops/tmops.db), got a URL of scheme {scheme[:16]!r}"
+        )
+    if scheme == "sqlite" and not rest.startswith("/"):
+        return "a sqlite URL names an absolute path: sqlite:///ABSOLUTE/PATH (three slashes)"
+    if scheme != "sqlite" and not rest.partition("?")[0].partition("/")[2]:
+        return "a postgresql URL names its database: postgresql://USER@HOST:PORT/DATABASE"
+    return None
+
+
+def _store_url(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    problem = None if value is None else store_url_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+@attrs.frozen(kw_only=True)
+class StoreConfig:
+    #: where tmops keeps its state: ``postgresql://USER@HOST:PORT/DATABASE`` (one database that
+    #: engines on several machines share; the password from PGPASSWORD or ~/.pgpass) or
+    #: ``sqlite:///PATH``; None: the SQLite file .tmops/tmops.db of the project
+    url: str | None = attrs.field(default=None, validator=_store_url)
+
+
 @attrs.frozen(kw_only=True)
 class PluginsConfig:
     #: plugin names (entry-point names) not to load
@@ -280,6 +316,7 @@ class Config:
     features: FeaturesConfig = attrs.field(factory=FeaturesConfig)
     telemetry: TelemetryConfig = attrs.field(factory=TelemetryConfig)
     paths: PathsConfig = attrs.field(factory=PathsConfig)
+    store: StoreConfig = attrs.field(factory=StoreConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
 
 

@@ -1,7 +1,9 @@
 """tmops' durable state: the :class:`Store` protocol, its records, and the SQLite backend.
 
-Callers depend on the protocol and the records; :func:`open_store` picks the backend (SQLite,
-the embedded default, in ``.tmops/tmops.db``).
+Callers depend on the protocol and the records; :func:`open_store` picks the backend by the
+config's ``store.url``: SQLite, the embedded default, in ``.tmops/tmops.db`` (or the file a
+``sqlite:///`` URL names), or PostgreSQL (:mod:`tmops_core.store.postgres`, imported only then)
+for a ``postgresql://`` URL.
 """
 
 from __future__ import annotations
@@ -34,17 +36,36 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "held_providers",
+    "is_shared",
     "open_existing_store",
     "open_store",
     "since_reset",
 ]
 
 
-def open_store(path: Path) -> Store:
-    """The store at ``path``, created (0600, migrated) if it is not there yet."""
-    return SQLiteStore(path)
+def is_shared(url: str | None) -> bool:
+    """Whether ``url`` names a PostgreSQL store (shared; no file of the project holds it)."""
+    return url is not None and url.startswith(("postgresql://", "postgres://"))
 
 
-def open_existing_store(path: Path) -> Store | None:
-    """The store at ``path`` if there is one (readers must never create it)."""
-    return SQLiteStore.open_existing(path)
+def _sqlite_path(path: Path, url: str | None) -> Path:
+    return Path(url.removeprefix("sqlite://")) if url is not None else path
+
+
+def open_store(path: Path, *, url: str | None = None) -> Store:
+    """The store ``url`` names (``store.url``), else the SQLite file at ``path``; created
+    (0600, migrated) if it is not there yet."""
+    if is_shared(url):
+        from tmops_core.store.postgres import PostgresStore
+
+        assert url is not None  # noqa: S101 - is_shared said so
+        return PostgresStore(url)
+    return SQLiteStore(_sqlite_path(path, url))
+
+
+def open_existing_store(path: Path, *, url: str | None = None) -> Store | None:
+    """The store if there is one (readers must never create a file); a PostgreSQL store is a
+    database someone made, so it is always there (connected, migrated)."""
+    if is_shared(url):
+        return open_store(path, url=url)
+    return SQLiteStore.open_existing(_sqlite_path(path, url))

@@ -4,13 +4,12 @@ The ``engines`` table (migration ``0003_engine_lease.sql``) names every engine b
 start time and boot id; at most one row is ``serving`` (a unique index says so), and that row
 is the project's lease, renewed by the engine's heartbeat. Judging whether an engine is alive
 is the caller's (:func:`tmops_core.orchestration.daemon.engine_alive`): this module only keeps
-the records, each change in one transaction. It is a part of :class:`~tmops_core.store.sqlite.
-Store` (a mixin over its connection) and, like it, the only place that writes these tables.
+the records, each change in one transaction. It is a part of each store class (a mixin over its
+connection and dialect) and the only place that writes these tables.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from tmops_core.lifecycle import EngineState, RunState
+from tmops_core.store.dialect import Dialect, SQLConnection
 
 __all__ = ["EngineLeases", "EngineRecord", "LeaseHeld"]
 
@@ -53,12 +53,13 @@ class LeaseHeld(Exception):
 class EngineLeases:
     """The engine and lease operations of the store."""
 
-    _db: sqlite3.Connection
+    _db: SQLConnection
     _lock: threading.RLock
+    _dialect: Dialect
 
     if TYPE_CHECKING:
 
-        def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def transaction(self) -> AbstractContextManager[SQLConnection]: ...
 
     def acquire_lease(
         self,
@@ -79,6 +80,8 @@ class EngineLeases:
         engine's record and the records of the engines it took over from.
         """
         with self.transaction() as db:
+            if self._dialect.lock_engines:  # two takers on two machines: one waits for the other
+                db.execute(self._dialect.lock_engines)
             rows = db.execute(
                 "SELECT * FROM engines WHERE state = ?", (EngineState.SERVING,)
             ).fetchall()
@@ -95,7 +98,8 @@ class EngineLeases:
                     "UPDATE runs SET fencing = fencing + 1 WHERE engine_id = ? AND status = ?",
                     (engine.id, RunState.RUNNING),
                 )
-            cursor = db.execute(
+            engine_id = self._dialect.insert_id(
+                db,
                 """
                 INSERT INTO engines (pid, start_time, boot_id, state, lease_until, started_at,
                     heartbeat_at)
@@ -103,7 +107,6 @@ class EngineLeases:
                 """,
                 (pid, start_time, boot_id, EngineState.SERVING, lease_until, now, now),
             )
-            engine_id = int(cursor.lastrowid or 0)
             db.execute(
                 """
                 DELETE FROM engines WHERE state != ? AND id <= ?
