@@ -33,8 +33,9 @@ from tmops_core.lifecycle import RunState
 from tmops_core.orchestration.liveness import engine_alive, run_engine_alive
 from tmops_core.orchestration.providers import default_provider, workflow_providers
 from tmops_core.plugins import Plugins
+from tmops_core.secrets import redact_text
 from tmops_core.service.preflight import provider_program, resolve_program
-from tmops_core.store import STORE_NAME, open_existing_store
+from tmops_core.store import STORE_NAME, is_shared, open_existing_store
 from tmops_core.store.maintenance import head_version, inspect_database
 from tmops_core.workspace.layout import DIR_MODE, FILE_MODE, Layout, lstat_checked, open_dir
 from tmops_hookspecs import TmopsError
@@ -74,8 +75,8 @@ def run_doctor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
         ("providers", lambda: _providers(layout, config, plugins)),
         ("permissions", lambda: [_modes(layout)]),
         ("disk", lambda: [_disk(layout)]),
-        ("store", lambda: _store(layout)),
-        ("worktrees", lambda: [_worktrees(layout, read_store=store_readable())]),
+        ("store", lambda: _store(layout, config.store.url)),
+        ("worktrees", lambda: [_worktrees(layout, config.store.url, read_store=store_readable())]),
     ]
     for name, check in checks:
         try:
@@ -244,7 +245,9 @@ def _disk(layout: Layout) -> Check:
     return Check("disk", OK, found)
 
 
-def _store(layout: Layout) -> list[Check]:
+def _store(layout: Layout, url: str | None) -> list[Check]:
+    if is_shared(url):
+        return _shared_store(layout, url)
     path = layout.tmops_dir / STORE_NAME
     if lstat_checked(path) is None:
         return [Check("store", OK, f"no store at {path} yet")]
@@ -262,11 +265,31 @@ def _store(layout: Layout) -> list[Check]:
         return [
             Check("store", WARN, f"schema {report.version}, this tmops migrates to {head}", fix)
         ]
-    return [Check("store", OK, f"{path}: integrity ok, schema {head} (head)"), _engines(path)]
+    return [
+        Check("store", OK, f"{path}: integrity ok, schema {head} (head)"),
+        _engines(layout, None),
+    ]
 
 
-def _engines(path: Path) -> Check:
-    store = open_existing_store(path)
+def _shared_store(layout: Layout, url: str | None) -> list[Check]:
+    """A PostgreSQL store: reachable and migrated (opening it migrates); its pages are the
+    server's to check (pg_amcheck), not tmops'."""
+    store = open_existing_store(layout.tmops_dir / STORE_NAME, url=url)
+    assert store is not None  # noqa: S101 - a PostgreSQL store is always there
+    try:
+        version = store.schema_version
+    finally:
+        store.close()
+    where = f"PostgreSQL {redact_text(url or '')}"
+    return [
+        Check("store", OK, f"{where}: reachable, schema {version} (head {head_version()}); "
+              "its integrity is the server's (pg_amcheck)"),
+        _engines(layout, url),
+    ]  # fmt: skip
+
+
+def _engines(layout: Layout, url: str | None) -> Check:
+    store = open_existing_store(layout.tmops_dir / STORE_NAME, url=url)
     assert store is not None  # noqa: S101 - checked just before
     try:
         stale = []
@@ -288,11 +311,11 @@ def _engines(path: Path) -> Check:
     return Check("engines", OK, "no stale engine")
 
 
-def _worktrees(layout: Layout, *, read_store: bool) -> Check:
+def _worktrees(layout: Layout, url: str | None, *, read_store: bool) -> Check:
     git = Git(layout.project_root)
     git.toplevel()  # outside a repository: says so, and what to do
     lost = git.stale_worktrees()
-    store = open_existing_store(layout.tmops_dir / STORE_NAME) if read_store else None
+    store = open_existing_store(layout.tmops_dir / STORE_NAME, url=url) if read_store else None
     missing = []
     if store is not None:
         try:

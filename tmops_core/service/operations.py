@@ -121,7 +121,8 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
         path = layout.tmops_dir / STORE_NAME
         store = self._stores.get(path)
         if store is None:
-            store = open_store(path) if create else open_existing_store(path)
+            url = self.config.store.url
+            store = open_store(path, url=url) if create else open_existing_store(path, url=url)
             if store is not None:
                 self._stores[path] = store
         return store

@@ -23,6 +23,7 @@ from tmops_core.store.records import (
 )
 from tmops_core.store.sqlite import SQLiteStore
 from tmops_core.store.waits import held_providers
+from tmops_hookspecs import WorkspaceError
 
 __all__ = [
     "ACTIVE_STATES",
@@ -39,6 +40,7 @@ __all__ = [
     "is_shared",
     "open_existing_store",
     "open_store",
+    "refuse_shared",
     "since_reset",
 ]
 
@@ -46,6 +48,21 @@ __all__ = [
 def is_shared(url: str | None) -> bool:
     """Whether ``url`` names a PostgreSQL store (shared; no file of the project holds it)."""
     return url is not None and url.startswith(("postgresql://", "postgres://"))
+
+
+def refuse_shared(url: str | None, what: str) -> None:
+    """Refuse ``what`` (an operation on the store's file) for a PostgreSQL store, saying what
+    to do instead.
+
+    :raises WorkspaceError: ``url`` names PostgreSQL.
+    """
+    if is_shared(url):
+        raise WorkspaceError(
+            f"{what} works on a SQLite store, and this project's store is the PostgreSQL "
+            "database of store.url",
+            hint="back the database up with pg_dump and restore it with pg_restore (see "
+            'docs/operations.md, "PostgreSQL"); the project\'s files and branches are in git',
+        )
 
 
 def _sqlite_path(path: Path, url: str | None) -> Path:
