@@ -28,12 +28,20 @@ _FALLBACK_BINDIR = Path("/usr/lib/postgresql/15/bin")
 
 def integrity_errors() -> tuple[type[Exception], ...]:
     """The exceptions a broken constraint raises, of each backend installed."""
-    found: list[type[Exception]] = [sqlite3.IntegrityError]
+    return _errors(sqlite3.IntegrityError, "IntegrityError")
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """The exceptions a refused statement raises, of each backend installed."""
+    return _errors(sqlite3.DatabaseError, "Error")
+
+
+def _errors(sqlite_error: type[Exception], psycopg_name: str) -> tuple[type[Exception], ...]:
     try:
         import psycopg
     except ImportError:
-        return tuple(found)
-    return (*found, psycopg.IntegrityError)
+        return (sqlite_error,)
+    return (sqlite_error, getattr(psycopg, psycopg_name))
 
 
 def pg_bindir() -> Path | None:
