@@ -61,6 +61,13 @@ def test_an_engine_of_another_boot_is_dead() -> None:
     assert not engine_alive(me(boot_id="00000000-0000-0000-0000-000000000000"))
 
 
+def test_an_engine_of_another_machine_lives_while_its_lease_by_the_database_clock_runs() -> None:
+    other = "11111111-1111-1111-1111-111111111111"
+    assert engine_alive(me(boot_id=other, pid=1, start_time=1, lease_left_s=4.0))
+    assert not engine_alive(me(boot_id=other, lease_left_s=-0.001))
+    assert not engine_alive(me(boot_id=other, lease_left_s=4.0, state="taken_over"))
+
+
 def test_an_engine_whose_lease_expired_is_dead_though_its_process_runs() -> None:
     assert not engine_alive(me(lease_until=boot_clock() - 0.001))
 
@@ -182,6 +189,27 @@ def test_a_released_lease_is_free(store: Store) -> None:
     assert not store.renew_lease(engine.id, lease_until=boot_clock() + 60, now=NOW)
     _, taken = acquire(store, me())
     assert taken == []
+
+
+def test_an_engine_on_another_machine_keeps_the_lease_until_it_lapses(store: Store) -> None:
+    """The lease by the database's clock: a live engine of another machine (its boot id not
+    ours, its process out of sight) holds the lease; renewed, it keeps it; lapsed, it is
+    taken over."""
+    remote = me(boot_id="22222222-2222-2222-2222-222222222222", pid=1, start_time=1)
+    first, _ = store.acquire_lease(
+        pid=1, start_time=1, boot_id=remote.boot_id, lease_until=0, now=NOW,
+        alive=engine_alive, lease_s=60,
+    )  # fmt: skip
+    with pytest.raises(LeaseHeld):
+        acquire(store, me())
+    assert store.renew_lease(first.id, lease_until=0, now=NOW, lease_s=-1)  # it lapses
+    lapsed = store.serving_engine()
+    assert lapsed is not None
+    assert lapsed.lease_left_s is not None
+    assert lapsed.lease_left_s < 0
+    new, taken = acquire(store, me())
+    assert [t.id for t in taken] == [first.id]
+    assert store.serving_engine() == new
 
 
 def test_close_attempts_ends_only_live_attempts(store: Store) -> None:

@@ -129,8 +129,9 @@ class _Heartbeat:
         while not self._stop.wait(self.every_s):
             try:
                 renewed = self.store.renew_lease(
-                    self.engine_id, lease_until=boot_clock() + self.lease_s, now=iso(utc_now())
-                )
+                    self.engine_id, lease_until=boot_clock() + self.lease_s,
+                    now=iso(utc_now()), lease_s=self.lease_s,
+                )  # fmt: skip
             except sqlite3.Error as exc:  # a busy store: the lease still runs, try again
                 logger.warning("could not renew the engine lease: {}", exc)
                 continue
@@ -285,6 +286,7 @@ class Engine:
             self.record, taken = self.store.acquire_lease(
                 pid=pid, start_time=start_time, boot_id=boot_id(),
                 lease_until=boot_clock() + self.lease_s, now=iso(utc_now()), alive=engine_alive,
+                lease_s=self.lease_s,
             )  # fmt: skip
         except LeaseHeld as held:
             logger.warning(

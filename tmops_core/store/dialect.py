@@ -47,6 +47,8 @@ class Dialect:
     for_share: str
     #: run first in the transaction that takes the engine lease: one taker at a time
     lock_engines: str | None
+    #: the database's clock, in seconds since the epoch (the shared lease is judged by it)
+    epoch_now: str
 
     def insert_id(self, db: Any, sql: str, parameters: Sequence[Any]) -> int:
         """Run the INSERT ``sql``; the id of the row it made."""
@@ -71,7 +73,13 @@ class Dialect:
         )
 
 
-SQLITE = Dialect("sqlite", for_update="", for_share="", lock_engines=None)
+SQLITE = Dialect(
+    "sqlite",
+    for_update="",
+    for_share="",
+    lock_engines=None,
+    epoch_now="((julianday('now') - 2440587.5) * 86400.0)",
+)
 # Row locks (SELECT ... FOR UPDATE) rather than SERIALIZABLE with retries: a fenced
 # transaction yields to its caller (a git commit runs inside it), and a caller's block cannot
 # be run again, so a conflict must wait, not fail. Every change of a run's fencing token
@@ -82,4 +90,5 @@ POSTGRES = Dialect(
     for_update=" FOR UPDATE",
     for_share=" FOR SHARE",
     lock_engines="LOCK TABLE engines IN EXCLUSIVE MODE",
+    epoch_now="EXTRACT(EPOCH FROM clock_timestamp())::double precision",
 )

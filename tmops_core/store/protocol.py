@@ -238,10 +238,14 @@ class Store(Protocol):
         lease_until: float,
         now: str,
         alive: Callable[[EngineRecord], bool],
+        lease_s: float | None = None,
     ) -> tuple[EngineRecord, list[EngineRecord]]:
-        """Make this process the project's serving engine, in one transaction."""
+        """Make this process the project's serving engine, in one transaction; ``lease_s``:
+        the lease's length, kept by the database's clock too (engines of other machines)."""
 
-    def renew_lease(self, engine_id: int, *, lease_until: float, now: str) -> bool:
+    def renew_lease(
+        self, engine_id: int, *, lease_until: float, now: str, lease_s: float | None = None
+    ) -> bool:
         """Extend the lease of a serving engine; False if it is no longer serving (taken over)."""
 
     def release_lease(self, engine_id: int, *, now: str) -> None:
