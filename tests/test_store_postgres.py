@@ -201,3 +201,54 @@ def test_a_whole_run_completes_with_its_state_in_postgresql(
                    for e in store.audit_trail(DEMO_FEATURE))  # fmt: skip
     finally:
         store.close()
+
+
+# -- workspaces sharing one database ---------------------------------------------------------------
+
+
+def test_workspaces_sharing_a_database_see_only_their_own_records_and_lease(
+    pg_url: str, tmp_path: Path
+) -> None:
+    team_a = open_store(tmp_path / "unused.db", url=pg_url, workspace="team_a")
+    team_b = open_store(tmp_path / "unused.db", url=pg_url, workspace="team-b")
+    try:
+        _queued(team_a)
+        team_a.add_event("slug", "initial", "a.only", "{}", NOW)
+        lease = {"pid": 1, "start_time": 1, "boot_id": "b", "lease_until": 0.0, "now": NOW}
+        team_a.acquire_lease(**lease, alive=lambda engine: True)  # type: ignore[arg-type]
+        assert team_b.features() == []
+        assert team_b.queued_runs() == []
+        assert team_b.audit_trail() == []
+        assert team_b.serving_engine() is None  # a's engine serves a only
+        team_b.acquire_lease(**lease, alive=lambda engine: True)  # type: ignore[arg-type]
+        _queued(team_b, "slug")  # the same feature name, another workspace's
+        assert [r.feature for r in team_a.queued_runs()] == ["slug"]
+        assert [e["event_type"] for e in team_a.audit_trail()] == ["a.only"]
+        assert team_a.schema_version == team_b.schema_version
+    finally:
+        team_a.close()
+        team_b.close()
+
+
+def test_a_workspace_id_postgresql_would_cut_is_refused(pg_url: str, tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError, match="too long"):
+        open_store(tmp_path / "unused.db", url=pg_url, workspace="w" * 60)
+
+
+# -- what works on the SQLite file only ------------------------------------------------------------
+
+
+def test_backup_refuses_a_postgresql_store_naming_pg_dump_and_doctor_checks_it(
+    tmp_path: Path, pg_url: str
+) -> None:
+    data = scripted_config(tmp_path / "state")
+    data["store"] = {"url": pg_url}
+    root = create_demo_project(tmp_path / "p").path
+    config = write_config(tmp_path / "tmops.yaml", data)
+    runner = CliRunner()
+    backup = runner.invoke(cli, ["--config", str(config), "backup", "--workspace", str(root)])
+    assert backup.exit_code != 0
+    assert "pg_dump" in backup.output
+    doctor = runner.invoke(cli, ["--config", str(config), "doctor", "--workspace", str(root)])
+    assert "reachable, schema" in doctor.output, doctor.output
+    assert not (root / ".tmops" / "tmops.db").exists()

@@ -35,7 +35,7 @@ from tmops_core.orchestration.providers import default_provider, workflow_provid
 from tmops_core.plugins import Plugins
 from tmops_core.secrets import redact_text
 from tmops_core.service.preflight import provider_program, resolve_program
-from tmops_core.store import STORE_NAME, is_shared, open_existing_store
+from tmops_core.store import STORE_NAME, Store, is_shared, open_existing_store, sqlite_path
 from tmops_core.store.maintenance import head_version, inspect_database
 from tmops_core.workspace.layout import DIR_MODE, FILE_MODE, Layout, lstat_checked, open_dir
 from tmops_hookspecs import TmopsError
@@ -75,8 +75,8 @@ def run_doctor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
         ("providers", lambda: _providers(layout, config, plugins)),
         ("permissions", lambda: [_modes(layout)]),
         ("disk", lambda: [_disk(layout)]),
-        ("store", lambda: _store(layout, config.store.url)),
-        ("worktrees", lambda: [_worktrees(layout, config.store.url, read_store=store_readable())]),
+        ("store", lambda: _store(layout, config)),
+        ("worktrees", lambda: [_worktrees(layout, config, read_store=store_readable())]),
     ]
     for name, check in checks:
         try:
@@ -245,10 +245,10 @@ def _disk(layout: Layout) -> Check:
     return Check("disk", OK, found)
 
 
-def _store(layout: Layout, url: str | None) -> list[Check]:
-    if is_shared(url):
-        return _shared_store(layout, url)
-    path = layout.tmops_dir / STORE_NAME
+def _store(layout: Layout, config: Config) -> list[Check]:
+    if is_shared(config.store.url):
+        return _shared_store(layout, config)
+    path = sqlite_path(layout.tmops_dir / STORE_NAME, config.store.url)
     if lstat_checked(path) is None:
         return [Check("store", OK, f"no store at {path} yet")]
     report = inspect_database(path)
@@ -267,29 +267,35 @@ def _store(layout: Layout, url: str | None) -> list[Check]:
         ]
     return [
         Check("store", OK, f"{path}: integrity ok, schema {head} (head)"),
-        _engines(layout, None),
+        _engines(layout, config),
     ]
 
 
-def _shared_store(layout: Layout, url: str | None) -> list[Check]:
+def _shared_store(layout: Layout, config: Config) -> list[Check]:
     """A PostgreSQL store: reachable and migrated (opening it migrates); its pages are the
     server's to check (pg_amcheck), not tmops'."""
-    store = open_existing_store(layout.tmops_dir / STORE_NAME, url=url)
+    store = _open(layout, config)
     assert store is not None  # noqa: S101 - a PostgreSQL store is always there
     try:
         version = store.schema_version
     finally:
         store.close()
-    where = f"PostgreSQL {redact_text(url or '')}"
+    where = f"PostgreSQL {redact_text(config.store.url or '')}"
     return [
         Check("store", OK, f"{where}: reachable, schema {version} (head {head_version()}); "
               "its integrity is the server's (pg_amcheck)"),
-        _engines(layout, url),
+        _engines(layout, config),
     ]  # fmt: skip
 
 
-def _engines(layout: Layout, url: str | None) -> Check:
-    store = open_existing_store(layout.tmops_dir / STORE_NAME, url=url)
+def _open(layout: Layout, config: Config) -> Store | None:
+    return open_existing_store(
+        layout.tmops_dir / STORE_NAME, url=config.store.url, workspace=config.server.workspace_id
+    )
+
+
+def _engines(layout: Layout, config: Config) -> Check:
+    store = _open(layout, config)
     assert store is not None  # noqa: S101 - checked just before
     try:
         stale = []
@@ -311,11 +317,11 @@ def _engines(layout: Layout, url: str | None) -> Check:
     return Check("engines", OK, "no stale engine")
 
 
-def _worktrees(layout: Layout, url: str | None, *, read_store: bool) -> Check:
+def _worktrees(layout: Layout, config: Config, *, read_store: bool) -> Check:
     git = Git(layout.project_root)
     git.toplevel()  # outside a repository: says so, and what to do
     lost = git.stale_worktrees()
-    store = open_existing_store(layout.tmops_dir / STORE_NAME, url=url) if read_store else None
+    store = _open(layout, config) if read_store else None
     missing = []
     if store is not None:
         try:

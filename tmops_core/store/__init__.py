@@ -42,6 +42,7 @@ __all__ = [
     "open_store",
     "refuse_shared",
     "since_reset",
+    "sqlite_path",
 ]
 
 
@@ -51,10 +52,10 @@ def is_shared(url: str | None) -> bool:
 
 
 def refuse_shared(url: str | None, what: str) -> None:
-    """Refuse ``what`` (an operation on the store's file) for a PostgreSQL store, saying what
-    to do instead.
+    """Refuse ``what`` (an operation on the store file in ``.tmops/``) for a store elsewhere
+    (PostgreSQL, or a ``sqlite:///`` file), saying what to do instead.
 
-    :raises WorkspaceError: ``url`` names PostgreSQL.
+    :raises WorkspaceError: ``url`` names a store.
     """
     if is_shared(url):
         raise WorkspaceError(
@@ -63,26 +64,36 @@ def refuse_shared(url: str | None, what: str) -> None:
             hint="back the database up with pg_dump and restore it with pg_restore (see "
             'docs/operations.md, "PostgreSQL"); the project\'s files and branches are in git',
         )
+    if url is not None:
+        raise WorkspaceError(
+            f"{what} works on the store in .tmops/, and store.url names a SQLite file elsewhere",
+            hint="unset store.url (move the file to .tmops/tmops.db), or copy the file with "
+            "`sqlite3 FILE '.backup COPY'`",
+        )
 
 
-def _sqlite_path(path: Path, url: str | None) -> Path:
+def sqlite_path(path: Path, url: str | None) -> Path:
+    """The SQLite file of the store: the one a ``sqlite:///`` URL names, else ``path``."""
     return Path(url.removeprefix("sqlite://")) if url is not None else path
 
 
-def open_store(path: Path, *, url: str | None = None) -> Store:
+def open_store(path: Path, *, url: str | None = None, workspace: str = "default") -> Store:
     """The store ``url`` names (``store.url``), else the SQLite file at ``path``; created
-    (0600, migrated) if it is not there yet."""
+    (0600, migrated) if it is not there yet. ``workspace`` (``server.workspace_id``): the
+    part of a PostgreSQL store that is this workspace's (a SQLite file is one project's)."""
     if is_shared(url):
         from tmops_core.store.postgres import PostgresStore
 
         assert url is not None  # noqa: S101 - is_shared said so
-        return PostgresStore(url)
-    return SQLiteStore(_sqlite_path(path, url))
+        return PostgresStore(url, workspace=workspace)
+    return SQLiteStore(sqlite_path(path, url))
 
 
-def open_existing_store(path: Path, *, url: str | None = None) -> Store | None:
+def open_existing_store(
+    path: Path, *, url: str | None = None, workspace: str = "default"
+) -> Store | None:
     """The store if there is one (readers must never create a file); a PostgreSQL store is a
     database someone made, so it is always there (connected, migrated)."""
     if is_shared(url):
-        return open_store(path, url=url)
-    return SQLiteStore.open_existing(_sqlite_path(path, url))
+        return open_store(path, url=url, workspace=workspace)
+    return SQLiteStore.open_existing(sqlite_path(path, url))

@@ -6,7 +6,9 @@ SQL is written once with ``?`` placeholders, which :class:`_Connection` turns in
 ``%s``, and :data:`~tmops_core.store.dialect.POSTGRES` says the rest (row locks, ids). The
 schema is versioned like SQLite's: ``migrations/postgresql/NNNN_*.sql``, numbered as the SQLite
 files, each applied in one transaction and recorded in ``schema_migrations``; engines that start
-at once migrate one after the other (an advisory lock).
+at once migrate one after the other (an advisory lock). Each workspace (``server.workspace_id``)
+is a schema of its own, ``tmops_<workspace_id>``: several share one database without seeing
+each other's features, runs, events or engine lease.
 
 psycopg is imported here only, and this module only when ``store.url`` names PostgreSQL: a
 single machine's tmops needs neither. The password is never part of a message: libpq reads it
@@ -39,6 +41,8 @@ _MIGRATIONS = Path(__file__).with_name("migrations") / "postgresql"
 _MIGRATION_NAME = re.compile(r"([0-9]{4})_[a-z0-9_]+[.]sql")
 #: the key of the advisory lock migrations take (any constant: "tmops" in ASCII)
 _MIGRATION_LOCK = 0x746D6F7073
+#: the longest name PostgreSQL keeps whole (NAMEDATALEN - 1)
+_NAME_BYTES = 63
 
 
 def pg_migrations() -> list[tuple[int, str, str]]:
@@ -108,9 +112,16 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
     _dialect = POSTGRES
     _db: _Connection
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, workspace: str = "default") -> None:
+        schema = f"tmops_{workspace}"
+        if len(schema.encode()) > _NAME_BYTES:  # PostgreSQL would cut it: two could collide
+            raise WorkspaceError(
+                f"server.workspace_id {workspace[:32]!r}... is too long for a PostgreSQL store",
+                hint=f"use at most {_NAME_BYTES - len('tmops_')} bytes",
+            )
         try:
             import psycopg
+            from psycopg import sql
         except ImportError as exc:
             raise WorkspaceError(
                 "store.url names a PostgreSQL database, but psycopg is not installed",
@@ -127,6 +138,12 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
                 hint="check store.url, that the server runs and the role may connect; the "
                 "password comes from PGPASSWORD or ~/.pgpass",
             ) from None  # psycopg's exception may hold the connection string
+        self.workspace = workspace
+        # A workspace is a schema of its own: its tables, functions and schema version, so the
+        # workspaces sharing the database cannot see each other's rows, whatever a query says.
+        name = sql.Identifier(schema)
+        self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+        self._conn.execute(sql.SQL("SET search_path TO {}").format(name))
         self._db = _Connection(self._conn)
         self._lock = threading.RLock()
         self._migrate()
