@@ -252,3 +252,26 @@ def test_backup_refuses_a_postgresql_store_naming_pg_dump_and_doctor_checks_it(
     doctor = runner.invoke(cli, ["--config", str(config), "doctor", "--workspace", str(root)])
     assert "reachable, schema" in doctor.output, doctor.output
     assert not (root / ".tmops" / "tmops.db").exists()
+
+
+def test_a_connection_the_server_dropped_is_made_anew_between_transactions(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A restart or failover drops the engine's connection: the transaction it cut fails
+    whole, and the next one runs on a new connection."""
+    import psycopg
+
+    store = open_store(tmp_path / "unused.db", url=pg_url)
+    try:
+        _queued(store)
+        with store.transaction() as db:
+            (pid,) = db.execute("SELECT pg_backend_pid()").fetchone()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError):  # the cut one: nothing of it is kept
+            store.add_event("slug", "initial", "cut", "{}", NOW)
+        store.add_event("slug", "initial", "after", "{}", NOW)
+        assert [e["event_type"] for e in store.audit_trail()] == ["after"]
+        assert store.run("slug", "initial").status == "queued"  # type: ignore[union-attr]
+    finally:
+        store.close()

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -66,7 +65,7 @@ from tmops_core.orchestration.scheduler import Scheduler
 from tmops_core.orchestration.spawn import ENGINE_LOG, READY, first_error, spawn_engine
 from tmops_core.orchestration.wakeup import Flag
 from tmops_core.plugins import Plugins
-from tmops_core.store import EngineRecord, LeaseHeld, Store
+from tmops_core.store import EngineRecord, LeaseHeld, Store, store_errors
 from tmops_core.workspace.layout import (
     Layout,
     ensure_private_dir,
@@ -132,7 +131,7 @@ class _Heartbeat:
                     self.engine_id, lease_until=boot_clock() + self.lease_s,
                     now=iso(utc_now()), lease_s=self.lease_s,
                 )  # fmt: skip
-            except sqlite3.Error as exc:  # a busy store: the lease still runs, try again
+            except store_errors() as exc:  # a busy or dropped store: the lease runs, try again
                 logger.warning("could not renew the engine lease: {}", exc)
                 continue
             if not renewed:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,14 @@ from tmops_core.orchestration.providers import default_provider, workflow_provid
 from tmops_core.plugins import Plugins
 from tmops_core.secrets import redact_text
 from tmops_core.service.preflight import provider_program, resolve_program
-from tmops_core.store import STORE_NAME, Store, is_shared, open_existing_store, sqlite_path
+from tmops_core.store import (
+    STORE_NAME,
+    Store,
+    is_shared,
+    open_existing_store,
+    sqlite_path,
+    store_errors,
+)
 from tmops_core.store.maintenance import head_version, inspect_database
 from tmops_core.workspace.layout import DIR_MODE, FILE_MODE, Layout, lstat_checked, open_dir
 from tmops_hookspecs import TmopsError
@@ -84,8 +90,11 @@ def run_doctor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
         except TmopsError as exc:
             found.append(Check(name, FAIL, f"the check could not run: {exc.message}",
                                exc.hint or ""))  # fmt: skip
-        except (OSError, sqlite3.Error) as exc:
-            found.append(Check(name, FAIL, f"the check could not run: {exc}"))
+        except Exception as exc:
+            # only the disk's and the store's (psycopg's too, once the store check imported it)
+            if not isinstance(exc, (OSError, *store_errors())):
+                raise
+            found.append(Check(name, FAIL, f"the check could not run: {redact_text(str(exc))}"))
     return found
 
 

@@ -8,6 +8,8 @@ for a ``postgresql://`` URL.
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from pathlib import Path
 
 from tmops_core.store.leases import EngineRecord, LeaseHeld
@@ -43,12 +45,20 @@ __all__ = [
     "refuse_shared",
     "since_reset",
     "sqlite_path",
+    "store_errors",
 ]
 
 
 def is_shared(url: str | None) -> bool:
     """Whether ``url`` names a PostgreSQL store (shared; no file of the project holds it)."""
     return url is not None and url.startswith(("postgresql://", "postgres://"))
+
+
+def store_errors() -> tuple[type[Exception], ...]:
+    """What a backend raises when its database is busy, unreachable or refuses a statement
+    (sqlite3's, and psycopg's once a PostgreSQL store imported it)."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
 
 
 def refuse_shared(url: str | None, what: str) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,10 +90,11 @@ def _row_factory(cursor: Any) -> Any:
 
 
 class _Connection:
-    """The psycopg connection as the store's modules use it: ``?`` placeholders."""
+    """The psycopg connection as the store's modules use it: ``?`` placeholders; ``live``
+    hands out the store's connection (made anew after a drop, between transactions)."""
 
-    def __init__(self, db: Any) -> None:
-        self._db = db
+    def __init__(self, live: Callable[[], Any]) -> None:
+        self._live = live
         self._queries: dict[str, str] = {}
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
@@ -101,7 +102,7 @@ class _Connection:
         if query is None:
             # the store's SQL holds no ? or % inside a literal: a plain replacement is exact
             query = self._queries[sql] = sql.replace("%", "%%").replace("?", "%s")
-        cursor: Cursor = self._db.execute(query, tuple(parameters))
+        cursor: Cursor = self._live().execute(query, tuple(parameters))
         return cursor
 
 
@@ -113,12 +114,22 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
     _db: _Connection
 
     def __init__(self, url: str, *, workspace: str = "default") -> None:
-        schema = f"tmops_{workspace}"
-        if len(schema.encode()) > _NAME_BYTES:  # PostgreSQL would cut it: two could collide
+        self.schema = f"tmops_{workspace}"
+        if len(self.schema.encode()) > _NAME_BYTES:  # PostgreSQL would cut it: two could collide
             raise WorkspaceError(
                 f"server.workspace_id {workspace[:32]!r}... is too long for a PostgreSQL store",
                 hint=f"use at most {_NAME_BYTES - len('tmops_')} bytes",
             )
+        self.url = url
+        self.workspace = workspace
+        self._lock = threading.RLock()
+        self._depth = 0  # transactions open on this connection (a nested one is a savepoint)
+        self._conn = self._connect()
+        self._db = _Connection(self._live)
+        self._migrate()
+
+    def _connect(self) -> Any:
+        """A new connection to the workspace's schema (made, the first time)."""
         try:
             import psycopg
             from psycopg import sql
@@ -127,26 +138,32 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
                 "store.url names a PostgreSQL database, but psycopg is not installed",
                 hint="install tmops with its postgres extra: pip install 'tmops[postgres]'",
             ) from exc
-        self.url = url
         try:
             # autocommit: a read is its own statement; changes are explicit transactions
-            self._conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory)
+            conn = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
         except psycopg.Error as exc:
             raise WorkspaceError(
-                f"cannot connect to the tmops store {redact_text(url)}: "
+                f"cannot connect to the tmops store {redact_text(self.url)}: "
                 f"{redact_text(str(exc)).strip()}",
                 hint="check store.url, that the server runs and the role may connect; the "
                 "password comes from PGPASSWORD or ~/.pgpass",
             ) from None  # psycopg's exception may hold the connection string
-        self.workspace = workspace
         # A workspace is a schema of its own: its tables, functions and schema version, so the
         # workspaces sharing the database cannot see each other's rows, whatever a query says.
-        name = sql.Identifier(schema)
-        self._conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
-        self._conn.execute(sql.SQL("SET search_path TO {}").format(name))
-        self._db = _Connection(self._conn)
-        self._lock = threading.RLock()
-        self._migrate()
+        name = sql.Identifier(self.schema)
+        with conn.transaction():  # two engines making it at once: one waits
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+        conn.execute(sql.SQL("SET search_path TO {}").format(name))
+        return conn
+
+    def _live(self) -> Any:
+        """The connection; one the server dropped (a restart, a failover) is made anew, but
+        only between transactions: a transaction it cut is lost whole, never half-redone."""
+        if self._conn.broken and not self._depth:
+            self._conn.close()
+            self._conn = self._connect()
+        return self._conn
 
     def close(self) -> None:
         with self._lock:
@@ -156,8 +173,12 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
     def transaction(self) -> Iterator[_Connection]:
         """One atomic unit of change: everything in the block commits together or not at all
         (READ COMMITTED; what a change checks, it locks: see :mod:`tmops_core.store.dialect`)."""
-        with self._lock, self._conn.transaction():
-            yield self._db
+        with self._lock, self._live().transaction():
+            self._depth += 1
+            try:
+                yield self._db
+            finally:
+                self._depth -= 1
 
     def _migrate(self) -> None:
         with self._lock:
