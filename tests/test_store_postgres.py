@@ -275,3 +275,39 @@ def test_a_connection_the_server_dropped_is_made_anew_between_transactions(
         assert store.run("slug", "initial").status == "queued"  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_machines_queueing_at_once_give_every_run_its_own_place(
+    pg_url: str, tmp_path: Path
+) -> None:
+    machines = [open_store(tmp_path / "unused.db", url=pg_url) for _ in range(2)]
+    names = [[f"m{m}-f{i}" for i in range(15)] for m in range(2)]
+    try:
+        for machine, features in zip(machines, names, strict=True):
+            for feature in features:
+                machine.record_init(
+                    FeatureRecord(feature, f"feature/{feature}", "/w", "worktree", "initial",
+                                  "initialized", NOW, NOW),
+                    RunRecord(feature, "initial", "initialized", NOW, NOW),
+                )  # fmt: skip
+        start = threading.Barrier(2)
+
+        def queue_all(machine: Store, features: list[str]) -> None:
+            start.wait(timeout=30)
+            for feature in features:
+                machine.queue_run(feature, "initial", run_id=feature, provider=None, now=NOW)
+
+        threads = [
+            threading.Thread(target=queue_all, args=pair)
+            for pair in zip(machines, names, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        places = [run.queue_seq for run in machines[0].queued_runs()]
+        assert len(places) == 30
+        assert sorted(places) == list(range(1, 31))  # type: ignore[type-var]
+    finally:
+        for machine in machines:
+            machine.close()

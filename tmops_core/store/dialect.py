@@ -49,6 +49,8 @@ class Dialect:
     lock_engines: str | None
     #: the database's clock, in seconds since the epoch (the shared lease is judged by it)
     epoch_now: str
+    #: run first in the transaction that gives a run the next place in the queue
+    lock_queue: str | None = None
 
     def insert_id(self, db: Any, sql: str, parameters: Sequence[Any]) -> int:
         """Run the INSERT ``sql``; the id of the row it made."""
@@ -91,4 +93,7 @@ POSTGRES = Dialect(
     for_share=" FOR SHARE",
     lock_engines="LOCK TABLE engines IN EXCLUSIVE MODE",
     epoch_now="EXTRACT(EPOCH FROM clock_timestamp())::double precision",
+    # the transaction's own advisory lock (a constant key: "queue" in ASCII): only queueing
+    # runs waits for it
+    lock_queue="SELECT pg_advisory_xact_lock(487300887909)",
 )

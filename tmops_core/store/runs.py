@@ -115,6 +115,8 @@ class RunStore:
         """Put a run at the end of the queue (FIFO: a sequence number, not a clock)."""
         overrides = json.dumps(dict(phase_providers)) if phase_providers else None
         with self.transaction() as db:
+            if self._dialect.lock_queue:  # two machines queueing at once: distinct numbers
+                db.execute(self._dialect.lock_queue)
             self._move_run(db, feature, run, RunState.QUEUED, now, None)
             db.execute(
                 """
