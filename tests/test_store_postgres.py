@@ -74,6 +74,11 @@ def test_config_show_hides_a_password_written_in_the_url(tmp_path: Path) -> None
     assert shown.exit_code == 0, shown.output
     assert HIDDEN not in shown.output
     assert "postgresql://***@db.example:5432/tmops" in shown.output
+    checked = CliRunner().invoke(cli, ["--config", str(config), "config", "check"])
+    assert checked.exit_code == 0, checked.output
+    assert "store.url holds a password" in checked.output
+    assert "PGPASSWORD or ~/.pgpass" in checked.output
+    assert HIDDEN not in checked.output
 
 
 def test_a_store_that_cannot_connect_says_so_without_the_password(pg_url: str) -> None:
