@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.pg_support import database_errors, integrity_errors
+from tests.test_secrets import SHAPES
 from tmops_core.lifecycle import AttemptState, IllegalTransition, PauseReason, RunState
 from tmops_core.store import (
     FeatureRecord,
@@ -260,3 +261,18 @@ def test_a_broken_constraint_raises_the_backends_integrity_error(store: Store) -
             "VALUES ('slug', 'initial', 'x', ?, ?)",
             (NOW, NOW),
         )
+
+
+def test_no_secret_reaches_the_database_of_either_backend(store: Store) -> None:
+    token = SHAPES[2]  # a token's shape, as test_secrets.py has them
+    store.queue_run("slug", "initial", run_id="r", provider="p", now=NOW)
+    store.add_event("slug", "initial", "x", json.dumps({"token": "tok-1", "m": token}), NOW)
+    url = "https://u:" + "pw-2@h"  # credentials in a URL
+    store.fail_queued_run("slug", "initial", error=f"{url} said {token}", now=NOW)
+    with store.transaction() as db:
+        stored = [str(value) for table in ("events", "runs", "features")
+                  for row in db.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - fixed names
+                  for value in row]  # fmt: skip
+    assert "https://***@h said" in " ".join(stored)
+    for secret in ("tok-1", "pw-2", token):
+        assert not [value for value in stored if secret in value]
