@@ -52,6 +52,7 @@ def _queued(store: Store, feature: str = "slug") -> None:
     ("url", "said"),
     [
         (f"mysql://me:{HIDDEN}@db/tmops", "must be postgresql://USER@HOST:PORT/DATABASE"),
+        (f"me:{HIDDEN}@db/tmops", "got a URL without a scheme"),
         ("sqlite://relative/tmops.db", "names an absolute path"),
         (f"postgresql://me:{HIDDEN}@db:5432", "names its database"),
     ],

@@ -28,6 +28,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.v import transform_error
 
 from tmops_core.config_source import MAX_CONFIG_BYTES, expand, parse_yaml, read_config_file
+from tmops_core.config_store import StoreConfig, store_url_problem
 from tmops_core.secrets import REDACTED, redact_data
 from tmops_hookspecs import ConfigError
 
@@ -265,40 +266,6 @@ RETIRED_KEYS: Mapping[tuple[str, str], str] = {
     ("paths", "tmops_tools"): "tmops runs no script from that folder; to run the upstream init "
     "script, set paths.init_script to its path, and remove the key",
 }
-
-
-#: the URL schemes of ``store.url``: PostgreSQL (libpq spells it both ways) and SQLite
-STORE_SCHEMES = ("postgresql", "postgres", "sqlite")
-
-
-def store_url_problem(url: str) -> str | None:
-    """What is wrong with a ``store.url`` (None: nothing). Never quotes the URL: it may hold a
-    password."""
-    scheme, _, rest = url.partition("://")
-    if scheme not in STORE_SCHEMES or not rest:
-        return (
-            "must be postgresql://USER@HOST:PORT/DATABASE or sqlite:///ABSOLUTE/PATH (unset: "
-            f"the SQLite file .tmops/tmops.db), got a URL of scheme {scheme[:16]!r}"
-        )
-    if scheme == "sqlite" and not rest.startswith("/"):
-        return "a sqlite URL names an absolute path: sqlite:///ABSOLUTE/PATH (three slashes)"
-    if scheme != "sqlite" and not rest.partition("?")[0].partition("/")[2]:
-        return "a postgresql URL names its database: postgresql://USER@HOST:PORT/DATABASE"
-    return None
-
-
-def _store_url(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    problem = None if value is None else store_url_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-
-
-@attrs.frozen(kw_only=True)
-class StoreConfig:
-    #: where tmops keeps its state: ``postgresql://USER@HOST:PORT/DATABASE`` (one database that
-    #: engines on several machines share; the password from PGPASSWORD or ~/.pgpass) or
-    #: ``sqlite:///PATH``; None: the SQLite file .tmops/tmops.db of the project
-    url: str | None = attrs.field(default=None, validator=_store_url)
 
 
 @attrs.frozen(kw_only=True)
