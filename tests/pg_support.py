@@ -68,10 +68,12 @@ class PgCluster:
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
         self.password = secrets.token_urlsafe(16)
-        self.root = Path(tempfile.mkdtemp(prefix="tmops-pg-"))
+        self._as_root = os.getuid() == 0
+        # as root, in /tmp: nobody must reach the folder, and $TMPDIR may be a private one
+        parent = "/tmp" if self._as_root else None
+        self.root = Path(tempfile.mkdtemp(prefix="tmops-pg-", dir=parent))
         self.data = self.root / "data"
         self.port = _free_port()
-        self._as_root = os.getuid() == 0
         self._count = 0
 
     def _argv(self, *argv: str) -> list[str]:
