@@ -102,14 +102,21 @@ class PgCluster:
             "-E", "UTF8", "--locale=C",
         )  # fmt: skip
         pwfile.unlink()
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        self._run(
-            str(self.bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
-            "-l", str(self.root / "server.log"), "-o", options,
-        )  # fmt: skip
+        for attempt in range(3):  # a port found free may be taken before the server binds it
+            options = (
+                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            try:
+                self._run(
+                    str(self.bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D",
+                    str(self.data), "-l", str(self.root / "server.log"), "-o", options,
+                )  # fmt: skip
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                self.port = _free_port()
         self._admin("CREATE DATABASE tmops_template")
 
     def _admin(self, sql: str) -> None:
