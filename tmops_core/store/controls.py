@@ -3,9 +3,8 @@ running run to pause before its next phase, sending phases back (retry, rollback
 approvals the approval gates wait for.
 
 Each change is one transaction, its states checked against :mod:`tmops_core.lifecycle` by the
-store's one mover of run states. Like :mod:`tmops_core.store.leases`, a part of
-each store class (a mixin over
-its connection and dialect).
+store's one mover of run states. Like :mod:`tmops_core.store.leases`, a part of each store class
+(a mixin over its connection and dialect).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The store's tallies for metrics (``tmops metrics``, ``/metrics``): counts and sums computed by
-the database in one pass over a table, so a scrape costs a few queries however many runs there are.
+the database in one pass over a table, so a scrape costs a few queries however many runs there
+are.
 
 Reads only: nothing here writes, and none of it runs on a run's path (a scrape reads the store
-when Prometheus asks, from another process or thread; WAL lets it read while the engine
-writes). Like :mod:`tmops_core.store.leases`, a part of
-each store class (a mixin over
-its connection and dialect).
+when Prometheus asks, from another process or thread; WAL lets it read while the engine writes).
+Like :mod:`tmops_core.store.leases`, a part of each store class (a mixin over its connection and
+dialect).
 """
 
 from __future__ import annotations

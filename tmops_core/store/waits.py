@@ -2,9 +2,8 @@
 
 A run paused ``usage_limited`` carries ``resume_at`` (when its provider's limit lifts, UTC). The
 time is in the store, not in an engine's memory, so whichever engine serves the project next
-honours it. Like :mod:`tmops_core.store.controls`, a part of
-each store class (a mixin over
-its connection and dialect).
+honours it. Like :mod:`tmops_core.store.controls`, a part of each store class (a mixin over its
+connection and dialect).
 """
 
 from __future__ import annotations
