@@ -259,3 +259,51 @@ def connect(request: pytest.FixtureRequest, service: Service, repo: Path) -> Con
     """A new in-memory client of a server whose default workspace is ``repo``, in both of the
     SDK's client modes."""
     return lambda: Client(build_server(service, workspace=repo), mode=request.param)
+
+
+# -- PostgreSQL: the store tests run against both backends -----------------------------------
+
+from .pg_support import PgCluster, pg_bindir  # noqa: E402
+
+POSTGRES_REQUIRED_ENV = "TMOPS_REQUIRE_POSTGRES"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL server for the session (tests/pg_support.py).
+
+    Skipped where PostgreSQL or psycopg is missing, except that ``TMOPS_REQUIRE_POSTGRES=1``
+    (set by CI) fails.
+    """
+    bindir = pg_bindir()
+    why = None
+    if bindir is None:
+        why = "needs PostgreSQL's initdb and pg_ctl (Debian's postgresql-15)"
+    elif importlib.util.find_spec("psycopg") is None:
+        why = "needs psycopg (pip install -e '.[dev]' pulls tmops[postgres])"
+    if why is not None or bindir is None:
+        if os.environ.get(POSTGRES_REQUIRED_ENV) == "1":
+            pytest.fail(f"{POSTGRES_REQUIRED_ENV}=1 but the test {why}")
+        pytest.skip(str(why))
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of a new empty database (its password in ``PGPASSWORD``, as libpq reads it)."""
+    monkeypatch.setenv("PGPASSWORD", pg_cluster.password)
+    return pg_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A ``store.url`` of each backend: a SQLite file, and a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'tmops.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url

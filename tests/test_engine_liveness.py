@@ -1,13 +1,13 @@
 """An engine's identity and lease: when it counts as alive, and what the store's lease allows.
 
 Real processes (this one, a child left as a zombie, a child that exited and was reaped) and a
-real SQLite store in ``tmp_path``. The engines themselves run in ``test_engine_takeover.py``.
+real store of each backend: SQLite in ``tmp_path``, and a PostgreSQL database. The engines
+themselves run in ``test_engine_takeover.py``.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +16,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from tests.pg_support import integrity_errors
 from tests.takeover_support import is_zombie, wait_until
 from tmops_core.agents.processes import boot_clock, boot_id, process_start_time
 from tmops_core.lifecycle import AttemptState, EngineState
@@ -26,8 +27,8 @@ from tmops_core.store import (
     LeaseHeld,
     LostOwnership,
     RunRecord,
-    SQLiteStore,
     Store,
+    open_store,
 )
 
 NOW = "2026-01-01T00:00:00Z"
@@ -58,6 +59,13 @@ def test_a_pid_now_used_by_another_process_is_a_dead_engine() -> None:
 
 def test_an_engine_of_another_boot_is_dead() -> None:
     assert not engine_alive(me(boot_id="00000000-0000-0000-0000-000000000000"))
+
+
+def test_an_engine_of_another_machine_lives_while_its_lease_by_the_database_clock_runs() -> None:
+    other = "11111111-1111-1111-1111-111111111111"
+    assert engine_alive(me(boot_id=other, pid=1, start_time=1, lease_left_s=4.0))
+    assert not engine_alive(me(boot_id=other, lease_left_s=-0.001))
+    assert not engine_alive(me(boot_id=other, lease_left_s=4.0, state="taken_over"))
 
 
 def test_an_engine_whose_lease_expired_is_dead_though_its_process_runs() -> None:
@@ -91,8 +99,8 @@ def test_an_engine_that_is_a_zombie_is_dead() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = SQLiteStore(tmp_path / "tmops.db")
+def store(tmp_path: Path, store_url: str) -> Iterator[Store]:
+    store = open_store(tmp_path / "tmops.db", url=store_url)
     store.record_init(
         FeatureRecord("slug", "feature/slug", "/w", "worktree", "initial", "initialized", NOW,
                       NOW),
@@ -129,7 +137,7 @@ def test_the_store_schema_has_the_engines_table(store: Store) -> None:
     )
     with store.transaction() as db:
         db.execute(insert, (NOW, NOW))
-    with store.transaction() as db, pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(integrity_errors()), store.transaction() as db:
         db.execute(insert, (NOW, NOW))  # at most one serving engine, by construction
 
 
@@ -181,6 +189,27 @@ def test_a_released_lease_is_free(store: Store) -> None:
     assert not store.renew_lease(engine.id, lease_until=boot_clock() + 60, now=NOW)
     _, taken = acquire(store, me())
     assert taken == []
+
+
+def test_an_engine_on_another_machine_keeps_the_lease_until_it_lapses(store: Store) -> None:
+    """The lease by the database's clock: a live engine of another machine (its boot id not
+    ours, its process out of sight) holds the lease; renewed, it keeps it; lapsed, it is
+    taken over."""
+    remote = me(boot_id="22222222-2222-2222-2222-222222222222", pid=1, start_time=1)
+    first, _ = store.acquire_lease(
+        pid=1, start_time=1, boot_id=remote.boot_id, lease_until=0, now=NOW,
+        alive=engine_alive, lease_s=60,
+    )  # fmt: skip
+    with pytest.raises(LeaseHeld):
+        acquire(store, me())
+    assert store.renew_lease(first.id, lease_until=0, now=NOW, lease_s=-1)  # it lapses
+    lapsed = store.serving_engine()
+    assert lapsed is not None
+    assert lapsed.lease_left_s is not None
+    assert lapsed.lease_left_s < 0
+    new, taken = acquire(store, me())
+    assert [t.id for t in taken] == [first.id]
+    assert store.serving_engine() == new
 
 
 def test_close_attempts_ends_only_live_attempts(store: Store) -> None:

@@ -116,6 +116,7 @@ _LAYERS = (
         "secrets",
         "config",
         "config_source",
+        "config_store",
         "events",
         "plugins",
         "git",

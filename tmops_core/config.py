@@ -28,6 +28,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.v import transform_error
 
 from tmops_core.config_source import MAX_CONFIG_BYTES, expand, parse_yaml, read_config_file
+from tmops_core.config_store import StoreConfig, store_url_problem
 from tmops_core.secrets import REDACTED, redact_data
 from tmops_hookspecs import ConfigError
 
@@ -44,12 +45,14 @@ __all__ = [
     "PriceConfig",
     "ProviderConfig",
     "ServerConfig",
+    "StoreConfig",
     "TelemetryConfig",
     "find_config",
     "load_config",
     "parse_config",
     "provider_settings",
     "redacted",
+    "store_url_problem",
     "to_data",
 ]
 
@@ -280,6 +283,7 @@ class Config:
     features: FeaturesConfig = attrs.field(factory=FeaturesConfig)
     telemetry: TelemetryConfig = attrs.field(factory=TelemetryConfig)
     paths: PathsConfig = attrs.field(factory=PathsConfig)
+    store: StoreConfig = attrs.field(factory=StoreConfig)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
 
 

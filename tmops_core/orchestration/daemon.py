@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -66,7 +65,7 @@ from tmops_core.orchestration.scheduler import Scheduler
 from tmops_core.orchestration.spawn import ENGINE_LOG, READY, first_error, spawn_engine
 from tmops_core.orchestration.wakeup import Flag
 from tmops_core.plugins import Plugins
-from tmops_core.store import EngineRecord, LeaseHeld, Store
+from tmops_core.store import EngineRecord, LeaseHeld, Store, store_errors
 from tmops_core.workspace.layout import (
     Layout,
     ensure_private_dir,
@@ -129,9 +128,10 @@ class _Heartbeat:
         while not self._stop.wait(self.every_s):
             try:
                 renewed = self.store.renew_lease(
-                    self.engine_id, lease_until=boot_clock() + self.lease_s, now=iso(utc_now())
-                )
-            except sqlite3.Error as exc:  # a busy store: the lease still runs, try again
+                    self.engine_id, lease_until=boot_clock() + self.lease_s,
+                    now=iso(utc_now()), lease_s=self.lease_s,
+                )  # fmt: skip
+            except store_errors() as exc:  # a busy or dropped store: the lease runs, try again
                 logger.warning("could not renew the engine lease: {}", exc)
                 continue
             if not renewed:
@@ -285,6 +285,7 @@ class Engine:
             self.record, taken = self.store.acquire_lease(
                 pid=pid, start_time=start_time, boot_id=boot_id(),
                 lease_until=boot_clock() + self.lease_s, now=iso(utc_now()), alive=engine_alive,
+                lease_s=self.lease_s,
             )  # fmt: skip
         except LeaseHeld as held:
             logger.warning(

@@ -42,15 +42,19 @@ LEASE_S = 5.0
 
 
 def engine_alive(engine: EngineRecord) -> bool:
-    """Whether ``engine`` still serves: its row is serving, it is this boot, its lease has not
-    expired, and its process runs with the recorded start time (a zombie or a reused pid does
-    not count)."""
-    return (
-        engine.state == EngineState.SERVING
-        and engine.boot_id == boot_id()
-        and boot_clock() <= engine.lease_until
-        and process_alive(engine.pid, engine.start_time)
-    )
+    """Whether ``engine`` still serves: its row is serving, its lease has not expired, and, of
+    this boot, its process runs with the recorded start time (a zombie or a reused pid does
+    not count).
+
+    An engine of another boot id is of another machine sharing a PostgreSQL store (or of an
+    earlier boot of this one, whose lease has long run out): its process cannot be seen from
+    here, so its lease by the database's clock alone decides (``lease_left_s``; none: dead).
+    """
+    if engine.state != EngineState.SERVING:
+        return False
+    if engine.boot_id != boot_id():
+        return engine.lease_left_s is not None and engine.lease_left_s > 0
+    return boot_clock() <= engine.lease_until and process_alive(engine.pid, engine.start_time)
 
 
 def run_engine_alive(store: Store, run: RunRecord) -> bool:

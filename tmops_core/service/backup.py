@@ -42,7 +42,7 @@ from tmops_core.service.archive import (
     archive_name,
     sha256_file,
 )
-from tmops_core.store import STORE_NAME, FeatureRecord, open_existing_store
+from tmops_core.store import STORE_NAME, FeatureRecord, open_existing_store, refuse_shared
 from tmops_core.store.maintenance import copy_database
 from tmops_core.workspace.layout import (
     Layout,
@@ -79,12 +79,16 @@ def skipped_in_tree(relative: Path) -> bool:
     )
 
 
-def create_backup(layout: Layout, dest: Path | None) -> dict[str, Any]:
+def create_backup(
+    layout: Layout, dest: Path | None, *, store_url: str | None = None
+) -> dict[str, Any]:
     """Write the backup archive of the project ``layout``; return what it holds.
 
     ``dest`` is a folder (the archive gets a name with the time in it), or the path of the
-    archive (ending ``.tar.gz``, not there yet); None: ``.tmops/archives/``.
+    archive (ending ``.tar.gz``, not there yet); None: ``.tmops/archives/``. ``store_url``:
+    the config's ``store.url``; a PostgreSQL store is refused (pg_dump backs it up).
     """
+    refuse_shared(store_url, "`tmops backup`")
     source = layout.tmops_dir / STORE_NAME
     store = open_existing_store(source)
     if store is None:

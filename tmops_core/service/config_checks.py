@@ -8,7 +8,9 @@ plugins can say (which sinks, phases and providers exist, and each one's own set
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from tmops_core.config import Config, ProviderConfig, provider_settings, redacted, to_data
 from tmops_core.events import start_sinks
@@ -55,6 +57,7 @@ class ConfigChecks:
         ]
         problems += self._check_workflow(warnings)
         problems += self._check_providers(warnings)
+        problems += self._check_store(warnings)
         if problems:
             source = self.loaded.source or "built-in defaults"
             raise ConfigError(f"config {source} has {len(problems)} error(s):", problems)
@@ -135,6 +138,23 @@ class ConfigChecks:
             except TmopsError as exc:
                 problems.append(f"{exc.message} @ $.providers.{name}")
         return problems
+
+    def _check_store(self, warnings: list[str]) -> list[str]:
+        """A PostgreSQL store.url needs psycopg; a password belongs outside the file."""
+        url = self.config.store.url
+        if url is None or not url.startswith(("postgresql://", "postgres://")):
+            return []
+        if urlsplit(url).password:
+            warnings.append(
+                "store.url holds a password: tmops hides it wherever it shows the URL, but it "
+                "stays in the file; give it in PGPASSWORD or ~/.pgpass instead @ $.store.url"
+            )
+        if importlib.util.find_spec("psycopg") is None:
+            return [
+                "store.url names a PostgreSQL database, but psycopg is not installed: "
+                "pip install 'tmops[postgres]' @ $.store.url"
+            ]
+        return []
 
     def effective_config(self) -> dict[str, Any]:
         """The config in force, as data, with secrets redacted: every key with its value,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sqlite3
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +32,16 @@ from tmops_core.lifecycle import RunState
 from tmops_core.orchestration.liveness import engine_alive, run_engine_alive
 from tmops_core.orchestration.providers import default_provider, workflow_providers
 from tmops_core.plugins import Plugins
+from tmops_core.secrets import redact_text
 from tmops_core.service.preflight import provider_program, resolve_program
-from tmops_core.store import STORE_NAME, open_existing_store
+from tmops_core.store import (
+    STORE_NAME,
+    Store,
+    is_shared,
+    open_existing_store,
+    sqlite_path,
+    store_errors,
+)
 from tmops_core.store.maintenance import head_version, inspect_database
 from tmops_core.workspace.layout import DIR_MODE, FILE_MODE, Layout, lstat_checked, open_dir
 from tmops_hookspecs import TmopsError
@@ -74,8 +81,8 @@ def run_doctor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
         ("providers", lambda: _providers(layout, config, plugins)),
         ("permissions", lambda: [_modes(layout)]),
         ("disk", lambda: [_disk(layout)]),
-        ("store", lambda: _store(layout)),
-        ("worktrees", lambda: [_worktrees(layout, read_store=store_readable())]),
+        ("store", lambda: _store(layout, config)),
+        ("worktrees", lambda: [_worktrees(layout, config, read_store=store_readable())]),
     ]
     for name, check in checks:
         try:
@@ -83,8 +90,11 @@ def run_doctor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
         except TmopsError as exc:
             found.append(Check(name, FAIL, f"the check could not run: {exc.message}",
                                exc.hint or ""))  # fmt: skip
-        except (OSError, sqlite3.Error) as exc:
-            found.append(Check(name, FAIL, f"the check could not run: {exc}"))
+        except Exception as exc:
+            # only the disk's and the store's (psycopg's too, once the store check imported it)
+            if not isinstance(exc, (OSError, *store_errors())):
+                raise
+            found.append(Check(name, FAIL, f"the check could not run: {redact_text(str(exc))}"))
     return found
 
 
@@ -249,8 +259,10 @@ def _disk(layout: Layout) -> Check:
     return Check("disk", OK, found)
 
 
-def _store(layout: Layout) -> list[Check]:
-    path = layout.tmops_dir / STORE_NAME
+def _store(layout: Layout, config: Config) -> list[Check]:
+    if is_shared(config.store.url):
+        return _shared_store(layout, config)
+    path = sqlite_path(layout.tmops_dir / STORE_NAME, config.store.url)
     if lstat_checked(path) is None:
         return [Check("store", OK, f"no store at {path} yet")]
     report = inspect_database(path)
@@ -267,11 +279,37 @@ def _store(layout: Layout) -> list[Check]:
         return [
             Check("store", WARN, f"schema {report.version}, this tmops migrates to {head}", fix)
         ]
-    return [Check("store", OK, f"{path}: integrity ok, schema {head} (head)"), _engines(path)]
+    return [
+        Check("store", OK, f"{path}: integrity ok, schema {head} (head)"),
+        _engines(layout, config),
+    ]
 
 
-def _engines(path: Path) -> Check:
-    store = open_existing_store(path)
+def _shared_store(layout: Layout, config: Config) -> list[Check]:
+    """A PostgreSQL store: reachable and migrated (opening it migrates); its pages are the
+    server's to check (pg_amcheck), not tmops'."""
+    store = _open(layout, config)
+    assert store is not None  # noqa: S101 - a PostgreSQL store is always there
+    try:
+        version = store.schema_version
+    finally:
+        store.close()
+    where = f"PostgreSQL {redact_text(config.store.url or '')}"
+    return [
+        Check("store", OK, f"{where}: reachable, schema {version} (head {head_version()}); "
+              "its integrity is the server's (pg_amcheck)"),
+        _engines(layout, config),
+    ]  # fmt: skip
+
+
+def _open(layout: Layout, config: Config) -> Store | None:
+    return open_existing_store(
+        layout.tmops_dir / STORE_NAME, url=config.store.url, workspace=config.server.workspace_id
+    )
+
+
+def _engines(layout: Layout, config: Config) -> Check:
+    store = _open(layout, config)
     assert store is not None  # noqa: S101 - checked just before
     try:
         stale = []
@@ -293,11 +331,11 @@ def _engines(path: Path) -> Check:
     return Check("engines", OK, "no stale engine")
 
 
-def _worktrees(layout: Layout, *, read_store: bool) -> Check:
+def _worktrees(layout: Layout, config: Config, *, read_store: bool) -> Check:
     git = Git(layout.project_root)
     git.toplevel()  # outside a repository: says so, and what to do
     lost = git.stale_worktrees()
-    store = open_existing_store(layout.tmops_dir / STORE_NAME) if read_store else None
+    store = _open(layout, config) if read_store else None
     missing = []
     if store is not None:
         try:

@@ -121,7 +121,9 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
         path = layout.tmops_dir / STORE_NAME
         store = self._stores.get(path)
         if store is None:
-            store = open_store(path) if create else open_existing_store(path)
+            url, workspace = self.config.store.url, self.config.server.workspace_id
+            opener = open_store if create else open_existing_store
+            store = opener(path, url=url, workspace=workspace)
             if store is not None:
                 self._stores[path] = store
         return store

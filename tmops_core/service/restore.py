@@ -35,7 +35,7 @@ from typing import Any
 from tmops_core.git import Git
 from tmops_core.orchestration.liveness import engine_running
 from tmops_core.service import archive as fmt
-from tmops_core.store import STORE_NAME, SQLiteStore, open_existing_store
+from tmops_core.store import STORE_NAME, SQLiteStore, open_existing_store, refuse_shared
 from tmops_core.store.maintenance import adopt_restored, head_version, inspect_database
 from tmops_core.workspace.features import exclude_tmops
 from tmops_core.workspace.layout import (
@@ -57,7 +57,7 @@ __all__ = ["restore_backup"]
 
 def restore_backup(
     layout: Layout, archive: Path, *, worktree_root: str, force: bool = False,
-    actor: str = "local",
+    actor: str = "local", store_url: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Restore ``archive`` into the project ``layout``; return what was restored.
 
@@ -65,7 +65,9 @@ def restore_backup(
     worktree is made where ``tmops init`` would make it here (no path is taken from the
     archive), or in the project root for a feature checked out there. A run paused because
     it was running gets ``orchestration.run.paused`` in its audit trail, naming ``actor``.
+    ``store_url``: the config's ``store.url``; a PostgreSQL store is refused (pg_restore).
     """
+    refuse_shared(store_url, "`tmops restore`")
     git = Git(layout.project_root)
     git.toplevel()  # a clear error outside a git repository
     staging = Path(tempfile.mkdtemp(prefix="tmops-restore-"))

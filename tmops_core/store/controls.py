@@ -3,13 +3,12 @@ running run to pause before its next phase, sending phases back (retry, rollback
 approvals the approval gates wait for.
 
 Each change is one transaction, its states checked against :mod:`tmops_core.lifecycle` by the
-store's one mover of run states. Like :mod:`tmops_core.store.leases`, a part of
-:class:`~tmops_core.store.sqlite.SQLiteStore` (a mixin over its connection).
+store's one mover of run states. Like :mod:`tmops_core.store.leases`, a part of each store class
+(a mixin over its connection and dialect).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -23,6 +22,7 @@ from tmops_core.lifecycle import (
     RunState,
 )
 from tmops_core.secrets import redact_text
+from tmops_core.store.dialect import Dialect, SQLConnection
 from tmops_core.store.records import AttemptRecord
 from tmops_hookspecs import FeatureError
 
@@ -32,18 +32,18 @@ __all__ = ["RunControls"]
 class RunControls:
     """Stop, pause, reset and approve: the changes a person's commands make to a run."""
 
-    _db: sqlite3.Connection
+    _db: SQLConnection
     _lock: threading.RLock
+    _dialect: Dialect
 
     if TYPE_CHECKING:
 
-        def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def transaction(self) -> AbstractContextManager[SQLConnection]: ...
 
-        @staticmethod
-        def _status(db: sqlite3.Connection, feature: str, run: str) -> RunState: ...
+        def _status(self, db: SQLConnection, feature: str, run: str) -> RunState: ...
 
         def _move_run(
-            self, db: sqlite3.Connection, feature: str, run: str, target: RunState, now: str,
+            self, db: SQLConnection, feature: str, run: str, target: RunState, now: str,
             error: str | None, pause_reason: str | None = None,
         ) -> None: ...  # fmt: skip
 
@@ -159,8 +159,8 @@ class RunControls:
         """Record a person's approval of ``phase``; False if it was approved already."""
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO approvals (feature, run, phase, approved_at) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO approvals (feature, run, phase, approved_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (feature, run, phase, now),
             )
             return cursor.rowcount > 0

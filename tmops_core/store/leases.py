@@ -4,13 +4,12 @@ The ``engines`` table (migration ``0003_engine_lease.sql``) names every engine b
 start time and boot id; at most one row is ``serving`` (a unique index says so), and that row
 is the project's lease, renewed by the engine's heartbeat. Judging whether an engine is alive
 is the caller's (:func:`tmops_core.orchestration.daemon.engine_alive`): this module only keeps
-the records, each change in one transaction. It is a part of :class:`~tmops_core.store.sqlite.
-Store` (a mixin over its connection) and, like it, the only place that writes these tables.
+the records, each change in one transaction. It is a part of each store class (a mixin over its
+connection and dialect) and the only place that writes these tables.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from tmops_core.lifecycle import EngineState, RunState
+from tmops_core.store.dialect import Dialect, SQLConnection
 
 __all__ = ["EngineLeases", "EngineRecord", "LeaseHeld"]
 
@@ -40,6 +40,11 @@ class EngineRecord:
     started_at: str
     heartbeat_at: str
     stopped_at: str | None = None
+    #: the lease ends then by the database's clock (seconds since the epoch); None: not given
+    lease_expires_at: float | None = None
+    #: seconds of the lease left when the record was read, by the database's clock: what an
+    #: engine on another machine (which cannot see its process) is judged by
+    lease_left_s: float | None = attrs.field(default=None, eq=False)
 
 
 class LeaseHeld(Exception):
@@ -53,12 +58,13 @@ class LeaseHeld(Exception):
 class EngineLeases:
     """The engine and lease operations of the store."""
 
-    _db: sqlite3.Connection
+    _db: SQLConnection
     _lock: threading.RLock
+    _dialect: Dialect
 
     if TYPE_CHECKING:
 
-        def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def transaction(self) -> AbstractContextManager[SQLConnection]: ...
 
     def acquire_lease(
         self,
@@ -69,6 +75,7 @@ class EngineLeases:
         lease_until: float,
         now: str,
         alive: Callable[[EngineRecord], bool],
+        lease_s: float | None = None,
     ) -> tuple[EngineRecord, list[EngineRecord]]:
         """Make this process the project's serving engine, in one transaction.
 
@@ -76,12 +83,14 @@ class EngineLeases:
         :class:`LeaseHeld` is raised; a dead one is marked taken over, and its running runs
         get a new fencing token in the same transaction, so that nothing it might still write
         lands (an engine judged dead by its lease alone may wake up). Returns the new
-        engine's record and the records of the engines it took over from.
+        engine's record and the records of the engines it took over from. ``lease_s``: the
+        lease's length, also kept by the database's clock (``lease_expires_at``) for engines
+        on other machines to judge it by.
         """
         with self.transaction() as db:
-            rows = db.execute(
-                "SELECT * FROM engines WHERE state = ?", (EngineState.SERVING,)
-            ).fetchall()
+            if self._dialect.lock_engines:  # two takers on two machines: one waits for the other
+                db.execute(self._dialect.lock_engines)
+            rows = db.execute(self._engines_where("state = ?"), (EngineState.SERVING,)).fetchall()
             serving = [EngineRecord(**dict(row)) for row in rows]
             for engine in serving:
                 if alive(engine):
@@ -95,15 +104,13 @@ class EngineLeases:
                     "UPDATE runs SET fencing = fencing + 1 WHERE engine_id = ? AND status = ?",
                     (engine.id, RunState.RUNNING),
                 )
-            cursor = db.execute(
-                """
-                INSERT INTO engines (pid, start_time, boot_id, state, lease_until, started_at,
-                    heartbeat_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                """,
-                (pid, start_time, boot_id, EngineState.SERVING, lease_until, now, now),
+            engine_id = self._dialect.insert_id(
+                db,
+                "INSERT INTO engines (pid, start_time, boot_id, state, lease_until, "  # noqa: S608 - the dialect's clock  # nosec B608
+                "started_at, heartbeat_at, lease_expires_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, {self._dialect.epoch_now} + ?)",
+                (pid, start_time, boot_id, EngineState.SERVING, lease_until, now, now, lease_s),
             )
-            engine_id = int(cursor.lastrowid or 0)
             db.execute(
                 """
                 DELETE FROM engines WHERE state != ? AND id <= ?
@@ -111,18 +118,21 @@ class EngineLeases:
                 """,
                 (EngineState.SERVING, engine_id - _ENGINES_KEPT),
             )
-            row = db.execute("SELECT * FROM engines WHERE id = ?", (engine_id,)).fetchone()
+            row = db.execute(self._engines_where("id = ?"), (engine_id,)).fetchone()
         taken = [
             attrs.evolve(e, state=EngineState.TAKEN_OVER.value, stopped_at=now) for e in serving
         ]
         return EngineRecord(**dict(row)), taken
 
-    def renew_lease(self, engine_id: int, *, lease_until: float, now: str) -> bool:
+    def renew_lease(
+        self, engine_id: int, *, lease_until: float, now: str, lease_s: float | None = None
+    ) -> bool:
         """Extend the lease of a serving engine; False if it is no longer serving (taken over)."""
         with self.transaction() as db:
             cursor = db.execute(
-                "UPDATE engines SET lease_until = ?, heartbeat_at = ? WHERE id = ? AND state = ?",
-                (lease_until, now, engine_id, EngineState.SERVING),
+                "UPDATE engines SET lease_until = ?, heartbeat_at = ?, "  # noqa: S608 - the dialect's clock  # nosec B608
+                f"lease_expires_at = {self._dialect.epoch_now} + ? WHERE id = ? AND state = ?",
+                (lease_until, now, lease_s, engine_id, EngineState.SERVING),
             )
             return cursor.rowcount == 1
 
@@ -136,13 +146,21 @@ class EngineLeases:
 
     def engine(self, engine_id: int) -> EngineRecord | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM engines WHERE id = ?", (engine_id,)).fetchone()
+            row = self._db.execute(self._engines_where("id = ?"), (engine_id,)).fetchone()
         return EngineRecord(**dict(row)) if row else None
 
     def serving_engine(self) -> EngineRecord | None:
         """The engine that holds the lease, dead or alive (judging that is the caller's)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM engines WHERE state = ?", (EngineState.SERVING,)
+                self._engines_where("state = ?"), (EngineState.SERVING,)
             ).fetchone()
         return EngineRecord(**dict(row)) if row else None
+
+    def _engines_where(self, condition: str) -> str:
+        """A query of the engines matching ``condition`` (placeholders only), each with the
+        seconds its lease has left by the database's clock."""
+        return (
+            f"SELECT *, lease_expires_at - {self._dialect.epoch_now} AS lease_left_s "  # noqa: S608 - the dialect's clock, a fixed condition  # nosec B608
+            f"FROM engines WHERE {condition}"
+        )

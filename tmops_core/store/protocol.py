@@ -1,10 +1,11 @@
 """The Store protocol: every read and write of tmops' durable state, whatever keeps it.
 
-SQLite (:mod:`tmops_core.store.sqlite`) is the embedded default; another backend (PostgreSQL,
-for several machines) is a module beside it that satisfies this protocol and passes the same
-store tests. Every change is one transaction; a change a run's attempt causes is checked
-against the run's fencing token in that same transaction (:meth:`Store.fenced`), and every
-change of a run's state goes through the lifecycle's table.
+SQLite (:mod:`tmops_core.store.sqlite`) is the embedded default; PostgreSQL
+(:mod:`tmops_core.store.postgres`, for several machines) is the other backend: both are built
+from the same modules of SQL and pass the same store tests (tests/test_store_backends.py).
+Every change is one transaction; a change a run's attempt causes is checked against the run's
+fencing token in that same transaction (:meth:`Store.fenced`), and every change of a run's
+state goes through the lifecycle's table.
 """
 
 from __future__ import annotations
@@ -238,10 +239,14 @@ class Store(Protocol):
         lease_until: float,
         now: str,
         alive: Callable[[EngineRecord], bool],
+        lease_s: float | None = None,
     ) -> tuple[EngineRecord, list[EngineRecord]]:
-        """Make this process the project's serving engine, in one transaction."""
+        """Make this process the project's serving engine, in one transaction; ``lease_s``:
+        the lease's length, kept by the database's clock too (engines of other machines)."""
 
-    def renew_lease(self, engine_id: int, *, lease_until: float, now: str) -> bool:
+    def renew_lease(
+        self, engine_id: int, *, lease_until: float, now: str, lease_s: float | None = None
+    ) -> bool:
         """Extend the lease of a serving engine; False if it is no longer serving (taken over)."""
 
     def release_lease(self, engine_id: int, *, now: str) -> None:

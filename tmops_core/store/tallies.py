@@ -1,22 +1,23 @@
 """The store's tallies for metrics (``tmops metrics``, ``/metrics``): counts and sums computed by
-SQLite in one pass over a table, so a scrape costs a few queries however many runs there are.
+the database in one pass over a table, so a scrape costs a few queries however many runs there
+are.
 
 Reads only: nothing here writes, and none of it runs on a run's path (a scrape reads the store
-when Prometheus asks, from another process or thread; WAL lets it read while the engine
-writes). Like :mod:`tmops_core.store.leases`, a part of
-:class:`~tmops_core.store.sqlite.SQLiteStore` (a mixin over its connection).
+when Prometheus asks, from another process or thread; WAL lets it read while the engine writes).
+Like :mod:`tmops_core.store.leases`, a part of each store class (a mixin over its connection and
+dialect).
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 from collections.abc import Sequence
 
 import attrs
 
 from tmops_core.lifecycle import LIVE_ATTEMPT_STATES, AttemptState
+from tmops_core.store.dialect import Dialect, SQLConnection
 
 __all__ = ["AttemptTally", "OpenRun", "RunTally", "StoreTallies"]
 
@@ -66,8 +67,9 @@ class OpenRun:
 class StoreTallies:
     """Aggregates over runs, attempts and events, for the metrics' collector."""
 
-    _db: sqlite3.Connection
+    _db: SQLConnection
     _lock: threading.RLock
+    _dialect: Dialect
 
     def run_tallies(self) -> list[RunTally]:
         """Runs counted by state and pause reason."""
@@ -130,11 +132,8 @@ class StoreTallies:
         if not _DATA_KEY.fullmatch(key):
             raise ValueError(f"not a data key: {key!r}")
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, json_extract(data, ?) FROM events WHERE id > ? AND event_type = ? "
-                "AND json_valid(data) AND json_type(data, ?) IN ('integer', 'real') ORDER BY id",
-                (f"$.{key}", after_id, event_type, f"$.{key}"),
-            ).fetchall()
+            query, values = self._dialect.event_numbers(key, after_id, event_type)
+            rows = self._db.execute(query, values).fetchall()
         return [(int(row[0]), float(row[1])) for row in rows]
 
     def last_event_id(self) -> int:

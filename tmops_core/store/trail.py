@@ -1,20 +1,20 @@
 """The store's audit trail: the ``events`` table, append-only.
 
 Every event is appended with its data redacted (:mod:`tmops_core.secrets`); nothing in tmops
-changes or deletes one, and since migration 0006 SQLite itself refuses to (triggers that abort
-any UPDATE or DELETE of the table), so a record of who did what cannot be rewritten through
-tmops' database connection. Like :mod:`tmops_core.store.leases`, a part of
-:class:`~tmops_core.store.sqlite.SQLiteStore` (a mixin over its connection).
+changes or deletes one, and since migration 0006 the database itself refuses to (triggers that
+abort any UPDATE or DELETE of the table, in SQLite and in PostgreSQL), so a record of who did what
+cannot be rewritten through tmops' database connection. Like :mod:`tmops_core.store.leases`, a
+part of each store class (a mixin over its connection and dialect).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from tmops_core.secrets import redact_json_text
+from tmops_core.store.dialect import Dialect, Row, SQLConnection
 
 __all__ = ["AuditTrail"]
 
@@ -22,16 +22,17 @@ __all__ = ["AuditTrail"]
 class AuditTrail:
     """Appending to and reading the events table."""
 
-    _db: sqlite3.Connection
+    _db: SQLConnection
     _lock: threading.RLock
+    _dialect: Dialect
 
     if TYPE_CHECKING:
 
-        def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def transaction(self) -> AbstractContextManager[SQLConnection]: ...
 
         def fenced(
             self, feature: str, run: str, fencing: int
-        ) -> AbstractContextManager[sqlite3.Connection]: ...
+        ) -> AbstractContextManager[SQLConnection]: ...
 
     def add_event(
         self, feature: str | None, run: str | None, event_type: str, data: str, now: str, *,
@@ -50,12 +51,12 @@ class AuditTrail:
                 (feature, run, event_type, now, redact_json_text(data)),
             )
 
-    def events_for(self, feature: str, *, after_id: int = 0) -> list[sqlite3.Row]:
+    def events_for(self, feature: str, *, after_id: int = 0) -> list[Row]:
         return self.audit_trail(feature, after_id=after_id)
 
     def audit_trail(
         self, feature: str | None = None, *, after_id: int = 0, since: str | None = None
-    ) -> list[sqlite3.Row]:
+    ) -> list[Row]:
         """The events after ``after_id`` (of ``feature``, else of every feature), oldest first;
         with ``since`` (an ISO time as the store writes them), those at or after it."""
         query = "SELECT * FROM events WHERE id > ?"

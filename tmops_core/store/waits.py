@@ -2,18 +2,18 @@
 
 A run paused ``usage_limited`` carries ``resume_at`` (when its provider's limit lifts, UTC). The
 time is in the store, not in an engine's memory, so whichever engine serves the project next
-honours it. Like :mod:`tmops_core.store.controls`, a part of
-:class:`~tmops_core.store.sqlite.SQLiteStore` (a mixin over its connection).
+honours it. Like :mod:`tmops_core.store.controls`, a part of each store class (a mixin over its
+connection and dialect).
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from tmops_core.lifecycle import PauseReason, RunState
+from tmops_core.store.dialect import Dialect, SQLConnection
 from tmops_core.store.records import RunRecord
 
 __all__ = ["UsageWaits", "held_providers"]
@@ -22,15 +22,16 @@ __all__ = ["UsageWaits", "held_providers"]
 class UsageWaits:
     """Runs waiting for a usage limit to lift, and their return to the queue."""
 
-    _db: sqlite3.Connection
+    _db: SQLConnection
     _lock: threading.RLock
+    _dialect: Dialect
 
     if TYPE_CHECKING:
 
-        def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def transaction(self) -> AbstractContextManager[SQLConnection]: ...
 
         def _move_run(
-            self, db: sqlite3.Connection, feature: str, run: str, target: RunState, now: str,
+            self, db: SQLConnection, feature: str, run: str, target: RunState, now: str,
             error: str | None, pause_reason: str | None = None,
         ) -> None: ...  # fmt: skip
 
@@ -49,7 +50,8 @@ class UsageWaits:
         time has come (``resume_at`` <= ``now``); False if it is not (any more) waiting."""
         with self.transaction() as db:
             row = db.execute(
-                "SELECT status, pause_reason, resume_at FROM runs WHERE feature = ? AND run = ?",
+                "SELECT status, pause_reason, resume_at FROM runs WHERE feature = ? AND run = ?"  # noqa: S608 - the dialect's lock clause  # nosec B608
+                + self._dialect.for_update,
                 (feature, run),
             ).fetchone()
             if (

@@ -35,13 +35,16 @@ def _layout(workspace: Path | None) -> Layout:
 @click.argument("dest", required=False, type=click.Path(path_type=Path))
 @_WORKSPACE
 @_JSON
-def backup_command(dest: Path | None, workspace: Path | None, as_json: bool) -> None:
+@click.pass_obj
+def backup_command(
+    state: AppState, dest: Path | None, workspace: Path | None, as_json: bool
+) -> None:
     """Write one archive (tar.gz, 0600) of the project's store, .tmops files, branches and
     uncommitted work, consistent while runs go on. DEST: a folder, or the archive's path
     (default: .tmops/archives/)."""
     from tmops_core.service.backup import create_backup
 
-    answer = create_backup(_layout(workspace), dest)
+    answer = create_backup(_layout(workspace), dest, store_url=state.service.config.store.url)
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
 
 
@@ -60,7 +63,12 @@ def restore_command(
 
     root = state.service.config.features.worktree_root
     answer = restore_backup(
-        _layout(workspace), archive, worktree_root=root, force=force, actor=state.service.actor
+        _layout(workspace),
+        archive,
+        worktree_root=root,
+        force=force,
+        actor=state.service.actor,
+        store_url=state.service.config.store.url,
     )
     if as_json:
         click.echo(json.dumps(answer, indent=2))
