@@ -126,16 +126,56 @@ class Fleet:
         subprocess.run(["git", "clone", "--quiet", str(self.remote), str(path)], check=True)
         return path
 
-    def worker(self, clone: Path) -> subprocess.Popen[bytes]:
+    def worker(self, clone: Path, config: Path | None = None) -> subprocess.Popen[bytes]:
+        """``tmops worker`` in ``clone``, with the project's config or its own ``config``."""
         log = (clone.parent / f"{clone.name}.log").open("ab")
         process = subprocess.Popen(
-            [TMOPS, "--config", str(self.project.config), "worker", "--executor", "temporal",
-             "--workspace", str(clone)],
+            [TMOPS, "--config", str(config or self.project.config), "worker", "--executor",
+             "temporal", "--workspace", str(clone)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
         log.close()
         self.workers.append(process)
         return process
+
+    def config_without_faults(self) -> Path:
+        """The project's config for a worker whose agents behave (its own provider settings)."""
+        data = yaml.safe_load(self.project.config.read_text())
+        data["providers"]["claude-code"]["env"].pop("TMOPS_SCRIPTED_FAULT", None)
+        path = self.project.base / "worker-tmops.yaml"
+        path.write_text(yaml.safe_dump(data))
+        path.chmod(0o600)
+        return path
+
+    def history(self, feature: str, run: str) -> str:
+        """The JSON history of the run's workflow (its latest attempt)."""
+        import asyncio
+
+        from temporalio.client import Client
+
+        from tmops_plugins.temporal.settings import workflow_id
+
+        async def fetch() -> str:
+            client = await Client.connect(self.server.address)
+            handle = client.get_workflow_handle(workflow_id("default", feature, run))
+            return (await handle.fetch_history()).to_json()
+
+        return asyncio.run(fetch())
+
+    def workflow_status(self, feature: str, run: str) -> str:
+        import asyncio
+
+        from temporalio.client import Client
+
+        from tmops_plugins.temporal.settings import workflow_id
+
+        async def fetch() -> str:
+            client = await Client.connect(self.server.address)
+            handle = client.get_workflow_handle(workflow_id("default", feature, run))
+            description = await handle.describe()
+            return description.status.name if description.status else "UNKNOWN"
+
+        return asyncio.run(fetch())
 
     def remote_refs(self, prefix: str = "refs/tmops/") -> dict[str, str]:
         lines = git(self.remote, "for-each-ref", "--format=%(refname) %(objectname)", prefix)

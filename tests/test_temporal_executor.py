@@ -3,17 +3,32 @@ of their own, a bare repository as the shared remote, the scripted agent."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import os
+import signal
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
 
 from tests.engine_support import COMPLETIONS, PHASES, WAIT_S, git
-from tests.temporal_support import dev_server, make_fleet
+from tests.takeover_support import leftovers, wait_until
+from tests.temporal_support import HEARTBEAT_TIMEOUT_S, dev_server, make_fleet
 from tmops_core.service.demo_project import DEMO_FEATURE
+from tmops_plugins.temporal.workflow import RunWorkflow
 
 pytestmark = pytest.mark.slow
 
 RUN = "initial"
+#: set to record the history tests/test_temporal_replay.py replays (the verifier's attempt)
+RECORD_ENV = "TMOPS_RECORD_TEMPORAL_HISTORY"
+HISTORY = Path(__file__).parent / "data" / "temporal" / "run-attempt.json"
 
 
 def test_a_run_goes_through_its_four_phases_on_a_worker(tmp_path: Path) -> None:
@@ -53,5 +68,120 @@ def test_a_run_goes_through_its_four_phases_on_a_worker(tmp_path: Path) -> None:
             assert any(path.startswith("tests/") for path in tree.splitlines())
             worker_tree = clone / ".tmops" / "worktrees" / DEMO_FEATURE
             assert worker_tree.is_dir()  # the agent ran there, not in the engine's worktree
+
+            # the workflow's real history replays against its code (no nondeterminism)
+            history = fleet.history(DEMO_FEATURE, RUN)
+            replayed = asyncio.run(
+                Replayer(workflows=[RunWorkflow]).replay_workflow(
+                    WorkflowHistory.from_json("recorded", history)
+                )
+            )
+            assert replayed.replay_failure is None
+            if os.environ.get(RECORD_ENV) == "1":
+                HISTORY.write_text(
+                    _neutral(
+                        history,
+                        {str(tmp_path): "/srv/tmops", str(Path(sys.executable).parent): "/opt/bin"},
+                    )
+                )
+        finally:
+            fleet.close()
+
+
+def _neutral(history: str, paths: dict[str, str]) -> str:
+    """The history with this machine's paths replaced inside its (base64 JSON) payloads."""
+    data = json.loads(history)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), str) and "metadata" in node:
+                text = base64.b64decode(node["data"]).decode()
+                for old, new in paths.items():
+                    text = text.replace(old, new)
+                node["data"] = base64.b64encode(text.encode()).decode()
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(data)
+    return json.dumps(data, indent=1) + "\n"
+
+
+def test_cancel_reaches_the_agent_on_its_worker_at_the_next_heartbeat(tmp_path: Path) -> None:
+    with dev_server(tmp_path) as server:
+        fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
+        try:
+            fleet.worker(fleet.clone("w1"))
+            project = fleet.project
+            project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+            project.engine()
+            attempt = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
+                                 what="the tester's agent on the worker")  # fmt: skip
+            assert attempt.start_time == -1  # another machine's process: never signalled here
+            agents = wait_until(lambda: leftovers(project.state), timeout=WAIT_S, what="agent")
+
+            cancelled_at = time.monotonic()
+            cancelled = project.cli("cancel", DEMO_FEATURE)
+            assert cancelled.returncode == 0, cancelled.stderr
+            assert set(leftovers(project.state)) & set(agents)  # `tmops cancel` could not kill it
+            wait_until(lambda: not leftovers(project.state), timeout=4 * HEARTBEAT_TIMEOUT_S,
+                       what="the worker to stop its agent")  # fmt: skip
+            print(f"cancel -> agent gone: {time.monotonic() - cancelled_at:.2f} s")
+
+            assert project.run().status == "cancelled"
+            wait_until(lambda: fleet.workflow_status(DEMO_FEATURE, RUN) == "CANCELED",
+                       timeout=WAIT_S, what="the workflow cancelled")  # fmt: skip
+            log = (tmp_path / "w1.log").read_text()
+            assert "cancelled at a heartbeat: agent stopped" in log
+            assert not fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/tester")
+        finally:
+            fleet.close()
+
+
+def test_a_killed_workers_attempt_is_run_again_by_another_worker(tmp_path: Path) -> None:
+    with dev_server(tmp_path) as server:
+        # the first worker's tester hangs (its own config); the second's behaves
+        fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
+        try:
+            first = fleet.worker(fleet.clone("w1"))
+            project = fleet.project
+            project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+            project.engine()
+            attempt = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
+                                 what="the tester's agent on the first worker")  # fmt: skip
+            w1 = tmp_path / "w1"
+            heads_before = git(w1, "for-each-ref", "--format=%(objectname) %(refname)")
+            fleet.worker(fleet.clone("w2"), config=fleet.config_without_faults())
+
+            killed_at = time.monotonic()
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            wait_until(lambda: not leftovers(project.state) or None, timeout=WAIT_S,
+                       what="the killed worker's agent to die with it")  # fmt: skip
+            retried = wait_until(
+                lambda: (a := project.live_agent("tester")) and a.pid != attempt.pid and a,
+                timeout=WAIT_S, what="the tester's agent on the second worker",
+            )  # fmt: skip
+            recovered_s = time.monotonic() - killed_at
+            project.wait_completed(DEMO_FEATURE, timeout=4 * WAIT_S)
+            print(f"SIGKILL -> agent again on the second worker: {recovered_s:.2f} s; "
+                  f"-> run completed: {time.monotonic() - killed_at:.2f} s")  # fmt: skip
+            assert retried.id == attempt.id  # the same tmops attempt, run again by Temporal
+
+            assert [(a.phase, a.state) for a in project.attempts()] == [
+                (phase, "completed") for phase in PHASES
+            ]
+            refs = fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/")
+            tester_refs = sorted(ref.rsplit("/", 1)[1] for ref in refs if "/tester-" in ref)
+            assert tester_refs == ["tester-1-a2"]  # the second try's; the killed one pushed none
+            # nothing of the killed worker's reached the branch or the remote after the kill
+            assert git(w1, "for-each-ref", "--format=%(objectname) %(refname)") == heads_before
+            not_from_workers = git(
+                project.root, "rev-list", f"feature/{DEMO_FEATURE}", "--not",
+                f"--glob=refs/tmops/{DEMO_FEATURE}/{RUN}/work/*", "main",
+            )  # fmt: skip
+            assert not_from_workers == ""
         finally:
             fleet.close()

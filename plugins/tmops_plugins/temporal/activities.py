@@ -13,6 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tmops_hookspecs import AgentEvent, ExecutorHost, TmopsError
+from tmops_plugins import _log
 
 from .workflow import ATTEMPT_ACTIVITY, NOT_RETRIED
 
@@ -102,8 +103,8 @@ class AttemptActivity:
         hooks = HeartbeatHooks(self._heartbeat_s)
         hooks.run()
         lease = {**job, "lease": f"a{info.attempt}"}  # this try's own ref: a lost one's is unread
-        activity.logger.info("attempt %s of %s/%s %s (try %d)", job["attempt"], job["feature"],
-                             job["run"], job["phase"], info.attempt)  # fmt: skip
+        _log.info("attempt {} of {}/{} {} (try {})", job["attempt"], job["feature"], job["run"],
+                  job["phase"], info.attempt)  # fmt: skip
         try:
             # The cancel reaches the agent through the hooks (its tree stopped in order), not
             # as an exception thrown into this thread halfway through a git command.
@@ -115,7 +116,5 @@ class AttemptActivity:
         finally:
             hooks.stop()
             if hooks.cancelled():
-                activity.logger.info(
-                    "attempt %s of %s/%s cancelled at a heartbeat: agent stopped",
-                    job["attempt"], job["feature"], job["run"],
-                )  # fmt: skip
+                _log.info("attempt {} of {}/{} cancelled at a heartbeat: agent stopped",
+                          job["attempt"], job["feature"], job["run"])  # fmt: skip
