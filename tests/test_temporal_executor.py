@@ -7,7 +7,9 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,8 +21,9 @@ from temporalio.worker import Replayer
 
 from tests.engine_support import COMPLETIONS, PHASES, WAIT_S, git
 from tests.takeover_support import leftovers, wait_until
-from tests.temporal_support import HEARTBEAT_TIMEOUT_S, dev_server, make_fleet
+from tests.temporal_support import HEARTBEAT_TIMEOUT_S, Fleet, dev_server, make_fleet
 from tmops_core.service.demo_project import DEMO_FEATURE
+from tmops_core.store import AttemptRecord
 from tmops_plugins.temporal.workflow import RunWorkflow
 
 pytestmark = pytest.mark.slow
@@ -140,17 +143,24 @@ def test_cancel_reaches_the_agent_on_its_worker_at_the_next_heartbeat(tmp_path: 
             fleet.close()
 
 
+def _tester_on_a_first_worker(fleet: Fleet) -> tuple[subprocess.Popen[bytes], AttemptRecord]:
+    """A worker in clone w1 and the run started: its tester's agent runs there."""
+    first = fleet.worker(fleet.clone("w1"))
+    project = fleet.project
+    project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+    project.engine()
+    attempt = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
+                         what="the tester's agent on the first worker")  # fmt: skip
+    return first, attempt
+
+
 def test_a_killed_workers_attempt_is_run_again_by_another_worker(tmp_path: Path) -> None:
     with dev_server(tmp_path) as server:
         # the first worker's tester hangs (its own config); the second's behaves
         fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
         try:
-            first = fleet.worker(fleet.clone("w1"))
+            first, attempt = _tester_on_a_first_worker(fleet)
             project = fleet.project
-            project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
-            project.engine()
-            attempt = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
-                                 what="the tester's agent on the first worker")  # fmt: skip
             w1 = tmp_path / "w1"
             heads_before = git(w1, "for-each-ref", "--format=%(objectname) %(refname)")
             fleet.worker(fleet.clone("w2"), config=fleet.config_without_faults())
@@ -183,5 +193,47 @@ def test_a_killed_workers_attempt_is_run_again_by_another_worker(tmp_path: Path)
                 f"--glob=refs/tmops/{DEMO_FEATURE}/{RUN}/work/*", "main",
             )  # fmt: skip
             assert not_from_workers == ""
+        finally:
+            fleet.close()
+
+
+def test_a_worker_that_lost_its_attempt_stops_its_agent_and_pushes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Frozen (SIGSTOP) past the heartbeat timeout, as behind a partition, then thawed: its
+    heartbeat is refused, its agent stopped, and what it did never reaches the run."""
+    with dev_server(tmp_path) as server:
+        fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
+        try:
+            first, attempt = _tester_on_a_first_worker(fleet)
+            project = fleet.project
+            stale_agents = set(leftovers(project.state))
+            os.kill(first.pid, signal.SIGSTOP)
+            fleet.worker(fleet.clone("w2"), config=fleet.config_without_faults())
+            wait_until(
+                lambda: (a := project.live_agent("tester")) and a.pid != attempt.pid and a,
+                timeout=WAIT_S, what="the tester's agent on the second worker",
+            )  # fmt: skip
+            os.kill(first.pid, signal.SIGCONT)
+            wait_until(lambda: not stale_agents & set(leftovers(project.state)) or None,
+                       timeout=WAIT_S, what="the thawed worker to stop its agent")  # fmt: skip
+            project.wait_completed(DEMO_FEATURE, timeout=4 * WAIT_S)
+
+            assert first.poll() is None  # it lives on, serving
+            log = (tmp_path / "w1.log").read_text()
+            assert "cancelled at a heartbeat: agent stopped" in log
+            # the tester's tries the frozen worker took (the server may hand it one more
+            # while it sleeps): none of them pushed the work the run took
+            frozen_tries = {
+                f"tester-{number}-a{try_}"
+                for number, try_ in re.findall(
+                    rf"attempt (\d+) of {DEMO_FEATURE}/{RUN} tester \(try (\d+)\)", log
+                )
+            }
+            assert frozen_tries
+            refs = fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/")
+            pushed = {ref.rsplit("/", 1)[1] for ref in refs if "/tester-" in ref}
+            assert pushed
+            assert not pushed & frozen_tries
         finally:
             fleet.close()
