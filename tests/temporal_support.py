@@ -205,4 +205,5 @@ def make_fleet(base: Path, server: DevServer, *, fault: str = "", **features: An
     subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True)
     git(project.root, "remote", "add", "origin", str(remote))
     git(project.root, "push", "--quiet", "origin", "--all")
+    git(remote, "symbolic-ref", "HEAD", "refs/heads/main")  # what a clone checks out
     return Fleet(project, remote, server)

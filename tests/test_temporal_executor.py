@@ -50,10 +50,8 @@ def test_a_run_goes_through_its_four_phases_on_a_worker(tmp_path: Path) -> None:
                 (phase, "completed") for phase in PHASES
             ]
             # each phase's work came from the worker: its own ref on the shared remote
-            refs = fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/")
-            assert sorted(refs) == sorted(
-                f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/{phase}-1-a1" for phase in PHASES
-            )
+            fencing = project.run().fencing
+            assert _work(fleet) == {(phase, 1, fencing, 1) for phase in PHASES}
             checkpoints = project.root / ".tmops" / DEMO_FEATURE / "runs" / RUN / "checkpoints"
             for name in COMPLETIONS.values():
                 assert (checkpoints / name).is_file(), name
@@ -124,6 +122,10 @@ def test_cancel_reaches_the_agent_on_its_worker_at_the_next_heartbeat(tmp_path: 
                                  what="the tester's agent on the worker")  # fmt: skip
             assert attempt.start_time == -1  # another machine's process: never signalled here
             agents = wait_until(lambda: leftovers(project.state), timeout=WAIT_S, what="agent")
+            # the verbs read the run as for a local one
+            status = project.cli("status", DEMO_FEATURE, "--json")
+            assert status.returncode == 0, status.stderr
+            assert json.loads(status.stdout)["status"] == "running"
 
             cancelled_at = time.monotonic()
             cancelled = project.cli("cancel", DEMO_FEATURE)
@@ -141,6 +143,17 @@ def test_cancel_reaches_the_agent_on_its_worker_at_the_next_heartbeat(tmp_path: 
             assert not fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/tester")
         finally:
             fleet.close()
+
+
+def _work(fleet: Fleet) -> set[tuple[str, int, int, int]]:
+    """The workers' refs on the shared remote: (phase, attempt, fencing token, try)."""
+    found = set()
+    for ref in fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/"):
+        matched = re.fullmatch(r"([a-z]+)-(\d+)-f(\d+)-a(\d+)", ref.rsplit("/", 1)[1])
+        assert matched, ref
+        phase, number, fencing, try_ = matched.groups()
+        found.add((phase, int(number), int(fencing), int(try_)))
+    return found
 
 
 def _tester_on_a_first_worker(fleet: Fleet) -> tuple[subprocess.Popen[bytes], AttemptRecord]:
@@ -183,9 +196,9 @@ def test_a_killed_workers_attempt_is_run_again_by_another_worker(tmp_path: Path)
             assert [(a.phase, a.state) for a in project.attempts()] == [
                 (phase, "completed") for phase in PHASES
             ]
-            refs = fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/")
-            tester_refs = sorted(ref.rsplit("/", 1)[1] for ref in refs if "/tester-" in ref)
-            assert tester_refs == ["tester-1-a2"]  # the second try's; the killed one pushed none
+            # the second try's work; the killed one pushed none
+            tries = {(n, t) for phase, n, _, t in _work(fleet) if phase == "tester"}
+            assert tries == {(1, 2)}
             # nothing of the killed worker's reached the branch or the remote after the kill
             assert git(w1, "for-each-ref", "--format=%(objectname) %(refname)") == heads_before
             not_from_workers = git(
@@ -225,15 +238,48 @@ def test_a_worker_that_lost_its_attempt_stops_its_agent_and_pushes_nothing(
             # the tester's tries the frozen worker took (the server may hand it one more
             # while it sleeps): none of them pushed the work the run took
             frozen_tries = {
-                f"tester-{number}-a{try_}"
+                (int(number), int(try_))
                 for number, try_ in re.findall(
                     rf"attempt (\d+) of {DEMO_FEATURE}/{RUN} tester \(try (\d+)\)", log
                 )
             }
             assert frozen_tries
-            refs = fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/")
-            pushed = {ref.rsplit("/", 1)[1] for ref in refs if "/tester-" in ref}
+            pushed = {(n, t) for phase, n, _, t in _work(fleet) if phase == "tester"}
             assert pushed
             assert not pushed & frozen_tries
+        finally:
+            fleet.close()
+
+
+def test_an_engine_that_died_mid_attempt_is_taken_over_and_its_stale_attempt_stopped(
+    tmp_path: Path,
+) -> None:
+    """The next engine's attempt replaces the run's workflow: the dead engine's attempt, still
+    running on its worker, is stopped at its next heartbeat and pushes nothing."""
+    with dev_server(tmp_path) as server:
+        fleet = make_fleet(tmp_path, server, fault="tester:slow=60")
+        try:
+            _, stale = _tester_on_a_first_worker(fleet)
+            project = fleet.project
+            stale_agents = set(leftovers(project.state))
+            stale_fencing = project.run().fencing
+            dead = project.engines[0]
+            dead.send_signal(signal.SIGKILL)
+            dead.wait()
+            taken_at = time.monotonic()
+            project.engine()
+            wait_until(lambda: not stale_agents & set(leftovers(project.state)) or None,
+                       timeout=WAIT_S, what="the stale attempt's agent stopped")  # fmt: skip
+            print(f"engine SIGKILL -> stale agent stopped: {time.monotonic() - taken_at:.2f} s")
+            project.wait_completed(DEMO_FEATURE, timeout=4 * WAIT_S)
+
+            tester = project.attempts("tester")
+            assert [(a.attempt, a.state) for a in tester] == [(1, "abandoned"), (1, "completed")]
+            assert tester[0].id == stale.id
+            # only the new engine's attempt (its new token) pushed: the stale one stopped first
+            tokens = {f for phase, _, f, _ in _work(fleet) if phase == "tester"}
+            assert tokens == {project.run().fencing}
+            assert stale_fencing < project.run().fencing
+            assert "cancelled at a heartbeat: agent stopped" in (tmp_path / "w1.log").read_text()
         finally:
             fleet.close()

@@ -6,7 +6,7 @@ relative to the project root, the run's checkpoints and task spec as text, the f
 after publishing the feature branch to the shared remote. A worker, in its own clone, checks
 the branch out at that commit, runs the agent with :class:`LocalExecutor` (the same supervisor,
 limits and checkpoint grace), commits what the agent left and pushes it to a ref of that
-attempt's own, ``refs/tmops/<feature>/<run>/work/<phase>-<n>-<lease>``. The engine settles
+attempt's own, ``refs/tmops/<feature>/<run>/work/<phase>-<n>-f<token>-<lease>``. The engine settles
 the *result* its executor accepted: its branch fast-forwarded to that ref (as an agent's own
 commits land in a local run; the run's fenced commit and transition follow), the checkpoints
 into the run's folder. So a worker that lost its
@@ -179,7 +179,10 @@ class RemoteAttempts:
             f"tmops({spec.feature}): {spec.phase} work left uncommitted (worker)",
             branch=job["branch"], expected=job["base"], guard=lambda: _Unless(hooks.cancelled),
         )  # fmt: skip
-        ref = f"refs/tmops/{spec.feature}/{spec.run}/work/{spec.phase}-{spec.attempt}-{lease}"
+        ref = (  # the token too: a taken-over run numbers its attempts afresh
+            f"refs/tmops/{spec.feature}/{spec.run}/work/"
+            f"{spec.phase}-{spec.attempt}-f{spec.fencing}-{lease}"
+        )
         if head is not None and not hooks.cancelled():
             worktree.push(self.remote, f"+{head}:{ref}")
         return {
