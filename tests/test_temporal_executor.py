@@ -156,15 +156,18 @@ def _work(fleet: Fleet) -> set[tuple[str, int, int, int]]:
     return found
 
 
-def _tester_on_a_first_worker(fleet: Fleet) -> tuple[subprocess.Popen[bytes], AttemptRecord]:
-    """A worker in clone w1 and the run started: its tester's agent runs there."""
+def _tester_on_a_first_worker(
+    fleet: Fleet,
+) -> tuple[subprocess.Popen[bytes], AttemptRecord, set[int]]:
+    """A worker in clone w1 and the run started: its tester's agent runs there (the attempt,
+    and the agent's processes)."""
     first = fleet.worker(fleet.clone("w1"))
     project = fleet.project
     project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
     project.engine()
     attempt = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
                          what="the tester's agent on the first worker")  # fmt: skip
-    return first, attempt
+    return first, attempt, set(leftovers(project.state))
 
 
 def test_a_killed_workers_attempt_is_run_again_by_another_worker(tmp_path: Path) -> None:
@@ -172,7 +175,7 @@ def test_a_killed_workers_attempt_is_run_again_by_another_worker(tmp_path: Path)
         # the first worker's tester hangs (its own config); the second's behaves
         fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
         try:
-            first, attempt = _tester_on_a_first_worker(fleet)
+            first, attempt, _ = _tester_on_a_first_worker(fleet)
             project = fleet.project
             w1 = tmp_path / "w1"
             heads_before = git(w1, "for-each-ref", "--format=%(objectname) %(refname)")
@@ -218,9 +221,8 @@ def test_a_worker_that_lost_its_attempt_stops_its_agent_and_pushes_nothing(
     with dev_server(tmp_path) as server:
         fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
         try:
-            first, attempt = _tester_on_a_first_worker(fleet)
+            first, attempt, stale_agents = _tester_on_a_first_worker(fleet)
             project = fleet.project
-            stale_agents = set(leftovers(project.state))
             os.kill(first.pid, signal.SIGSTOP)
             fleet.worker(fleet.clone("w2"), config=fleet.config_without_faults())
             wait_until(
@@ -259,9 +261,8 @@ def test_an_engine_that_died_mid_attempt_is_taken_over_and_its_stale_attempt_sto
     with dev_server(tmp_path) as server:
         fleet = make_fleet(tmp_path, server, fault="tester:slow=60")
         try:
-            _, stale = _tester_on_a_first_worker(fleet)
+            _, stale, stale_agents = _tester_on_a_first_worker(fleet)
             project = fleet.project
-            stale_agents = set(leftovers(project.state))
             stale_fencing = project.run().fencing
             dead = project.engines[0]
             dead.send_signal(signal.SIGKILL)
