@@ -100,3 +100,23 @@ def test_nothing_imports_the_temporal_sdk_unless_the_executor_is_temporal() -> N
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True)  # fmt: skip
     assert found.stdout.strip() == "False"
+
+
+def test_an_unreachable_temporal_server_is_a_transient_error_the_run_retries(
+    tmp_path: Path,
+) -> None:
+    from tests.temporal_support import free_port
+    from tmops_hookspecs import AgentRequest, AttemptSpec, Outcome
+    from tmops_plugins.temporal.activities import HeartbeatHooks
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    config = parse_config({"executor": {"name": "temporal", "address": address}})
+    executor = make_executor(config, create_plugin_manager(), Layout(tmp_path))
+    request = AgentRequest(feature="f", run="initial", phase="tester", role_instructions="r",
+                           prompt="p", working_dir=tmp_path)  # fmt: skip
+    spec = AttemptSpec(feature="f", run="initial", phase="tester", attempt=1, fencing=1,
+                       provider="scripted", request=request, checkpoint=tmp_path / "c.md",
+                       log_path=tmp_path / "t.log")  # fmt: skip
+    outcome = executor.execute(spec, None, HeartbeatHooks(1.0))  # type: ignore[arg-type]
+    assert outcome.result.outcome is Outcome.TRANSIENT_ERROR
+    assert f"cannot reach the Temporal server at {address}" in outcome.result.message

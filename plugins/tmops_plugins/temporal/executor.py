@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError
 
 from tmops_hookspecs import (
     AgentResult,
@@ -44,8 +45,11 @@ class TemporalExecutor:
         self.host = host
 
     def execute(self, spec: AttemptSpec, provider: Provider, hooks: AttemptHooks) -> AttemptOutcome:
-        job = self.host.job(spec)
-        result = asyncio.run(self._run(spec, job, hooks))
+        try:
+            result = asyncio.run(self._run(spec, hooks))
+        except _Unreachable as exc:  # retried by the run with its backoff, like a 529
+            failed = AgentResult(outcome=Outcome.TRANSIENT_ERROR, message=str(exc))
+            return AttemptOutcome(result=failed, checkpoint_present=spec.checkpoint.exists())
         if result is None:
             cancelled = AgentResult(outcome=Outcome.CANCELLED, message="cancelled")
             return AttemptOutcome(result=cancelled, checkpoint_present=False,
@@ -65,10 +69,14 @@ class TemporalExecutor:
             "max_attempts": self.host.max_retries + 1,
         }
 
-    async def _run(
-        self, spec: AttemptSpec, job: dict[str, Any], hooks: AttemptHooks
-    ) -> dict[str, Any] | None:
-        client = await Client.connect(self.settings.address, namespace=self.settings.namespace)
+    async def _run(self, spec: AttemptSpec, hooks: AttemptHooks) -> dict[str, Any] | None:
+        try:
+            client = await Client.connect(self.settings.address, namespace=self.settings.namespace)
+        except RuntimeError as exc:  # the SDK's "Failed client connect: ..."
+            raise _Unreachable(
+                f"cannot reach the Temporal server at {self.settings.address}: {exc}"
+            ) from exc
+        job = self.host.job(spec)  # published only once there is someone to hand it to
         workspace = self.host.workspace_id
         handle = await client.start_workflow(
             RunWorkflow.run, self.order(job),
@@ -104,6 +112,10 @@ class TemporalExecutor:
                 if hooks.cancelled():
                     return None
                 return {"error": f"the worker failed the attempt: {_root_cause(exc)}"}
+        except RPCError as exc:  # the server went away mid-attempt: the run tries again
+            raise _Unreachable(
+                f"lost the Temporal server at {self.settings.address}: {exc}"
+            ) from exc
         except BaseException:
             with contextlib.suppress(Exception):  # the engine lost the run: its worker stops
                 await handle.cancel()
@@ -133,6 +145,10 @@ class TemporalExecutor:
             if session and seen.get("session") != session:
                 seen["session"] = session
                 hooks.session(str(session))
+
+
+class _Unreachable(Exception):
+    """The Temporal server does not answer."""
 
 
 def _root_cause(exc: BaseException) -> BaseException:
