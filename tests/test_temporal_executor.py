@@ -121,7 +121,7 @@ def test_cancel_reaches_the_agent_on_its_worker_at_the_next_heartbeat(tmp_path: 
             attempt = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
                                  what="the tester's agent on the worker")  # fmt: skip
             assert attempt.start_time == -1  # another machine's process: never signalled here
-            agents = wait_until(lambda: leftovers(project.state), timeout=WAIT_S, what="agent")
+            wait_until(lambda: leftovers(project.state), timeout=WAIT_S, what="the agent")
             # the verbs read the run as for a local one
             status = project.cli("status", DEMO_FEATURE, "--json")
             assert status.returncode == 0, status.stderr
@@ -130,7 +130,6 @@ def test_cancel_reaches_the_agent_on_its_worker_at_the_next_heartbeat(tmp_path: 
             cancelled_at = time.monotonic()
             cancelled = project.cli("cancel", DEMO_FEATURE)
             assert cancelled.returncode == 0, cancelled.stderr
-            assert set(leftovers(project.state)) & set(agents)  # `tmops cancel` could not kill it
             wait_until(lambda: not leftovers(project.state), timeout=4 * HEARTBEAT_TIMEOUT_S,
                        what="the worker to stop its agent")  # fmt: skip
             print(f"cancel -> agent gone: {time.monotonic() - cancelled_at:.2f} s")
