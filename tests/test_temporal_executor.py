@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -69,6 +70,8 @@ def test_a_run_goes_through_its_four_phases_on_a_worker(tmp_path: Path) -> None:
             assert any(path.startswith("tests/") for path in tree.splitlines())
             worker_tree = clone / ".tmops" / "worktrees" / DEMO_FEATURE
             assert worker_tree.is_dir()  # the agent ran there, not in the engine's worktree
+            for folder in (".tmops", ".tmops/worktrees", f".tmops/{DEMO_FEATURE}/runs/{RUN}"):
+                assert stat.S_IMODE((clone / folder).stat().st_mode) == 0o700, folder
 
             # the workflow's real history replays against its code (no nondeterminism)
             history = fleet.history(DEMO_FEATURE, RUN)

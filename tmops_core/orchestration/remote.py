@@ -30,7 +30,7 @@ from tmops_core.config import Config, provider_settings
 from tmops_core.git import Git
 from tmops_core.orchestration.executor import LocalExecutor
 from tmops_core.plugins import Plugins
-from tmops_core.workspace.layout import Layout, atomic_write, read_text_checked
+from tmops_core.workspace.layout import Layout, atomic_write, open_dir, read_text_checked
 from tmops_hookspecs import (
     AgentEvent,
     AgentRequest,
@@ -162,6 +162,8 @@ class RemoteAttempts:
         if git.rev(tracking) != job["base"]:
             raise TmopsError(f"the remote's {job['branch']} is not at {job['base']}: the engine "
                              "published another head since")  # fmt: skip
+        if spec.request.working_dir != root:  # .tmops/worktrees: 0700, not git's 0755
+            os.close(open_dir(spec.request.working_dir.parent, root=root, create=True))
         git.check_out(spec.request.working_dir, job["branch"], job["base"])
         sent = self._write_files(job, spec.checkpoint.parent)
         registered = self.plugins.providers().get(spec.provider)
@@ -222,11 +224,11 @@ class RemoteAttempts:
         root = self.layout.project_root
         here = _inside(root)
         for folder in (checkpoints, here(job["log"]).parent):
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(open_dir(folder, root=root, create=True))  # 0700, no link on the way
         sent: dict[str, str] = {}
         for name, text in job["files"].items():
             path = here(name)
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(open_dir(path.parent, root=root, create=True))
             atomic_write(path, text, root=root)
             sent[name] = text
         for path in _files(checkpoints):
