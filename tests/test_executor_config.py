@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.engine_support import in_memory_service
-from tmops_core.config import parse_config
+from tmops_core.config import parse_config, to_data
 from tmops_core.orchestration.executor import LocalExecutor
 from tmops_core.orchestration.executors import make_executor
 from tmops_core.plugins import create_plugin_manager
@@ -45,6 +45,8 @@ def test_the_temporal_executor_is_chosen_by_config(tmp_path: Path) -> None:
     executor = make_executor(config, create_plugin_manager(), Layout(tmp_path))
     assert type(executor).__name__ == "TemporalExecutor"
     assert executor.settings.address == "127.0.0.1:7233"  # type: ignore[attr-defined]
+    # `tmops config show` prints the section as written, the plugin's keys beside the core's
+    assert to_data(config)["executor"] == {"remote": "origin", **section}
 
 
 def test_a_misspelt_or_bad_temporal_key_is_named_with_its_path() -> None:
