@@ -75,6 +75,10 @@ def test_every_builtin_plugin_module_is_an_entry_point_in_group_tmops() -> None:
         f"tmops_plugins.{path.stem}"
         for path in PACKAGES["tmops_plugins"].glob("*.py")
         if "@hookimpl" in path.read_text()
+    } | {  # a plugin that is a package registers in its __init__.py
+        f"tmops_plugins.{path.parent.name}"
+        for path in PACKAGES["tmops_plugins"].glob("*/__init__.py")
+        if "@hookimpl" in path.read_text()
     }
     assert modules
     assert modules == declared

@@ -38,6 +38,7 @@ __all__ = [
     "REDACTED",
     "RETIRED_KEYS",
     "Config",
+    "ExecutorConfig",
     "FeaturesConfig",
     "LoadedConfig",
     "PathsConfig",
@@ -276,9 +277,36 @@ class PluginsConfig:
     settings: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_frozen_mapping)
 
 
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+def _executor_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _NAME.match(value):
+        raise ValueError(f"must be an executor's name (lowercase, e.g. local), got {value[:64]!r}")
+
+
+def _git_remote(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    # handed to git as one argv item: a remote's name, never an option
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+        raise ValueError(f"must be the name of a git remote (e.g. origin), got {value[:64]!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ExecutorConfig:
+    """Which executor runs the attempts; any other key of the section is the executor's own,
+    kept in ``options`` for its plugin to check (``tmops config check``) and use."""
+
+    #: ``local``: in the engine's process tree; another name: an executor plugin's
+    name: str = attrs.field(default="local", validator=_executor_name)
+    #: the git remote workers fetch the feature branch from and push their work to
+    remote: str = attrs.field(default="origin", validator=_git_remote)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     server: ServerConfig = attrs.field(factory=ServerConfig)
+    executor: ExecutorConfig = attrs.field(factory=ExecutorConfig)
     providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict, converter=_frozen_mapping)
     features: FeaturesConfig = attrs.field(factory=FeaturesConfig)
     telemetry: TelemetryConfig = attrs.field(factory=TelemetryConfig)
@@ -388,32 +416,43 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_factory(attrs.has, _validating_attrs_class)
     converter.register_structure_hook(ProviderConfig, _provider_section(converter))
     converter.register_unstructure_hook(ProviderConfig, _provider_data(converter))
+    converter.register_structure_hook(ExecutorConfig, _open_section(ExecutorConfig, converter))
+    converter.register_unstructure_hook(ExecutorConfig, _open_data(ExecutorConfig, converter))
     return converter
 
 
-def _provider_section(converter: cattrs.Converter) -> Callable[[Any, Any], ProviderConfig]:
-    # The core checks the keys it reads; the others are the provider's, checked by its plugin.
-    shared = _validating_attrs_class(ProviderConfig, converter)
-    common = {field.name for field in attrs.fields(ProviderConfig)} - {"options"}
+def _open_section(cl: type[Any], converter: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    # The core checks the keys it reads; the others are the plugin's, checked by that plugin.
+    shared = _validating_attrs_class(cl, converter)
+    common = {field.name for field in attrs.fields(cl)} - {"options"}
 
-    def structure(value: Any, type_: Any) -> ProviderConfig:
+    def structure(value: Any, type_: Any) -> Any:
         if not isinstance(value, Mapping):
             raise TypeError(f"expected a mapping, got {_describe(value)}")
-        section: ProviderConfig = shared({k: v for k, v in value.items() if k in common}, type_)
+        section = shared({k: v for k, v in value.items() if k in common}, type_)
         own = {str(key): item for key, item in value.items() if key not in common}
         return attrs.evolve(section, options=own) if own else section
 
     return structure
 
 
-def _provider_data(converter: cattrs.Converter) -> Callable[[ProviderConfig], dict[str, Any]]:
-    fields = make_dict_unstructure_fn(ProviderConfig, converter)
+def _open_data(cl: type[Any], converter: cattrs.Converter) -> Callable[[Any], dict[str, Any]]:
+    fields = make_dict_unstructure_fn(cl, converter)
 
-    def unstructure(section: ProviderConfig) -> dict[str, Any]:
+    def unstructure(section: Any) -> dict[str, Any]:
         data: dict[str, Any] = fields(section)
         return {**{k: v for k, v in data.items() if k != "options"}, **dict(section.options)}
 
     return unstructure
+
+
+def _provider_section(converter: cattrs.Converter) -> Callable[[Any, Any], ProviderConfig]:
+    structure: Callable[[Any, Any], ProviderConfig] = _open_section(ProviderConfig, converter)
+    return structure
+
+
+def _provider_data(converter: cattrs.Converter) -> Callable[[ProviderConfig], dict[str, Any]]:
+    return _open_data(ProviderConfig, converter)
 
 
 _CONVERTER = _make_converter()

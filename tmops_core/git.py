@@ -10,6 +10,7 @@ edits the repository's ignore files to get there.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -77,6 +78,11 @@ def _git_env() -> dict[str, str]:
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
         env.pop(name, None)
     return env
+
+
+def _check_commit_id(commit: str) -> None:
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
+        raise WorkspaceError(f"not a commit id: {commit[:80]!r}")
 
 
 class Git:
@@ -214,6 +220,34 @@ class Git:
             "for-each-ref", "--format=%(refname:short)", f"--contains={commit}", "refs/remotes/"
         ).stdout
         return [ref for ref in output.splitlines() if ref and not ref.endswith("/HEAD")]
+
+    # -- a shared remote (the workers of a distributed executor) --------------------------------
+
+    def fetch(self, remote: str, refspec: str) -> None:
+        """Fetch ``refspec`` (``+src:dst``) from ``remote``, without tags."""
+        self.run("fetch", "--no-tags", "--quiet", "--end-of-options", remote, refspec)
+
+    def push(self, remote: str, refspec: str) -> None:
+        """Push ``refspec`` (``+commit:refs/...`` forces) to ``remote``."""
+        self.run("push", "--quiet", "--end-of-options", remote, refspec)
+
+    def fast_forward(self, commit: str) -> None:
+        """Move the checked-out branch and its files on to ``commit``, which must contain it
+        (a worker's commits on top of the head it was given)."""
+        _check_commit_id(commit)
+        self.run("merge", "--ff-only", "--quiet", commit)  # a commit id: no option
+
+    def check_out(self, path: Path, branch: str, commit: str) -> None:
+        """``branch`` at ``commit`` in the worktree ``path`` (added if missing), its files
+        exactly the commit's: what was left there is a worker's stale copy."""
+        if not path.exists():
+            self.run("worktree", "add", "--force", "-B", branch, "--end-of-options", str(path),
+                     commit)  # fmt: skip
+            return
+        _check_commit_id(commit)
+        here = Git(path, executable=self._git)
+        here.run("checkout", "--force", "-B", branch, commit)  # a commit id: no option, no path
+        here.run("clean", "-fd", "--quiet", "--exclude=.tmops")
 
     # -- the workflow's commits --------------------------------------------------------------
 

@@ -21,7 +21,14 @@ from .errors import (
     TmopsError,
     WorkspaceError,
 )
-from .executor import AttemptHooks, AttemptOutcome, AttemptSpec, Executor, ExecutorSpec
+from .executor import (
+    AttemptHooks,
+    AttemptOutcome,
+    AttemptSpec,
+    Executor,
+    ExecutorHost,
+    ExecutorSpec,
+)
 from .records import (
     CHECKPOINT_NAME_PATTERN,
     NAME_PATTERN,
@@ -70,6 +77,7 @@ __all__ = [
     "Event",
     "EventMetadata",
     "Executor",
+    "ExecutorHost",
     "ExecutorSpec",
     "FeatureContext",
     "FeatureError",

@@ -26,7 +26,14 @@ from .records import (
     _strs,
 )
 
-__all__ = ["AttemptHooks", "AttemptOutcome", "AttemptSpec", "Executor", "ExecutorSpec"]
+__all__ = [
+    "AttemptHooks",
+    "AttemptOutcome",
+    "AttemptSpec",
+    "Executor",
+    "ExecutorHost",
+    "ExecutorSpec",
+]
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -111,10 +118,54 @@ class Executor(Protocol):
         """Run the agent ``provider`` describes for ``spec``; return when it has ended."""
 
 
+@runtime_checkable
+class ExecutorHost(Protocol):
+    """What the core lends an executor that runs attempts away from the engine.
+
+    An attempt travels as a *job*: JSON data (paths relative to the project root, the
+    checkpoints the agent reads, the fencing token), so it can cross a queue to a worker on
+    another machine. The worker runs it with the core's own supervisor in its clone of the
+    project and answers with a *result* (JSON data, its work pushed to a ref of its attempt's
+    own on the shared remote); the engine settles it: only the ref the accepted result names
+    reaches its branch, every store write stays the engine's, under the run's token.
+    """
+
+    @property
+    def workspace_id(self) -> str:
+        """The workspace this engine or worker serves (``server.workspace_id``)."""
+
+    @property
+    def max_retries(self) -> int:
+        """``features.max_retries``: how often an attempt lost with its worker is run again."""
+
+    def job(self, spec: AttemptSpec) -> dict[str, Any]:
+        """Engine side: ``spec`` as a job, the feature branch published to the shared remote."""
+
+    def settle(
+        self, spec: AttemptSpec, result: Mapping[str, Any], hooks: AttemptHooks
+    ) -> AttemptOutcome:
+        """Engine side: the worker's commits onto the engine's branch, its checkpoints into the
+        run's folder, its events and session through ``hooks``; how the attempt ended."""
+
+    def run_job(self, job: Mapping[str, Any], hooks: AttemptHooks) -> dict[str, Any]:
+        """Worker side: run ``job``'s agent here (the core's supervisor, ``hooks`` for its
+        cancel), push the work to the attempt's ref; the result."""
+
+
 @attrs.frozen(kw_only=True)
 class ExecutorSpec:
-    """Registers an executor: ``factory(settings)`` gets the executor's config section."""
+    """Registers an executor selected by the config's ``executor.name``.
+
+    ``factory(settings, host)`` gets the executor's own keys of the ``executor`` section (its
+    ``name`` and the core's ``remote`` left out) and raises ``ConfigError`` naming
+    ``$.executor.<key>`` for a bad one; it must not connect to anything (``tmops config
+    check`` calls it too). ``serve(settings, host)``, if given, runs a worker of this executor
+    on this machine until SIGTERM or SIGINT (``tmops worker``).
+    """
 
     name: str = attrs.field(validator=_check_name)
-    factory: Callable[[Mapping[str, Any]], Executor] = attrs.field(validator=_check_callable)
+    factory: Callable[[Mapping[str, Any], ExecutorHost], Executor] = attrs.field(
+        validator=_check_callable
+    )
+    serve: Callable[[Mapping[str, Any], ExecutorHost], None] | None = None
     description: str = ""

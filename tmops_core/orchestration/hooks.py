@@ -64,7 +64,13 @@ class FencedHooks:
             self._progress.record(event)
 
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        # The engine stops, or the run was taken from this attempt (a person's cancel or
+        # pause --now gave it a new token): an executor whose agent runs elsewhere learns it
+        # here, as the local one's agent is stopped by its recorded pid.
+        if self._cancel.is_set():
+            return True
+        record = self._store.run(self._feature, self._run)
+        return record is None or record.fencing != self._fencing
 
     def checkpoint_seen(self) -> bool:
         return self._arrivals.seen_at(self._completion) is not None

@@ -32,7 +32,7 @@ from tmops_core.orchestration import limits, prompts, rework
 from tmops_core.orchestration.attempts import HandoffClock, attempt_spec
 from tmops_core.orchestration.crashpoints import crash_point
 from tmops_core.orchestration.endings import Accepted, Ending, LiveAttempt, announce_ending
-from tmops_core.orchestration.executor import LocalExecutor
+from tmops_core.orchestration.executors import make_executor
 from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.progress import AgentProgress
@@ -102,7 +102,7 @@ class RunDriver:
         self.git = Git(self.worktree)
         self.arrivals = Arrivals()
         self.handoff = HandoffClock()
-        self.executor: Executor = LocalExecutor()
+        self.executor: Executor = make_executor(config, plugins, layout)
         self.judge = Judge(
             config=config, plugins=plugins, worktree=self.worktree,
             logs_dir=layout.logs_dir(feature, run), context=self.context, emit=self.emit,

@@ -9,6 +9,7 @@ plugins can say (which sinks, phases and providers exist, and each one's own set
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -58,6 +59,7 @@ class ConfigChecks:
         problems += self._check_workflow(warnings)
         problems += self._check_providers(warnings)
         problems += self._check_store(warnings)
+        problems += self._check_executor()
         if problems:
             source = self.loaded.source or "built-in defaults"
             raise ConfigError(f"config {source} has {len(problems)} error(s):", problems)
@@ -154,6 +156,23 @@ class ConfigChecks:
                 "store.url names a PostgreSQL database, but psycopg is not installed: "
                 "pip install 'tmops[postgres]' @ $.store.url"
             ]
+        return []
+
+    def _check_executor(self) -> list[str]:
+        """The executor named against the installed ones, its own keys by its plugin."""
+        from tmops_core.orchestration.executors import executor_settings, executor_spec
+        from tmops_core.orchestration.remote import RemoteAttempts
+        from tmops_core.workspace.layout import Layout
+
+        try:
+            spec = executor_spec(self.config, self.plugins)
+            if spec is not None:  # checks its keys; connects to nothing
+                host = RemoteAttempts(self.config, self.plugins, Layout(Path.cwd()))
+                spec.factory(executor_settings(self.config), host)
+        except ConfigError as exc:
+            return list(exc.problems) or [f"{exc.message} @ $.executor"]
+        except TmopsError as exc:
+            return [f"{exc.message} @ $.executor"]
         return []
 
     def effective_config(self) -> dict[str, Any]:

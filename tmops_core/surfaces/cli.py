@@ -30,6 +30,7 @@ from tmops_core.surfaces.cli_live import (
 from tmops_core.surfaces.cli_metrics import metrics_command
 from tmops_core.surfaces.cli_ops import OPS_COMMANDS
 from tmops_core.surfaces.cli_state import AppState
+from tmops_core.surfaces.cli_worker import worker_command
 from tmops_core.surfaces.cli_worktrees import cleanup_command
 
 __all__ = ["cli", "main"]
@@ -547,6 +548,7 @@ for _command in (
     cleanup_command,
     logs_command,
     metrics_command,
+    worker_command,
 ):
     cli.add_command(_command)
 

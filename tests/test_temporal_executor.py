@@ -1,0 +1,288 @@
+"""The temporal executor for real: a Temporal dev server, ``tmops worker`` processes in clones
+of their own, a bare repository as the shared remote, the scripted agent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from tests.engine_support import COMPLETIONS, PHASES, WAIT_S, git
+from tests.takeover_support import leftovers, wait_until
+from tests.temporal_support import HEARTBEAT_TIMEOUT_S, Fleet, dev_server, make_fleet
+from tmops_core.service.demo_project import DEMO_FEATURE
+from tmops_core.store import AttemptRecord
+from tmops_plugins.temporal.workflow import RunWorkflow
+
+pytestmark = pytest.mark.slow
+
+RUN = "initial"
+#: set to record the history tests/test_temporal_replay.py replays (the verifier's attempt)
+RECORD_ENV = "TMOPS_RECORD_TEMPORAL_HISTORY"
+HISTORY = Path(__file__).parent / "data" / "temporal" / "run-attempt.json"
+
+
+def test_a_run_goes_through_its_four_phases_on_a_worker(tmp_path: Path) -> None:
+    with dev_server(tmp_path) as server:
+        fleet = make_fleet(tmp_path, server)
+        try:
+            clone = fleet.clone("w1")
+            fleet.worker(clone)
+            project = fleet.project
+            project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+            project.engine()
+            project.wait_completed(DEMO_FEATURE, timeout=4 * WAIT_S)
+
+            attempts = project.attempts()
+            assert [(a.phase, a.state) for a in attempts] == [
+                (phase, "completed") for phase in PHASES
+            ]
+            # each phase's work came from the worker: its own ref on the shared remote
+            fencing = project.run().fencing
+            assert _work(fleet) == {(phase, 1, fencing, 1) for phase in PHASES}
+            checkpoints = project.root / ".tmops" / DEMO_FEATURE / "runs" / RUN / "checkpoints"
+            for name in COMPLETIONS.values():
+                assert (checkpoints / name).is_file(), name
+            # the agents' own commits, made on the worker, are the branch's: every commit of
+            # it is one of the workers' refs (fetched by the engine under the same names)
+            log = git(project.root, "log", "--format=%s", f"feature/{DEMO_FEATURE}")
+            assert "test(slug):" in log
+            assert "feat(slug):" in log
+            not_from_workers = git(
+                project.root, "rev-list", f"feature/{DEMO_FEATURE}", "--not",
+                f"--glob=refs/tmops/{DEMO_FEATURE}/{RUN}/work/*", "main",
+            )  # fmt: skip
+            assert not_from_workers == ""
+            tree = git(project.root, "ls-tree", "-r", "--name-only", f"feature/{DEMO_FEATURE}")
+            assert any(path.startswith("tests/") for path in tree.splitlines())
+            worker_tree = clone / ".tmops" / "worktrees" / DEMO_FEATURE
+            assert worker_tree.is_dir()  # the agent ran there, not in the engine's worktree
+            for folder in (".tmops", ".tmops/worktrees", f".tmops/{DEMO_FEATURE}/runs/{RUN}"):
+                assert stat.S_IMODE((clone / folder).stat().st_mode) == 0o700, folder
+
+            # the workflow's real history replays against its code (no nondeterminism)
+            history = fleet.history(DEMO_FEATURE, RUN)
+            replayed = asyncio.run(
+                Replayer(workflows=[RunWorkflow]).replay_workflow(
+                    WorkflowHistory.from_json("recorded", history)
+                )
+            )
+            assert replayed.replay_failure is None
+            if os.environ.get(RECORD_ENV) == "1":
+                HISTORY.write_text(
+                    _neutral(
+                        history,
+                        {str(tmp_path): "/srv/tmops", str(Path(sys.executable).parent): "/opt/bin"},
+                    )
+                )
+        finally:
+            fleet.close()
+
+
+def _neutral(history: str, paths: dict[str, str]) -> str:
+    """The history with this machine's paths replaced inside its (base64 JSON) payloads."""
+    data = json.loads(history)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), str) and "metadata" in node:
+                text = base64.b64decode(node["data"]).decode()
+                for old, new in paths.items():
+                    text = text.replace(old, new)
+                node["data"] = base64.b64encode(text.encode()).decode()
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(data)
+    return json.dumps(data, indent=1) + "\n"
+
+
+def test_cancel_reaches_the_agent_on_its_worker_at_the_next_heartbeat(tmp_path: Path) -> None:
+    with dev_server(tmp_path) as server:
+        fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
+        try:
+            fleet.worker(fleet.clone("w1"))
+            project = fleet.project
+            project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+            project.engine()
+            attempt = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
+                                 what="the tester's agent on the worker")  # fmt: skip
+            assert attempt.start_time == -1  # another machine's process: never signalled here
+            wait_until(lambda: leftovers(project.state), timeout=WAIT_S, what="the agent")
+            # the verbs read the run as for a local one
+            status = project.cli("status", DEMO_FEATURE, "--json")
+            assert status.returncode == 0, status.stderr
+            assert json.loads(status.stdout)["status"] == "running"
+
+            cancelled_at = time.monotonic()
+            cancelled = project.cli("cancel", DEMO_FEATURE)
+            assert cancelled.returncode == 0, cancelled.stderr
+            wait_until(lambda: not leftovers(project.state), timeout=4 * HEARTBEAT_TIMEOUT_S,
+                       what="the worker to stop its agent")  # fmt: skip
+            print(f"cancel -> agent gone: {time.monotonic() - cancelled_at:.2f} s")
+
+            assert project.run().status == "cancelled"
+            wait_until(lambda: fleet.workflow_status(DEMO_FEATURE, RUN) == "CANCELED",
+                       timeout=WAIT_S, what="the workflow cancelled")  # fmt: skip
+            log = (tmp_path / "w1.log").read_text()
+            assert "cancelled at a heartbeat: agent stopped" in log
+            assert not fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/tester")
+        finally:
+            fleet.close()
+
+
+def _work(fleet: Fleet) -> set[tuple[str, int, int, int]]:
+    """The workers' refs on the shared remote: (phase, attempt, fencing token, try)."""
+    found = set()
+    for ref in fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/"):
+        matched = re.fullmatch(r"([a-z]+)-(\d+)-f(\d+)-a(\d+)", ref.rsplit("/", 1)[1])
+        assert matched, ref
+        phase, number, fencing, try_ = matched.groups()
+        found.add((phase, int(number), int(fencing), int(try_)))
+    return found
+
+
+def _tester_on_a_first_worker(
+    fleet: Fleet,
+) -> tuple[subprocess.Popen[bytes], AttemptRecord, set[int]]:
+    """A worker in clone w1 and the run started: its tester's agent runs there (the attempt,
+    and the agent's processes)."""
+    first = fleet.worker(fleet.clone("w1"))
+    project = fleet.project
+    project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+    project.engine()
+    attempt = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
+                         what="the tester's agent on the first worker")  # fmt: skip
+    return first, attempt, set(leftovers(project.state))
+
+
+def test_a_killed_workers_attempt_is_run_again_by_another_worker(tmp_path: Path) -> None:
+    with dev_server(tmp_path) as server:
+        # the first worker's tester hangs (its own config); the second's behaves
+        fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
+        try:
+            first, attempt, _ = _tester_on_a_first_worker(fleet)
+            project = fleet.project
+            w1 = tmp_path / "w1"
+            heads_before = git(w1, "for-each-ref", "--format=%(objectname) %(refname)")
+            fleet.worker(fleet.clone("w2"), config=fleet.config_without_faults())
+
+            killed_at = time.monotonic()
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            wait_until(lambda: not leftovers(project.state) or None, timeout=WAIT_S,
+                       what="the killed worker's agent to die with it")  # fmt: skip
+            retried = wait_until(
+                lambda: (a := project.live_agent("tester")) and a.pid != attempt.pid and a,
+                timeout=WAIT_S, what="the tester's agent on the second worker",
+            )  # fmt: skip
+            recovered_s = time.monotonic() - killed_at
+            project.wait_completed(DEMO_FEATURE, timeout=4 * WAIT_S)
+            print(f"SIGKILL -> agent again on the second worker: {recovered_s:.2f} s; "
+                  f"-> run completed: {time.monotonic() - killed_at:.2f} s")  # fmt: skip
+            assert retried.id == attempt.id  # the same tmops attempt, run again by Temporal
+
+            assert [(a.phase, a.state) for a in project.attempts()] == [
+                (phase, "completed") for phase in PHASES
+            ]
+            # the second try's work; the killed one pushed none
+            tries = {(n, t) for phase, n, _, t in _work(fleet) if phase == "tester"}
+            assert tries == {(1, 2)}
+            # nothing of the killed worker's reached the branch or the remote after the kill
+            assert git(w1, "for-each-ref", "--format=%(objectname) %(refname)") == heads_before
+            not_from_workers = git(
+                project.root, "rev-list", f"feature/{DEMO_FEATURE}", "--not",
+                f"--glob=refs/tmops/{DEMO_FEATURE}/{RUN}/work/*", "main",
+            )  # fmt: skip
+            assert not_from_workers == ""
+        finally:
+            fleet.close()
+
+
+def test_a_worker_that_lost_its_attempt_stops_its_agent_and_pushes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Frozen (SIGSTOP) past the heartbeat timeout, as behind a partition, then thawed: its
+    heartbeat is refused, its agent stopped, and what it did never reaches the run."""
+    with dev_server(tmp_path) as server:
+        fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
+        try:
+            first, attempt, stale_agents = _tester_on_a_first_worker(fleet)
+            project = fleet.project
+            os.kill(first.pid, signal.SIGSTOP)
+            fleet.worker(fleet.clone("w2"), config=fleet.config_without_faults())
+            wait_until(
+                lambda: (a := project.live_agent("tester")) and a.pid != attempt.pid and a,
+                timeout=WAIT_S, what="the tester's agent on the second worker",
+            )  # fmt: skip
+            os.kill(first.pid, signal.SIGCONT)
+            wait_until(lambda: not stale_agents & set(leftovers(project.state)) or None,
+                       timeout=WAIT_S, what="the thawed worker to stop its agent")  # fmt: skip
+            project.wait_completed(DEMO_FEATURE, timeout=4 * WAIT_S)
+
+            assert first.poll() is None  # it lives on, serving
+            log = (tmp_path / "w1.log").read_text()
+            assert "cancelled at a heartbeat: agent stopped" in log
+            # the tester's tries the frozen worker took (the server may hand it one more
+            # while it sleeps): none of them pushed the work the run took
+            frozen_tries = {
+                (int(number), int(try_))
+                for number, try_ in re.findall(
+                    rf"attempt (\d+) of {DEMO_FEATURE}/{RUN} tester \(try (\d+)\)", log
+                )
+            }
+            assert frozen_tries
+            pushed = {(n, t) for phase, n, _, t in _work(fleet) if phase == "tester"}
+            assert pushed
+            assert not pushed & frozen_tries
+        finally:
+            fleet.close()
+
+
+def test_an_engine_that_died_mid_attempt_is_taken_over_and_its_stale_attempt_stopped(
+    tmp_path: Path,
+) -> None:
+    """The next engine's attempt replaces the run's workflow: the dead engine's attempt, still
+    running on its worker, is stopped at its next heartbeat and pushes nothing."""
+    with dev_server(tmp_path) as server:
+        fleet = make_fleet(tmp_path, server, fault="tester:slow=60")
+        try:
+            _, stale, stale_agents = _tester_on_a_first_worker(fleet)
+            project = fleet.project
+            stale_fencing = project.run().fencing
+            dead = project.engines[0]
+            dead.send_signal(signal.SIGKILL)
+            dead.wait()
+            taken_at = time.monotonic()
+            project.engine()
+            wait_until(lambda: not stale_agents & set(leftovers(project.state)) or None,
+                       timeout=WAIT_S, what="the stale attempt's agent stopped")  # fmt: skip
+            print(f"engine SIGKILL -> stale agent stopped: {time.monotonic() - taken_at:.2f} s")
+            project.wait_completed(DEMO_FEATURE, timeout=4 * WAIT_S)
+
+            tester = project.attempts("tester")
+            assert [(a.attempt, a.state) for a in tester] == [(1, "abandoned"), (1, "completed")]
+            assert tester[0].id == stale.id
+            # only the new engine's attempt (its new token) pushed: the stale one stopped first
+            tokens = {f for phase, _, f, _ in _work(fleet) if phase == "tester"}
+            assert tokens == {project.run().fencing}
+            assert stale_fencing < project.run().fencing
+            assert "cancelled at a heartbeat: agent stopped" in (tmp_path / "w1.log").read_text()
+        finally:
+            fleet.close()
