@@ -49,6 +49,7 @@ __all__ = [
     "CATEGORIES",
     "Findings",
     "Subject",
+    "check_duplicates",
     "check_project",
     "engine_processes",
     "marked_processes",
@@ -236,18 +237,19 @@ def _accepted_at(attempts: list[AttemptRecord]) -> dict[str, float]:
 
 def _check_journal(
     journal: list[dict[str, Any]],
-    subject: Subject,
+    feature: str,
+    run: str,
     attempts: list[AttemptRecord],
     findings: Findings,
 ) -> list[str]:
     """Agents alive alongside others, agents of an accepted phase; returns the agents' marks."""
-    name = f"{subject.feature}/{subject.run}"
+    name = f"{feature}/{run}"
     accepted = _accepted_at(attempts)
     marks = []
     for line in journal:
-        if line.get("event") != "start" or line.get("feature") != subject.feature:
+        if line.get("event") != "start" or line.get("feature") != feature:
             continue
-        if line.get("run") != subject.run:
+        if line.get("run") != run:
             continue
         role, pid = str(line.get("role")), line.get("pid")
         if line.get("mark"):
@@ -376,7 +378,7 @@ def check_project(root: Path, journal_dir: Path, subjects: Iterable[Subject], *,
             attempts = _check_store(store, subject, findings)
             _check_overlaps(f"{subject.feature}/{subject.run}", attempts, findings)
             marks += [a.mark for a in attempts if a.mark]
-            marks += _check_journal(journal, subject, attempts, findings)
+            marks += _check_journal(journal, subject.feature, subject.run, attempts, findings)
             # What a run has not done yet is not lost: a stuck or failed run is found as such.
             completed = _status(store, subject) == RunState.COMPLETED
             _check_git(subject, base, findings, completed=completed)
@@ -388,4 +390,17 @@ def check_project(root: Path, journal_dir: Path, subjects: Iterable[Subject], *,
         findings.add("orphans", f"process {pid} still carries the agent mark {mark}")
     for pid in engine_processes(root):
         findings.add("orphans", f"engine {pid} of {root} still runs")
+    return findings
+
+
+def check_duplicates(store: Store, journal_dir: Path, runs: Iterable[tuple[str, str]]) -> Findings:
+    """The ``duplicates`` invariant alone, for runs whose agents ran on other machines' workers
+    (their worktrees are not here): the store's attempt intervals of each run never overlap, and
+    no agent's journal ``start`` line names a live agent of its feature."""
+    findings = Findings()
+    journal = read_journal(journal_dir)
+    for feature, run in runs:
+        attempts = store.attempts(feature, run)
+        _check_overlaps(f"{feature}/{run}", attempts, findings)
+        _check_journal(journal, feature, run, attempts, findings)
     return findings
