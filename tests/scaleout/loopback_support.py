@@ -83,6 +83,25 @@ class Loopback:
                 found.append(sha)
         return found
 
+    def pushes_by(self, name: str, *, after: float) -> list[str]:
+        """The pushes of worker ``name`` the remote took after ``after`` (its reflog: when each
+        ref was set): updates of the refs of the tries the worker's log shows it took."""
+        remote = self.fleet.remote
+        mine = {
+            f"refs/tmops/{feature}/{RUN}/work/{phase}-{number}-": f"-a{try_}"
+            for feature, phase, number, try_ in self.tries_of(name)
+        }
+        found = []
+        for ref in git(remote, "for-each-ref", "--format=%(refname)", "refs/tmops/").split():
+            if not any(ref.startswith(head) and ref.endswith(tail) for head, tail in mine.items()):
+                continue
+            log = git(remote, "reflog", "show", "--date=unix", "--format=%gd %H", ref)
+            for line in log.splitlines():
+                selector, sha = line.split(" ")
+                if int(selector.rsplit("@{", 1)[1].rstrip("}")) > after:
+                    found.append(f"{ref} {sha}")
+        return found
+
     def tries_of(self, name: str) -> set[tuple[str, str, int, int]]:
         """The tries worker ``name`` took, from its log: (feature, phase, attempt, try)."""
         log = (self.clones[name].parent / f"{name}.log").read_text(errors="replace")
@@ -120,6 +139,7 @@ def make_loopback(
     git(root, "remote", "add", "origin", str(remote))
     git(root, "push", "--quiet", "origin", "--all")
     git(remote, "symbolic-ref", "HEAD", "refs/heads/main")  # what a clone checks out
+    git(remote, "config", "core.logAllRefUpdates", "always")  # a reflog: when each push came
     store = open_store(root / ".tmops" / STORE_NAME, url=store_url)
     project = Project(base, root, config, state, service, store)
     return Loopback(Fleet(project, remote, server), names, journal, heartbeat_timeout_s)

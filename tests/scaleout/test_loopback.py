@@ -132,6 +132,7 @@ def test_thirty_runs_on_three_workers_survive_a_worker_killed_mid_phase(
     late_commits = loopback.commits_by(victim, remote, after=killed_at) + loopback.commits_by(
         victim, engine_side, after=killed_at
     )
+    late_pushes = loopback.pushes_by(victim, after=killed_at)
     # the try it was killed in: its own ref never reached the remote
     killed_tries = sorted(
         (n, t) for f, p, n, t in loopback.tries_of(victim) if (f, p) == (feature, phase)
@@ -157,7 +158,9 @@ def test_thirty_runs_on_three_workers_survive_a_worker_killed_mid_phase(
         "commits_after_loss": len(late_commits),
         "lost_try": f"{phase}-{number}-a{lost}",
         "lost_try_refs_on_remote": len(pushed_lost),
+        "pushes_after_loss": len(late_pushes),
         "commits_by_worker": {n: len(loopback.commits_by(n, remote)) for n in WORKERS},
+        "pushes_by_worker": {n: len(loopback.pushes_by(n, after=0)) for n in WORKERS},
         "per_phase": per_phase,
         "retries": sum(row["retries"] for row in per_phase.values()),
     }
@@ -167,6 +170,7 @@ def test_thirty_runs_on_three_workers_survive_a_worker_killed_mid_phase(
     assert not overlaps, overlaps.all()
     assert ended_by_itself == [], f"the killed agent {killed_pid} ended before the kill"
     assert late_commits == [], f"{victim} committed after it was killed: {late_commits}"
+    assert late_pushes == [], f"the remote took pushes of {victim}'s after the kill: {late_pushes}"
     assert pushed_lost == [], f"the lost try's ref reached the remote: {pushed_lost}"
     assert recovery_s <= RECOVERY_BOUND_S, (
         f"{feature}'s {phase} ran again {recovery_s:.2f} s after the kill "
@@ -175,4 +179,6 @@ def test_thirty_runs_on_three_workers_survive_a_worker_killed_mid_phase(
     assert report["retries"] >= 1  # the killed try, at least, ran again
     # the workers' identities are on the remote's commits: a late one of the victim's would show
     survivors = [name for name in WORKERS if name != victim]
-    assert all(report["commits_by_worker"][name] for name in survivors), report  # type: ignore[index]
+    for name in survivors:
+        assert report["commits_by_worker"][name], report  # type: ignore[index]
+        assert report["pushes_by_worker"][name], report  # type: ignore[index]
