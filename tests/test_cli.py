@@ -245,6 +245,8 @@ def _model_keys(model: type[Any], prefix: str = "") -> set[str]:
     """Every key path of an attrs config class, nested sections included."""
     keys = set()
     for field in attrs.fields(attrs.resolve_types(model)):
+        if field.name == "options":  # an open section's other keys (its plugin's), no key itself
+            continue
         path = f"{prefix}{field.name}"
         keys.add(path)
         if attrs.has(field.type):
