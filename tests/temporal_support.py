@@ -27,6 +27,8 @@ from tests.engine_support import git
 from tests.takeover_support import TMOPS, Project, make_project
 
 HEARTBEAT_TIMEOUT_S = 2.0
+#: a run's workflow ends this long after its last attempt: a test sees it end (and restart)
+RUN_IDLE_TIMEOUT_S = 3.0
 
 
 def temporal_cli() -> Path | None:
@@ -148,7 +150,7 @@ class Fleet:
         return path
 
     def history(self, feature: str, run: str) -> str:
-        """The JSON history of the run's workflow (its latest attempt)."""
+        """The JSON history of the run's workflow (its latest execution)."""
         import asyncio
 
         from temporalio.client import Client
@@ -187,14 +189,17 @@ class Fleet:
         self.project.close()
 
 
-def make_fleet(base: Path, server: DevServer, *, fault: str = "", **features: Any) -> Fleet:
+def make_fleet(
+    base: Path, server: DevServer, *, fault: str = "", claude_env: dict[str, str] | None = None,
+    **features: Any,
+) -> Fleet:  # fmt: skip
     """The demo project with its feature initialised, a bare repository as ``origin``, and a
-    config naming the temporal executor on ``server``."""
-    project = make_project(base, fault=fault, **features)
+    config naming the temporal executor on ``server`` (``claude_env``: the scripted agent's)."""
+    project = make_project(base, fault=fault, claude_env=claude_env, **features)
     data = yaml.safe_load(project.config.read_text())
     data["executor"] = {
         "name": "temporal", "address": server.address, "task_queue": "tmops",
-        "heartbeat_timeout_s": HEARTBEAT_TIMEOUT_S,
+        "heartbeat_timeout_s": HEARTBEAT_TIMEOUT_S, "run_idle_timeout_s": RUN_IDLE_TIMEOUT_S,
     }  # fmt: skip
     project.config.write_text(yaml.safe_dump(data))
     project.service.close()

@@ -22,7 +22,13 @@ from temporalio.worker import Replayer
 
 from tests.engine_support import COMPLETIONS, PHASES, WAIT_S, git
 from tests.takeover_support import leftovers, wait_until
-from tests.temporal_support import HEARTBEAT_TIMEOUT_S, Fleet, dev_server, make_fleet
+from tests.temporal_support import (
+    HEARTBEAT_TIMEOUT_S,
+    RUN_IDLE_TIMEOUT_S,
+    Fleet,
+    dev_server,
+    make_fleet,
+)
 from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_core.store import AttemptRecord
 from tmops_plugins.temporal.workflow import RunWorkflow
@@ -73,8 +79,14 @@ def test_a_run_goes_through_its_four_phases_on_a_worker(tmp_path: Path) -> None:
             for folder in (".tmops", ".tmops/worktrees", f".tmops/{DEMO_FEATURE}/runs/{RUN}"):
                 assert stat.S_IMODE((clone / folder).stat().st_mode) == 0o700, folder
 
-            # the workflow's real history replays against its code (no nondeterminism)
+            # the run is one workflow: its four attempts are its updates, one activity each;
+            # it ends once idle, and its real history replays against its code
+            wait_until(lambda: fleet.workflow_status(DEMO_FEATURE, RUN) == "COMPLETED" or None,
+                       timeout=RUN_IDLE_TIMEOUT_S + WAIT_S, what="the workflow ended")  # fmt: skip
             history = fleet.history(DEMO_FEATURE, RUN)
+            kinds = _kinds(history)
+            assert kinds.count("EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED") == len(PHASES)
+            assert kinds.count("EVENT_TYPE_ACTIVITY_TASK_COMPLETED") == len(PHASES)
             replayed = asyncio.run(
                 Replayer(workflows=[RunWorkflow]).replay_workflow(
                     WorkflowHistory.from_json("recorded", history)
@@ -138,13 +150,66 @@ def test_cancel_reaches_the_agent_on_its_worker_at_the_next_heartbeat(tmp_path: 
             print(f"cancel -> agent gone: {time.monotonic() - cancelled_at:.2f} s")
 
             assert project.run().status == "cancelled"
-            wait_until(lambda: fleet.workflow_status(DEMO_FEATURE, RUN) == "CANCELED",
-                       timeout=WAIT_S, what="the workflow cancelled")  # fmt: skip
+            # the run's workflow cancelled its activity, answered the attempt, then ended idle
+            wait_until(lambda: fleet.workflow_status(DEMO_FEATURE, RUN) == "COMPLETED" or None,
+                       timeout=RUN_IDLE_TIMEOUT_S + WAIT_S, what="the workflow ended")  # fmt: skip
+            kinds = _kinds(fleet.history(DEMO_FEATURE, RUN))
+            assert "EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED" in kinds
+            assert "EVENT_TYPE_ACTIVITY_TASK_CANCELED" in kinds
             log = (tmp_path / "w1.log").read_text()
             assert "cancelled at a heartbeat: agent stopped" in log
             assert not fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/tester")
         finally:
             fleet.close()
+
+
+def test_a_remote_agents_actions_reach_the_trail_while_it_works(tmp_path: Path) -> None:
+    """Live progress: the worker's heartbeats carry its agent's events and the engine records
+    them as they come (what `tmops watch` draws); the attempt's result brings none twice."""
+    with dev_server(tmp_path) as server:
+        # each of the scripted agent's actions takes 0.8 s: the tester works for seconds
+        fleet = make_fleet(tmp_path, server, claude_env={"TMOPS_SCRIPTED_DELAY_S": "0.8"})
+        try:
+            fleet.worker(fleet.clone("w1"))
+            project = fleet.project
+            project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+            project.engine()
+
+            def tester_tools_while_it_runs() -> list[dict[str, Any]] | None:
+                running = project.live_agent("tester")
+                tools = _tools(project, "tester")
+                return tools if running is not None and tools else None
+
+            started = time.monotonic()
+            seen = wait_until(tester_tools_while_it_runs, timeout=WAIT_S,
+                              what="a tester's action in the trail while it runs")  # fmt: skip
+            print(f"first remote action in the trail after {time.monotonic() - started:.2f} s")
+            assert project.live_agent("tester") is not None or _tools(project, "verifier") == []
+            project.wait_completed(DEMO_FEATURE, timeout=4 * WAIT_S)
+
+            tools = _tools(project, "tester")
+            assert seen == tools[: len(seen)]  # relayed live, then the rest in order
+            actions = [(tool["tool"], tool["target"]) for tool in tools]
+            # the worker's paths are told as the engine's: the targets read as a local run's
+            assert ("Write", "003-tests-complete.md") in actions
+            assert not [target for _, target in actions if "/w1/" in target]
+            assert len(actions) == len(set(actions)), actions  # none recorded twice
+        finally:
+            fleet.close()
+
+
+def _tools(project: Any, phase: str) -> list[dict[str, Any]]:
+    """The ``agent.tool`` events of ``phase`` in the run's trail, oldest first."""
+    found = []
+    for row in project.store.events_for(DEMO_FEATURE):
+        data = json.loads(row["data"])
+        if row["event_type"] == "agent.tool" and data.get("phase") == phase:
+            found.append(data)
+    return found
+
+
+def _kinds(history: str) -> list[str]:
+    return [event["eventType"] for event in json.loads(history)["events"]]
 
 
 def _work(fleet: Fleet) -> set[tuple[str, int, int, int]]:

@@ -1,4 +1,4 @@
-"""The run workflow replays a history recorded from a real run against the dev server
+"""The run workflow replays a history recorded from a real four-phase run against the dev server
 (tests/data/temporal/run-attempt.json; recorded again by the slow test's
 TMOPS_RECORD_TEMPORAL_HISTORY=1): a change that would break running workflows fails here."""
 
@@ -33,7 +33,9 @@ def test_the_recorded_history_replays() -> None:
     text = HISTORY.read_text()
     events = json.loads(text)["events"]
     kinds = [event["eventType"] for event in events]
-    assert "EVENT_TYPE_ACTIVITY_TASK_COMPLETED" in kinds
+    # the whole run: its four attempts as updates, each one activity, then idle to the end
+    assert kinds.count("EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED") == 4
+    assert kinds.count("EVENT_TYPE_ACTIVITY_TASK_COMPLETED") == 4
     assert kinds[-1] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
     assert _replay(text) is None
 

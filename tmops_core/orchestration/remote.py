@@ -174,7 +174,8 @@ class RemoteAttempts:
         spec = attrs.evolve(spec, env=settings.get("env", {}))
         arrivals = Arrivals()
         with CheckpointWatcher(spec.checkpoint.parent, arrivals):
-            local = _WorkerHooks(hooks, arrivals, spec.checkpoint.name)
+            local = _WorkerHooks(hooks, arrivals, spec.checkpoint.name,
+                                 paths=(str(root), str(job["root"])))  # fmt: skip
             outcome = LocalExecutor().execute(spec, provider, local)
         worktree = Git(spec.request.working_dir)
         head, _ = worktree.commit_work(
@@ -188,7 +189,8 @@ class RemoteAttempts:
         if head is not None and not hooks.cancelled():
             worktree.push(self.remote, f"+{head}:{ref}")
         return {
-            "fencing": job["fencing"], "ref": ref if head else None, "commit": head,
+            "fencing": job["fencing"], "lease": lease, "ref": ref if head else None,
+            "commit": head,
             "result": _data(outcome.result), "session_id": outcome.session_id,
             "stop_reason": outcome.stop_reason, "returncode": outcome.returncode,
             "events": [_data(event) for event in local.events],
@@ -264,9 +266,13 @@ class _Unless:
 
 class _WorkerHooks:
     """The plugin's hooks (its heartbeat, its cancel) plus the checkpoint watch of this clone;
-    keeps the agent's events for the result."""
+    keeps the agent's events for the result, this clone's paths in them told as the engine's
+    (``paths``: this root, the engine's), so the trail reads as a local run's."""
 
-    def __init__(self, outer: AttemptHooks, arrivals: Arrivals, completion: str) -> None:
+    def __init__(
+        self, outer: AttemptHooks, arrivals: Arrivals, completion: str, *, paths: tuple[str, str]
+    ) -> None:
+        self._paths = paths
         self._outer = outer
         self._arrivals = arrivals
         self._completion = completion
@@ -280,6 +286,9 @@ class _WorkerHooks:
         self._outer.session(session_id)
 
     def event(self, event: AgentEvent) -> None:
+        here, there = self._paths
+        event = attrs.evolve(event, message=event.message.replace(here, there),
+                             data=_replaced(event.data, here, there))  # fmt: skip
         with self._lock:
             self.events.append(event)
         self._outer.event(event)
@@ -299,6 +308,17 @@ class _WorkerHooks:
             stop_arrivals()
 
         return stop
+
+
+def _replaced(node: Any, old: str, new: str) -> Any:
+    """``node`` (JSON data) with ``old`` replaced by ``new`` in every string of it."""
+    if isinstance(node, str):
+        return node.replace(old, new)
+    if isinstance(node, Mapping):
+        return {key: _replaced(value, old, new) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [_replaced(item, old, new) for item in node]
+    return node
 
 
 def _inside(root: Path) -> Callable[[str], Path]:

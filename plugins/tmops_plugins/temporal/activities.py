@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -15,19 +16,28 @@ from temporalio.exceptions import ApplicationError
 from tmops_hookspecs import AgentEvent, ExecutorHost, TmopsError
 from tmops_plugins import _log
 
+from .progress import event_data
 from .workflow import ATTEMPT_ACTIVITY, NOT_RETRIED
 
 __all__ = ["AttemptActivity", "HeartbeatHooks"]
 
+#: the latest events a heartbeat carries: more than a heartbeat interval's worth of a busy
+#: agent (a flood beyond it reaches the trail with the attempt's result instead)
+_EVENTS_PER_BEAT = 64
+
 
 class HeartbeatHooks:
     """:class:`~tmops_hookspecs.AttemptHooks` of a worker: a heartbeat every ``interval_s``
-    with the agent's progress as its details; cancelled once Temporal says so."""
+    with the agent's progress as its details (its pid, session, and latest events numbered
+    in order: the numbers are the events' places in the attempt's result); cancelled once
+    Temporal says so."""
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
         self._details: dict[str, Any] = {"pid": None, "start_time": None, "session_id": None,
                                          "last_event": None}  # fmt: skip
+        self._events: deque[tuple[int, dict[str, Any]]] = deque(maxlen=_EVENTS_PER_BEAT)
+        self._event_count = 0
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._listeners: list[Callable[[], None]] = []
@@ -45,7 +55,7 @@ class HeartbeatHooks:
     def _beat(self) -> None:
         while not self._done.is_set():
             with self._lock:
-                details = dict(self._details)
+                details = {**self._details, "events": list(self._events)}
             activity.heartbeat(details)
             self._done.wait(self._interval_s)
 
@@ -71,6 +81,8 @@ class HeartbeatHooks:
     def event(self, event: AgentEvent) -> None:
         with self._lock:
             self._details["last_event"] = f"{event.kind} {event.message[:120]}".strip()
+            self._events.append((self._event_count, event_data(event)))
+            self._event_count += 1
 
     def cancelled(self) -> bool:
         return self._cancelled.is_set()

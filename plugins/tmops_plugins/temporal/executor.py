@@ -12,9 +12,14 @@ import asyncio
 import contextlib
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from tmops_hookspecs import (
     AgentResult,
@@ -26,13 +31,12 @@ from tmops_hookspecs import (
     Provider,
 )
 
+from .progress import REMOTE_START_TIME, Progress
 from .settings import TemporalSettings, task_queue, workflow_id
-from .workflow import RunWorkflow
+from .workflow import ATTEMPT_UPDATE, RunWorkflow
 
 __all__ = ["REMOTE_START_TIME", "TemporalExecutor"]
 
-#: the start time a worker's agent is recorded with: no process of this machine has it
-REMOTE_START_TIME = -1
 #: how often the engine reads the workflow's heartbeat details and its own run's token
 _POLL_S = 0.5
 
@@ -60,7 +64,7 @@ class TemporalExecutor:
         return self.host.settle(spec, result, hooks)
 
     def order(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The workflow's input: the job and the activity's options."""
+        """The attempt update's input: the job and the activity's options."""
         return {
             "job": job,
             "heartbeat_timeout_s": self.settings.heartbeat_timeout_s,
@@ -77,15 +81,9 @@ class TemporalExecutor:
                 f"cannot reach the Temporal server at {self.settings.address}: {exc}"
             ) from exc
         job = self.host.job(spec)  # published only once there is someone to hand it to
-        workspace = self.host.workspace_id
-        handle = await client.start_workflow(
-            RunWorkflow.run, self.order(job),
-            id=workflow_id(workspace, spec.feature, spec.run),
-            task_queue=task_queue(self.settings, workspace),
-            # a run has one attempt at a time: one left running by a dead engine goes
-            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        )  # fmt: skip
+        run_id = workflow_id(self.host.workspace_id, spec.feature, spec.run)
+        handle = client.get_workflow_handle(run_id)
+        key = [spec.fencing, spec.phase, spec.attempt]
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
 
@@ -93,58 +91,79 @@ class TemporalExecutor:
             loop.call_soon_threadsafe(changed.set)
 
         stop_watching = hooks.on_change(wake)
-        ending = asyncio.ensure_future(handle.result())
-        seen: dict[str, Any] = {}
+        progress = Progress(hooks)
+        ending = asyncio.ensure_future(self._ask(client, run_id, job, progress))
+        cancel_sent_at: float | None = None
         try:
             while not ending.done():
-                if hooks.cancelled():
-                    await handle.cancel()
-                    break
-                await self._relay(client, handle, hooks, seen)
+                if hooks.cancelled() and cancel_sent_at is None:
+                    cancel_sent_at = loop.time()
+                    with contextlib.suppress(RPCError):  # not started yet: nothing runs
+                        await handle.signal(RunWorkflow.cancel, key)
+                if cancel_sent_at is not None and (
+                    not progress.accepted or loop.time() - cancel_sent_at > self._stop_bound_s
+                ):
+                    ending.cancel()  # no worker has it, or its worker is gone: nothing runs
+                    return None
+                await progress.relay(client, handle)
                 changed.clear()
                 waiter = asyncio.ensure_future(changed.wait())
                 await asyncio.wait({ending, waiter}, timeout=_POLL_S,
                                    return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 waiter.cancel()
             try:
-                result: dict[str, Any] = await ending
-            except WorkflowFailureError as exc:
-                if hooks.cancelled():
-                    return None
+                answer: dict[str, Any] = await ending
+            except WorkflowUpdateFailedError as exc:
                 return {"error": f"the worker failed the attempt: {_root_cause(exc)}"}
         except RPCError as exc:  # the server went away mid-attempt: the run tries again
             raise _Unreachable(
                 f"lost the Temporal server at {self.settings.address}: {exc}"
             ) from exc
         except BaseException:
+            ending.cancel()
             with contextlib.suppress(Exception):  # the engine lost the run: its worker stops
-                await handle.cancel()
+                await handle.signal(RunWorkflow.cancel, key)
             raise
         finally:
             stop_watching()
-        if "pid" not in seen:  # ended before a heartbeat said so: say it now
+        if answer.get("outcome") != "done":  # cancelled, or superseded by a newer attempt
+            return None
+        if not progress.started:  # ended before a heartbeat said so: say it now
             hooks.started(0, REMOTE_START_TIME, None)
-        return result
+        return progress.unrelayed(answer["result"])
 
-    async def _relay(
-        self, client: Client, handle: WorkflowHandle[Any, Any], hooks: AttemptHooks,
-        seen: dict[str, Any],
-    ) -> None:  # fmt: skip
-        """The agent's pid and session from the latest heartbeat, into the run's records."""
-        description = await handle.describe()
-        for pending in description.raw_description.pending_activities:
-            if not pending.heartbeat_details.payloads:
-                continue
-            details = await client.data_converter.decode(pending.heartbeat_details.payloads)
-            progress = details[0] if details and isinstance(details[0], dict) else {}
-            pid = progress.get("pid")
-            if pid and seen.get("pid") != (pid, pending.attempt):
-                seen["pid"] = (pid, pending.attempt)
-                hooks.started(int(pid), REMOTE_START_TIME, None)
-            session = progress.get("session_id")
-            if session and seen.get("session") != session:
-                seen["session"] = session
-                hooks.session(str(session))
+    @property
+    def _stop_bound_s(self) -> float:
+        """How long a cancelled attempt's worker has to confirm its agent stopped."""
+        return 2 * self.settings.heartbeat_timeout_s + 5.0
+
+    async def _ask(
+        self, client: Client, run_id: str, job: dict[str, Any], progress: Progress
+    ) -> dict[str, Any]:
+        """The attempt as an update of the run's workflow (started if it is not running),
+        answered once the attempt ended on a worker."""
+        for tries_left in (1, 0):
+            start = WithStartWorkflowOperation(
+                RunWorkflow.run, {"idle_timeout_s": self.settings.run_idle_timeout_s},
+                id=run_id, task_queue=task_queue(self.settings, self.host.workspace_id),
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )  # fmt: skip
+            try:
+                update = await client.start_update_with_start_workflow(
+                    ATTEMPT_UPDATE, self.order(job), start_workflow_operation=start,
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=dict,
+                    id=f"attempt-f{job['fencing']}-{job['phase']}-{job['attempt']}",
+                )  # fmt: skip
+            except RPCError as exc:
+                # the workflow was ending (idle) as the attempt arrived: start the next one
+                if tries_left and exc.status == RPCStatusCode.NOT_FOUND:
+                    continue
+                raise
+            progress.accepted = True
+            answer: dict[str, Any] = await update.result()
+            return answer
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _Unreachable(Exception):

@@ -30,6 +30,8 @@ class TemporalSettings:
     attempt_timeout_s: float = 4 * 3600.0
     #: a job no worker took within this long fails the attempt (then retried by the run)
     schedule_timeout_s: float = 3600.0
+    #: a run's workflow ends once no attempt was asked for this long (the next one restarts it)
+    run_idle_timeout_s: float = 900.0
 
 
 DEFAULTS = attrs.asdict(TemporalSettings())
@@ -48,7 +50,7 @@ def read_settings(settings: Mapping[str, Any]) -> TemporalSettings:
     for key in ("address", "namespace", "task_queue"):
         if key in values and not isinstance(values[key], str):
             problems.append(f"expected a string, got {values[key]!r} @ $.executor.{key}")
-    for key in ("heartbeat_timeout_s", "attempt_timeout_s", "schedule_timeout_s"):
+    for key in sorted(k for k in known if k.endswith("_s")):
         value = values.get(key)
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
@@ -83,5 +85,5 @@ def task_queue(settings: TemporalSettings, workspace: str) -> str:
 
 
 def workflow_id(workspace: str, feature: str, run: str) -> str:
-    """One workflow id per run: a later attempt of it replaces a stale one still running."""
+    """One workflow per run: every attempt of it, whichever engine asks, goes to the same one."""
     return f"tmops/{workspace}/{feature}/{run}"
