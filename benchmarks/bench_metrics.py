@@ -203,20 +203,21 @@ def _fill_store(root: Path, runs: int) -> None:
         for n in range(runs):
             feature = f"feat-{n:05d}"
             db.execute(
-                "INSERT INTO features VALUES (?, ?, ?, 'worktree', 'initial', 'completed', ?, ?)",
+                "INSERT INTO features VALUES (?, ?, ?, 'worktree', 'initial', 'completed', ?, ?, "
+                "'default')",
                 (feature, f"feature/{feature}", str(root / feature), now, now),
             )
             db.execute(
-                "INSERT INTO runs (feature, run, status, created_at, updated_at, cost_usd) "
-                "VALUES (?, 'initial', 'completed', ?, ?, ?)",
+                "INSERT INTO runs (feature, run, status, created_at, updated_at, cost_usd, "
+                "workspace_id) VALUES (?, 'initial', 'completed', ?, ?, ?, 'default')",
                 (feature, now, now, 1.25),
             )
             for number, phase in enumerate(phases):
                 db.execute(
                     "INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing, "
-                    "outcome, cost_usd, duration_s, started_at, finished_at) "
+                    "outcome, cost_usd, duration_s, started_at, finished_at, workspace_id) "
                     "VALUES (?, 'initial', ?, 1, 'completed', 'claude-code', 1, 'succeeded', "
-                    "0.3125, ?, ?, ?)",
+                    "0.3125, ?, ?, ?, 'default')",
                     (feature, phase, 30.0 + number * 60, now, now),
                 )
                 for kind, data in (
@@ -227,8 +228,8 @@ def _fill_store(root: Path, runs: int) -> None:
                     ),
                 ):
                     db.execute(
-                        "INSERT INTO events (feature, run, event_type, timestamp, data) "
-                        "VALUES (?, 'initial', ?, ?, ?)",
+                        "INSERT INTO events (feature, run, event_type, timestamp, data, "
+                        "workspace_id) VALUES (?, 'initial', ?, ?, ?, 'default')",
                         (feature, kind, now, json.dumps(data)),
                     )
     store.close()

@@ -172,10 +172,12 @@ def test_the_events_table_refuses_update_and_delete(tmp_path: Path) -> None:
 # -- tmops events ---------------------------------------------------------------------------------
 
 
-def _project(tmp_path: Path) -> tuple[Path, Path]:
-    """A project with two features, each initialised, and the config file the CLI reads."""
+def _project(tmp_path: Path, workspace: str = "default") -> tuple[Path, Path]:
+    """A project with two features, each initialised, and the config file the CLI reads
+    (``server.workspace_id``: ``workspace``)."""
     root = create_demo_project(tmp_path / "p").path
-    config = write_config(tmp_path / "tmops.yaml", scripted_config(tmp_path / "state"))
+    data = {**scripted_config(tmp_path / "state"), "server": {"workspace_id": workspace}}
+    config = write_config(tmp_path / "tmops.yaml", data)
     runner = CliRunner()
     for feature in (DEMO_FEATURE, "other"):
         done = runner.invoke(cli, ["--config", str(config), "init", feature, "--workspace",
@@ -200,6 +202,16 @@ def test_events_lists_every_feature_or_one_as_text_or_json(tmp_path: Path) -> No
     [event] = [json.loads(line) for line in one.stdout.splitlines()]
     assert event["feature"] == "other"
     assert event["data"]["created"] is True
+
+
+def test_each_event_of_the_trail_names_its_workspace(tmp_path: Path) -> None:
+    root, config = _project(tmp_path, workspace="team_a")
+    shown = _events(config, "--workspace", str(root), "--json")
+    assert shown.exit_code == 0, shown.output
+    events = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [(e["feature"], e["workspace"]) for e in events] == [
+        (DEMO_FEATURE, "team_a"), ("other", "team_a"),
+    ]  # fmt: skip
 
 
 def test_events_since_takes_an_iso_time_or_an_age(tmp_path: Path) -> None:

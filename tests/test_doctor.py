@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from tmops_core.service.demo_project import DEMO_FEATURE
@@ -159,3 +160,19 @@ def test_outside_a_git_repository_the_worktree_check_fails_saying_what_to_do(
     assert "is not inside a git repository" in checks["worktrees"].found
     assert "git init" in checks["worktrees"].fix
     assert checks["store"].found.startswith("no store at")
+
+
+def test_a_store_of_another_workspace_fails_saying_which_and_what_to_do(tmp_path: Path) -> None:
+    project = make_project(tmp_path)  # its store made for the default workspace
+    try:
+        config = project.service.config
+        other = attrs.evolve(config, server=attrs.evolve(config.server, workspace_id="team_b"))
+        checks = {
+            c.name: c for c in run_doctor(Layout(project.root), other, project.service.plugins)
+        }
+        assert checks["store"].status == "fail"
+        assert "made for workspace 'default'" in checks["store"].found
+        assert "server.workspace_id is 'team_b'" in checks["store"].found
+        assert "set server.workspace_id back to 'default'" in checks["store"].fix
+    finally:
+        project.close()

@@ -133,7 +133,7 @@ def test_the_store_schema_has_the_engines_table(store: Store) -> None:
     assert 3 in versions  # 0003_engine_lease.sql
     insert = (
         "INSERT INTO engines (pid, start_time, boot_id, state, lease_until, started_at, "
-        "heartbeat_at) VALUES (1, 1, 'b', 'serving', 0, ?, ?)"
+        "heartbeat_at, workspace_id) VALUES (1, 1, 'b', 'serving', 0, ?, ?, 'default')"
     )
     with store.transaction() as db:
         db.execute(insert, (NOW, NOW))

@@ -308,3 +308,42 @@ def test_a_damaged_store_in_the_project_is_replaced_with_force(
     aside = Path(answer["kept_aside"][0])
     assert (aside / "tmops.db").read_bytes().startswith(b"this is no database")
     assert answer["features"][DEMO_FEATURE]["status"] == "initialized"
+
+
+def test_a_backup_of_another_workspace_is_refused_and_so_is_backing_up_its_store(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive, clone = backed_up  # the project's config: the default workspace
+    with pytest.raises(WorkspaceError, match="backup of workspace 'default'") as refusal:
+        restore_backup(Layout(clone), archive, worktree_root=WORKTREES, workspace="team_b")
+    assert "server.workspace_id 'team_b'" in refusal.value.message
+    assert "server.workspace_id is 'default'" in (refusal.value.hint or "")
+    assert not (clone / ".tmops").exists(), "nothing of the project was touched"
+    restore_backup(Layout(clone), archive, worktree_root=WORKTREES, workspace="default")
+    with pytest.raises(WorkspaceError, match="made for workspace 'default'"):
+        create_backup(Layout(clone), tmp_path / "again.tar.gz", workspace="team_b")
+
+
+def test_a_backup_from_before_the_workspace_column_becomes_this_workspaces(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive, clone = backed_up
+    members = read_members(archive)
+
+    def as_0009(path: Path) -> None:  # the store as tmops before migration 0010 left it
+        with sqlite3.connect(path) as db:
+            for table in ("features", "runs", "attempts", "events", "approvals", "engines"):
+                db.execute(f"ALTER TABLE {table} DROP COLUMN workspace_id")
+            db.execute("DROP TABLE store_workspace")
+            db.execute("DELETE FROM schema_migrations WHERE version >= 10")
+        db.close()
+
+    members["store/tmops.db"] = _store_bytes(members, tmp_path, as_0009)
+    old = write_archive(tmp_path / "old.tar.gz", members)
+    answer = restore_backup(Layout(clone), old, worktree_root=WORKTREES, workspace="team_b")
+    assert list(answer["features"]) == [DEMO_FEATURE]
+    with sqlite3.connect(clone / ".tmops" / "tmops.db") as db:
+        owners = {row[0] for table in ("features", "runs", "events", "store_workspace")
+                  for row in db.execute(f"SELECT workspace_id FROM {table}")}  # noqa: S608 - fixed names  # fmt: skip
+    db.close()
+    assert owners == {"team_b"}

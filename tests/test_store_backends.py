@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tmops_core.store import (
     FeatureRecord,
     LostOwnership,
     RunRecord,
+    SQLiteStore,
     Store,
     open_existing_store,
     open_store,
@@ -28,7 +30,7 @@ from tmops_core.store import (
 from tmops_core.store.postgres import PostgresStore, pg_migrations
 from tmops_core.store.protocol import Store as ProtocolStore
 from tmops_core.store.sqlite import migrations
-from tmops_hookspecs import FeatureError
+from tmops_hookspecs import FeatureError, WorkspaceError
 
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T01:00:00Z"
@@ -257,8 +259,8 @@ def test_the_tallies_count_runs_attempts_and_open_runs(store: Store) -> None:
 def test_a_broken_constraint_raises_the_backends_integrity_error(store: Store) -> None:
     with pytest.raises(integrity_errors()), store.transaction() as db:
         db.execute(
-            "INSERT INTO runs (feature, run, status, created_at, updated_at) "
-            "VALUES ('slug', 'initial', 'x', ?, ?)",
+            "INSERT INTO runs (feature, run, status, created_at, updated_at, workspace_id) "
+            "VALUES ('slug', 'initial', 'x', ?, ?, 'default')",
             (NOW, NOW),
         )
 
@@ -276,3 +278,159 @@ def test_no_secret_reaches_the_database_of_either_backend(store: Store) -> None:
     assert "https://***@h said" in " ".join(stored)
     for secret in ("tok-1", "pw-2", token):
         assert not [value for value in stored if secret in value]
+
+
+# -- the workspace in every row --------------------------------------------------------------------
+
+#: the tables no workspace owns: the schema's own bookkeeping, and SQLite's AUTOINCREMENT counters
+UNOWNED_TABLES = {"schema_migrations", "sqlite_sequence"}
+
+
+def tables(store: Store) -> list[str]:
+    """Every table of the store's schema, as the database lists it (not as this test knows
+    them: a table added later is in the list)."""
+    query = (
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+        if isinstance(store, SQLiteStore)
+        else "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = current_schema()"
+    )
+    with store.transaction() as db:
+        names = {str(row[0]) for row in db.execute(query).fetchall()}
+    return sorted(names - UNOWNED_TABLES)
+
+
+def workspaces_of_rows(store: Store, table: str) -> dict[str, int]:
+    """How many rows of ``table`` each workspace has (an error if it has no such column)."""
+    with store.transaction() as db:
+        rows = db.execute(
+            f"SELECT workspace_id, COUNT(*) FROM {table} GROUP BY workspace_id"  # noqa: S608 - a name the database listed
+        ).fetchall()
+    return {str(row[0]): int(row[1]) for row in rows}
+
+
+def test_every_row_of_every_table_carries_the_workspace(tmp_path: Path, store_url: str) -> None:
+    store = open_store(tmp_path / "unused.db", url=store_url, workspace="team_a")
+    try:
+        store.record_init(
+            FeatureRecord("slug", "feature/slug", "/w", "worktree", "initial", "initialized",
+                          NOW, NOW),
+            RunRecord("slug", "initial", "initialized", NOW, NOW),
+        )  # fmt: skip
+        fencing = running(store)  # an engine and its lease
+        attempt = store.start_attempt("slug", "initial", fencing, phase="orchestrator", attempt=1,
+                                      provider="scripted", start_commit=None, now=NOW)  # fmt: skip
+        store.attempt_process(attempt, "slug", "initial", fencing, pid=4, start_time=2, mark=None)
+        store.finish_attempt(
+            attempt, "slug", "initial", fencing, state="completed", outcome="succeeded",
+            message="done", session_id="s", cost_usd=0.1, turns=1, now=NOW, next_phase="tester",
+            event=("phase.done", "{}"),
+        )  # fmt: skip
+        store.record_adoption("slug", "initial", fencing, phase="tester", now=NOW,
+                              event=("phase.adopted", "{}"))  # fmt: skip
+        store.add_event("slug", "initial", "run.note", "{}", NOW, fencing=fencing)
+        store.add_event(None, None, "engine.note", "{}", NOW)
+        store.approve("slug", "initial", "verifier", now=NOW)
+        store.end_run("slug", "initial", fencing, status=RunState.PAUSED, now=LATER,
+                      pause_reason=PauseReason.REQUESTED)  # fmt: skip
+        store.reset_phases("slug", "initial", ["implementer"], message="again", now=LATER)
+        found = {table: workspaces_of_rows(store, table) for table in tables(store)}
+        trail = store.audit_trail()
+    finally:
+        store.close()
+    assert {"features", "runs", "attempts", "events", "approvals", "engines"} <= set(found)
+    for table, owners in found.items():
+        assert list(owners) == ["team_a"], f"{table}: rows of {owners}, not all of team_a"
+    assert {row["workspace_id"] for row in trail} == {"team_a"}
+
+
+def store_at_0009(store_url: str, workspace: str) -> None:
+    """A store as tmops left it before the workspace column: migrations 0001-0009 applied, a row
+    in each table."""
+    rows = [
+        "INSERT INTO features VALUES ('slug', 'feature/slug', '/w', 'worktree', 'initial', "
+        "'running', 'T', 'T')",
+        "INSERT INTO engines (pid, start_time, boot_id, state, lease_until, started_at, "
+        "heartbeat_at) VALUES (1, 1, 'b', 'serving', 0, 'T', 'T')",
+        "INSERT INTO runs (feature, run, status, created_at, updated_at, engine_id, fencing) "
+        "VALUES ('slug', 'initial', 'running', 'T', 'T', 1, 1)",
+        "INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing, "
+        "started_at) VALUES ('slug', 'initial', 'tester', 1, 'running', 'scripted', 1, 'T')",
+        "INSERT INTO approvals VALUES ('slug', 'initial', 'tester', 'T')",
+        "INSERT INTO events (feature, run, event_type, timestamp, data) "
+        "VALUES ('slug', 'initial', 'e', 'T', '{}')",
+    ]
+    if store_url.startswith("sqlite://"):
+        db = sqlite3.connect(store_url.removeprefix("sqlite://"))
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+        for version, _name, statements in migrations()[:9]:
+            for statement in statements:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
+        for row in rows:
+            db.execute(row)
+        db.commit()
+        db.close()
+        return
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(store_url, autocommit=True) as pg:
+        schema = sql.Identifier(f"tmops_{workspace}")
+        pg.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        pg.execute(sql.SQL("SET search_path TO {}").format(schema))
+        pg.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+        for version, _name, text in pg_migrations()[:9]:
+            pg.execute(text)  # a file's several statements: no parameters, sent whole
+            pg.execute("INSERT INTO schema_migrations VALUES (%s)", (version,))
+        for row in rows:
+            pg.execute(row)
+
+
+def test_a_store_of_0009_is_upgraded_with_its_rows_stamped(tmp_path: Path, store_url: str) -> None:
+    assert [version for version, _, _ in migrations()[:9]] == list(range(1, 10))
+    store_at_0009(store_url, "team_a")
+    store = open_existing_store(tmp_path / "unused.db", url=store_url, workspace="team_a")
+    assert store is not None
+    try:
+        assert store.schema_version == len(migrations())
+        found = {table: workspaces_of_rows(store, table) for table in tables(store)}
+        assert store.feature("slug").status == "running"  # type: ignore[union-attr]
+        assert [a.phase for a in store.attempts("slug", "initial")] == ["tester"]
+        assert store.serving_engine() is not None
+        assert store.approved("slug", "initial") == {"tester"}
+        (event,) = store.audit_trail()
+        assert event["workspace_id"] == "team_a"
+        store.add_event("slug", "initial", "after", "{}", NOW)  # a new row: the workspace too
+        assert workspaces_of_rows(store, "events") == {"team_a": 2}
+        with pytest.raises(database_errors(), match="append-only"), store.transaction() as db:
+            db.execute("UPDATE events SET event_type = 'x'")  # the stamp left the trail guarded
+    finally:
+        store.close()
+    for table, owners in found.items():
+        assert owners == {"team_a": 1}, f"{table}: {owners}"
+
+
+def test_a_store_of_another_workspace_is_refused_naming_both(
+    tmp_path: Path, store_url: str
+) -> None:
+    made = open_store(tmp_path / "unused.db", url=store_url, workspace="team_a")
+    made.add_event(None, None, "e", "{}", NOW)
+    made.close()
+    if not store_url.startswith("sqlite://"):  # a schema renamed (or copied) to another's name
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as pg:
+            pg.execute("ALTER SCHEMA tmops_team_a RENAME TO tmops_team_b")
+    with pytest.raises(WorkspaceError) as refused:
+        open_existing_store(tmp_path / "unused.db", url=store_url, workspace="team_b")
+    error = refused.value
+    assert "made for workspace 'team_a'" in error.message
+    assert "server.workspace_id is 'team_b'" in error.message
+    assert error.hint is not None
+    assert "server.workspace_id" in error.hint
+    if store_url.startswith("sqlite://"):
+        assert "store.url" in error.hint
+        again = open_store(tmp_path / "unused.db", url=store_url, workspace="team_a")
+        assert [e["workspace_id"] for e in again.audit_trail()] == ["team_a"]  # untouched
+        again.close()

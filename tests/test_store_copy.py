@@ -25,8 +25,9 @@ def test_copies_taken_while_a_writer_commits_hold_whole_transactions(tmp_path: P
             with store.transaction() as db:
                 for half in ("a", "b"):
                     db.execute(
-                        "INSERT INTO events (feature, run, event_type, timestamp, data) "
-                        "VALUES (NULL, NULL, ?, '2026-01-01T00:00:00Z', ?)",
+                        "INSERT INTO events (feature, run, event_type, timestamp, data, "
+                        "workspace_id) VALUES (NULL, NULL, ?, '2026-01-01T00:00:00Z', ?, "
+                        "'default')",
                         (f"test.{half}", "x" * 2000),
                     )
             n += 1

@@ -109,7 +109,8 @@ def test_a_stale_writer_on_another_connection_is_refused_once_the_run_is_taken(
         with old_machine.transaction() as db:
             db.execute(
                 "INSERT INTO engines (id, pid, start_time, boot_id, state, lease_until, "
-                "started_at, heartbeat_at) VALUES (?, 1, 1, 'b', 'serving', 0, ?, ?)",
+                "started_at, heartbeat_at, workspace_id) "
+                "VALUES (?, 1, 1, 'b', 'serving', 0, ?, ?, 'default')",
                 (engine, NOW, NOW),
             )
         stale = old_machine.admit_run("slug", "initial", engine_id=engine, engine_pid=1, now=NOW)

@@ -80,17 +80,18 @@ def skipped_in_tree(relative: Path) -> bool:
 
 
 def create_backup(
-    layout: Layout, dest: Path | None, *, store_url: str | None = None
+    layout: Layout, dest: Path | None, *, store_url: str | None = None, workspace: str = "default"
 ) -> dict[str, Any]:
     """Write the backup archive of the project ``layout``; return what it holds.
 
     ``dest`` is a folder (the archive gets a name with the time in it), or the path of the
     archive (ending ``.tar.gz``, not there yet); None: ``.tmops/archives/``. ``store_url``:
     the config's ``store.url``; a PostgreSQL store is refused (pg_dump backs it up).
+    ``workspace``: the config's ``server.workspace_id``; the store of another is refused.
     """
     refuse_shared(store_url, "`tmops backup`")
     source = layout.tmops_dir / STORE_NAME
-    store = open_existing_store(source)
+    store = open_existing_store(source, workspace=workspace)
     if store is None:
         raise WorkspaceError(
             f"there is nothing to back up in {layout.project_root}: tmops has no store there",

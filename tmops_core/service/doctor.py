@@ -274,6 +274,12 @@ def _store(layout: Layout, config: Config) -> list[Check]:
     if report.version > head:
         return [Check("store", FAIL, f"schema {report.version}, newer than this tmops ({head})",
                       "upgrade tmops")]  # fmt: skip
+    workspace = config.server.workspace_id
+    if report.workspace not in (None, workspace):
+        return [Check("store", FAIL, f"{path} was made for workspace {report.workspace!r}, and "
+                      f"this config's server.workspace_id is {workspace!r}",
+                      f"set server.workspace_id back to {report.workspace!r}, or point "
+                      "store.url at another file")]  # fmt: skip
     if report.version < head:
         fix = "any tmops command that opens the store migrates it"
         return [

@@ -446,6 +446,7 @@ class Service(ConfigChecks, Controls, Trail, Worktrees, AgentLogs, Metrics):
                 "event_type": row["event_type"],
                 "timestamp": row["timestamp"],
                 "run": row["run"],
+                "workspace": row["workspace_id"],
                 "data": json.loads(row["data"]),
             }
             for row in store.events_for(feature, after_id=after_id)

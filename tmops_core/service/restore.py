@@ -4,8 +4,10 @@ typically a fresh clone, so that its runs go on from where they were.
 Nothing in an archive is trusted before it is checked: every member must be a regular file
 with a relative name under the archive's own folders (no absolute path, no ``..``, no link or
 device), extracted with tarfile's ``data`` filter into a private folder; every file must be
-the one the manifest names, with its sha256; the store must pass ``PRAGMA integrity_check``
-and have a schema this tmops can migrate. Only then is anything in the project touched.
+the one the manifest names, with its sha256; the store must pass ``PRAGMA integrity_check``,
+have a schema this tmops can migrate, and be a store of this config's workspace
+(``server.workspace_id``; one older than the workspace column becomes this workspace's). Only
+then is anything in the project touched.
 
 It refuses while a live engine serves the project, and, unless ``force``, when it would
 replace anything: a ``.tmops`` with state in it, a branch at another commit, a worktree path
@@ -57,7 +59,7 @@ __all__ = ["restore_backup"]
 
 def restore_backup(
     layout: Layout, archive: Path, *, worktree_root: str, force: bool = False,
-    actor: str = "local", store_url: str | None = None,
+    actor: str = "local", store_url: str | None = None, workspace: str = "default",
 ) -> dict[str, Any]:  # fmt: skip
     """Restore ``archive`` into the project ``layout``; return what was restored.
 
@@ -66,16 +68,17 @@ def restore_backup(
     archive), or in the project root for a feature checked out there. A run paused because
     it was running gets ``orchestration.run.paused`` in its audit trail, naming ``actor``.
     ``store_url``: the config's ``store.url``; a PostgreSQL store is refused (pg_restore).
+    ``workspace``: the config's ``server.workspace_id``; a backup of another is refused.
     """
     refuse_shared(store_url, "`tmops restore`")
     git = Git(layout.project_root)
     git.toplevel()  # a clear error outside a git repository
     staging = Path(tempfile.mkdtemp(prefix="tmops-restore-"))
     try:
-        manifest = _unpack(archive, staging)
+        manifest = _unpack(archive, staging, workspace)
         refs = _refs(manifest)
         features = _features(manifest, refs)
-        _check_live_engine(layout)
+        _check_live_engine(layout, workspace)
         stamp = f"{utc_now():%Y%m%d-%H%M%S}"
         worktrees = _worktree_paths(layout, features, worktree_root)
         git.prune_worktrees()  # a branch "checked out" in a worktree that is gone is not
@@ -91,7 +94,8 @@ def restore_backup(
         if fmt.BUNDLE_MEMBER in _names(manifest):
             git.fetch_bundle(staging / fmt.BUNDLE_MEMBER, sorted(refs))
         exclude_tmops(git)
-        store = SQLiteStore(layout.tmops_dir / STORE_NAME)  # migrated to this tmops' head
+        # migrated to this tmops' head (a store older than 0010 stamped with the workspace)
+        store = SQLiteStore(layout.tmops_dir / STORE_NAME, workspace=workspace)
         try:
             paths = {name: str(path) for name, path in worktrees.items()}
             now = iso(utc_now())
@@ -129,8 +133,9 @@ def restore_backup(
 # -- checking the archive ---------------------------------------------------------------------
 
 
-def _unpack(archive: Path, into: Path) -> dict[str, Any]:
-    """Check every member, extract them, check them against the manifest; the manifest."""
+def _unpack(archive: Path, into: Path, workspace: str) -> dict[str, Any]:
+    """Check every member, extract them, check them against the manifest and the store
+    against ``workspace``; the manifest."""
     if not archive.is_file():
         raise WorkspaceError(f"{archive} is not a file", hint="give the path of a backup archive")
     try:
@@ -162,6 +167,12 @@ def _unpack(archive: Path, into: Path) -> dict[str, Any]:
     for name, entry in listed.items():
         if fmt.sha256_file(into / name) != entry.get("sha256"):
             raise _bad(archive, f"{name} is not the file that was backed up (sha256 differs)")
+    _check_store(archive, into, manifest, workspace)
+    return manifest
+
+
+def _check_store(archive: Path, into: Path, manifest: dict[str, Any], workspace: str) -> None:
+    """The unpacked store: sound, of a schema this tmops migrates, and ``workspace``'s."""
     report = inspect_database(into / fmt.STORE_MEMBER)
     if not report.sound:
         raise _bad(archive, f"its store fails the integrity check: {report.integrity[0]}")
@@ -171,7 +182,14 @@ def _unpack(archive: Path, into: Path) -> dict[str, Any]:
             f"{report.version}, this tmops knows up to {head_version()}",
             hint=f"upgrade tmops (the backup was made by tmops {manifest.get('tmops_version')})",
         )
-    return manifest
+    if report.workspace not in (None, workspace):
+        # refused, not stamped anew: the audit trail would no longer say whose it was
+        raise WorkspaceError(
+            f"{archive} is a backup of workspace {report.workspace!r}, and this project's "
+            f"config says server.workspace_id {workspace!r}; nothing was restored",
+            hint=f"restore it with a config whose server.workspace_id is {report.workspace!r} "
+            f"(it is that workspace's project), or restore a backup of {workspace!r}",
+        )
 
 
 def _manifest(archive: Path, into: Path) -> dict[str, Any]:
@@ -233,11 +251,11 @@ def _bad(archive: Path, why: str) -> WorkspaceError:
 # -- what the project holds -------------------------------------------------------------------
 
 
-def _check_live_engine(layout: Layout) -> None:
+def _check_live_engine(layout: Layout, workspace: str) -> None:
     try:
-        store = open_existing_store(layout.tmops_dir / STORE_NAME)
-    except sqlite3.DatabaseError:
-        store = None  # a damaged store, the one to replace: the engine lock still tells
+        store = open_existing_store(layout.tmops_dir / STORE_NAME, workspace=workspace)
+    except (sqlite3.DatabaseError, WorkspaceError):
+        store = None  # damaged or another workspace's, the one to replace: the lock still tells
     try:
         if engine_running(layout, store):
             raise WorkspaceError(

@@ -59,8 +59,8 @@ class Trail:
         workspace: Path | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """The recorded events (of ``feature``, else of every feature) after ``after_id`` and
-        at or after ``since`` (see :func:`parse_since`), oldest first. A project tmops never
-        wrote to has none."""
+        at or after ``since`` (see :func:`parse_since`), oldest first, each with its
+        ``workspace`` as telemetry's events have it. A project tmops never wrote to has none."""
         if feature is not None:
             validate_feature_name(feature)
         store = self._store(self._layout(workspace), create=False)
@@ -79,6 +79,7 @@ class Trail:
                     "feature": row["feature"],
                     "run": row["run"],
                     "event_type": row["event_type"],
+                    "workspace": row["workspace_id"],
                     "actor": data.get("actor") if isinstance(data, dict) else None,
                     "data": data,
                 }

@@ -89,14 +89,15 @@ def sqlite_path(path: Path, url: str | None) -> Path:
 
 def open_store(path: Path, *, url: str | None = None, workspace: str = "default") -> Store:
     """The store ``url`` names (``store.url``), else the SQLite file at ``path``; created
-    (0600, migrated) if it is not there yet. ``workspace`` (``server.workspace_id``): the
-    part of a PostgreSQL store that is this workspace's (a SQLite file is one project's)."""
+    (0600, migrated) if it is not there yet. ``workspace`` (``server.workspace_id``): written
+    into every row; the part of a PostgreSQL store that is this workspace's (a SQLite file is
+    one project's). A store of another workspace is refused (:class:`WorkspaceError`)."""
     if is_shared(url):
         from tmops_core.store.postgres import PostgresStore
 
         assert url is not None  # noqa: S101 - is_shared said so
         return PostgresStore(url, workspace=workspace)
-    return SQLiteStore(sqlite_path(path, url))
+    return SQLiteStore(sqlite_path(path, url), workspace=workspace)
 
 
 def open_existing_store(
@@ -106,4 +107,4 @@ def open_existing_store(
     database someone made, so it is always there (connected, migrated)."""
     if is_shared(url):
         return open_store(path, url=url, workspace=workspace)
-    return SQLiteStore.open_existing(sqlite_path(path, url))
+    return SQLiteStore.open_existing(sqlite_path(path, url), workspace=workspace)

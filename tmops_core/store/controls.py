@@ -23,7 +23,7 @@ from tmops_core.lifecycle import (
 )
 from tmops_core.secrets import redact_text
 from tmops_core.store.dialect import Dialect, SQLConnection
-from tmops_core.store.records import AttemptRecord
+from tmops_core.store.records import AttemptRecord, from_row
 from tmops_hookspecs import FeatureError
 
 __all__ = ["RunControls"]
@@ -35,6 +35,7 @@ class RunControls:
     _db: SQLConnection
     _lock: threading.RLock
     _dialect: Dialect
+    workspace: str
 
     if TYPE_CHECKING:
 
@@ -76,7 +77,7 @@ class RunControls:
                 "WHERE feature = ? AND run = ? AND state IN (?, ?)",
                 (attempts, attempts.value, message, now, *live),
             )
-        return [AttemptRecord(**dict(row)) for row in rows]
+        return [from_row(AttemptRecord, row) for row in rows]
 
     def request_pause(self, feature: str, run: str, *, now: str) -> RunState:
         """Pause a run before its next phase; returns the state it is in afterwards.
@@ -136,12 +137,23 @@ class RunControls:
                 db.execute(
                     """
                     INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing,
-                        outcome, message, duration_s, started_at, finished_at)
+                        outcome, message, duration_s, started_at, finished_at, workspace_id)
                     VALUES (?, ?, ?, 0, ?, 'none',
                         (SELECT fencing FROM runs WHERE feature = ? AND run = ?),
-                        'reset', ?, 0, ?, ?)
+                        'reset', ?, 0, ?, ?, ?)
                     """,
-                    (feature, run, phase, AttemptState.RESET, feature, run, message, now, now),
+                    (
+                        feature,
+                        run,
+                        phase,
+                        AttemptState.RESET,
+                        feature,
+                        run,
+                        message,
+                        now,
+                        now,
+                        self.workspace,
+                    ),
                 )
                 db.execute(
                     "DELETE FROM approvals WHERE feature = ? AND run = ? AND phase = ?",
@@ -159,9 +171,9 @@ class RunControls:
         """Record a person's approval of ``phase``; False if it was approved already."""
         with self.transaction() as db:
             cursor = db.execute(
-                "INSERT INTO approvals (feature, run, phase, approved_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (feature, run, phase, now),
+                "INSERT INTO approvals (feature, run, phase, approved_at, workspace_id) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (feature, run, phase, now, self.workspace),
             )
             return cursor.rowcount > 0
 

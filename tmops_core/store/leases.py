@@ -19,6 +19,7 @@ import attrs
 
 from tmops_core.lifecycle import EngineState, RunState
 from tmops_core.store.dialect import Dialect, SQLConnection
+from tmops_core.store.records import from_row
 
 __all__ = ["EngineLeases", "EngineRecord", "LeaseHeld"]
 
@@ -61,6 +62,7 @@ class EngineLeases:
     _db: SQLConnection
     _lock: threading.RLock
     _dialect: Dialect
+    workspace: str
 
     if TYPE_CHECKING:
 
@@ -91,7 +93,7 @@ class EngineLeases:
             if self._dialect.lock_engines:  # two takers on two machines: one waits for the other
                 db.execute(self._dialect.lock_engines)
             rows = db.execute(self._engines_where("state = ?"), (EngineState.SERVING,)).fetchall()
-            serving = [EngineRecord(**dict(row)) for row in rows]
+            serving = [from_row(EngineRecord, row) for row in rows]
             for engine in serving:
                 if alive(engine):
                     raise LeaseHeld(engine)
@@ -107,9 +109,19 @@ class EngineLeases:
             engine_id = self._dialect.insert_id(
                 db,
                 "INSERT INTO engines (pid, start_time, boot_id, state, lease_until, "  # noqa: S608 - the dialect's clock  # nosec B608
-                "started_at, heartbeat_at, lease_expires_at) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, {self._dialect.epoch_now} + ?)",
-                (pid, start_time, boot_id, EngineState.SERVING, lease_until, now, now, lease_s),
+                "started_at, heartbeat_at, lease_expires_at, workspace_id) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, {self._dialect.epoch_now} + ?, ?)",
+                (
+                    pid,
+                    start_time,
+                    boot_id,
+                    EngineState.SERVING,
+                    lease_until,
+                    now,
+                    now,
+                    lease_s,
+                    self.workspace,
+                ),
             )
             db.execute(
                 """
@@ -122,7 +134,7 @@ class EngineLeases:
         taken = [
             attrs.evolve(e, state=EngineState.TAKEN_OVER.value, stopped_at=now) for e in serving
         ]
-        return EngineRecord(**dict(row)), taken
+        return from_row(EngineRecord, row), taken
 
     def renew_lease(
         self, engine_id: int, *, lease_until: float, now: str, lease_s: float | None = None
@@ -147,7 +159,7 @@ class EngineLeases:
     def engine(self, engine_id: int) -> EngineRecord | None:
         with self._lock:
             row = self._db.execute(self._engines_where("id = ?"), (engine_id,)).fetchone()
-        return EngineRecord(**dict(row)) if row else None
+        return from_row(EngineRecord, row) if row else None
 
     def serving_engine(self) -> EngineRecord | None:
         """The engine that holds the lease, dead or alive (judging that is the caller's)."""
@@ -155,7 +167,7 @@ class EngineLeases:
             row = self._db.execute(
                 self._engines_where("state = ?"), (EngineState.SERVING,)
             ).fetchone()
-        return EngineRecord(**dict(row)) if row else None
+        return from_row(EngineRecord, row) if row else None
 
     def _engines_where(self, condition: str) -> str:
         """A query of the engines matching ``condition`` (placeholders only), each with the

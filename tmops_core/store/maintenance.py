@@ -26,6 +26,7 @@ from tmops_core.lifecycle import (
 )
 from tmops_core.secrets import redact_text
 from tmops_core.store.sqlite import SQLiteStore, migrations
+from tmops_core.store.workspace import recorded_workspace
 from tmops_core.workspace.layout import lstat_checked, open_file
 from tmops_hookspecs import WorkspaceError
 
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 
+#: the migration that records the store's workspace (``0010_workspace.sql``)
+_WORKSPACE_VERSION = 10
+
+
 def head_version() -> int:
     """The schema version this tmops migrates a store to (its newest migration)."""
     return max((version for version, _name, _statements in migrations()), default=0)
@@ -51,6 +56,9 @@ class DatabaseReport:
 
     integrity: tuple[str, ...]
     version: int
+    #: the workspace (``server.workspace_id``) the store was made for; None: it names none
+    #: (older than migration 0010: the workspace that opens it first makes it its own)
+    workspace: str | None = None
 
     @property
     def sound(self) -> bool:
@@ -85,8 +93,8 @@ def copy_database(source: Path, target: Path) -> int:
 
 
 def inspect_database(path: Path) -> DatabaseReport:
-    """``PRAGMA integrity_check`` and the schema version of the database ``path``, read only:
-    nothing is migrated or written."""
+    """``PRAGMA integrity_check``, the schema version and the workspace of the database
+    ``path``, read only: nothing is migrated or written."""
     _check_files(path)
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
@@ -103,7 +111,11 @@ def inspect_database(path: Path) -> DatabaseReport:
             version = int(row[0] or 0)
         except sqlite3.DatabaseError:
             return DatabaseReport((*problems, "it has no schema_migrations table"), 0)
-        return DatabaseReport(problems, version)
+        try:
+            workspace = recorded_workspace(db) if version >= _WORKSPACE_VERSION else None
+        except sqlite3.DatabaseError:
+            return DatabaseReport((*problems, "it has no store_workspace table"), version)
+        return DatabaseReport(problems, version, workspace)
     finally:
         db.close()
 

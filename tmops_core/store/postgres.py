@@ -8,7 +8,9 @@ schema is versioned like SQLite's: ``migrations/postgresql/NNNN_*.sql``, numbere
 files, each applied in one transaction and recorded in ``schema_migrations``; engines that start
 at once migrate one after the other (an advisory lock). Each workspace (``server.workspace_id``)
 is a schema of its own, ``tmops_<workspace_id>``: several share one database without seeing
-each other's features, runs, events or engine lease.
+each other's features, runs, events or engine lease. Every row names its workspace too, and the
+schema records whose it is (:mod:`tmops_core.store.workspace`): a schema holding another
+workspace's rows (copied or renamed) is refused on open.
 
 psycopg is imported here only, and this module only when ``store.url`` names PostgreSQL: a
 single machine's tmops needs neither. The password is never part of a message: libpq reads it
@@ -33,6 +35,7 @@ from tmops_core.store.runs import RunStore
 from tmops_core.store.tallies import StoreTallies
 from tmops_core.store.trail import AuditTrail
 from tmops_core.store.waits import UsageWaits
+from tmops_core.store.workspace import check_workspace
 from tmops_hookspecs import WorkspaceError
 
 __all__ = ["PostgresStore", "pg_migrations"]
@@ -126,7 +129,18 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
         self._depth = 0  # transactions open on this connection (a nested one is a savepoint)
         self._conn = self._connect()
         self._db = _Connection(self._live)
-        self._migrate()
+        try:
+            self._migrate()
+            check_workspace(
+                self._db, workspace,
+                store=f"the schema {self.schema} of the tmops store {redact_text(url)}",
+                fix="the schema was copied or renamed from workspace {recorded}'s: set "
+                "server.workspace_id to {recorded}, or give workspace {configured} a schema "
+                "of its own (drop or rename this one)",
+            )  # fmt: skip
+        except BaseException:
+            self._conn.close()
+            raise
 
     def _connect(self) -> Any:
         """A new connection to the workspace's schema (made, the first time)."""
@@ -195,6 +209,10 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
                     self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                     if version in self._done_versions():  # another engine was first
                         continue
+                    # 0010 stamps the rows there with the workspace: until the commit
+                    self._conn.execute(
+                        "SELECT set_config('tmops.workspace_id', %s, true)", (self.workspace,)
+                    )
                     self._conn.execute(text)
                     self._conn.execute(
                         "INSERT INTO schema_migrations (version) VALUES (%s)", (version,)

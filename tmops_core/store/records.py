@@ -1,9 +1,10 @@
 """The records the store hands out, whatever the backend: features, runs, attempts, and the
-exception that tells a runner it lost its run; data, and one pure helper over it."""
+exception that tells a runner it lost its run; data, and pure helpers over it."""
 
 from __future__ import annotations
 
 import json
+from typing import Any, TypeVar
 
 import attrs
 
@@ -16,8 +17,11 @@ __all__ = [
     "FeatureRecord",
     "LostOwnership",
     "RunRecord",
+    "from_row",
     "since_reset",
 ]
+
+_Record = TypeVar("_Record")
 
 #: the SQLite database under ``.tmops/``
 STORE_NAME = "tmops.db"
@@ -103,6 +107,14 @@ class AttemptRecord:
     finished_at: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+
+
+def from_row(record: type[_Record], row: Any) -> _Record:
+    """The record of a row of the store: every column but ``workspace_id``, which is the same
+    in every row of a store (the store's own workspace, checked when it was opened)."""
+    columns = dict(row)
+    columns.pop("workspace_id", None)
+    return record(**columns)
 
 
 def since_reset(attempts: list[AttemptRecord], phase: str) -> list[AttemptRecord]:

@@ -26,13 +26,14 @@ from tmops_core.lifecycle import (
     RunState,
     check_run_transition,
 )
-from tmops_core.secrets import redact_json_text, redact_text
+from tmops_core.secrets import redact_text
 from tmops_core.store.dialect import Dialect, SQLConnection
 from tmops_core.store.records import (
     AttemptRecord,
     FeatureRecord,
     LostOwnership,
     RunRecord,
+    from_row,
 )
 from tmops_hookspecs import WorkspaceError
 
@@ -45,6 +46,8 @@ class RunStore:
     _db: SQLConnection
     _lock: threading.RLock
     _dialect: Dialect
+    #: ``server.workspace_id``: written into every row the store inserts
+    workspace: str
 
     if TYPE_CHECKING:
 
@@ -55,6 +58,11 @@ class RunStore:
             attempts: AttemptState, message: str, now: str,
         ) -> list[AttemptRecord]: ...  # fmt: skip
 
+        def _append_event(
+            self, db: SQLConnection, feature: str | None, run: str | None, event_type: str,
+            data: str, now: str,
+        ) -> None: ...  # fmt: skip
+
     # -- features and runs -------------------------------------------------------------------
 
     def record_init(self, feature: FeatureRecord, run: RunRecord) -> None:
@@ -64,47 +72,47 @@ class RunStore:
                 """
                 INSERT INTO features
                     (name, branch, worktree, isolation, current_run, status, created_at,
-                     updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                     updated_at, workspace_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(name) DO UPDATE SET
                     branch = excluded.branch, worktree = excluded.worktree,
                     isolation = excluded.isolation, current_run = excluded.current_run,
                     status = excluded.status, updated_at = excluded.updated_at
                 """,
-                attrs.astuple(feature),
+                (*attrs.astuple(feature), self.workspace),
             )
             db.execute(
                 """
-                INSERT INTO runs (feature, run, status, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?)
+                INSERT INTO runs (feature, run, status, created_at, updated_at, workspace_id)
+                VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT(feature, run) DO NOTHING
                 """,
-                (run.feature, run.run, run.status, run.created_at, run.updated_at),
+                (run.feature, run.run, run.status, run.created_at, run.updated_at, self.workspace),
             )
 
     def feature(self, name: str) -> FeatureRecord | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM features WHERE name = ?", (name,)).fetchone()
-        return FeatureRecord(**dict(row)) if row else None
+        return from_row(FeatureRecord, row) if row else None
 
     def features(self) -> list[FeatureRecord]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM features ORDER BY name").fetchall()
-        return [FeatureRecord(**dict(row)) for row in rows]
+        return [from_row(FeatureRecord, row) for row in rows]
 
     def runs(self, feature: str) -> list[RunRecord]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM runs WHERE feature = ? ORDER BY created_at, run", (feature,)
             ).fetchall()
-        return [RunRecord(**dict(row)) for row in rows]
+        return [from_row(RunRecord, row) for row in rows]
 
     def run(self, feature: str, run: str) -> RunRecord | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT * FROM runs WHERE feature = ? AND run = ?", (feature, run)
             ).fetchone()
-        return RunRecord(**dict(row)) if row else None
+        return from_row(RunRecord, row) if row else None
 
     # -- orchestration -----------------------------------------------------------------------
 
@@ -171,7 +179,7 @@ class RunStore:
             rows = self._db.execute(
                 "SELECT * FROM runs WHERE status = ? ORDER BY queue_seq", (RunState.QUEUED,)
             ).fetchall()
-        return [RunRecord(**dict(row)) for row in rows]
+        return [from_row(RunRecord, row) for row in rows]
 
     def runs_in_state(self, *states: str) -> list[RunRecord]:
         marks = ",".join("?" for _ in states)
@@ -180,7 +188,7 @@ class RunStore:
                 f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY queue_seq",  # noqa: S608 - placeholders only  # nosec B608
                 states,
             ).fetchall()
-        return [RunRecord(**dict(row)) for row in rows]
+        return [from_row(RunRecord, row) for row in rows]
 
     def admit_run(
         self, feature: str, run: str, *, engine_id: int, engine_pid: int, now: str
@@ -249,8 +257,8 @@ class RunStore:
                 db,
                 """
                 INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing,
-                    start_commit, started_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    start_commit, started_at, workspace_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     feature,
@@ -262,6 +270,7 @@ class RunStore:
                     fencing,
                     start_commit,
                     now,
+                    self.workspace,
                 ),
             )
             db.execute(
@@ -282,8 +291,9 @@ class RunStore:
             db.execute(
                 """
                 INSERT INTO attempts (feature, run, phase, attempt, state, provider, fencing,
-                    outcome, message, duration_s, started_at, finished_at, start_commit)
-                VALUES (?, ?, ?, 0, ?, 'none', ?, 'adopted', ?, 0, ?, ?, ?)
+                    outcome, message, duration_s, started_at, finished_at, start_commit,
+                    workspace_id)
+                VALUES (?, ?, ?, 0, ?, 'none', ?, 'adopted', ?, 0, ?, ?, ?, ?)
                 """,
                 (
                     feature,
@@ -295,6 +305,7 @@ class RunStore:
                     now,
                     now,
                     start_commit,
+                    self.workspace,
                 ),
             )
             db.execute(
@@ -306,11 +317,7 @@ class RunStore:
                 (next_phase, branch_head, now, feature, run),
             )
             if event is not None:
-                db.execute(
-                    "INSERT INTO events (feature, run, event_type, timestamp, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (feature, run, event[0], now, redact_json_text(event[1])),
-                )
+                self._append_event(db, feature, run, event[0], event[1], now)
 
     def attempt_process(
         self,
@@ -384,11 +391,7 @@ class RunStore:
                 (feature, run, state, message, next_phase, branch_head, now, feature, run),
             )
             if event is not None:
-                db.execute(
-                    "INSERT INTO events (feature, run, event_type, timestamp, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (feature, run, event[0], now, redact_json_text(event[1])),
-                )
+                self._append_event(db, feature, run, event[0], event[1], now)
 
     def end_run(
         self, feature: str, run: str, fencing: int | None, *, status: RunState | str, now: str,
@@ -452,7 +455,7 @@ class RunStore:
             rows = self._db.execute(
                 "SELECT * FROM attempts WHERE feature = ? AND run = ? ORDER BY id", (feature, run)
             ).fetchall()
-        return [AttemptRecord(**dict(row)) for row in rows]
+        return [from_row(AttemptRecord, row) for row in rows]
 
     def live_attempts(self) -> list[AttemptRecord]:
         """Attempts whose process may still run (for orphan reaping at start-up)."""
@@ -461,7 +464,7 @@ class RunStore:
                 "SELECT * FROM attempts WHERE state IN (?, ?) ORDER BY id",
                 tuple(sorted(LIVE_ATTEMPT_STATES)),
             ).fetchall()
-        return [AttemptRecord(**dict(row)) for row in rows]
+        return [from_row(AttemptRecord, row) for row in rows]
 
     def close_attempts(
         self, ids: Iterable[int], *, state: AttemptState, outcome: str, message: str, now: str

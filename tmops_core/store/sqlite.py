@@ -1,7 +1,9 @@
 """Durable state in SQLite (WAL) under ``.tmops/``: features, their runs and attempts, events.
 
 Every change is one transaction. The schema is versioned from the first release: the migration
-files in ``migrations/`` run in order and are recorded in ``schema_migrations``. The database
+files in ``migrations/`` run in order and are recorded in ``schema_migrations``. A file is one
+project's and one workspace's (``server.workspace_id``, in every row): a config naming another
+workspace is refused when it opens the file (:mod:`tmops_core.store.workspace`). The database
 file is created 0600, and it (with its ``-wal``, ``-shm`` and ``-journal`` files) is never opened
 through a symlink: the path is checked component by component before SQLite gets it. This module
 owns SQL, with :mod:`tmops_core.store.runs` (features, runs, attempts),
@@ -30,6 +32,7 @@ from tmops_core.store.runs import RunStore
 from tmops_core.store.tallies import StoreTallies
 from tmops_core.store.trail import AuditTrail
 from tmops_core.store.waits import UsageWaits
+from tmops_core.store.workspace import check_workspace
 from tmops_core.workspace.layout import lstat_checked, open_file
 from tmops_hookspecs import WorkspaceError
 
@@ -89,8 +92,9 @@ class SQLiteStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallies,
     _dialect = SQLITE
     _db: sqlite3.Connection
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, workspace: str = "default") -> None:
         self.path = path
+        self.workspace = workspace
         _check_files(path)
         if lstat_checked(path) is None:
             # Create the file ourselves so it is private from the first byte (and not a link).
@@ -113,15 +117,25 @@ class SQLiteStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallies,
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._migrate()
+        try:
+            self._migrate()
+            check_workspace(
+                self._db, workspace, store=f"the tmops store {path}",
+                fix="set server.workspace_id back to {recorded}, or point store.url at another "
+                "file (sqlite:///PATH) for workspace {configured}",
+            )  # fmt: skip
+        except BaseException:
+            self._db.close()
+            raise
 
     @classmethod
-    def open_existing(cls, path: Path) -> SQLiteStore | None:
+    def open_existing(cls, path: Path, *, workspace: str = "default") -> SQLiteStore | None:
         """The store at ``path`` if there is one (readers must never create it).
 
-        :raises WorkspaceError: it, or a folder on the way to it, is a symlink.
+        :raises WorkspaceError: it, or a folder on the way to it, is a symlink; it is another
+            workspace's.
         """
-        return cls(path) if lstat_checked(path) is not None else None
+        return cls(path, workspace=workspace) if lstat_checked(path) is not None else None
 
     def close(self) -> None:
         with self._lock:
@@ -152,8 +166,8 @@ class SQLiteStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallies,
             for version, _name, statements in migrations():
                 if version in done:
                     continue
-                for statement in statements:
-                    db.execute(statement)
+                for statement in statements:  # 0010 stamps the rows there with the workspace
+                    db.execute(statement, {"workspace_id": self.workspace})
                 db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
 
     @property

@@ -25,6 +25,7 @@ class AuditTrail:
     _db: SQLConnection
     _lock: threading.RLock
     _dialect: Dialect
+    workspace: str
 
     if TYPE_CHECKING:
 
@@ -45,11 +46,18 @@ class AuditTrail:
             else self.transaction()
         )
         with context as db:
-            db.execute(
-                "INSERT INTO events (feature, run, event_type, timestamp, data) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (feature, run, event_type, now, redact_json_text(data)),
-            )
+            self._append_event(db, feature, run, event_type, data, now)
+
+    def _append_event(
+        self, db: SQLConnection, feature: str | None, run: str | None, event_type: str,
+        data: str, now: str,
+    ) -> None:  # fmt: skip
+        """The one INSERT of the trail: redacted data, the store's workspace."""
+        db.execute(
+            "INSERT INTO events (feature, run, event_type, timestamp, data, workspace_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (feature, run, event_type, now, redact_json_text(data), self.workspace),
+        )
 
     def events_for(self, feature: str, *, after_id: int = 0) -> list[Row]:
         return self.audit_trail(feature, after_id=after_id)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from tmops_core.lifecycle import PauseReason, RunState
 from tmops_core.store.dialect import Dialect, SQLConnection
-from tmops_core.store.records import RunRecord
+from tmops_core.store.records import RunRecord, from_row
 
 __all__ = ["UsageWaits", "held_providers"]
 
@@ -43,7 +43,7 @@ class UsageWaits:
                 "NULL ORDER BY resume_at, queue_seq",
                 (RunState.PAUSED, PauseReason.USAGE_LIMITED),
             ).fetchall()
-        return [RunRecord(**dict(row)) for row in rows]
+        return [from_row(RunRecord, row) for row in rows]
 
     def resume_due(self, feature: str, run: str, *, now: str) -> bool:
         """Queue a run paused by a usage limit again, at its old place in the queue, if its

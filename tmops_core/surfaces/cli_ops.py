@@ -44,7 +44,11 @@ def backup_command(
     (default: .tmops/archives/)."""
     from tmops_core.service.backup import create_backup
 
-    answer = create_backup(_layout(workspace), dest, store_url=state.service.config.store.url)
+    config = state.service.config
+    answer = create_backup(
+        _layout(workspace), dest, store_url=config.store.url,
+        workspace=config.server.workspace_id,
+    )  # fmt: skip
     click.echo(json.dumps(answer, indent=2) if as_json else answer["message"])
 
 
@@ -69,6 +73,7 @@ def restore_command(
         force=force,
         actor=state.service.actor,
         store_url=state.service.config.store.url,
+        workspace=state.service.config.server.workspace_id,
     )
     if as_json:
         click.echo(json.dumps(answer, indent=2))
