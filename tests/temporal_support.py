@@ -28,7 +28,7 @@ from tests.takeover_support import TMOPS, Project, make_project
 
 HEARTBEAT_TIMEOUT_S = 2.0
 #: a run's workflow ends this long after its last attempt: a test sees it end (and restart)
-RUN_IDLE_TIMEOUT_S = 3.0
+RUN_IDLE_TIMEOUT_S = 10.0
 
 
 def temporal_cli() -> Path | None:

@@ -26,7 +26,7 @@ def _host(root: Path, workspace: str = "team-a") -> RemoteAttempts:
 
 def _job(**changes: Any) -> dict[str, Any]:
     job = {"version": JOB_VERSION, "workspace": "team-a", "root": "/srv/p", "feature": "f",
-           "run": "initial", "phase": "tester", "attempt": 1, "fencing": 3,
+           "run": "initial", "phase": "tester", "attempt": 1, "attempt_id": 7, "fencing": 3,
            "provider": "scripted", "branch": "feature/f", "base": "0" * 40,
            "worktree": ".tmops/worktrees/f", "checkpoint": "c/003.md", "log": "l/t.log",
            "extra_dirs": [], "prompt": "p", "role_instructions": "r",

@@ -31,6 +31,7 @@ from tests.temporal_support import (
 )
 from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_core.store import AttemptRecord
+from tmops_plugins.scripted_roles import CODE_FILE, TEST_FILE
 from tmops_plugins.temporal.workflow import RunWorkflow
 
 pytestmark = pytest.mark.slow
@@ -196,6 +197,66 @@ def test_a_remote_agents_actions_reach_the_trail_while_it_works(tmp_path: Path) 
             assert len(actions) == len(set(actions)), actions  # none recorded twice
         finally:
             fleet.close()
+
+
+def test_pause_resume_rollback_and_retry_work_as_for_a_local_run(tmp_path: Path) -> None:
+    """The verbs do not depend on the executor: a pause stops the agent on its worker, a resume
+    runs the phase again there, a rollback reverts the worker's commits, a retry replays."""
+    with dev_server(tmp_path) as server:
+        fleet = make_fleet(tmp_path, server, fault="tester:slow=5")
+        try:
+            fleet.worker(fleet.clone("w1"))
+            project = fleet.project
+            project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
+            project.engine()
+            wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
+                       what="the tester's agent on the worker")  # fmt: skip
+            wait_until(lambda: leftovers(project.state), timeout=WAIT_S, what="the agent")
+            paused = _answer(project, "pause", DEMO_FEATURE, "--now")
+            assert paused["status"] == "paused"
+            wait_until(lambda: not leftovers(project.state), timeout=4 * HEARTBEAT_TIMEOUT_S,
+                       what="the worker to stop its agent")  # fmt: skip
+            assert [a.state for a in project.attempts("tester")] == ["interrupted"]
+
+            resumed = project.cli("resume", DEMO_FEATURE, "--wait", timeout=4 * WAIT_S)
+            assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+            assert [a.state for a in project.attempts("tester")] == ["interrupted", "completed"]
+            worktree = project.root / ".tmops" / "worktrees" / DEMO_FEATURE
+            assert (worktree / CODE_FILE).is_file()  # the worker's commit, fetched
+
+            rolled = _answer(project, "rollback", DEMO_FEATURE, "--phase", "implementer")
+            assert CODE_FILE in rolled["reverted"]
+            assert not (worktree / CODE_FILE).exists()
+            assert (worktree / TEST_FILE).is_file()
+            retried = project.cli("retry", DEMO_FEATURE, "--phase", "implementer", "--wait",
+                                  timeout=4 * WAIT_S)  # fmt: skip
+            assert retried.returncode == 0, retried.stdout + retried.stderr
+            assert (worktree / CODE_FILE).is_file()
+            states = [a.state for a in project.attempts("implementer")]
+            assert states == ["completed", "reset", "reset", "completed"], states  # as locally
+            # the retried implementer's work came through a worker's ref (the first one's ref,
+            # of the same name, was overwritten: its commits are kept by the rollback's backup)
+            work = fleet.remote_refs(f"refs/tmops/{DEMO_FEATURE}/{RUN}/work/")
+            refs = {ref: commit for ref, commit in work.items() if "/implementer-" in ref}
+            branch = git(project.root, "rev-parse", f"feature/{DEMO_FEATURE}").strip()
+            on_branch = [
+                commit
+                for commit in refs.values()
+                if git(project.root, "merge-base", commit, branch).strip() == commit
+            ]
+            assert on_branch, refs
+            # and its agent ran on the worker again: not the first one's answer served twice
+            log = (tmp_path / "w1.log").read_text()
+            assert log.count(f"of {DEMO_FEATURE}/{RUN} implementer (try 1)") == 2, log
+        finally:
+            fleet.close()
+
+
+def _answer(project: Any, *args: str) -> dict[str, Any]:
+    done = project.cli(*args, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
 
 
 def _tools(project: Any, phase: str) -> list[dict[str, Any]]:

@@ -51,7 +51,9 @@ class AttemptSpec:
     agent's environment, which otherwise holds only the allowlisted variables of the
     executor's own (``env_allow`` names more, ``NAME_*`` a prefix). ``checkpoint`` is the
     completion checkpoint the agent must write; once it exists, the agent has
-    ``checkpoint_grace_s`` to exit.
+    ``checkpoint_grace_s`` to exit. ``attempt_id`` is the store's id of the attempt's record:
+    unique for the project's life and growing, where ``attempt`` (the phase's count) starts
+    again after a rollback or a takeover; 0 for an attempt no store recorded.
     """
 
     feature: str
@@ -68,6 +70,7 @@ class AttemptSpec:
     wall_clock_s: float = attrs.field(default=3600.0, validator=_positive)
     idle_s: float = attrs.field(default=600.0, validator=_positive)
     checkpoint_grace_s: float = attrs.field(default=30.0, validator=_positive)
+    attempt_id: int = 0
 
 
 @attrs.frozen(kw_only=True)

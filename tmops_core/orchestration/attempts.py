@@ -19,7 +19,7 @@ __all__ = ["HandoffClock", "attempt_spec", "detection_lag_ms"]
 def attempt_spec(
     *, config: Config, layout: Layout, context: FeatureContext, spec: PhaseSpec, provider: str,
     fencing: int, number: int, resume: str | None, note: str | None, budget: float | None = None,
-    env_allow: tuple[str, ...] = (),
+    env_allow: tuple[str, ...] = (), attempt_id: int = 0,
 ) -> AttemptSpec:  # fmt: skip
     """The attempt ``number`` at ``spec``: a resumed session is told only ``note``; a fresh one
     gets the whole phase prompt (and the note after it); ``budget``: what it may spend;
@@ -50,6 +50,7 @@ def attempt_spec(
         run=run,
         phase=spec.name,
         attempt=number,
+        attempt_id=attempt_id,
         fencing=fencing,
         provider=provider,
         request=request,

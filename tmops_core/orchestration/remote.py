@@ -44,7 +44,7 @@ from tmops_hookspecs import (
 
 __all__ = ["JOB_VERSION", "RemoteAttempts"]
 
-JOB_VERSION = 1
+JOB_VERSION = 2  # 2: attempt_id, the run as one workflow
 #: a checkpoint or task spec larger than this does not travel in a job (they are notes)
 _MAX_FILE_BYTES = 1 << 20
 _LEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -86,7 +86,8 @@ class RemoteAttempts:
         return {
             "version": JOB_VERSION, "workspace": self.workspace_id, "root": str(root),
             "feature": spec.feature, "run": spec.run, "phase": spec.phase,
-            "attempt": spec.attempt, "fencing": spec.fencing, "provider": spec.provider,
+            "attempt": spec.attempt, "attempt_id": spec.attempt_id, "fencing": spec.fencing,
+            "provider": spec.provider,
             "branch": branch, "base": head,
             "worktree": _relative(request.working_dir, root),
             "checkpoint": _relative(spec.checkpoint, root), "log": _relative(spec.log_path, root),
@@ -215,7 +216,8 @@ class RemoteAttempts:
         )  # fmt: skip
         return AttemptSpec(
             feature=job["feature"], run=job["run"], phase=job["phase"], attempt=job["attempt"],
-            fencing=job["fencing"], provider=job["provider"], request=request,
+            attempt_id=int(job["attempt_id"]), fencing=job["fencing"], provider=job["provider"],
+            request=request,
             checkpoint=here(job["checkpoint"]), log_path=here(job["log"]),
             env_allow=tuple(job["env_allow"]), wall_clock_s=job["wall_clock_s"],
             idle_s=job["idle_s"], checkpoint_grace_s=job["checkpoint_grace_s"],

@@ -563,8 +563,9 @@ class RunDriver:
         attempt = attempt_spec(
             config=self.config, layout=self.layout, context=self.context(spec.name), spec=spec,
             provider=self.providers.name(spec.name), fencing=self.fencing, number=number,
-            resume=resume, note=note, budget=budget, env_allow=provider_allow(
-                self.providers.spec(spec.name), self.config.features.env_allowlist),
+            attempt_id=attempt_id, resume=resume, note=note, budget=budget,
+            env_allow=provider_allow(self.providers.spec(spec.name),
+                                     self.config.features.env_allowlist),
         )  # fmt: skip
         progress = AgentProgress(
             self.emit, spec, number, roots=(self.worktree, self.checkpoint_dir)

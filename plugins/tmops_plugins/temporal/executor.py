@@ -83,7 +83,7 @@ class TemporalExecutor:
         job = self.host.job(spec)  # published only once there is someone to hand it to
         run_id = workflow_id(self.host.workspace_id, spec.feature, spec.run)
         handle = client.get_workflow_handle(run_id)
-        key = [spec.fencing, spec.phase, spec.attempt]
+        key = [spec.fencing, spec.attempt_id]
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
 
@@ -153,7 +153,8 @@ class TemporalExecutor:
                 update = await client.start_update_with_start_workflow(
                     ATTEMPT_UPDATE, self.order(job), start_workflow_operation=start,
                     wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=dict,
-                    id=f"attempt-f{job['fencing']}-{job['phase']}-{job['attempt']}",
+                    # one id per attempt: a repeat of the call gets the same answer
+                    id=f"attempt-f{job['fencing']}-{job['attempt_id']}",
                 )  # fmt: skip
             except RPCError as exc:
                 # the workflow was ending (idle) as the attempt arrived: start the next one

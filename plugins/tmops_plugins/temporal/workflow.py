@@ -4,8 +4,9 @@ phase attempt an update that runs the attempt activity on the workspace's task q
 The workflow holds the one rule no engine can keep alone once machines fail: one attempt of a
 run at a time. An attempt that arrives while another runs (the next engine's, after the one
 that asked for the first died) stops the running one first, waiting until its worker says the
-agent is gone; an attempt under an older fencing token than one already asked for is refused
-as superseded (a run's token only grows, each engine that takes it over raising it). The
+agent is gone; an attempt older than one already asked for is refused as superseded (older:
+under a lower fencing token, which each engine taking the run over raises, or with a lower
+attempt id, the store's record of it, which grows with every attempt). The
 engine still judges every result; the workflow only schedules, cancels and answers.
 
 Deterministic by construction: no clock, no I/O, only the SDK's scheduling, so its histories
@@ -47,12 +48,11 @@ SUPERSEDED = "superseded"
 @workflow.defn(name="tmops-run")
 class RunWorkflow:
     def __init__(self) -> None:
-        #: (fencing token, phase, attempt number) of the newest attempt asked for: the only
-        #: one to run
-        self._newest: tuple[int, str, int] = (-1, "", 0)
+        #: (fencing token, attempt id) of the newest attempt asked for: the only one to run
+        self._newest: tuple[int, int] = (-1, -1)
         self._running: workflow.ActivityHandle[dict[str, Any]] | None = None
-        self._running_key: tuple[int, str, int] | None = None
-        self._cancelled: set[tuple[int, str, int]] = set()
+        self._running_key: tuple[int, int] | None = None
+        self._cancelled: set[tuple[int, int]] = set()
         self._asked = 0
         self._asked_before = 0
 
@@ -78,9 +78,9 @@ class RunWorkflow:
     @workflow.update(name=ATTEMPT_UPDATE)
     async def attempt(self, order: dict[str, Any]) -> dict[str, Any]:
         job = order["job"]
-        key = (int(job["fencing"]), str(job["phase"]), int(job["attempt"]))
+        key = (int(job["fencing"]), int(job["attempt_id"]))
         self._asked += 1
-        if key[0] < self._newest[0] or key == self._newest:
+        if key <= self._newest:
             return {"outcome": SUPERSEDED}
         self._newest = key
         if self._running is not None:  # a stale attempt still runs: its agent stops first
@@ -120,10 +120,10 @@ class RunWorkflow:
             self._running = self._running_key = None
 
     @workflow.signal(name="cancel")
-    def cancel(self, key: list[Any]) -> None:
-        """Stop the attempt ``key`` (fencing token, phase, attempt number; its engine's
-        cancel): at its worker's next heartbeat."""
-        wanted = (int(key[0]), str(key[1]), int(key[2]))
+    def cancel(self, key: list[int]) -> None:
+        """Stop the attempt ``key`` (fencing token, attempt id; its engine's cancel): at its
+        worker's next heartbeat."""
+        wanted = (int(key[0]), int(key[1]))
         self._cancelled.add(wanted)
         if self._running is not None and self._running_key == wanted:
             self._running.cancel()
