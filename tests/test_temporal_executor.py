@@ -130,12 +130,8 @@ def test_cancel_reaches_the_agent_on_its_worker_at_the_next_heartbeat(tmp_path: 
     with dev_server(tmp_path) as server:
         fleet = make_fleet(tmp_path, server, fault="tester:slow=120")
         try:
-            fleet.worker(fleet.clone("w1"))
+            _, attempt, _ = _tester_on_a_first_worker(fleet)
             project = fleet.project
-            project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
-            project.engine()
-            attempt = wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
-                                 what="the tester's agent on the worker")  # fmt: skip
             assert attempt.start_time == -1  # another machine's process: never signalled here
             wait_until(lambda: leftovers(project.state), timeout=WAIT_S, what="the agent")
             # the verbs read the run as for a local one
@@ -205,12 +201,8 @@ def test_pause_resume_rollback_and_retry_work_as_for_a_local_run(tmp_path: Path)
     with dev_server(tmp_path) as server:
         fleet = make_fleet(tmp_path, server, fault="tester:slow=5")
         try:
-            fleet.worker(fleet.clone("w1"))
+            _tester_on_a_first_worker(fleet)
             project = fleet.project
-            project.service.start(DEMO_FEATURE, workspace=project.root, spawn=False)
-            project.engine()
-            wait_until(lambda: project.live_agent("tester"), timeout=WAIT_S,
-                       what="the tester's agent on the worker")  # fmt: skip
             wait_until(lambda: leftovers(project.state), timeout=WAIT_S, what="the agent")
             paused = _answer(project, "pause", DEMO_FEATURE, "--now")
             assert paused["status"] == "paused"
