@@ -58,6 +58,13 @@ def test_a_misspelt_or_bad_temporal_key_is_named_with_its_path() -> None:
     assert any("unknown key 'adress'" in problem for problem in problems)
 
 
+def test_a_timeout_left_empty_is_refused_with_its_path_not_a_crash() -> None:
+    # `heartbeat_timeout_s:` with nothing after it is None in YAML
+    assert _problems({"executor": {"name": "temporal", "heartbeat_timeout_s": None}}) == [
+        "must be a number of seconds above 0, got None @ $.executor.heartbeat_timeout_s"
+    ]
+
+
 def test_an_unknown_executor_says_which_are_installed() -> None:
     problems = _problems({"executor": {"name": "kubernetes"}})
     assert len(problems) == 1

@@ -48,9 +48,10 @@ def read_settings(settings: Mapping[str, Any]) -> TemporalSettings:
     for key in ("address", "namespace", "task_queue"):
         if key in values and not isinstance(values[key], str):
             problems.append(f"expected a string, got {values[key]!r} @ $.executor.{key}")
+    # a key left empty in YAML is None: refused like any other non-number, not a crash
     for key in ("heartbeat_timeout_s", "attempt_timeout_s", "schedule_timeout_s"):
         value = values.get(key)
-        if value is not None and (
+        if key in values and (
             isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
         ):
             problems.append(
