@@ -22,6 +22,7 @@ from .errors import (
     WorkspaceError,
 )
 from .executor import (
+    WORKER_CONCURRENCY_KEY,
     AttemptHooks,
     AttemptOutcome,
     AttemptSpec,
@@ -62,6 +63,7 @@ __all__ = [
     "CHECKPOINT_NAME_PATTERN",
     "NAME_PATTERN",
     "PROJECT_NAME",
+    "WORKER_CONCURRENCY_KEY",
     "AgentEvent",
     "AgentRequest",
     "AgentResult",

@@ -27,6 +27,7 @@ from .records import (
 )
 
 __all__ = [
+    "WORKER_CONCURRENCY_KEY",
     "AttemptHooks",
     "AttemptOutcome",
     "AttemptSpec",
@@ -34,6 +35,11 @@ __all__ = [
     "ExecutorHost",
     "ExecutorSpec",
 ]
+
+
+#: the key ``tmops worker --concurrency N`` sets among the settings ``serve`` gets: how many
+#: attempts (each one agent process) the worker runs side by side
+WORKER_CONCURRENCY_KEY = "max_concurrent_attempts"
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -160,7 +166,8 @@ class ExecutorSpec:
     ``name`` and the core's ``remote`` left out) and raises ``ConfigError`` naming
     ``$.executor.<key>`` for a bad one; it must not connect to anything (``tmops config
     check`` calls it too). ``serve(settings, host)``, if given, runs a worker of this executor
-    on this machine until SIGTERM or SIGINT (``tmops worker``).
+    on this machine until SIGTERM or SIGINT (``tmops worker``); ``tmops worker --concurrency N``
+    sets :data:`WORKER_CONCURRENCY_KEY` to ``N`` among its settings.
     """
 
     name: str = attrs.field(validator=_check_name)

@@ -30,6 +30,9 @@ class TemporalSettings:
     attempt_timeout_s: float = 4 * 3600.0
     #: a job no worker took within this long fails the attempt (then retried by the run)
     schedule_timeout_s: float = 3600.0
+    #: attempts one worker runs side by side, each one agent process (``tmops worker
+    #: --concurrency N`` overrides it on one machine)
+    max_concurrent_attempts: int = 4
 
 
 DEFAULTS = attrs.asdict(TemporalSettings())
@@ -57,6 +60,14 @@ def read_settings(settings: Mapping[str, Any]) -> TemporalSettings:
             problems.append(
                 f"must be a number of seconds above 0, got {value!r} @ $.executor.{key}"
             )
+    attempts = values.get("max_concurrent_attempts")
+    if "max_concurrent_attempts" in values and (
+        isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+    ):
+        problems.append(
+            f"must be a whole number of attempts of at least 1, got {attempts!r} "
+            f"@ $.executor.max_concurrent_attempts"
+        )
     address = values.get("address")
     if isinstance(address, str) and not _HOST_PORT.match(address):
         problems.append(
