@@ -22,11 +22,13 @@ from .errors import (
     WorkspaceError,
 )
 from .executor import (
+    CHECK_STATUSES,
     WORKER_CONCURRENCY_KEY,
     AttemptHooks,
     AttemptOutcome,
     AttemptSpec,
     Executor,
+    ExecutorCheck,
     ExecutorHost,
     ExecutorSpec,
 )
@@ -61,6 +63,7 @@ from .specs import PROJECT_NAME, hookimpl
 
 __all__ = [
     "CHECKPOINT_NAME_PATTERN",
+    "CHECK_STATUSES",
     "NAME_PATTERN",
     "PROJECT_NAME",
     "WORKER_CONCURRENCY_KEY",
@@ -79,6 +82,7 @@ __all__ = [
     "Event",
     "EventMetadata",
     "Executor",
+    "ExecutorCheck",
     "ExecutorHost",
     "ExecutorSpec",
     "FeatureContext",

@@ -1,0 +1,212 @@
+"""``tmops doctor`` checks the executor the config names through its plugin's own check
+(``ExecutorSpec.check``): for temporal, a real dev server and real ``tmops worker`` processes.
+A server nobody polls for is a warning; a worker polling makes it ok; an unreachable or silent
+address and an unknown namespace fail, fast."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.engine_support import WAIT_S
+from tests.takeover_support import Project, make_project, wait_until
+from tests.temporal_support import DevServer, dev_server, free_port, make_fleet
+from tmops_core.service.doctor import run_doctor
+from tmops_core.workspace.layout import Layout
+
+#: what an unreachable server may cost the doctor at most (each call is bounded by 3 s)
+FAST_S = 5.0
+SERVER, WORKERS = "executor temporal server", "executor temporal workers"
+
+
+def doctor(project: Project) -> tuple[int, dict[str, dict[str, Any]]]:
+    done = project.cli("doctor", "--json")
+    answer = json.loads(done.stdout)
+    assert answer["ok"] is (done.returncode == 0), done.stderr
+    return done.returncode, {check["name"]: check for check in answer["checks"]}
+
+
+def with_executor(project: Project, **section: Any) -> None:
+    data = yaml.safe_load(project.config.read_text())
+    data["executor"] = {"name": "temporal", **section}
+    project.config.write_text(yaml.safe_dump(data))
+
+
+def timed_executor_checks(project: Project) -> tuple[float, dict[str, dict[str, Any]]]:
+    """The doctor's checks run in this process, and how long the executor's took."""
+    from tests.engine_support import file_service
+
+    service = file_service(project.config)
+    try:
+        started = time.monotonic()
+        checks = run_doctor(Layout(project.root), service.config, service.plugins)
+        took = time.monotonic() - started
+    finally:
+        service.close()
+    return took, {c.name: c.to_dict() for c in checks if c.name.startswith("executor")}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[DevServer]:
+    with dev_server(tmp_path) as started:
+        yield started
+
+
+@pytest.mark.slow
+def test_a_server_no_worker_polls_is_a_warning_and_a_polling_worker_makes_it_ok(
+    tmp_path: Path, server: DevServer
+) -> None:
+    fleet = make_fleet(tmp_path, server)
+    try:
+        code, checks = doctor(fleet.project)
+        assert code == 0  # a warning does not fail the doctor
+        assert checks[SERVER]["status"] == "ok"
+        assert checks[SERVER]["found"] == f"Temporal at {server.address} answers, namespace default"
+        assert checks[WORKERS]["status"] == "warn"
+        assert checks[WORKERS]["found"] == "no worker polls the task queue tmops-default"
+        assert "`tmops worker --executor temporal`" in checks[WORKERS]["fix"]
+        assert "a clone" in checks[WORKERS]["fix"]
+
+        worker = fleet.worker(fleet.clone("w1"))
+
+        def polled() -> dict[str, dict[str, Any]] | None:
+            _, checks = doctor(fleet.project)
+            return checks if checks[WORKERS]["status"] == "ok" else None
+
+        checks = wait_until(polled, timeout=WAIT_S, what="the doctor to see the worker")
+        assert checks[WORKERS]["found"] == (
+            f"1 worker(s) poll the task queue tmops-default: {worker.pid}@{socket.gethostname()}"
+        )
+        text = fleet.project.cli("doctor")
+        assert text.returncode == 0
+        assert f"ok    {WORKERS}: 1 worker(s) poll" in text.stdout
+    finally:
+        fleet.close()
+
+
+@pytest.mark.slow
+def test_an_unknown_namespace_fails_naming_it_and_how_to_create_it(
+    tmp_path: Path, server: DevServer
+) -> None:
+    project = make_project(tmp_path)
+    try:
+        with_executor(project, address=server.address, namespace="no-such-namespace")
+        took, checks = timed_executor_checks(project)
+        assert took < FAST_S
+        assert list(checks) == [SERVER]
+        assert checks[SERVER]["status"] == "fail"
+        assert checks[SERVER]["found"] == (
+            f"the Temporal server at {server.address} has no namespace 'no-such-namespace'"
+        )
+        assert checks[SERVER]["fix"].startswith(
+            "create it: `temporal operator namespace create --namespace no-such-namespace "
+            f"--address {server.address}`"
+        )
+        code, cli_checks = doctor(project)
+        assert code == 1
+        assert cli_checks[SERVER] == checks[SERVER]
+    finally:
+        project.close()
+
+
+#: short-lived processes the exit test starts: before the check dropped its own runtime, about
+#: one in twenty of them aborted as the interpreter finalized (temporalio/sdk-python#300)
+EXITS = 25
+
+
+@pytest.mark.slow
+def test_a_short_lived_process_that_ran_the_check_exits_cleanly(server: DevServer) -> None:
+    code = (
+        "import sys\n"
+        "from tmops_plugins.temporal import tmops_register_executors\n"
+        "class Host:\n"
+        "    workspace_id = 'default'\n"
+        "[spec] = tmops_register_executors()\n"
+        "found = spec.check({'address': sys.argv[1]}, Host())\n"
+        "print(' '.join(c.status for c in found))\n"
+    )
+    codes = []
+    for _ in range(EXITS):
+        done = subprocess.run([sys.executable, "-c", code, server.address], capture_output=True,
+                              text=True, check=False, timeout=60)  # fmt: skip
+        assert done.stdout == "ok warn\n", done.stderr
+        codes.append(done.returncode)
+    assert codes == [0] * EXITS
+
+
+def test_an_unreachable_server_fails_fast_naming_the_address_and_how_to_start_one(
+    tmp_path: Path,
+) -> None:
+    project = make_project(tmp_path)
+    try:
+        address = f"127.0.0.1:{free_port()}"  # nothing listens there
+        with_executor(project, address=address)
+        took, checks = timed_executor_checks(project)
+        print(f"doctor's executor check, connection refused: {took:.2f} s")
+        assert took < FAST_S
+        assert list(checks) == [SERVER]
+        assert checks[SERVER]["status"] == "fail"
+        assert checks[SERVER]["found"].startswith(f"no Temporal server answers at {address}")
+        assert "Connection refused" in checks[SERVER]["found"]
+        port = address.rsplit(":", 1)[1]
+        assert f"`temporal server start-dev --ip 127.0.0.1 --port {port} " in checks[SERVER]["fix"]
+        assert "docs/scale-out.md" in checks[SERVER]["fix"]
+        code, cli_checks = doctor(project)
+        assert code == 1
+        assert cli_checks[SERVER]["status"] == "fail"
+        # the other checks ran and passed: only the executor fails the doctor
+        assert {c["status"] for n, c in cli_checks.items() if n != SERVER} == {"ok"}
+    finally:
+        project.close()
+
+
+def test_a_server_that_never_answers_fails_within_the_bound(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    # a socket that listens but never speaks: the TCP handshake succeeds, nothing follows
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        try:
+            with_executor(project, address=address)
+            took, checks = timed_executor_checks(project)
+            print(f"doctor's executor check, silent server: {took:.2f} s")
+            assert took < FAST_S
+            assert checks[SERVER]["status"] == "fail"
+            assert checks[SERVER]["found"].startswith(
+                f"no Temporal server answers at {address} within 3 s"
+            )
+        finally:
+            project.close()
+
+
+def test_bad_executor_settings_fail_the_check_with_the_config_error(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    try:
+        with_executor(project, max_concurrent_attempts=0)
+        code, checks = doctor(project)
+        assert code == 1
+        assert checks["executor"]["status"] == "fail"
+        assert "settings have 1 error(s)" in checks["executor"]["found"]
+        assert checks["executor"]["fix"] == "see docs/scale-out.md for the executor section"
+    finally:
+        project.close()
+
+
+def test_the_local_executor_adds_no_check(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    try:
+        code, checks = doctor(project)
+        assert code == 0
+        assert not [name for name in checks if name.startswith("executor")]
+    finally:
+        project.close()
