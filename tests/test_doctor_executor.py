@@ -1,7 +1,8 @@
 """``tmops doctor`` checks the executor the config names through its plugin's own check
 (``ExecutorSpec.check``): for temporal, a real dev server and real ``tmops worker`` processes.
 A server nobody polls for is a warning; a worker polling makes it ok; an unreachable or silent
-address and an unknown namespace fail, fast."""
+address and an unknown namespace fail, fast. An executor without a check says so; one whose check
+raises fails alone."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ import yaml
 from tests.engine_support import WAIT_S
 from tests.takeover_support import Project, make_project, wait_until
 from tests.temporal_support import DevServer, dev_server, free_port, make_fleet
-from tmops_core.service.doctor import run_doctor
+from tmops_core.config import parse_config
+from tmops_core.plugins import create_plugin_manager
+from tmops_core.service.doctor import Check, run_doctor
 from tmops_core.workspace.layout import Layout
+from tmops_hookspecs import ExecutorCheck, ExecutorSpec, hookimpl
 
 #: what an unreachable server may cost the doctor at most (each call is bounded by 3 s)
 FAST_S = 5.0
@@ -210,3 +214,50 @@ def test_the_local_executor_adds_no_check(tmp_path: Path) -> None:
         assert not [name for name in checks if name.startswith("executor")]
     finally:
         project.close()
+
+
+class _Executors:
+    """A plugin registering the executors given, for the doctor's side of the seam."""
+
+    def __init__(self, *specs: ExecutorSpec) -> None:
+        self.specs = specs
+
+    @hookimpl
+    def tmops_register_executors(self) -> list[ExecutorSpec]:
+        return list(self.specs)
+
+
+def _executor_checks(tmp_path: Path, spec: ExecutorSpec) -> list[Check]:
+    plugins = create_plugin_manager(extra=[("executors", _Executors(spec))])
+    config = parse_config({"executor": {"name": spec.name}})
+    return [c for c in run_doctor(Layout(tmp_path), config, plugins) if c.name.startswith("exec")]
+
+
+def test_an_executor_without_a_check_says_so_and_one_whose_check_raises_fails_alone(
+    tmp_path: Path,
+) -> None:
+    def factory(settings: Any, host: Any) -> Any:
+        raise AssertionError("the doctor never makes an executor")
+
+    def broken(settings: Any, host: Any) -> list[ExecutorCheck]:
+        raise KeyError("workspace")
+
+    def answers(settings: Any, host: Any) -> list[ExecutorCheck]:
+        assert host.workspace_id == "default"
+        return [ExecutorCheck(name="queue", status="warn", found="nobody", fix="start one")]
+
+    quiet = ExecutorSpec(name="quiet", factory=factory)
+    assert _executor_checks(tmp_path, quiet) == [
+        Check("executor quiet", "ok", "the executor names no check of its own")
+    ]
+    raising = ExecutorSpec(name="broken", factory=factory, check=broken)
+    fix = "report it to the executor plugin's authors"
+    assert _executor_checks(tmp_path, raising) == [
+        Check("executor broken", "fail", "its check raised KeyError: 'workspace'", fix)
+    ]
+    answering = ExecutorSpec(name="x", factory=factory, check=answers)
+    assert _executor_checks(tmp_path, answering) == [
+        Check("executor x queue", "warn", "nobody", "start one")
+    ]
+    with pytest.raises(ValueError, match="'status' must be in"):
+        ExecutorCheck(name="queue", status="fine", found="")
