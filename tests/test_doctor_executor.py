@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,31 +118,6 @@ def test_an_unknown_namespace_fails_naming_it_and_how_to_create_it(
         assert cli_checks[SERVER] == checks[SERVER]
     finally:
         project.close()
-
-
-#: short-lived processes the exit test starts: before the check dropped its own runtime, about
-#: one in twenty of them aborted as the interpreter finalized (temporalio/sdk-python#300)
-EXITS = 25
-
-
-@pytest.mark.slow
-def test_a_short_lived_process_that_ran_the_check_exits_cleanly(server: DevServer) -> None:
-    code = (
-        "import sys\n"
-        "from tmops_plugins.temporal import tmops_register_executors\n"
-        "class Host:\n"
-        "    workspace_id = 'default'\n"
-        "[spec] = tmops_register_executors()\n"
-        "found = spec.check({'address': sys.argv[1]}, Host())\n"
-        "print(' '.join(c.status for c in found))\n"
-    )
-    codes = []
-    for _ in range(EXITS):
-        done = subprocess.run([sys.executable, "-c", code, server.address], capture_output=True,
-                              text=True, check=False, timeout=60)  # fmt: skip
-        assert done.stdout == "ok warn\n", done.stderr
-        codes.append(done.returncode)
-    assert codes == [0] * EXITS
 
 
 def test_an_unreachable_server_fails_fast_naming_the_address_and_how_to_start_one(

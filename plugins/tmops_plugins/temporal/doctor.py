@@ -5,7 +5,6 @@ by a timeout, so the doctor never hangs on a server that does not answer."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Awaitable
 from datetime import timedelta
@@ -15,11 +14,12 @@ from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.runtime import Runtime, TelemetryConfig
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from tmops_hookspecs import ExecutorCheck, ExecutorHost
 
+from .runtime import run_with_own_runtime
 from .settings import TemporalSettings, task_queue
 
 __all__ = ["CALL_TIMEOUT_S", "check"]
@@ -33,15 +33,8 @@ _T = TypeVar("_T")
 
 
 def check(settings: TemporalSettings, host: ExecutorHost) -> list[ExecutorCheck]:
-    # The SDK's threads may call into Python after the interpreter began finalizing, which
-    # aborts a short-lived process now and then (temporalio/sdk-python#300): the client gets
-    # a runtime of its own, and both are gone before this returns, their threads with them.
-    runtime = Runtime(telemetry=TelemetryConfig())
-    try:
-        return asyncio.run(_check(settings, task_queue(settings, host.workspace_id), runtime))
-    finally:
-        del runtime
-        gc.collect()
+    queue = task_queue(settings, host.workspace_id)
+    return run_with_own_runtime(lambda runtime: _check(settings, queue, runtime))
 
 
 async def _bounded(call: Awaitable[_T]) -> _T:

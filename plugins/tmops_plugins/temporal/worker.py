@@ -9,11 +9,13 @@ import signal
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from tmops_hookspecs import ExecutorHost
 
 from .activities import AttemptActivity
+from .runtime import run_with_own_runtime
 from .settings import TemporalSettings, task_queue
 from .workflow import RunWorkflow
 
@@ -21,11 +23,11 @@ __all__ = ["serve"]
 
 
 def serve(settings: TemporalSettings, host: ExecutorHost) -> None:
-    asyncio.run(_serve(settings, host))
+    run_with_own_runtime(lambda runtime: _serve(settings, host, runtime))
 
 
-async def _serve(settings: TemporalSettings, host: ExecutorHost) -> None:
-    client = await Client.connect(settings.address, namespace=settings.namespace)
+async def _serve(settings: TemporalSettings, host: ExecutorHost, runtime: Runtime) -> None:
+    client = await Client.connect(settings.address, namespace=settings.namespace, runtime=runtime)
     # A heartbeat a few times per timeout; the SDK sends one at most every throttle interval,
     # which is also how soon a cancel reaches the agent.
     beat_s = max(0.2, settings.heartbeat_timeout_s / 5)
