@@ -58,6 +58,36 @@ def test_a_misspelt_or_bad_temporal_key_is_named_with_its_path() -> None:
     assert any("unknown key 'adress'" in problem for problem in problems)
 
 
+def test_a_timeout_left_empty_is_refused_with_its_path_not_a_crash() -> None:
+    # `heartbeat_timeout_s:` with nothing after it is None in YAML
+    assert _problems({"executor": {"name": "temporal", "heartbeat_timeout_s": None}}) == [
+        "must be a number of seconds above 0, got None @ $.executor.heartbeat_timeout_s"
+    ]
+
+
+def test_a_workers_concurrency_is_a_whole_number_of_at_least_1() -> None:
+    assert read_settings({}).max_concurrent_attempts == 4
+    assert read_settings({"max_concurrent_attempts": 1}).max_concurrent_attempts == 1
+    for bad in (0, -2, 1.5, "4", True, None):
+        section = {"name": "temporal", "max_concurrent_attempts": bad}
+        assert _problems({"executor": section}) == [
+            f"must be a whole number of attempts of at least 1, got {bad!r} "
+            "@ $.executor.max_concurrent_attempts"
+        ], bad
+
+
+def test_worker_concurrency_below_1_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from tests.takeover_support import TMOPS
+
+    done = subprocess.run(
+        [TMOPS, "worker", "--executor", "temporal", "--concurrency", "0",
+         "--workspace", str(tmp_path)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "Invalid value for '--concurrency': 0 is not in the range x>=1." in done.stderr
+
+
 def test_an_unknown_executor_says_which_are_installed() -> None:
     problems = _problems({"executor": {"name": "kubernetes"}})
     assert len(problems) == 1

@@ -22,10 +22,13 @@ from .errors import (
     WorkspaceError,
 )
 from .executor import (
+    CHECK_STATUSES,
+    WORKER_CONCURRENCY_KEY,
     AttemptHooks,
     AttemptOutcome,
     AttemptSpec,
     Executor,
+    ExecutorCheck,
     ExecutorHost,
     ExecutorSpec,
 )
@@ -60,8 +63,10 @@ from .specs import PROJECT_NAME, hookimpl
 
 __all__ = [
     "CHECKPOINT_NAME_PATTERN",
+    "CHECK_STATUSES",
     "NAME_PATTERN",
     "PROJECT_NAME",
+    "WORKER_CONCURRENCY_KEY",
     "AgentEvent",
     "AgentRequest",
     "AgentResult",
@@ -77,6 +82,7 @@ __all__ = [
     "Event",
     "EventMetadata",
     "Executor",
+    "ExecutorCheck",
     "ExecutorHost",
     "ExecutorSpec",
     "FeatureContext",

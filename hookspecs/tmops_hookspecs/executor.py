@@ -10,7 +10,7 @@ only: no I/O, no imports of tmops_core or tmops_plugins.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,13 +27,23 @@ from .records import (
 )
 
 __all__ = [
+    "CHECK_STATUSES",
+    "WORKER_CONCURRENCY_KEY",
     "AttemptHooks",
     "AttemptOutcome",
     "AttemptSpec",
     "Executor",
+    "ExecutorCheck",
     "ExecutorHost",
     "ExecutorSpec",
 ]
+
+
+#: how an executor's check ended: only a ``fail`` makes ``tmops doctor`` fail
+CHECK_STATUSES = ("ok", "warn", "fail")
+#: the key ``tmops worker --concurrency N`` sets among the settings ``serve`` gets: how many
+#: attempts (each one agent process) the worker runs side by side
+WORKER_CONCURRENCY_KEY = "max_concurrent_attempts"
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -156,6 +166,18 @@ class ExecutorHost(Protocol):
 
 
 @attrs.frozen(kw_only=True)
+class ExecutorCheck:
+    """One finding of an executor's check, shown by ``tmops doctor`` as its own checks are:
+    what was looked at (``name``), how it went (``ok``, ``warn`` or ``fail``), what was found,
+    and, unless it is ok, the fix."""
+
+    name: str = attrs.field(validator=attrs.validators.min_len(1))
+    status: str = attrs.field(validator=attrs.validators.in_(CHECK_STATUSES))
+    found: str
+    fix: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class ExecutorSpec:
     """Registers an executor selected by the config's ``executor.name``.
 
@@ -163,7 +185,12 @@ class ExecutorSpec:
     ``name`` and the core's ``remote`` left out) and raises ``ConfigError`` naming
     ``$.executor.<key>`` for a bad one; it must not connect to anything (``tmops config
     check`` calls it too). ``serve(settings, host)``, if given, runs a worker of this executor
-    on this machine until SIGTERM or SIGINT (``tmops worker``).
+    on this machine until SIGTERM or SIGINT (``tmops worker``); ``tmops worker --concurrency N``
+    sets :data:`WORKER_CONCURRENCY_KEY` to ``N`` among its settings. ``check(settings, host)``,
+    if given, is ``tmops doctor``'s look at what the executor needs (its server, its workers):
+    it raises ``ConfigError`` for bad settings as ``factory`` does, bounds every call it makes
+    by a timeout of a few seconds (a doctor never hangs), and reports what it found as
+    :class:`ExecutorCheck` values rather than raising.
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -171,4 +198,5 @@ class ExecutorSpec:
         validator=_check_callable
     )
     serve: Callable[[Mapping[str, Any], ExecutorHost], None] | None = None
+    check: Callable[[Mapping[str, Any], ExecutorHost], Sequence[ExecutorCheck]] | None = None
     description: str = ""

@@ -6,7 +6,9 @@ provider says how to ask); the modes of ``.tmops`` (folders 0700, files 0600, ow
 user, no links but ``<feature>/current``); free disk on the project's filesystem; the store
 (``PRAGMA integrity_check``, its schema at this tmops' head); stale engines (a lease or a
 running run whose engine is dead); worktrees git has lost or the store names and git does not
-have. Each is ``ok``, ``warn`` or ``fail``; only a ``fail`` makes the doctor fail.
+have; and, when the config names an executor plugin, that plugin's own check (its server, its
+workers: ``ExecutorSpec.check``, every call bounded by a timeout). Each is ``ok``, ``warn`` or
+``fail``; only a ``fail`` makes the doctor fail.
 
 It changes nothing: the store is read through a read-only connection, and the store's engine
 records only once that says the store is sound and at this tmops' schema.
@@ -29,8 +31,10 @@ from tmops_core.agents.probe import program_version
 from tmops_core.config import Config, provider_settings
 from tmops_core.git import Git, find_git
 from tmops_core.lifecycle import RunState
+from tmops_core.orchestration.executors import executor_settings, executor_spec
 from tmops_core.orchestration.liveness import engine_alive, run_engine_alive
 from tmops_core.orchestration.providers import default_provider, workflow_providers
+from tmops_core.orchestration.remote import RemoteAttempts
 from tmops_core.plugins import Plugins
 from tmops_core.secrets import redact_text
 from tmops_core.service.preflight import provider_program, resolve_program
@@ -83,6 +87,7 @@ def run_doctor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
         ("disk", lambda: [_disk(layout)]),
         ("store", lambda: _store(layout, config)),
         ("worktrees", lambda: [_worktrees(layout, config, read_store=store_readable())]),
+        ("executor", lambda: _executor(layout, config, plugins)),
     ]
     for name, check in checks:
         try:
@@ -360,6 +365,27 @@ def _worktrees(layout: Layout, config: Config, *, read_store: bool) -> Check:
             "`git worktree add PATH BRANCH` (or `tmops restore` from a backup)",
         )  # fmt: skip
     return Check("worktrees", OK, "every worktree is where git and the store say")
+
+
+def _executor(layout: Layout, config: Config, plugins: Plugins) -> list[Check]:
+    """The executor plugin's own check; nothing for the built-in one (the engine's own
+    process tree needs nothing the other checks do not cover)."""
+    spec = executor_spec(config, plugins)  # a name nobody installed: the loop reports it
+    if spec is None:
+        return []
+    label = f"executor {spec.name}"
+    if spec.check is None:
+        return [Check(label, OK, "the executor names no check of its own")]
+    host = RemoteAttempts(config, plugins, layout)
+    try:
+        found = spec.check(executor_settings(config), host)
+    except TmopsError:
+        raise  # its settings refused: the loop reports the message and its hint
+    except Exception as exc:
+        # a plugin's defect fails its check, not the doctor
+        raised = f"its check raised {type(exc).__name__}: {redact_text(str(exc))}"
+        return [Check(label, FAIL, raised, "report it to the executor plugin's authors")]
+    return [Check(f"{label} {c.name}", c.status, c.found, c.fix) for c in found]
 
 
 def summary(checks: list[Check]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from tmops_core.orchestration.executors import LOCAL, executor_settings, executor_spec
 from tmops_core.orchestration.remote import RemoteAttempts
-from tmops_hookspecs import ConfigError
+from tmops_hookspecs import WORKER_CONCURRENCY_KEY, ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 __all__ = ["serve_worker"]
 
 
-def serve_worker(service: Service, executor: str, workspace: Path | None) -> None:
+def serve_worker(
+    service: Service, executor: str, workspace: Path | None, *, concurrency: int | None = None
+) -> None:
     """Run a worker of ``executor`` (the config's ``executor.name`` must name it) for the
-    project at ``workspace`` (its own clone) until stopped."""
+    project at ``workspace`` (its own clone) until stopped; ``concurrency``, if given, is how
+    many attempts this machine runs at once, over the config's setting."""
     config = service.config
     if executor == LOCAL or executor != config.executor.name:
         raise ConfigError(
@@ -33,4 +36,7 @@ def serve_worker(service: Service, executor: str, workspace: Path | None) -> Non
     if spec is None or spec.serve is None:
         raise ConfigError(f"the executor {executor!r} has no workers to run")
     layout = service._layout(workspace)
-    spec.serve(executor_settings(config), RemoteAttempts(config, service.plugins, layout))
+    settings = executor_settings(config)
+    if concurrency is not None:
+        settings[WORKER_CONCURRENCY_KEY] = concurrency  # this machine's, not the project's
+    spec.serve(settings, RemoteAttempts(config, service.plugins, layout))

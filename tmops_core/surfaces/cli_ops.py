@@ -94,8 +94,8 @@ def restore_command(
 @_JSON
 @click.pass_obj
 def doctor_command(state: AppState, workspace: Path | None, as_json: bool) -> None:
-    """Check git, the providers' programs, permissions, disk, the store and engines, each
-    with its fix; exit 1 when a check fails."""
+    """Check git, the providers' programs, permissions, disk, the store and engines, and an
+    executor plugin's server and workers, each with its fix; exit 1 when a check fails."""
     from tmops_core.service.doctor import run_doctor, summary
 
     answer = summary(run_doctor(_layout(workspace), state.service.config, state.service.plugins))

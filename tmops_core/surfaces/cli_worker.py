@@ -20,9 +20,16 @@ __all__ = ["worker_command"]
     "--workspace", type=click.Path(file_okay=False, path_type=Path),
     help="This machine's clone of the project (default: the current folder).",
 )  # fmt: skip
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), metavar="N",
+    help="Attempts (each one agent process) this machine runs side by side, over the config's "
+    "executor.max_concurrent_attempts.",
+)  # fmt: skip
 @click.pass_obj
-def worker_command(state: AppState, executor: str, workspace: Path | None) -> None:
+def worker_command(
+    state: AppState, executor: str, workspace: Path | None, concurrency: int | None
+) -> None:
     """Run the agents of a distributed executor's attempts here until SIGTERM or SIGINT."""
     from tmops_core.service.worker import serve_worker
 
-    serve_worker(state.service, executor, workspace)
+    serve_worker(state.service, executor, workspace, concurrency=concurrency)

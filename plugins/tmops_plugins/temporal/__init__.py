@@ -8,10 +8,10 @@ runs its agents in the engine's own process tree needs neither Temporal nor its 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tmops_hookspecs import Executor, ExecutorHost, ExecutorSpec, hookimpl
+from tmops_hookspecs import Executor, ExecutorCheck, ExecutorHost, ExecutorSpec, hookimpl
 
 __all__ = ["tmops_register_executors"]
 
@@ -32,6 +32,15 @@ def _serve(settings: Mapping[str, Any], host: ExecutorHost) -> None:
     serve(read_settings(settings), host)
 
 
+def _check(settings: Mapping[str, Any], host: ExecutorHost) -> Sequence[ExecutorCheck]:
+    from .settings import read_settings
+
+    checked = read_settings(settings)
+    from .doctor import check
+
+    return check(checked, host)
+
+
 @hookimpl
 def tmops_register_executors() -> Iterable[ExecutorSpec]:
     return [
@@ -39,6 +48,7 @@ def tmops_register_executors() -> Iterable[ExecutorSpec]:
             name="temporal",
             factory=_factory,
             serve=_serve,
+            check=_check,
             description="attempts run by `tmops worker` processes through a Temporal server",
         )
     ]

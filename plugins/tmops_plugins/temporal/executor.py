@@ -19,6 +19,7 @@ from temporalio.client import (
     WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from tmops_hookspecs import (
@@ -32,6 +33,7 @@ from tmops_hookspecs import (
 )
 
 from .progress import REMOTE_START_TIME, Progress
+from .runtime import run_with_own_runtime
 from .settings import TemporalSettings, task_queue, workflow_id
 from .workflow import ATTEMPT_UPDATE, RunWorkflow
 
@@ -50,7 +52,9 @@ class TemporalExecutor:
 
     def execute(self, spec: AttemptSpec, provider: Provider, hooks: AttemptHooks) -> AttemptOutcome:
         try:
-            result = asyncio.run(self._run(spec, hooks))
+            # a runtime of the attempt's own: the SDK's default one may abort the engine as
+            # it exits (see runtime.py)
+            result = run_with_own_runtime(lambda runtime: self._run(spec, hooks, runtime))
         except _Unreachable as exc:  # retried by the run with its backoff, like a 529
             failed = AgentResult(outcome=Outcome.TRANSIENT_ERROR, message=str(exc))
             return AttemptOutcome(result=failed, checkpoint_present=spec.checkpoint.exists())
@@ -73,9 +77,13 @@ class TemporalExecutor:
             "max_attempts": self.host.max_retries + 1,
         }
 
-    async def _run(self, spec: AttemptSpec, hooks: AttemptHooks) -> dict[str, Any] | None:
+    async def _run(
+        self, spec: AttemptSpec, hooks: AttemptHooks, runtime: Runtime
+    ) -> dict[str, Any] | None:
         try:
-            client = await Client.connect(self.settings.address, namespace=self.settings.namespace)
+            client = await Client.connect(
+                self.settings.address, namespace=self.settings.namespace, runtime=runtime
+            )
         except RuntimeError as exc:  # the SDK's "Failed client connect: ..."
             raise _Unreachable(
                 f"cannot reach the Temporal server at {self.settings.address}: {exc}"

@@ -32,6 +32,9 @@ class TemporalSettings:
     schedule_timeout_s: float = 3600.0
     #: a run's workflow ends once no attempt was asked for this long (the next one restarts it)
     run_idle_timeout_s: float = 900.0
+    #: attempts one worker runs side by side, each one agent process (``tmops worker
+    #: --concurrency N`` overrides it on one machine)
+    max_concurrent_attempts: int = 4
 
 
 DEFAULTS = attrs.asdict(TemporalSettings())
@@ -50,14 +53,23 @@ def read_settings(settings: Mapping[str, Any]) -> TemporalSettings:
     for key in ("address", "namespace", "task_queue"):
         if key in values and not isinstance(values[key], str):
             problems.append(f"expected a string, got {values[key]!r} @ $.executor.{key}")
+    # a key left empty in YAML is None: refused like any other non-number, not a crash
     for key in sorted(k for k in known if k.endswith("_s")):
         value = values.get(key)
-        if value is not None and (
+        if key in values and (
             isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
         ):
             problems.append(
                 f"must be a number of seconds above 0, got {value!r} @ $.executor.{key}"
             )
+    attempts = values.get("max_concurrent_attempts")
+    if "max_concurrent_attempts" in values and (
+        isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+    ):
+        problems.append(
+            f"must be a whole number of attempts of at least 1, got {attempts!r} "
+            f"@ $.executor.max_concurrent_attempts"
+        )
     address = values.get("address")
     if isinstance(address, str) and not _HOST_PORT.match(address):
         problems.append(
