@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tmops_core.orchestration.run_mirror import LOG_CAP, MANIFEST, RunMirror, folder_ref
+from tmops_core.orchestration.run_mirror import (
+    LOG_CAP,
+    MANIFEST,
+    RunMirror,
+    folder_ref,
+    run_mirror,
+)
 from tmops_core.workspace.layout import Layout, atomic_write, open_dir
 from tmops_hookspecs import TmopsError
 
@@ -123,11 +129,11 @@ def test_a_run_without_a_mirror_is_a_clear_error(tmp_path: Path, remote: Path) -
     assert not os.path.lexists(layout.run_dir(FEATURE, RUN))
 
 
-def _hostile_mirror(remote: Path, base: Path, entry: str) -> None:
+def _hostile_mirror(remote: Path, base: Path, entry: str, manifest: str = '{"version": 1}') -> None:
     """Push to the remote's folder ref a tree with ``entry`` (an ``ls-tree`` line's tail)
-    besides a good manifest: a symlink, or a path climbing out with ``..``."""
+    besides ``manifest``: a symlink, or a path climbing out with ``..``."""
     repo = _clone(remote, base / "evil")
-    manifest = git(repo, "hash-object", "-w", "--stdin", input_text='{"version": 1}')
+    manifest = git(repo, "hash-object", "-w", "--stdin", input_text=manifest)
     target = git(repo, "hash-object", "-w", "--stdin", input_text="/etc/passwd")
     inner = git(repo, "mktree", input_text=f"100644 blob {target}\tpasswd\n")
     lines = f"100644 blob {manifest}\t{MANIFEST}\n" + entry.format(blob=target, tree=inner)
@@ -155,3 +161,33 @@ def test_a_hostile_mirror_is_refused_and_nothing_is_restored(
     assert "nothing of it was restored" in str(caught.value)
     assert not os.path.lexists(layout.run_dir(FEATURE, RUN))
     assert not os.path.lexists(layout.tmops_dir / "worktrees")
+
+
+def test_a_mirror_naming_a_worktree_elsewhere_is_refused(tmp_path: Path, remote: Path) -> None:
+    elsewhere = tmp_path / "anywhere" / "wt"
+    _hostile_mirror(remote, tmp_path, "", manifest=f'{{"version": 1, "worktree": "{elsewhere}"}}')
+    layout = Layout(_clone(remote, tmp_path / "b").resolve())
+    with pytest.raises(TmopsError, match="restore the worktree by hand"):
+        RunMirror(layout, "origin", FEATURE, RUN).restore(tmp_path / "gone", BRANCH)
+    assert not os.path.lexists(layout.run_dir(FEATURE, RUN))
+    assert not os.path.lexists(elsewhere.parent)
+
+
+def test_a_missing_folder_never_replaces_the_remote_mirror(tmp_path: Path, remote: Path) -> None:
+    layout_a, worktree_a, _ = _engine_a(remote, tmp_path)
+    RunMirror(layout_a, "origin", FEATURE, RUN).save(worktree_a, BRANCH)
+    mirrored = git(remote, "rev-parse", folder_ref(FEATURE, RUN))
+    layout_b = Layout(_clone(remote, tmp_path / "b").resolve())
+    mirror_b = RunMirror(layout_b, "origin", FEATURE, RUN)
+    with pytest.raises(TmopsError, match="nothing to mirror"):
+        mirror_b.save(tmp_path / "gone", BRANCH)
+    mirror_b.publish(tmp_path / "gone", BRANCH)  # a run that could not be restored here
+    assert git(remote, "rev-parse", folder_ref(FEATURE, RUN)) == mirrored
+
+
+def test_a_local_executor_mirrors_nothing(tmp_path: Path) -> None:
+    from tmops_core.config import Config
+
+    config = Config()
+    assert config.executor.name == "local"
+    assert run_mirror(config, Layout(tmp_path), FEATURE, RUN) is None

@@ -144,11 +144,11 @@ class RunMirror:
         commit = Git(root).rev(self.ref)
         assert commit is not None  # noqa: S101 - fetched just now
         manifest, files = self._read(commit)
+        here = _worktree_here(manifest.get("worktree"), worktree, root)  # checked before writing
         if not have_folder:
             self._write_folder(files, manifest.get("logs_cut", []))
             logger.info("{}/{}: the run's folder restored from {} {}", self.feature, self.run,
                         self.remote, self.ref)  # fmt: skip
-        here = _worktree_here(manifest.get("worktree"), worktree, root)
         if not os.path.lexists(here):
             self._add_worktree(here, branch)
         return here
