@@ -191,3 +191,16 @@ def test_a_local_executor_mirrors_nothing(tmp_path: Path) -> None:
     config = Config()
     assert config.executor.name == "local"
     assert run_mirror(config, Layout(tmp_path), FEATURE, RUN) is None
+
+
+def test_a_branch_this_clone_has_further_on_is_kept(tmp_path: Path, remote: Path) -> None:
+    layout_a, worktree_a, _ = _engine_a(remote, tmp_path)
+    RunMirror(layout_a, "origin", FEATURE, RUN).publish(worktree_a, BRANCH)
+    root_b = _clone(remote, tmp_path / "b")
+    git(root_b, "fetch", "--quiet", "origin", f"{BRANCH}:{BRANCH}")
+    further = git(root_b, "commit-tree", f"{BRANCH}^{{tree}}", "-p", BRANCH, "-m", "later")
+    git(root_b, "update-ref", f"refs/heads/{BRANCH}", further)
+    layout_b = Layout(root_b.resolve())
+    here = RunMirror(layout_b, "origin", FEATURE, RUN).restore(worktree_a, BRANCH)
+    assert git(here, "rev-parse", "HEAD") == further
+    assert git(root_b, "for-each-ref", f"refs/tmops/{FEATURE}/{RUN}/restoring") == ""

@@ -222,18 +222,27 @@ class RunMirror:
                 f"have it checked out: `git fetch {self.remote} {branch} && git switch {branch}`"
                 f" here, then `tmops start {self.feature} --resume`"
             )
+        fetched = f"refs/tmops/{self.feature}/{self.run}/restoring"
         try:
-            git.fetch(self.remote, f"+refs/heads/{branch}:refs/heads/{branch}")
+            git.fetch(self.remote, f"+refs/heads/{branch}:{fetched}")
         except WorkspaceError as exc:
             raise TmopsError(
                 f"the feature branch {branch} cannot be fetched from the remote {self.remote} "
                 f"({exc}), so the worktree {path} cannot be made; push the branch there from "
                 "the machine that drove the run, then resume it"
             ) from exc
+        remote_head, local_head = git.rev(fetched), git.rev(f"refs/heads/{branch}")
+        git.delete_ref(fetched)
+        assert remote_head is not None  # noqa: S101 - fetched just now
+        # The remote's head unless this clone has the branch further on (or elsewhere): then
+        # the run's branch guard, which knows the head the store names, decides.
+        if local_head is None or git.is_ancestor(local_head, remote_head):
+            git.set_ref(f"refs/heads/{branch}", remote_head)
         if path.is_relative_to(root):
             os.close(open_dir(path.parent, create=True, root=root))  # 0700, no link on the way
         else:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        git.prune_worktrees()  # a worktree whose folder went still holds its branch for git
         git.add_worktree(path, branch)
         logger.info("{}/{}: the worktree {} added on {} from {}", self.feature, self.run, path,
                     branch, self.remote)  # fmt: skip
