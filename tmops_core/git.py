@@ -9,12 +9,13 @@ edits the repository's ignore files to get there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -230,6 +231,73 @@ class Git:
     def push(self, remote: str, refspec: str) -> None:
         """Push ``refspec`` (``+commit:refs/...`` forces) to ``remote``."""
         self.run("push", "--quiet", "--end-of-options", remote, refspec)
+
+    def commit_files(self, ref: str, files: Mapping[str, bytes], message: str) -> str:
+        """A commit of ``files`` (tree path to content, all plain files) on top of what ``ref``
+        (a full ``refs/tmops/...`` name) names, if anything, and ``ref`` moved to it; made with
+        a private index, so neither the worktree, the user's index nor any other ref moves."""
+        fd, index = tempfile.mkstemp(prefix="tmops-index-", dir=self.git_dir())
+        os.close(fd)
+        os.unlink(index)  # git makes it afresh: an empty file is not an index
+        try:
+            private = Git(self.cwd, executable=self._git)
+            private._env["GIT_INDEX_FILE"] = index
+            entries = b"".join(
+                b"100644 " + self._output(b"hash-object", b"-w", b"--stdin", data=data).strip()
+                + b"\t" + os.fsencode(path) + b"\0"
+                for path, data in sorted(files.items())
+            )  # fmt: skip
+            private._output(b"update-index", b"--add", b"-z", b"--index-info", data=entries)
+            tree = private.run("write-tree").stdout.strip()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(index)
+        identity: list[str] = []
+        if self.run("config", "--get", "user.email", check=False).returncode != 0:
+            identity = ["-c", "user.name=tmops", "-c", "user.email=tmops@localhost"]
+        parent = self.rev(ref)
+        parents = ["-p", parent] if parent else []
+        commit = self.run(*identity, "commit-tree", tree, *parents, "-m", message).stdout.strip()
+        self.set_ref(ref, commit)
+        return commit
+
+    def tree_entries(self, commit: str) -> list[tuple[str, str, str, str]]:
+        """``(mode, type, object, path)`` of every entry of ``commit``'s tree, recursively."""
+        _check_commit_id(commit)
+        output = self._output(b"ls-tree", b"-r", b"-z", b"--full-tree", commit.encode())
+        entries = []
+        for record in output.split(b"\0"):
+            if record:
+                meta, _, path = record.partition(b"\t")
+                mode, kind, name = meta.decode().split()
+                entries.append((mode, kind, name, os.fsdecode(path)))
+        return entries
+
+    def blob(self, name: str) -> bytes:
+        """The content of the blob ``name`` (an object id)."""
+        _check_commit_id(name)  # an object id, so never an option
+        return self._output(b"cat-file", b"blob", name.encode())
+
+    def _output(self, *args: bytes, data: bytes | None = None) -> bytes:
+        """:meth:`run` for bytes in and out (blobs, NUL-separated lists)."""
+        argv = [os.fsencode(self._git), b"-c", b"core.hooksPath=/dev/null", *args]
+        try:
+            result = subprocess.run(
+                argv, cwd=self.cwd, env=self._env, capture_output=True, timeout=_TIMEOUT_S,
+                check=False, input=data if data is not None else b"",
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            what = args[0].decode()
+            raise WorkspaceError(f"git {what} did not finish in {_TIMEOUT_S} s") from exc
+        except OSError as exc:
+            raise WorkspaceError(f"cannot run git in {self.cwd}: {exc.strerror}") from exc
+        if result.returncode != 0:
+            message = result.stderr.decode(errors="replace").strip().splitlines()
+            raise WorkspaceError(
+                f"git {args[0].decode()} failed in {self.cwd}: "
+                f"{message[-1] if message else 'no output'}"
+            )
+        return result.stdout
 
     def fast_forward(self, commit: str) -> None:
         """Move the checked-out branch and its files on to ``commit``, which must contain it

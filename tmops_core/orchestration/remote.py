@@ -29,6 +29,7 @@ from tmops_core.checkpoints.watch import Arrivals, CheckpointWatcher
 from tmops_core.config import Config, provider_settings
 from tmops_core.git import Git
 from tmops_core.orchestration.executor import LocalExecutor
+from tmops_core.orchestration.run_mirror import RunMirror
 from tmops_core.plugins import Plugins
 from tmops_core.workspace.layout import Layout, atomic_write, open_dir, read_text_checked
 from tmops_hookspecs import (
@@ -76,6 +77,10 @@ class RemoteAttempts:
         if branch is None or head is None:
             raise TmopsError(f"{spec.request.working_dir} has no branch checked out to publish")
         git.push(self.remote, f"+{head}:refs/heads/{branch}")  # the engine's head is the truth
+        # the run's folder too: an engine on another machine can carry the run on from here
+        RunMirror(self.layout, self.remote, spec.feature, spec.run).save(
+            spec.request.working_dir, branch
+        )
         files = {
             _relative(path, root): text
             for path in (*_files(spec.checkpoint.parent), self.layout.task_spec(spec.feature,

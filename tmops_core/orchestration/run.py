@@ -37,6 +37,7 @@ from tmops_core.orchestration.hooks import FencedHooks
 from tmops_core.orchestration.judge import Judge
 from tmops_core.orchestration.progress import AgentProgress
 from tmops_core.orchestration.providers import PhaseProviders
+from tmops_core.orchestration.run_mirror import run_mirror
 from tmops_core.orchestration.summary import write_summary
 from tmops_core.orchestration.wakeup import Flag
 from tmops_core.orchestration.worktree_setup import run_worktree_setup
@@ -103,6 +104,7 @@ class RunDriver:
         self.arrivals = Arrivals()
         self.handoff = HandoffClock()
         self.executor: Executor = make_executor(config, plugins, layout)
+        self.mirror = run_mirror(config, layout, feature, run)  # None: a local executor
         self.judge = Judge(
             config=config, plugins=plugins, worktree=self.worktree,
             logs_dir=layout.logs_dir(feature, run), context=self.context, emit=self.emit,
@@ -118,12 +120,8 @@ class RunDriver:
     # -- telemetry ---------------------------------------------------------------------------
 
     def emit(self, event_type: str, **data: Any) -> None:
-        event = self.events.emit(
-            event_type,
-            {"run": self.run, **data},
-            feature=self.feature,
-            correlation_id=self.correlation_id,
-        )
+        event = self.events.emit(event_type, {"run": self.run, **data}, feature=self.feature,
+                                 correlation_id=self.correlation_id)  # fmt: skip
         try:
             self.store.add_event(
                 self.feature, self.run, event_type, json.dumps(dict(event.data), default=str),
@@ -134,16 +132,11 @@ class RunDriver:
 
     def context(self, phase: str | None = None) -> FeatureContext:
         return FeatureContext(
-            feature=self.feature,
-            run=self.run,
-            workspace=self.config.server.workspace_id,
-            project_root=self.layout.project_root,
-            worktree=self.worktree,
-            branch=self.branch,
+            feature=self.feature, run=self.run, workspace=self.config.server.workspace_id,
+            project_root=self.layout.project_root, worktree=self.worktree, branch=self.branch,
             run_dir=self.layout.run_dir(self.feature, self.run),
-            checkpoint_dir=self.checkpoint_dir,
-            phase=phase,
-        )
+            checkpoint_dir=self.checkpoint_dir, phase=phase,
+        )  # fmt: skip
 
     def _fence(self) -> AbstractContextManager[object]:
         return self.store.fenced(self.feature, self.run, self.fencing)
@@ -181,6 +174,7 @@ class RunDriver:
             )  # fmt: skip
         except LostOwnership:
             return "lost"
+        self._publish()
         write_feature_line(
             self.layout, FeatureLine(self.feature, ending.state.value, now, self.branch),
             replace=True,
@@ -189,6 +183,9 @@ class RunDriver:
         return ending.state.value
 
     def _drive(self) -> Ending:
+        if self.mirror is not None:  # left by an engine on another machine: fetch what is not here
+            self.worktree = self.judge.worktree = self.mirror.restore(self.worktree, self.branch)
+            self.git = Git(self.worktree)
         check_run_paths(self.layout, self.feature, self.run, self.worktree)  # no link, or fail
         for name in self.workflow:  # every phase's provider installed, before the first agent
             self.providers.spec(name)
@@ -331,6 +328,7 @@ class RunDriver:
         )  # fmt: skip
         crash_point("after-commit")
         self.head = head
+        self._publish()  # before the transition: the remote has every head the store names
         now = iso(utc_now())
         duration = time.monotonic() - started
         if refusal is not None:
@@ -543,6 +541,11 @@ class RunDriver:
             self._pending_ref = None
         self.emit("orchestration.session.started", phase=phase, attempt=number, pid=pid,
                   resumed=resumed, told=note, handoff_ms=self.handoff.take_ms())  # fmt: skip
+
+    def _publish(self) -> None:
+        """The branch and the run's folder to the shared remote (a distributed executor's)."""
+        if self.mirror is not None:
+            self.mirror.publish(self.worktree, self.branch)
 
     def _next_phase(self, name: str) -> str | None:
         index = self.workflow.index(name)
