@@ -18,6 +18,7 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 #: the cluster's superuser (the role the tests' stores connect as)
@@ -103,21 +104,32 @@ class PgCluster:
         )  # fmt: skip
         pwfile.unlink()
         for attempt in range(3):  # a port found free may be taken before the server binds it
-            options = (
-                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
             try:
-                self._run(
-                    str(self.bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D",
-                    str(self.data), "-l", str(self.root / "server.log"), "-o", options,
-                )  # fmt: skip
+                self._start_server()
                 break
             except RuntimeError:
                 if attempt == 2:
                     raise
                 self.port = _free_port()
         self._admin("CREATE DATABASE tmops_template")
+
+    def _start_server(self) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
+            "-l", str(self.root / "server.log"), "-o", options,
+        )  # fmt: skip
+
+    def restart(self, down_s: float) -> None:
+        """The server stopped (``-m fast``: every connection cut at once, what was committed
+        kept; this cluster runs without fsync, so a crash could lose commits), down
+        ``down_s``, then up again on its port."""
+        self._run(str(self.bindir / "pg_ctl"), "stop", "-m", "fast", "-D", str(self.data))
+        time.sleep(down_s)
+        self._start_server()
 
     def _admin(self, sql: str) -> None:
         import psycopg

@@ -9,6 +9,7 @@ for both backends are in test_store_backends.py.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,54 @@ def test_machines_queueing_at_once_give_every_run_its_own_place(
     finally:
         for machine in machines:
             machine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("down_s", [3.0, 15.0])
+def test_a_run_goes_on_after_postgresql_stops_and_comes_back_under_it(
+    tmp_path: Path, pg_url: str, pg_cluster: PgCluster, down_s: float
+) -> None:
+    """The database stops while an agent works and is back ``down_s`` later (within the engine's
+    5 s lease, and past it): the engine rides it out (a cut transaction fails whole, the next
+    runs on a new connection) and the run completes."""
+    import psycopg
+
+    data = scripted_config(tmp_path / "state", fault="tester:slow=20",
+                           default_phases=SHORT_WORKFLOW)  # fmt: skip
+    data["store"] = {"url": pg_url}
+    root = create_demo_project(tmp_path / "p").path
+    config = write_config(tmp_path / "tmops.yaml", data)
+    service = file_service(config)
+    try:
+        new_feature(service, root)
+    finally:
+        service.close()
+    started = tmops("--config", str(config), "start", DEMO_FEATURE, "--workspace", str(root))
+    assert started.exit_code == 0, started.output
+    store = open_store(root / ".tmops" / "tmops.db", url=pg_url)
+
+    def state() -> tuple[str, list[tuple[str, str]]] | None:
+        try:
+            feature = store.feature(DEMO_FEATURE)
+            assert feature is not None
+            run = store.run(DEMO_FEATURE, feature.current_run)
+            assert run is not None
+            return run.status, [(a.phase, a.state) for a in store.attempts(run.feature, run.run)]
+        except psycopg.OperationalError:  # this reader's connection was cut too
+            return None
+
+    try:
+        deadline = time.monotonic() + 60
+        while (now := state()) is None or ("tester", "running") not in now[1]:
+            assert time.monotonic() < deadline, now
+            time.sleep(0.2)
+        pg_cluster.restart(down_s=down_s)
+        restarted = time.monotonic()
+        deadline = restarted + 120
+        while (now := state()) is None or now[0] not in ("completed", "failed", "cancelled"):
+            assert time.monotonic() < deadline, now
+            time.sleep(0.5)
+        print(f"database back -> run ended {now[0]} after {time.monotonic() - restarted:.1f} s")
+        assert now[0] == "completed", now
+    finally:
+        store.close()

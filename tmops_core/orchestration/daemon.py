@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -65,7 +66,14 @@ from tmops_core.orchestration.scheduler import Scheduler
 from tmops_core.orchestration.spawn import ENGINE_LOG, READY, first_error, spawn_engine
 from tmops_core.orchestration.wakeup import Flag
 from tmops_core.plugins import Plugins
-from tmops_core.store import EngineRecord, LeaseHeld, Store, store_errors
+from tmops_core.store import (
+    AttemptRecord,
+    EngineRecord,
+    LeaseHeld,
+    Store,
+    store_errors,
+    store_outages,
+)
 from tmops_core.workspace.layout import (
     Layout,
     ensure_private_dir,
@@ -125,6 +133,7 @@ class _Heartbeat:
         self._thread.join()
 
     def _run(self) -> None:
+        failing_since: float | None = None
         while not self._stop.wait(self.every_s):
             try:
                 renewed = self.store.renew_lease(
@@ -132,8 +141,14 @@ class _Heartbeat:
                     now=iso(utc_now()), lease_s=self.lease_s,
                 )  # fmt: skip
             except store_errors() as exc:  # a busy or dropped store: the lease runs, try again
-                logger.warning("could not renew the engine lease: {}", exc)
+                if failing_since is None:  # once an outage, not once a second
+                    failing_since = time.monotonic()
+                    logger.warning("could not renew the engine lease: {}", exc)
                 continue
+            if failing_since is not None:
+                logger.info("the engine lease is renewed again after {:.1f} s",
+                            time.monotonic() - failing_since)  # fmt: skip
+                failing_since = None
             if not renewed:
                 self.on_lost()
                 return
@@ -179,7 +194,7 @@ class Engine:
         self._signal: int | None = None
         self.scheduler = Scheduler(
             config=config, plugins=plugins, events=events, store=store, layout=layout,
-            cancel=self.cancel, retry_backoff_s=retry_backoff_s,
+            cancel=self.cancel, retry_backoff_s=retry_backoff_s, on_stalled=self._give_back,
         )  # fmt: skip
 
     def serve(
@@ -275,7 +290,10 @@ class Engine:
                     on_idle()
         finally:
             heartbeat.stop()
-            self.store.release_lease(record.id, now=iso(utc_now()))
+            try:
+                self.store.release_lease(record.id, now=iso(utc_now()))
+            except store_outages() as exc:  # it runs out by itself: the next engine waits
+                logger.warning("could not give the engine lease back: {}", exc)
 
     def _acquire_lease(self) -> bool:
         pid = os.getpid()
@@ -311,7 +329,13 @@ class Engine:
             # First take the run away: from here on its old engine's writes are refused.
             if self.store.requeue(run.feature, run.run, now=now):
                 logger.info("run {}/{} queued again: its engine died", run.feature, run.run)
-        live = self.store.live_attempts()
+        self._abandon(
+            self.store.live_attempts(),
+            "the engine running this attempt died; another engine took the run over",
+        )
+
+    def _abandon(self, live: list[AttemptRecord], message: str) -> None:
+        """Stop what the agents of ``live`` attempts left and record them abandoned."""
         if not live:
             return
         # By recorded pid and start time, and by the mark: that also finds what the agents
@@ -321,12 +345,26 @@ class Engine:
             marks=[a.mark for a in live if a.mark],
         )
         if killed:
-            logger.warning("killed {} process(es) left by a dead engine's agents", len(killed))
+            logger.warning("killed {} process(es) left by abandoned attempts", len(killed))
         self.store.close_attempts(
             [a.id for a in live], state=AttemptState.ABANDONED, outcome="crashed",
-            message="the engine running this attempt died; another engine took the run over",
-            now=iso(utc_now()),
+            message=message, now=iso(utc_now()),
         )  # fmt: skip
+
+    def _give_back(self, runs: list[tuple[str, str]]) -> None:
+        """Runs whose drivers lost the store mid-run, now that it answers: queued again under
+        a new token (a late write of the old driver is refused), their attempts abandoned and
+        what their agents left stopped, as a dead engine's; this engine drives them on."""
+        now = iso(utc_now())
+        for feature, run in runs:
+            if self.store.requeue(feature, run, now=now):
+                logger.warning("run {}/{} queued again: the store stopped answering while "
+                               "it ran", feature, run)  # fmt: skip
+        wanted = set(runs)
+        self._abandon(
+            [a for a in self.store.live_attempts() if (a.feature, a.run) in wanted],
+            "the store stopped answering while this attempt ran; the run was queued again",
+        )
 
     # -- stopping ----------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from tmops_core.orchestration.summary import write_summary
 from tmops_core.orchestration.wakeup import Flag
 from tmops_core.orchestration.worktree_setup import run_worktree_setup
 from tmops_core.plugins import Plugins
-from tmops_core.store import LostOwnership, Store, since_reset
+from tmops_core.store import LostOwnership, Store, since_reset, store_outages
 from tmops_core.workspace.layout import Layout, check_run_paths, iso, utc_now
 from tmops_core.workspace.project_files import FeatureLine, write_feature_line
 from tmops_hookspecs import (
@@ -56,7 +56,10 @@ from tmops_hookspecs import (
     TmopsError,
 )
 
-__all__ = ["RunDriver"]
+__all__ = ["STALLED", "RunDriver"]
+
+#: what :meth:`RunDriver.drive` returns when the store stopped answering mid-run
+STALLED = "stalled"
 
 _TRANSIENT_BACKOFF_S = (1.0, 4.0, 15.0)
 #: the longest ``retry_after_s`` honoured before a retry; longer ones are usage limits
@@ -155,6 +158,9 @@ class RunDriver:
             ending = self._branch_moved(exc)
         except TmopsError as exc:
             ending = Ending(RunState.FAILED, str(exc))
+        except store_outages() as exc:  # nothing can be recorded: the engine queues it again
+            logger.warning("{}/{}: the store stopped answering: {}", self.feature, self.run, exc)
+            return STALLED
         except Exception as exc:  # a bug must end the run visibly, never silently
             logger.opt(exception=exc).error("{}/{} crashed", self.feature, self.run)
             ending = Ending(RunState.FAILED, f"internal error: {type(exc).__name__}: {exc}")

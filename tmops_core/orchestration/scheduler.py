@@ -26,10 +26,10 @@ from tmops_core.config import Config
 from tmops_core.events import EventBus
 from tmops_core.log import logger
 from tmops_core.orchestration.providers import phase_provider
-from tmops_core.orchestration.run import RunDriver
+from tmops_core.orchestration.run import STALLED, RunDriver
 from tmops_core.orchestration.wakeup import Flag, Wakeup
 from tmops_core.plugins import Plugins
-from tmops_core.store import LostOwnership, RunRecord, Store, held_providers
+from tmops_core.store import LostOwnership, RunRecord, Store, held_providers, store_outages
 from tmops_core.workspace.layout import Layout, iso, utc_now
 from tmops_hookspecs import TmopsError, WorkspaceError
 
@@ -37,6 +37,8 @@ __all__ = ["SAFETY_WAKE_S", "Scheduler"]
 
 #: The longest the loop sleeps without a ring: a lost ring delays a queued run by this much.
 SAFETY_WAKE_S = 5.0
+#: How often the loop asks a store that stopped answering again.
+_OUTAGE_RETRY_S = 1.0
 
 
 class Scheduler:
@@ -52,8 +54,14 @@ class Scheduler:
         layout: Layout,
         cancel: Flag,
         retry_backoff_s: tuple[float, ...] | None = None,
+        on_stalled: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> None:
         self.config = config
+        #: gives back the runs whose drivers lost the store (the engine queues them again)
+        self.on_stalled = on_stalled
+        #: those runs, until the store answers again (appended by their threads)
+        self._stalled: list[tuple[str, str]] = []
+        self._stalled_lock = threading.Lock()
         self.plugins = plugins
         self.events = events
         self.store = store
@@ -75,13 +83,27 @@ class Scheduler:
         self._listen()
         try:
             idle_since = time.monotonic()
+            outage_since: float | None = None
             while not (self.cancel.is_set() or stop()):
                 self._reap_threads()
-                waits = self.store.usage_limited_runs()
-                stamp = iso(utc_now())
-                self._resume_due(waits, stamp)
-                admitted = self._admit(engine_id, held_providers(waits, stamp))
-                due = self.next_wake_up(waits)
+                try:
+                    self._give_back_stalled()
+                    waits = self.store.usage_limited_runs()
+                    stamp = iso(utc_now())
+                    self._resume_due(waits, stamp)
+                    admitted = self._admit(engine_id, held_providers(waits, stamp))
+                    due = self.next_wake_up(waits)
+                except store_outages() as exc:  # the runs go on; their records wait for it
+                    if outage_since is None:
+                        outage_since = time.monotonic()
+                        logger.warning("the store does not answer ({}); trying again", exc)
+                    self.wakeup.wait(_OUTAGE_RETRY_S)
+                    idle_since = time.monotonic()  # an outage is not idleness
+                    continue
+                if outage_since is not None:
+                    logger.info("the store answers again after {:.1f} s",
+                                time.monotonic() - outage_since)  # fmt: skip
+                    outage_since = None
                 now = time.monotonic()
                 if self._threads or admitted or due is not None:
                     idle_since = now  # a run waiting for its usage limit keeps the engine up
@@ -209,10 +231,24 @@ class Scheduler:
                 cancel=self.cancel, **extra,
             )  # fmt: skip
             status = driver.drive()
-            logger.info("run {}/{} ended: {}", feature, run, status)
+            if status == STALLED:
+                with self._stalled_lock:
+                    self._stalled.append((feature, run))
+            else:
+                logger.info("run {}/{} ended: {}", feature, run, status)
         finally:
             self._ended.append(threading.current_thread())
             self.wakeup.ring()  # a slot is free
+
+    def _give_back_stalled(self) -> None:
+        """The runs whose drivers lost the store, to the engine to queue again: once their
+        threads ended (reaped), before the queue is read."""
+        with self._stalled_lock:
+            stalled = [key for key in self._stalled if key not in self._threads]
+        if stalled and self.on_stalled is not None:
+            self.on_stalled(stalled)  # a store outage here leaves them for the next turn
+        with self._stalled_lock:
+            self._stalled = [key for key in self._stalled if key not in stalled]
 
     def _reap_threads(self) -> None:
         """Join the drivers that said they ended (each is returning) and any other that did."""

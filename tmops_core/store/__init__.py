@@ -21,6 +21,7 @@ from tmops_core.store.records import (
     FeatureRecord,
     LostOwnership,
     RunRecord,
+    StoreUnreachable,
     since_reset,
 )
 from tmops_core.store.sqlite import SQLiteStore
@@ -38,6 +39,7 @@ __all__ = [
     "RunRecord",
     "SQLiteStore",
     "Store",
+    "StoreUnreachable",
     "held_providers",
     "is_shared",
     "open_existing_store",
@@ -46,6 +48,7 @@ __all__ = [
     "since_reset",
     "sqlite_path",
     "store_errors",
+    "store_outages",
 ]
 
 
@@ -56,9 +59,20 @@ def is_shared(url: str | None) -> bool:
 
 def store_errors() -> tuple[type[Exception], ...]:
     """What a backend raises when its database is busy, unreachable or refuses a statement
-    (sqlite3's, and psycopg's once a PostgreSQL store imported it)."""
+    (sqlite3's, :class:`StoreUnreachable`, and psycopg's once a PostgreSQL store imported
+    it)."""
     psycopg = sys.modules.get("psycopg")
-    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
+    known = (sqlite3.Error, StoreUnreachable)
+    return known if psycopg is None else (*known, psycopg.Error)
+
+
+def store_outages() -> tuple[type[Exception], ...]:
+    """What a backend raises when its database cannot be reached or is busy right now (not a
+    statement it refuses): a run that meets one is given back and driven again once the
+    store answers."""
+    psycopg = sys.modules.get("psycopg")
+    known = (sqlite3.OperationalError, StoreUnreachable)
+    return known if psycopg is None else (*known, psycopg.OperationalError)
 
 
 def refuse_shared(url: str | None, what: str) -> None:

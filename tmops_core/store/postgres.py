@@ -31,6 +31,7 @@ from tmops_core.secrets import redact_text
 from tmops_core.store.controls import RunControls
 from tmops_core.store.dialect import POSTGRES, Cursor
 from tmops_core.store.leases import EngineLeases
+from tmops_core.store.records import StoreUnreachable
 from tmops_core.store.runs import RunStore
 from tmops_core.store.tallies import StoreTallies
 from tmops_core.store.trail import AuditTrail
@@ -142,8 +143,9 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
             self._conn.close()
             raise
 
-    def _connect(self) -> Any:
-        """A new connection to the workspace's schema (made, the first time)."""
+    def _connect(self, *, again: bool = False) -> Any:
+        """A new connection to the workspace's schema (made, the first time). ``again``: the
+        store worked before, so a refusal now is the server's outage, not the config's."""
         try:
             import psycopg
             from psycopg import sql
@@ -156,12 +158,15 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
             # autocommit: a read is its own statement; changes are explicit transactions
             conn = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
         except psycopg.Error as exc:
+            problem = (f"cannot connect to the tmops store {redact_text(self.url)}: "
+                       f"{redact_text(str(exc)).strip()}")  # fmt: skip
+            if again:  # psycopg's exception may hold the connection string: never chained
+                raise StoreUnreachable(problem) from None
             raise WorkspaceError(
-                f"cannot connect to the tmops store {redact_text(self.url)}: "
-                f"{redact_text(str(exc)).strip()}",
+                problem,
                 hint="check store.url, that the server runs and the role may connect; the "
                 "password comes from PGPASSWORD or ~/.pgpass",
-            ) from None  # psycopg's exception may hold the connection string
+            ) from None
         # A workspace is a schema of its own: its tables, functions and schema version, so the
         # workspaces sharing the database cannot see each other's rows, whatever a query says.
         name = sql.Identifier(self.schema)
@@ -174,9 +179,9 @@ class PostgresStore(RunStore, EngineLeases, RunControls, AuditTrail, StoreTallie
     def _live(self) -> Any:
         """The connection; one the server dropped (a restart, a failover) is made anew, but
         only between transactions: a transaction it cut is lost whole, never half-redone."""
-        if self._conn.broken and not self._depth:
+        if (self._conn.broken or self._conn.closed) and not self._depth:
             self._conn.close()
-            self._conn = self._connect()
+            self._conn = self._connect(again=True)
         return self._conn
 
     def close(self) -> None:

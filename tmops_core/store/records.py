@@ -17,6 +17,7 @@ __all__ = [
     "FeatureRecord",
     "LostOwnership",
     "RunRecord",
+    "StoreUnreachable",
     "from_row",
     "since_reset",
 ]
@@ -126,3 +127,8 @@ def since_reset(attempts: list[AttemptRecord], phase: str) -> list[AttemptRecord
 
 class LostOwnership(Exception):
     """A run's fencing token changed: another engine owns it now, so this one must stop."""
+
+
+class StoreUnreachable(Exception):
+    """The database that worked a moment ago does not answer (a restart, a failover, the
+    network): a transaction now fails whole, and the next one tries to connect again."""

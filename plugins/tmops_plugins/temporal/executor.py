@@ -30,6 +30,7 @@ from tmops_hookspecs import (
     ExecutorHost,
     Outcome,
     Provider,
+    TmopsError,
 )
 
 from .progress import REMOTE_START_TIME, Progress
@@ -88,7 +89,10 @@ class TemporalExecutor:
             raise _Unreachable(
                 f"cannot reach the Temporal server at {self.settings.address}: {exc}"
             ) from exc
-        job = self.host.job(spec)  # published only once there is someone to hand it to
+        try:  # published only once there is someone to hand it to
+            job = self.host.job(spec)
+        except TmopsError as exc:  # the remote away a moment: retried with the run's backoff
+            raise _Unreachable(f"cannot publish the run to the shared remote: {exc}") from exc
         run_id = workflow_id(self.host.workspace_id, spec.feature, spec.run)
         handle = client.get_workflow_handle(run_id)
         key = [spec.fencing, spec.attempt_id]
