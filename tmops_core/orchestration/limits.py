@@ -19,9 +19,23 @@ from tmops_core.store import AttemptRecord
 from tmops_core.workspace.layout import iso, utc_now
 from tmops_hookspecs import AgentResult, Outcome
 
-__all__ = ["budget_ending", "budget_left", "pause_ending", "price", "usage_limit_ending"]
+__all__ = [
+    "budget_ending",
+    "budget_left",
+    "pause_ending",
+    "price",
+    "spent",
+    "usage_limit_ending",
+]
 
 _PER_MILLION = 1_000_000
+
+
+def spent(result: AgentResult, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What an attempt cost, priced from its tokens (at its provider's prices, ``settings``)
+    when the agent gave no cost; its turns and tokens."""
+    return {"cost_usd": price(result, settings), "turns": result.turns,
+            "tokens": (result.input_tokens, result.output_tokens)}  # fmt: skip
 
 
 def price(result: AgentResult, settings: Mapping[str, Any]) -> float | None:

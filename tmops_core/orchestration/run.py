@@ -531,11 +531,7 @@ class RunDriver:
         )  # fmt: skip
 
     def _spent(self, result: AgentResult, phase: str) -> dict[str, Any]:
-        """What an attempt cost, priced from its tokens (at its phase's provider's prices) when
-        the agent gave no cost."""
-        settings = self.providers.settings(phase)
-        return {"cost_usd": limits.price(result, settings), "turns": result.turns,
-                "tokens": (result.input_tokens, result.output_tokens)}  # fmt: skip
+        return limits.spent(result, self.providers.settings(phase))
 
     def _session_started(
         self, phase: str, number: int, pid: int, *, resumed: bool, note: str | None
