@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,12 @@ from mcp import Client
 
 from tmops_core.service.operations import Service
 from tmops_core.surfaces.mcp_server import build_server
+
+# Started in the background by a shell without job control (`(.ci/run &)`), the tests inherit
+# SIGINT ignored, and so would every tmops they start: the Ctrl-C tests could not deliver it.
+# A Python handler here is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 
