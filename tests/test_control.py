@@ -162,6 +162,7 @@ def test_approve_before_must_name_phases_of_the_workflow() -> None:
     assert "$.features.approve_before[0]" in str(caught.value)
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_retry_runs_a_failed_run_again_from_its_phase(tmp_path: Path) -> None:
     failing = scripted_config(
         tmp_path / "state", fault="implementer:broken-code:always", max_retries=0
@@ -183,6 +184,7 @@ def test_retry_runs_a_failed_run_again_from_its_phase(tmp_path: Path) -> None:
         done.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_retry_of_a_run_that_needs_review_sets_the_refused_work_aside(tmp_path: Path) -> None:
     refusing = scripted_config(tmp_path / "state", fault="verifier:refuse:always", rework_rounds=0)
     done = run_workflow(tmp_path, refusing)
@@ -205,6 +207,7 @@ def test_retry_of_a_run_that_needs_review_sets_the_refused_work_aside(tmp_path: 
         done.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_retry_of_refused_work_tells_the_implementer_what_the_reviewer_found(
     tmp_path: Path,
 ) -> None:

@@ -153,6 +153,7 @@ def test_the_config_errors_name_their_path(tmp_path: Path) -> None:
     project.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_a_usage_limit_holds_back_only_the_provider_of_the_phase_that_hit_it(
     tmp_path: Path,
 ) -> None:

@@ -200,6 +200,7 @@ def test_unknown_roles_have_no_instructions(role: str) -> None:
         load_instructions(role)
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_the_wheel_ships_the_instructions(tmp_path: Path) -> None:
     # Offline and quicker when hatchling is already installed; otherwise pip fetches it.
     isolation = ["--no-build-isolation"] if find_spec("hatchling") else []

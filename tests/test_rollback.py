@@ -113,6 +113,7 @@ def test_implementer_rollback_keeps_the_tests_and_undoes_the_code(finished: Fini
     assert (worktree / CODE).is_file()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_tester_rollback_keeps_its_tests_uncommitted_and_goes_back_to_the_plan(
     finished: Finished,
 ) -> None:
@@ -140,6 +141,7 @@ def test_tester_rollback_keeps_its_tests_uncommitted_and_goes_back_to_the_plan(
     assert "feat(slug)" in log
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_orchestrator_rollback_returns_to_the_initial_state_and_keeps_the_task_spec(
     finished: Finished,
 ) -> None:
@@ -156,6 +158,7 @@ def test_orchestrator_rollback_returns_to_the_initial_state_and_keeps_the_task_s
     assert list((_run_dir(finished) / "checkpoints").glob("0*.md")) == []
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_verifier_rollback_keeps_code_and_tests_and_sets_aside_only_its_outputs(
     finished: Finished,
 ) -> None:
@@ -173,6 +176,7 @@ def test_verifier_rollback_keeps_code_and_tests_and_sets_aside_only_its_outputs(
     assert _phases(finished)["implementer"] == "completed"
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_nothing_is_lost_uncommitted_work_is_restored_from_the_backup_ref(
     finished: Finished,
 ) -> None:

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.usefixtures("agent_env")
 # -- faults ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_passing_tests_on_the_first_attempt_then_real_tests_on_resume(
     demo: Demo, in_process: Runner
 ) -> None:
@@ -60,6 +61,7 @@ def test_passing_tests_on_the_first_attempt_then_real_tests_on_resume(
     assert [s.split("(")[0] for s in subjects[:2]] == ["test", "test"]
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 @pytest.mark.parametrize(("fault", "fixed"), [("broken-code", True), ("broken-code:always", False)])
 def test_broken_code_is_fixed_on_resume_unless_always(
     demo: Demo, in_process: Runner, fault: str, fixed: bool
