@@ -67,6 +67,7 @@ def _stamp(text: str) -> datetime:
 # -- 1. the agent killed during the orchestrator phase ----------------------------------------
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_an_agent_killed_in_the_orchestrator_phase_is_detected_recoverable_and_resumable(
     tmp_path: Path, sites: list[Site]
 ) -> None:
@@ -263,6 +264,7 @@ def _freeze_an_agent(site: Site, feature: str, phase: str | None = None) -> int:
             return agent.pid
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_a_branch_rewritten_during_a_phase_pauses_the_run_with_a_backup_and_can_go_on(
     tmp_path: Path, sites: list[Site]
 ) -> None:
@@ -314,6 +316,7 @@ def test_a_branch_rewritten_during_a_phase_pauses_the_run_with_a_backup_and_can_
 QUEUE = ["first-api", "second-api", "third-api"]  # started in this order
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_features_beyond_the_limit_are_queued_in_order_with_their_place_shown(
     tmp_path: Path, sites: list[Site]
 ) -> None:

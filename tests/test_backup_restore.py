@@ -9,6 +9,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_core.store import SQLiteStore
 
@@ -50,6 +52,7 @@ def restored_store(root: Path) -> SQLiteStore:
     return store
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_a_run_paused_mid_way_goes_on_in_a_fresh_clone_from_its_backup(tmp_path: Path) -> None:
     project = make_project(tmp_path, default_phases=SHORT_WORKFLOW, approve_before=["tester"])
     try:
@@ -109,6 +112,7 @@ def test_a_run_paused_mid_way_goes_on_in_a_fresh_clone_from_its_backup(tmp_path:
         project.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_a_backup_taken_while_an_agent_runs_restores_a_run_to_resume(tmp_path: Path) -> None:
     project = make_project(tmp_path, fault="orchestrator:slow=4", default_phases=SHORT_WORKFLOW)
     try:

@@ -130,6 +130,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     project.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_two_features_with_limit_two_both_complete(pair: Project) -> None:
     for feature in PAIR:
         assert pair.service.status(feature, workspace=pair.root)["status"] == "completed"
@@ -267,6 +268,7 @@ def _run_order(trio: Project) -> list[str]:
     return sorted(TRIO, key=first_attempt.__getitem__)
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_three_features_with_limit_one_all_complete(trio: Project) -> None:
     for feature in TRIO:
         status = trio.service.status(feature, workspace=trio.root)

@@ -44,6 +44,7 @@ def _without_faults(project: Project, **features: object) -> None:
     write_config(project.config, scripted_config(project.state, **features))
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_pause_stops_before_the_next_phase_and_resume_goes_on(tmp_path: Path) -> None:
     project = make_project(tmp_path, fault="orchestrator:slow=5", default_phases=SHORT_WORKFLOW)
     try:
@@ -103,6 +104,7 @@ def test_pause_now_stops_the_agent_tree_and_records_the_attempt_interrupted(
         project.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_a_queued_run_pauses_at_once_and_a_stopped_one_says_there_is_nothing_to_pause(
     tmp_path: Path,
 ) -> None:
@@ -125,6 +127,7 @@ def test_a_queued_run_pauses_at_once_and_a_stopped_one_says_there_is_nothing_to_
         project.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_an_approval_gate_pauses_before_its_phase_until_approved(tmp_path: Path) -> None:
     project = make_project(tmp_path, default_phases=SHORT_WORKFLOW, approve_before=["tester"])
     try:

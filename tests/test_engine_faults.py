@@ -52,6 +52,7 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Finished]:
     finished.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_a_tester_whose_tests_pass_is_rejected_by_the_tests_fail_gate(gated: Finished) -> None:
     first = gated.attempts("tester")[0]
     assert first.state == "rejected"
@@ -190,6 +191,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailedThenResum
     failed.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_an_implementer_whose_tests_fail_fails_the_run(broken: FailedThenResumed) -> None:
     status = broken.failed_status
     assert status["status"] == "failed"
@@ -268,6 +270,7 @@ def verifier_resumed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Verif
     failed.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_a_run_whose_verifier_always_crashes_fails_in_the_verifier(
     verifier_resumed: VerifierResumed,
 ) -> None:

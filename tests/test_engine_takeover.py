@@ -94,6 +94,7 @@ def check_taken_over(project: Project, killed: Killed) -> None:
 # -- kill -9, then start again 0.1 s later --------------------------------------------------------
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_kill_9_then_start_from_the_cli_takes_over_and_the_run_completes(tmp_path: Path) -> None:
     project = make_project(tmp_path, fault=SLOW_TESTER, default_phases=SHORT_WORKFLOW)
     try:
@@ -175,6 +176,7 @@ def mcp_server(project: Project) -> StdioServerParameters:
     )
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 @pytest.mark.anyio
 @pytest.mark.parametrize("restart_from", ["mcp", "cli"])
 async def test_kill_9_of_an_engine_started_from_mcp_then_start_again(

@@ -10,6 +10,8 @@ import signal
 from pathlib import Path
 from subprocess import Popen
 
+import pytest
+
 from tmops_core.orchestration.scheduler import held_providers
 from tmops_core.service.demo_project import DEMO_FEATURE
 from tmops_core.store import RunRecord
@@ -41,6 +43,7 @@ def _started_until_paused(project: Project, *engine_args: str) -> tuple[Popen[by
     return engine, wait_until(lambda: _paused(project), timeout=WAIT_S, what="the usage limit")
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_a_usage_limited_run_resumes_by_itself_at_the_reset_and_completes(tmp_path: Path) -> None:
     # the reset is far enough ahead for two `tmops` commands to see the pause on a busy machine
     project = make_project(tmp_path, fault="tester:usage-limit=10", default_phases=SHORT_WORKFLOW)
@@ -113,6 +116,7 @@ def test_an_engine_killed_while_a_run_waits_loses_nothing(tmp_path: Path) -> Non
         project.close()
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_one_usage_limit_holds_back_the_other_runs_of_its_provider(tmp_path: Path) -> None:
     project = make_project(tmp_path, fault="tester:usage-limit=4", default_phases=SHORT_WORKFLOW)
     new_feature(project.service, project.root, OTHER)
@@ -147,6 +151,7 @@ def _two_providers(base: Path, fault: str) -> Project:
     return project
 
 
+@pytest.mark.slow  # several whole runs: the main run stays under 10 minutes
 def test_a_usage_limit_holds_back_only_its_own_provider(tmp_path: Path) -> None:
     project = _two_providers(tmp_path, "tester:usage-limit=10")
     try:
