@@ -178,22 +178,29 @@ def test_a_takeover_waits_for_an_admission_in_flight_and_fences_the_run_it_admit
 # -- a whole run kept in PostgreSQL ----------------------------------------------------------------
 
 
-def test_a_whole_run_completes_with_its_state_in_postgresql(
-    tmp_path: Path, pg_url: str, pg_cluster: PgCluster
-) -> None:
-    """``tmops start --wait`` with store.url naming PostgreSQL: the spawned engine reads the
-    same config, every record is in the database, and no SQLite file is made."""
-    data = scripted_config(tmp_path / "state", default_phases=SHORT_WORKFLOW)
+def _demo_in_postgresql(tmp_path: Path, pg_url: str, *, fault: str = "") -> tuple[Path, Path]:
+    """The demo project, its feature initialised, with the store at ``pg_url`` and the
+    scripted agent (``fault``) on the short workflow: its root and its config file."""
+    data = scripted_config(tmp_path / "state", fault=fault, default_phases=SHORT_WORKFLOW)
     data["store"] = {"url": pg_url}
     root = create_demo_project(tmp_path / "p").path
     config = write_config(tmp_path / "tmops.yaml", data)
     service = file_service(config)
     try:
         new_feature(service, root)
-        result = tmops("--config", str(config), "start", DEMO_FEATURE, "--workspace", str(root),
-                       "--wait")  # fmt: skip
     finally:
         service.close()
+    return root, config
+
+
+def test_a_whole_run_completes_with_its_state_in_postgresql(
+    tmp_path: Path, pg_url: str, pg_cluster: PgCluster
+) -> None:
+    """``tmops start --wait`` with store.url naming PostgreSQL: the spawned engine reads the
+    same config, every record is in the database, and no SQLite file is made."""
+    root, config = _demo_in_postgresql(tmp_path, pg_url)
+    result = tmops("--config", str(config), "start", DEMO_FEATURE, "--workspace", str(root),
+                   "--wait")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1].startswith(f"{DEMO_FEATURE}: completed")
     assert pg_cluster.password not in result.output
@@ -331,16 +338,7 @@ def test_a_run_goes_on_after_postgresql_stops_and_comes_back_under_it(
     runs on a new connection) and the run completes."""
     import psycopg
 
-    data = scripted_config(tmp_path / "state", fault="tester:slow=20",
-                           default_phases=SHORT_WORKFLOW)  # fmt: skip
-    data["store"] = {"url": pg_url}
-    root = create_demo_project(tmp_path / "p").path
-    config = write_config(tmp_path / "tmops.yaml", data)
-    service = file_service(config)
-    try:
-        new_feature(service, root)
-    finally:
-        service.close()
+    root, config = _demo_in_postgresql(tmp_path, pg_url, fault="tester:slow=20")
     started = tmops("--config", str(config), "start", DEMO_FEATURE, "--workspace", str(root))
     assert started.exit_code == 0, started.output
     store = open_store(root / ".tmops" / "tmops.db", url=pg_url)
